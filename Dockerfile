@@ -1,0 +1,30 @@
+# EventMesh ChatOps bot. Runs in Socket Mode (SLACK_BOT_TOKEN + SLACK_APP_TOKEN) or HTTP mode
+# (SLACK_BOT_TOKEN + SLACK_SIGNING_SECRET, listening on $PORT).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    HOST=0.0.0.0 \
+    PORT=3000 \
+    EVENTMESH_DATA_DIR=/var/lib/eventmesh-bot
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends openssh-client \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 eventmesh \
+ && mkdir -p /var/lib/eventmesh-bot && chown eventmesh /var/lib/eventmesh-bot
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY handlers ./handlers
+COPY config ./config
+RUN pip install .
+
+USER eventmesh
+EXPOSE 3000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"3000\")}/healthz', timeout=4)"
+ENTRYPOINT ["eventmesh-bot"]
+CMD ["run"]

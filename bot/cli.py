@@ -1,0 +1,111 @@
+"""eventmesh-bot: run the bot, check a config, or run the demo EventMesh service.
+
+This is the composition root: the one module that knows the handlers and the runtime both,
+so it imports from handlers/ while nothing else in bot/ does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot import __version__
+from bot.config import ConfigError, check_config, load_config
+from bot.logs import configure_logging
+from bot.settings import Settings, SettingsError, drop_oauth_variables
+from bot.webserver import PortInUse
+
+log = logging.getLogger("eventmesh-bot")
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eventmesh-bot",
+        description="Slack ChatOps bot for the EventMesh operations runbook.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser(
+        "run",
+        help="run the bot (the default); the mode follows the Slack variables that are set",
+    )
+    for p in (parser, run):
+        p.add_argument(
+            "--mode",
+            choices=["socket", "http", "console"],
+            help="force a run mode instead of choosing it from the environment",
+        )
+    check = sub.add_parser("check-config", help="validate a config file: exit 0, or 2 and why")
+    check.add_argument("path", nargs="?", help="config file (default: $EVENTMESH_CONFIG)")
+    demo = sub.add_parser("demo-service", help="run the simulated EventMesh service")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--version", dest="service_version", default="0.1.0")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.path)
+    if args.command == "demo-service":
+        from bot.demo.service import run_demo_service
+
+        run_demo_service(args.host, args.port, args.service_version)
+        return 0
+    return _run(args.mode)
+
+
+def _check_config(path: str | None) -> int:
+    target = Path(path) if path else Settings.from_env().config_path
+    ok, lines = check_config(target)
+    print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else EXIT_USAGE
+
+
+def _run(forced_mode: str | None) -> int:
+    try:
+        settings = Settings.from_env()
+        mode = settings.mode(forced_mode)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        print(f"eventmesh-bot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_level, settings.secrets())
+    drop_oauth_variables()
+    try:
+        config = load_config(settings.config_path)
+    except ConfigError as exc:
+        log.error(
+            "config %s: %s (check it with: eventmesh-bot check-config)", settings.config_path, exc
+        )
+        return EXIT_USAGE
+
+    # Imported here so check-config and demo-service start fast and need no Slack libraries.
+    from bot.runtime import run_bot
+    from handlers import ACTIONS, COMMANDS
+
+    try:
+        return asyncio.run(run_bot(settings, config, mode, COMMANDS, ACTIONS))
+    except PortInUse as exc:
+        log.error("%s — set PORT (and HOST) to a free address", exc)
+    except SQLAlchemyError as exc:
+        url = make_url(settings.database_url).render_as_string(hide_password=True)
+        log.error(
+            "cannot open the store at %s: %s — check EVENTMESH_DATABASE_URL",
+            url,
+            type(exc).__name__,
+        )
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,633 @@
+"""The bot's config file (config/eventmesh.yml): typed, frozen models and a loader.
+
+Operators edit this file by hand, so every problem is reported as one line naming the key
+path ("environments.dev.hosts[0]: 'deploy@' is not user@host[:port]"), all problems of a
+file at once, and unknown keys are errors: a misspelt key silently ignored is a setting
+that never took effect.
+"""
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple, NoReturn, Self
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, InitErrorDetails
+
+
+class ConfigError(Exception):
+    """One problem in a config file: str(err) is the single line '<key.path>: <problem>'.
+
+    `key` is '' when the problem is the file itself (missing, not YAML, empty). `errors`
+    holds every problem found in the file, this one first, so a caller can show them all.
+    """
+
+    def __init__(self, key: str, problem: str, more: tuple["ConfigError", ...] = ()) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
+        self.errors: tuple[ConfigError, ...] = (self, *more)
+
+
+# --- durations -----------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
+_DURATION_HINT = "is not a duration (use 30s, 15m, 1h)"
+
+
+def parse_duration(text: str) -> timedelta:
+    """'30s', '15m', '1h', '2d' or a compound such as '1h30m' (largest unit first).
+
+    Bare numbers are refused: whether `30` means seconds or minutes is exactly the kind of
+    guess that makes a check run 60 times too often.
+    """
+    match = _DURATION.fullmatch(text) if isinstance(text, str) and text else None
+    if match is None:
+        raise ValueError(f"{text!r} {_DURATION_HINT}")
+    days, hours, minutes, seconds = (int(group or 0) for group in match.groups())
+    try:
+        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long a duration") from None
+
+
+def _duration(value: object) -> timedelta:
+    """Config durations are text and longer than zero (a zero interval or timeout is a typo)."""
+    if isinstance(value, timedelta):
+        result = value
+    elif isinstance(value, str):
+        result = parse_duration(value)
+    else:
+        raise ValueError(f"{_show(value)} {_DURATION_HINT}")
+    if result <= timedelta(0):
+        raise ValueError(f"{_show(value)} must be longer than zero")
+    return result
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+# --- checked strings -----------------------------------------------------------------------
+
+
+def _matching(regex: str, what: str) -> AfterValidator:
+    """A validator accepting only whole matches of `regex`; `what` names the expected form."""
+    pattern = re.compile(regex)
+
+    def check(value: str) -> str:
+        if pattern.fullmatch(value) is None:
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+# People paste '@alice' or '#ops'; the Slack API only understands ids.
+UserId = Annotated[str, _matching(r"[UW][A-Z0-9]+", "a Slack user id like U012AB3CD")]
+ChannelId = Annotated[str, _matching(r"[CGD][A-Z0-9]+", "a Slack channel id like C012AB3CD")]
+Repository = Annotated[str, _matching(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", "owner/name")]
+EnvVarName = Annotated[str, _matching(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name")]
+NonEmpty = Annotated[str, Field(min_length=1)]
+ExpandedPath = Annotated[Path, AfterValidator(Path.expanduser)]
+
+_URL = re.compile(
+    r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::([0-9]{1,5}))?(/[^\s?#]*)?"
+)
+
+
+def _base_url(value: str) -> str:
+    """http(s)://host[:port][/path], without a trailing slash: base_url + "/healthz" must work."""
+    match = _URL.fullmatch(value)
+    if match is None or (match[1] is not None and not 1 <= int(match[1]) <= 65535):
+        raise ValueError(f"{value!r} is not http(s)://host[:port][/path]")
+    return value.rstrip("/")
+
+
+BaseUrl = Annotated[str, AfterValidator(_base_url)]
+
+# Words that follow the command name in /deploy, /health and /rollback: an environment
+# called 'status' could never be addressed.
+RESERVED_NAMES = frozenset({"all", "status", "history", "help", "list", "report"})
+_ENV_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def _environment_name(value: str) -> str:
+    """Names appear in slash commands and in paths, so they stay short and plain."""
+    if _ENV_NAME.fullmatch(value) is None:
+        raise ValueError(
+            f"{value!r} is not an environment name (a lowercase letter, then up to 31 of "
+            "a-z 0-9 _ -)"
+        )
+    if value in RESERVED_NAMES:
+        raise ValueError(f"{value!r} is reserved (it is a subcommand word)")
+    return value
+
+
+EnvironmentName = Annotated[str, AfterValidator(_environment_name)]
+
+# --- error plumbing ------------------------------------------------------------------------
+
+Loc = tuple[str | int, ...]
+
+
+def _error(loc: Loc, value: object, message: str) -> InitErrorDetails:
+    """A problem found by hand, in the same form as pydantic's own."""
+    return {
+        "type": "value_error",
+        "loc": loc,
+        "input": value,
+        "ctx": {"error": ValueError(message)},
+    }
+
+
+def _as_init(error: ErrorDetails, loc: Loc) -> InitErrorDetails:
+    """Turn a reported error back into one that can be raised again, at `loc`."""
+    init: InitErrorDetails = {"type": error["type"], "loc": loc, "input": error["input"]}
+    if "ctx" in error:
+        init["ctx"] = error["ctx"]
+    return init
+
+
+def _raise(title: str, errors: list[InitErrorDetails]) -> NoReturn:
+    """Raised inside a validator, a ValidationError keeps each error's own key path."""
+    raise ValidationError.from_exception_data(title, errors)
+
+
+def _unknown_keys(data: dict[Any, Any], accepted: tuple[str, ...]) -> list[InitErrorDetails]:
+    expected = f"unknown key (expected one of: {', '.join(accepted)})"
+    return [
+        _error((str(key),), value, expected) for key, value in data.items() if key not in accepted
+    ]
+
+
+def _validate_reporting_all(
+    handler: Callable[[Any], Any],
+    title: str,
+    fields: Any,
+    errors: list[InitErrorDetails],
+    move: Callable[[Loc], Loc] = lambda loc: loc,
+) -> Any:
+    """Validate `fields`, raising pydantic's errors together with those found beforehand."""
+    try:
+        result = handler(fields)
+    except ValidationError as exc:
+        errors = errors + [_as_init(e, move(e["loc"])) for e in exc.errors()]
+    if errors:
+        _raise(title, errors)
+    return result
+
+
+class _Model(BaseModel):
+    """Frozen, and unknown keys are errors that list the keys the mapping accepts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_keys(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        if not isinstance(data, dict):
+            return handler(data)
+        accepted = tuple(cls.model_fields)
+        known = {key: value for key, value in data.items() if key in accepted}
+        return _validate_reporting_all(handler, cls.__name__, known, _unknown_keys(data, accepted))
+
+
+# --- the sections --------------------------------------------------------------------------
+
+_HOST = re.compile(
+    r"([A-Za-z_][A-Za-z0-9._-]*)@([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::([0-9]{1,5}))?"
+)
+
+
+class Host(_Model):
+    """An SSH target, written 'user@host' or 'user@host:port' in the file."""
+
+    user: NonEmpty
+    hostname: NonEmpty
+    port: int = Field(22, ge=1, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if not isinstance(data, str):
+            return data
+        match = _HOST.fullmatch(data)
+        if match is None:
+            raise ValueError(f"{data!r} is not user@host[:port]")
+        if match[3] is not None and not 1 <= int(match[3]) <= 65535:
+            raise ValueError(f"{data!r} is not user@host[:port] (port 1-65535)")
+        user, hostname, port = match.groups()
+        return {"user": user, "hostname": hostname, "port": int(port or 22)}
+
+    def __str__(self) -> str:
+        address = f"{self.user}@{self.hostname}"
+        return address if self.port == 22 else f"{address}:{self.port}"
+
+
+class Threshold(_Model):
+    """One row of the runbook's Key Metrics table: the warning and critical levels."""
+
+    warning: float
+    critical: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.warning >= self.critical:
+            raise ValueError(
+                f"warning ({self.warning:g}) must be below critical ({self.critical:g})"
+            )
+        return self
+
+
+class Thresholds(_Model):
+    """Defaults are the runbook's Key Metrics table."""
+
+    health_response_ms: Threshold = Threshold(warning=500, critical=2000)
+    api_response_ms: Threshold = Threshold(warning=200, critical=1000)
+    memory_percent: Threshold = Threshold(warning=70, critical=85)
+    cpu_percent: Threshold = Threshold(warning=60, critical=80)
+    error_rate_percent: Threshold = Threshold(warning=1, critical=5)
+    build_minutes: Threshold = Threshold(warning=30, critical=40)
+
+
+class DeploySettings(_Model):
+    """How to build, install and restart; `workdir` is where build, test and version run.
+
+    In the top-level `deploy` section '{env}' is left as written; each environment's copy
+    has it replaced by the environment's name in workdir, install_dir and backup_dir.
+    """
+
+    workdir: Path = Path(".")
+    build: NonEmpty = "cargo build --release"
+    test: NonEmpty = "cargo test --release"
+    artifacts: list[NonEmpty] = Field(
+        default_factory=lambda: ["target/release/riptide-*"], min_length=1
+    )
+    version: NonEmpty = "git describe --tags --always"
+    install_dir: NonEmpty = "/opt/eventmesh/{env}"
+    backup_dir: NonEmpty = "/opt/eventmesh/backups"
+    keep_backups: int = Field(10, ge=1)
+    stop: NonEmpty = "sudo systemctl stop eventmesh-api"
+    start: NonEmpty = "sudo systemctl start eventmesh-api"
+    restart: NonEmpty = "sudo systemctl restart eventmesh-api"
+    verify_timeout: Duration = timedelta(seconds=60)
+    auto_rollback: bool = True
+
+
+_ENV_PATH_KEYS = ("workdir", "install_dir", "backup_dir")
+# An environment's own keys; any key of DeploySettings may be written beside them.
+_ENVIRONMENT_KEYS = ("base_url", "transport", "hosts", "requires_approval", "check_interval")
+
+
+class _EnvironmentEntry(NamedTuple):
+    """One mapping under `environments:` as written, with the deploy section it inherits."""
+
+    name: str
+    written: dict[Any, Any]
+    inherited: DeploySettings
+
+    def fields(self) -> dict[str, Any]:
+        """The Environment fields: own keys, plus the inherited deploy section overridden."""
+        deploy = self.inherited.model_dump()
+        deploy.update((k, v) for k, v in self.written.items() if k in DeploySettings.model_fields)
+        for key in _ENV_PATH_KEYS:
+            if isinstance(deploy[key], str | Path):
+                deploy[key] = str(deploy[key]).replace("{env}", self.name)
+        own = {k: v for k, v in self.written.items() if k in _ENVIRONMENT_KEYS}
+        return {**own, "name": self.name, "deploy": deploy}
+
+
+class Environment(_Model):
+    """A deploy target. `hosts` implies transport ssh; `transport: local` runs here.
+
+    From the file, `deploy` is the top-level section with this environment's overrides and
+    '{env}' filled in; an Environment built in code takes `deploy` as given.
+    """
+
+    name: str
+    base_url: BaseUrl
+    transport: Literal["local", "ssh"]
+    hosts: list[Host] = Field(default_factory=list)
+    requires_approval: bool = False
+    check_interval: Duration = timedelta(seconds=30)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_keys(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        """Read an environment as written in the file, or from keyword fields in code."""
+        if isinstance(data, _EnvironmentEntry):
+            accepted = (*_ENVIRONMENT_KEYS, *DeploySettings.model_fields)
+            errors, fields = _unknown_keys(data.written, accepted), data.fields()
+        elif isinstance(data, dict):
+            errors = _unknown_keys(data, tuple(cls.model_fields))
+            fields = {k: v for k, v in data.items() if k in cls.model_fields}
+        else:
+            return handler(data)
+        if "hosts" in fields:
+            fields.setdefault("transport", "ssh")
+        return _validate_reporting_all(handler, cls.__name__, fields, errors, move=_written_key)
+
+    @model_validator(mode="after")
+    def _hosts_match_transport(self) -> Self:
+        if self.transport == "local" and self.hosts:
+            problem = "transport: local runs on this machine and takes no hosts"
+        elif self.transport == "ssh" and not self.hosts:
+            problem = "transport: ssh needs at least one user@host[:port]"
+        else:
+            return self
+        _raise(type(self).__name__, [_error(("hosts",), self.hosts, problem)])
+
+    @property
+    def healthz_url(self) -> str:
+        return f"{self.base_url}/healthz"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/api/v1"
+
+    @property
+    def status_url(self) -> str:
+        return f"{self.api_url}/status"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.base_url}/metrics"
+
+
+def _written_key(loc: Loc) -> Loc:
+    """An override was written beside the environment's keys, not under a 'deploy' key."""
+    return loc[1:] if len(loc) > 1 and loc[0] == "deploy" else loc
+
+
+class SlackChannels(_Model):
+    alerts_channel: ChannelId | None = None
+    approvals_channel: ChannelId | None = None
+    incidents_channel: ChannelId | None = None
+
+
+class Access(_Model):
+    """Who may run /deploy and /rollback, and who may approve; /health is open to all."""
+
+    deployers: list[UserId] = Field(default_factory=list)
+    approvers: list[UserId] = Field(default_factory=list)
+
+    def may_deploy(self, user_id: str) -> bool:
+        return user_id in self.deployers
+
+    def may_approve(self, user_id: str) -> bool:
+        return user_id in self.approvers
+
+
+class SshSettings(_Model):
+    key_file: ExpandedPath = Field(Path("~/.ssh/id_ed25519"), validate_default=True)
+    known_hosts: ExpandedPath = Field(Path("~/.ssh/known_hosts"), validate_default=True)
+    connect_timeout: Duration = timedelta(seconds=10)
+    command_timeout: Duration = timedelta(minutes=15)
+
+
+class AlertSettings(_Model):
+    breaches_to_fire: int = Field(2, ge=1)
+    passes_to_resolve: int = Field(2, ge=1)
+    repeat_every: Duration = timedelta(hours=1)
+    page_on_critical: bool = True
+
+
+class EscalationLevel(_Model):
+    name: NonEmpty
+    users: list[UserId] = Field(min_length=1)
+    timeout: Duration | None = None
+
+
+class Escalation(_Model):
+    """The runbook's escalation path; each level waits `timeout` before the next is paged."""
+
+    levels: list[EscalationLevel] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> Self:
+        errors = [
+            _error(
+                ("levels", i, "timeout"),
+                None,
+                f"{_MISSING_KEY} (every level but the last needs one)",
+            )
+            for i, level in enumerate(self.levels[:-1])
+            if level.timeout is None
+        ]
+        if errors:
+            _raise(type(self).__name__, errors)
+        return self
+
+
+class MetricsSettings(_Model):
+    dir: Path = Path("metrics")
+
+
+class CiSettings(_Model):
+    """Deploys are gated on the latest run of `workflow` in `repository`."""
+
+    provider: Literal["github"]
+    repository: Repository
+    workflow: NonEmpty
+    api_url: BaseUrl = "https://api.github.com"
+    token_env: EnvVarName = "GITHUB_TOKEN"
+
+
+class Config(_Model):
+    """The whole file. Only `environments` is required; every other section has defaults."""
+
+    slack: SlackChannels = Field(default_factory=SlackChannels)
+    access: Access = Field(default_factory=Access)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
+    ssh: SshSettings = Field(default_factory=SshSettings)
+    environments: dict[EnvironmentName, Environment] = Field(min_length=1)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    escalation: Escalation = Field(default_factory=Escalation)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    ci: CiSettings | None = None
+
+    @field_validator("environments", mode="before")
+    @classmethod
+    def _inherit_deploy(cls, value: Any, info: ValidationInfo) -> Any:
+        """Each written environment inherits the deploy section (its defaults if it is broken)."""
+        if not isinstance(value, dict):
+            return value
+        inherited = info.data.get("deploy", DeploySettings())
+        return {
+            name: _EnvironmentEntry(str(name), entry, inherited)
+            if isinstance(entry, dict)
+            else entry
+            for name, entry in value.items()
+        }
+
+    def environment(self, name: str) -> Environment:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(self.environments)
+            raise KeyError(f"unknown environment {name!r} (known: {known})") from None
+
+    def with_base_url(self, env_name: str, url: str) -> "Config":
+        """A copy with one environment's base_url replaced (the console points 'local' at the
+        demo service it started). Raises KeyError for an unknown name, ValueError for a bad url.
+        """
+        moved = self.environment(env_name).model_copy(update={"base_url": _base_url(url)})
+        return self.model_copy(update={"environments": {**self.environments, env_name: moved}})
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, which PyYAML would resolve by keeping the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("", "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError("", "is a directory, not a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", "is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot read the file: {exc.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "cannot parse"
+        raise ConfigError("", f"YAML error{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"YAML error: {_one_line(str(exc))}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file. Any problem raises ConfigError (see its `errors`)."""
+    data = _read_yaml(Path(path))
+    if data is None:
+        raise ConfigError("", "the file is empty (it needs at least an environments section)")
+    if not isinstance(data, dict):
+        sections = ", ".join(Config.model_fields)
+        raise ConfigError("", f"the top level must be a mapping of sections ({sections})")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = list(dict.fromkeys((_key_path(e["loc"]), _describe(e)) for e in exc.errors()))
+        (key, problem), *rest = problems
+        raise ConfigError(key, problem, tuple(ConfigError(k, p) for k, p in rest)) from None
+
+
+def check_config(path: str | Path) -> tuple[bool, list[str]]:
+    """(ok, lines to print) for `eventmesh-bot check-config`: one line per problem."""
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        return False, [f"{path}: {problem}" for problem in err.errors]
+    count = len(config.environments)
+    names = ", ".join(config.environments)
+    plural = "" if count == 1 else "s"
+    return True, [f"{path}: OK ({count} environment{plural}: {names})"]
+
+
+# --- turning pydantic's errors into lines --------------------------------------------------
+
+
+def _key_path(loc: Loc) -> str:
+    """('environments', 'dev', 'hosts', 0) -> 'environments.dev.hosts[0]'."""
+    path = ""
+    for i, part in enumerate(loc):
+        if part == "[key]":  # pydantic's marker for a bad mapping key: the key is the path
+            continue
+        if type(part) is int and loc[i + 1 : i + 2] != ("[key]",):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+_EXPECTED = {
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "path_type": "a path",
+}
+_MISSING_KEY = "required key is missing"
+_MISSING_HINTS = {"transport": "give transport: local, or hosts: [user@host[:port], ...]"}
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One line, in the file's terms, for one pydantic error."""
+    kind, value, ctx = error["type"], error["input"], error.get("ctx", {})
+    if kind == "value_error":
+        return str(ctx["error"])
+    if kind == "missing":
+        hint = _MISSING_HINTS.get(str(error["loc"][-1]))
+        return f"{_MISSING_KEY} ({hint})" if hint else _MISSING_KEY
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_show(value)}"
+    if kind == "literal_error":
+        return f"{_show(value)} must be {ctx['expected']}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']} (got {_show(value)})"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']} (got {_show(value)})"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    return _one_line(error["msg"])
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,422 @@
+"""The simulated EventMesh service: what the embedded default and the test suite check against.
+
+It answers like the runbook's EventMesh (`/healthz`, `/api/v1`, `/api/v1/status`, `/metrics`)
+and takes faults at run time through `/admin/faults`, so a health check, a deploy's verify
+step or an alert can be driven into every state the runbook describes over real HTTP.
+Everything is per app instance (state, Prometheus registry), because several services run in
+one test process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
+from typing import Any, Literal, TypeGuard
+
+import psutil
+import uvicorn
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+ComponentState = Literal["up", "down"]
+
+# name -> critical? A critical component down makes the service unhealthy (503), any other
+# one only degraded (200): the runbook's Unhealthy/Degraded split.
+COMPONENTS: dict[str, bool] = {"api": True, "event_store": True, "redis": False, "workers": False}
+
+# Paths that get their own metrics label; anything else is "other", so a scan of random
+# URLs cannot grow the label set without bound.
+_SERVICE_PATHS = frozenset({"/healthz", "/api/v1", "/api/v1/status", "/metrics"})
+_REQUEST_LOG_SIZE = 1000
+# A request held by an injected latency must not hold up the embedding process's exit.
+_SHUTDOWN_GRACE_SECONDS = 1.0
+
+
+class FaultError(ValueError):
+    """A POST /admin/faults body that cannot be applied; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """The injected faults; the defaults are a healthy service."""
+
+    version: str
+    latency_ms: int = 0
+    error_rate: float = 0.0
+    healthz_status: int | None = None
+    components: dict[str, ComponentState] = field(
+        default_factory=lambda: dict.fromkeys(COMPONENTS, "up")
+    )
+    metrics_down: bool = False
+    status_down: bool = False
+
+    def merged(self, changes: object) -> Faults:
+        """A copy with `changes` applied, or FaultError listing every problem (nothing applied)."""
+        if not isinstance(changes, dict):
+            raise FaultError("faults must be a JSON object")
+        problems: list[str] = []
+        updates: dict[str, Any] = {}
+        for key, value in changes.items():
+            check = _CHECKS.get(key)
+            if check is None:
+                problems.append(f"unknown fault {key!r} (known: {', '.join(sorted(_CHECKS))})")
+                continue
+            problem = check(value)
+            if problem:
+                problems.append(f"{key} {problem}")
+            elif key == "components":
+                updates[key] = {**self.components, **value}
+            else:
+                updates[key] = value
+        if problems:
+            raise FaultError("invalid faults: " + "; ".join(problems))
+        return replace(self, **updates)
+
+    def overall_status(self) -> str:
+        """healthy / degraded / unhealthy from the components, as the runbook classifies."""
+        down = [name for name, state in self.components.items() if state == "down"]
+        if any(COMPONENTS[name] for name in down):
+            return "unhealthy"
+        return "degraded" if down else "healthy"
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """JSON true/false arrive as bool, a subclass of int; they are not numbers here."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_latency(value: object) -> str | None:
+    return None if _is_int(value) and value >= 0 else "must be an integer >= 0"
+
+
+def _check_error_rate(value: object) -> str | None:
+    ok = (_is_int(value) or isinstance(value, float)) and 0 <= value <= 1
+    return None if ok else "must be a number from 0 to 1"
+
+
+def _check_healthz_status(value: object) -> str | None:
+    ok = value is None or (_is_int(value) and 200 <= value <= 599)
+    return None if ok else "must be an HTTP status from 200 to 599, or null"
+
+
+def _check_version(value: object) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
+
+
+def _check_components(value: object) -> str | None:
+    if not isinstance(value, dict):
+        return 'must be an object {name: "up"|"down"}'
+    unknown = sorted(set(value) - set(COMPONENTS))
+    if unknown:
+        return f"has unknown {unknown} (known: {', '.join(COMPONENTS)})"
+    bad = sorted(name for name, state in value.items() if state not in ("up", "down"))
+    return f'{bad} must be "up" or "down"' if bad else None
+
+
+def _check_bool(value: object) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+_CHECKS: dict[str, Callable[[object], str | None]] = {
+    "latency_ms": _check_latency,
+    "error_rate": _check_error_rate,
+    "healthz_status": _check_healthz_status,
+    "version": _check_version,
+    "components": _check_components,
+    "metrics_down": _check_bool,
+    "status_down": _check_bool,
+}
+
+
+class _DemoState:
+    """One service's faults, request log and metrics."""
+
+    def __init__(self, version: str, clock: Callable[[], float]) -> None:
+        self.initial_version = version
+        self.clock = clock
+        self.started_at = clock()
+        self.faults = Faults(version=version)
+        self.requests: deque[dict[str, Any]] = deque(maxlen=_REQUEST_LOG_SIZE)
+        self._error_fraction = Fraction(0)
+        self._since_rate_set = 0
+        self.registry = CollectorRegistry()
+        self.requests_total = Counter(
+            "eventmesh_http_requests",
+            "HTTP requests answered, by path and status code.",
+            ["path", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "eventmesh_http_request_duration_seconds",
+            "Time to answer an HTTP request, injected latency included.",
+            ["path"],
+            registry=self.registry,
+        )
+        self.registry.register(_LiveGauges(self))
+
+    def set_faults(self, faults: Faults) -> None:
+        """Install new faults; a new error rate restarts its pattern, so it is reproducible."""
+        if faults.error_rate != self.faults.error_rate:
+            # limit_denominator turns 0.29 back into 29/100, so the pattern is exact.
+            self._error_fraction = Fraction(faults.error_rate).limit_denominator(1_000_000)
+            self._since_rate_set = 0
+        self.faults = faults
+
+    def inject_error(self) -> bool:
+        """Whether this request fails: the n-th does when n * rate crosses an integer.
+
+        Deterministic, so any k consecutive requests at rate p get floor or ceil of k*p
+        errors, and tests need no randomness.
+        """
+        self._since_rate_set += 1
+        n, rate = self._since_rate_set, self._error_fraction
+        return n * rate.numerator // rate.denominator > (n - 1) * rate.numerator // rate.denominator
+
+
+class _LiveGauges(Collector):
+    """Values read at scrape time: the build version (a fault can change it) and psutil's view."""
+
+    def __init__(self, state: _DemoState) -> None:
+        self._state = state
+        self._process = psutil.Process()
+        self._process.cpu_percent()  # the first call only starts psutil's measuring interval
+
+    def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily("eventmesh_build_info", "Build information.", labels=["version"])
+        info.add_metric([self._state.faults.version], 1)
+        yield info
+        cpus = psutil.cpu_count() or 1
+        yield GaugeMetricFamily(
+            "eventmesh_process_cpu_percent",
+            "CPU used by this process since the last scrape, as a share of the whole machine.",
+            value=self._process.cpu_percent() / cpus,
+        )
+        yield GaugeMetricFamily(
+            "eventmesh_process_memory_percent",
+            "Resident memory of this process as a share of the machine's physical memory.",
+            value=self._process.memory_percent(),
+        )
+
+
+class _FaultInjection:
+    """ASGI middleware: latency and errors for every non-admin request, then log and count it.
+
+    Pure ASGI (not BaseHTTPMiddleware) so the status is read off the response as it is sent.
+    """
+
+    def __init__(self, app: ASGIApp, state: _DemoState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or path == "/admin" or path.startswith("/admin/"):
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        started, t0 = time.time(), state.clock()
+        status = 500  # what the client gets if the app raises before answering
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if state.faults.latency_ms:
+                await asyncio.sleep(state.faults.latency_ms / 1000)
+            if state.inject_error():
+                injected = JSONResponse({"error": "injected"}, status_code=500)
+                await injected(scope, receive, record_status)
+            else:
+                await self.app(scope, receive, record_status)
+        finally:
+            label = path if path in _SERVICE_PATHS else "other"
+            state.requests_total.labels(path=label, code=str(status)).inc()
+            state.duration.labels(path=label).observe(state.clock() - t0)
+            state.requests.append(
+                {"path": path, "started": started, "finished": time.time(), "status": status}
+            )
+
+
+def create_demo_app(
+    version: str = "0.1.0", *, clock: Callable[[], float] = time.monotonic
+) -> Starlette:
+    """A fresh service with its own state and metrics registry.
+
+    `clock` (monotonic seconds) drives uptime and request durations, so tests can set it.
+    """
+    state = _DemoState(version, clock)
+
+    async def healthz(request: Request) -> Response:
+        faults = state.faults
+        status = faults.overall_status()
+        code = 503 if status == "unhealthy" else 200
+        if faults.healthz_status is not None:
+            code = faults.healthz_status
+            if code >= 400:
+                status = "unhealthy"
+        return JSONResponse({"status": status, "version": faults.version}, status_code=code)
+
+    async def api_index(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "service": "eventmesh",
+                "version": state.faults.version,
+                "endpoints": ["/healthz", "/api/v1/status", "/metrics"],
+            }
+        )
+
+    async def api_status(request: Request) -> Response:
+        faults = state.faults
+        if faults.status_down:
+            return JSONResponse({"error": "status unavailable (injected)"}, status_code=503)
+        return JSONResponse(
+            {
+                "status": faults.overall_status(),
+                "version": faults.version,
+                "uptime_seconds": round(state.clock() - state.started_at, 3),
+                "components": {
+                    name: {"status": faults.components[name], "critical": critical}
+                    for name, critical in COMPONENTS.items()
+                },
+            }
+        )
+
+    async def metrics(request: Request) -> Response:
+        if state.faults.metrics_down:
+            return PlainTextResponse("Not Found", status_code=404)
+        return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def get_faults(request: Request) -> Response:
+        return JSONResponse(asdict(state.faults))
+
+    async def post_faults(request: Request) -> Response:
+        try:
+            changes = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "body must be JSON"}, status_code=400)
+        try:
+            state.set_faults(state.faults.merged(changes))
+        except FaultError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(asdict(state.faults))
+
+    async def delete_faults(request: Request) -> Response:
+        state.set_faults(Faults(version=state.initial_version))
+        return JSONResponse(asdict(state.faults))
+
+    async def get_requests(request: Request) -> Response:
+        return JSONResponse(list(state.requests))
+
+    async def delete_requests(request: Request) -> Response:
+        cleared = len(state.requests)
+        state.requests.clear()
+        return JSONResponse({"cleared": cleared})
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/api/v1", api_index, methods=["GET"]),
+            Route("/api/v1/status", api_status, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/admin/faults", get_faults, methods=["GET"]),
+            Route("/admin/faults", post_faults, methods=["POST"]),
+            Route("/admin/faults", delete_faults, methods=["DELETE"]),
+            Route("/admin/requests", get_requests, methods=["GET"]),
+            Route("/admin/requests", delete_requests, methods=["DELETE"]),
+        ],
+        middleware=[Middleware(_FaultInjection, state=state)],
+    )
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves the process's signals alone and reports readiness.
+
+    uvicorn.Server.serve() replaces the SIGINT/SIGTERM handlers while it runs and re-raises
+    the captured signal afterwards. The demo service runs inside the bot's console mode,
+    whose process owns those signals and stops the service by cancelling `serve_demo`.
+    """
+
+    def __init__(self, config: uvicorn.Config, ready: asyncio.Event | None) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._ready is not None:
+            self._ready.set()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind here rather than in uvicorn, whose bind failure is sys.exit(1): raise OSError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
+
+
+async def serve_demo(
+    host: str, port: int, version: str = "0.1.0", *, ready: asyncio.Event | None = None
+) -> None:
+    """Serve a demo service in the running event loop until cancelled.
+
+    Sets `ready` once it accepts connections. A port already in use raises OSError.
+    Cancelling it stops accepting, lets requests in flight finish (at most
+    _SHUTDOWN_GRACE_SECONDS) and then re-raises the cancellation.
+    """
+    sock = _listen(host, port)
+    config = uvicorn.Config(
+        create_demo_app(version),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=_SHUTDOWN_GRACE_SECONDS,
+    )
+    server = _EmbeddedServer(config, ready)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    logger.info("demo EventMesh service %s listening on %s port %d", version, host, port)
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await serving
+        raise
+    finally:
+        sock.close()
+
+
+def run_demo_service(host: str, port: int, version: str) -> None:
+    """Serve until Ctrl-C, for `eventmesh-bot demo-service`; Ctrl-C is a normal exit."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_demo(host, port, version))
+
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago: good enough for tests and the console mode."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])

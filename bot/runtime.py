@@ -1,0 +1,142 @@
+"""One running bot: the store, the workers, the chat, and the mode's front door, in one loop.
+
+Every mode serves GET /healthz and GET /metrics. The process's signals belong here: SIGINT
+and SIGTERM stop the front door first, then let running work finish briefly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import httpx
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+from bot import __version__
+from bot.config import Config
+from bot.demo.service import create_demo_app
+from bot.runbook.health import HealthChecker
+from bot.settings import Mode, Settings
+from bot.slack.bolt_app import create_bolt_app
+from bot.slack.chat import Chat
+from bot.slack.console import Console, ConsoleChat
+from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, Services
+from bot.slack.web import create_web_app
+from bot.slack.web_api import SlackChat, create_web_client
+from bot.store import Store
+from bot.telemetry import Telemetry
+from bot.webserver import EmbeddedServer, bind, bind_preferring, bound_port, embedded_server
+from bot.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+DEMO_PORT = 8080
+
+
+@dataclass
+class RunningServer:
+    server: EmbeddedServer
+    task: asyncio.Task[None]
+    url: str
+
+
+def _start_server(app: object, sock: object, host: str, log_level: str) -> RunningServer:
+    server = embedded_server(app, log_level)  # type: ignore[arg-type]
+    port = bound_port(sock)  # type: ignore[arg-type]
+    task = asyncio.create_task(server.serve(sockets=[sock]))  # type: ignore[list-item]
+    return RunningServer(server, task, f"http://{host}:{port}")
+
+
+async def _stop_servers(servers: Sequence[RunningServer]) -> None:
+    for running in servers:
+        running.server.should_exit = True
+    await asyncio.gather(*(r.task for r in servers), return_exceptions=True)
+
+
+async def run_bot(
+    settings: Settings,
+    config: Config,
+    mode: Mode,
+    commands: Sequence[CommandSpec],
+    actions: Sequence[ActionSpec],
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    telemetry = Telemetry()
+    store = Store(settings.database_url)
+    workers = WorkerPool()
+    servers: list[RunningServer] = []
+    async with AsyncExitStack() as cleanup:
+        cleanup.callback(store.close)
+        http = await cleanup.enter_async_context(httpx.AsyncClient(follow_redirects=False))
+        workers.start()
+        cleanup.push_async_callback(workers.stop)
+        cleanup.push_async_callback(_stop_servers, servers)
+
+        chat: Chat
+        if mode == "console":
+            demo_sock = bind_preferring("127.0.0.1", DEMO_PORT)
+            demo = _start_server(create_demo_app(), demo_sock, "127.0.0.1", settings.log_level)
+            servers.append(demo)
+            if "local" in config.environments:
+                config = config.with_base_url("local", demo.url)
+            chat = ConsoleChat()
+        else:
+            client = create_web_client(settings.bot_token or "", settings.api_url)
+            chat = SlackChat(client)
+
+        checker = HealthChecker(http, config.thresholds, store, telemetry)
+        services = Services(config, store, chat, checker, telemetry, workers)
+        dispatcher = Dispatcher(services, commands, actions)
+
+        bolt_app = None
+        if mode != "console":
+            bolt_app = create_bolt_app(
+                dispatcher, client=client, signing_secret=settings.signing_secret
+            )
+        web_app = create_web_app(telemetry, mode, bolt_app if mode == "http" else None)
+        if mode == "console" and not settings.port_was_set:
+            web_sock = bind_preferring(settings.host, settings.port)
+        else:
+            web_sock = bind(settings.host, settings.port)
+        web = _start_server(web_app, web_sock, settings.host, settings.log_level)
+        servers.append(web)
+
+        if mode == "console":
+            print(
+                f"EventMesh ChatOps {__version__} — local console (no Slack tokens set)\n"
+                f"  demo EventMesh service: {servers[0].url} (environment 'local' points here)\n"
+                f"  bot health and metrics: {web.url}/healthz  {web.url}/metrics\n"
+                f"  config: {settings.config_path}",
+                flush=True,
+            )
+            console = Console(dispatcher, chat, workers)  # type: ignore[arg-type]
+            console_task = asyncio.create_task(console.run())
+            stop_task = asyncio.create_task(stop.wait())
+            await asyncio.wait({console_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            stop_task.cancel()
+            if console_task.done():
+                console_task.result()  # a crash in the console surfaces here
+            else:
+                console_task.cancel()
+                sys.stdout.write("\n")
+            return 0
+
+        if mode == "socket":
+            socket_handler = AsyncSocketModeHandler(bolt_app, settings.app_token)
+            await socket_handler.connect_async()
+            cleanup.push_async_callback(socket_handler.close_async)
+            log.info("connected to Slack in Socket Mode; health and metrics on %s", web.url)
+        else:
+            log.info("listening for Slack on %s/slack/events", web.url)
+        await stop.wait()
+        log.info("stopping: no new requests; letting running work finish")
+        return 0

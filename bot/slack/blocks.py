@@ -1,0 +1,210 @@
+"""Block Kit builders: every message the bot sends is made here.
+
+Slack rejects a message that breaks a Block Kit limit (invalid_blocks), so the limits are
+enforced where blocks are made: text is cut to fit, long lists are split across sections.
+User-supplied text is escaped before it goes into mrkdwn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from bot.runbook.health import Health, HealthResult
+from bot.slack.chat import Message
+
+if TYPE_CHECKING:
+    from bot.slack.dispatch import Usage
+
+Block = dict[str, Any]
+
+MAX_BLOCKS = 50
+SECTION_TEXT_MAX = 3000
+HEADER_MAX = 150
+CONTEXT_ELEMENTS_MAX = 10
+BUTTON_TEXT_MAX = 75
+BUTTON_VALUE_MAX = 2000
+FALLBACK_TEXT_MAX = 4000
+ECHO_MAX = 40  # how much of a user's bad input is quoted back
+
+HEALTH_EMOJI = {
+    Health.HEALTHY: ":large_green_circle:",
+    Health.DEGRADED: ":large_yellow_circle:",
+    Health.UNHEALTHY: ":red_circle:",
+}
+PENDING_EMOJI = ":hourglass_flowing_sand:"
+
+
+def escape(text: str) -> str:
+    """Make user text inert in mrkdwn: no mentions, links or formatting smuggled in."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def echo(user_text: str) -> str:
+    """Quote a piece of user input back, short and inert, as inline code."""
+    cleaned = " ".join(user_text.split()).replace("`", "'")
+    return f"`{escape(cut(cleaned, ECHO_MAX))}`"
+
+
+def header(text: str) -> Block:
+    return {"type": "header", "text": {"type": "plain_text", "text": cut(text, HEADER_MAX)}}
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": cut(text, SECTION_TEXT_MAX)}}
+
+
+def context(*elements: str) -> Block:
+    return {
+        "type": "context",
+        "elements": [
+            {"type": "mrkdwn", "text": cut(e, SECTION_TEXT_MAX)}
+            for e in elements[:CONTEXT_ELEMENTS_MAX]
+        ],
+    }
+
+
+def button(text: str, action_id: str, value: str, style: str | None = None) -> Block:
+    element: Block = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": cut(text, BUTTON_TEXT_MAX)},
+        "action_id": action_id,
+        "value": value[:BUTTON_VALUE_MAX],
+    }
+    if style:
+        element["style"] = style
+    return element
+
+
+def sections_for_lines(lines: Sequence[str]) -> list[Block]:
+    """Pack lines into as few sections as fit Slack's 3,000-character section limit."""
+    sections: list[Block] = []
+    chunk = ""
+    for line in lines:
+        line = cut(line, SECTION_TEXT_MAX)
+        if chunk and len(chunk) + 1 + len(line) > SECTION_TEXT_MAX:
+            sections.append(section(chunk))
+            chunk = ""
+        chunk = f"{chunk}\n{line}" if chunk else line
+    if chunk:
+        sections.append(section(chunk))
+    return sections
+
+
+def message(text: str, blocks: list[Block]) -> Message:
+    if len(blocks) > MAX_BLOCKS:
+        blocks = [*blocks[: MAX_BLOCKS - 1], context("… more than Slack can show in one message")]
+    return Message(text=cut(text, FALLBACK_TEXT_MAX), blocks=blocks)
+
+
+# --- help, usage and errors -------------------------------------------------------------------
+
+
+def usage(command: str, usages: Sequence[Usage], problem: str | None) -> Message:
+    lines = [f"`{u.syntax}` — {u.summary}" for u in usages]
+    blocks: list[Block] = []
+    if problem:
+        blocks.append(section(f":warning: {problem}"))
+    if usages:  # a button press has no usage to show, only the problem
+        blocks.append(section(f"*Usage of {command}*"))
+        blocks.extend(sections_for_lines(lines))
+    fallback = f"{problem + ' ' if problem else ''}Usage: " + "; ".join(u.syntax for u in usages)
+    return message(fallback, blocks)
+
+
+def unknown_command(command: str, known: Sequence[str]) -> Message:
+    text = f"This bot does not handle {echo(command)}. It knows: {', '.join(known)}."
+    return message(text, [section(text)])
+
+
+def denied(reason: str) -> Message:
+    return message(reason, [section(f":no_entry: {reason}")])
+
+
+def internal_error(what: str, reference: int | None = None) -> Message:
+    ref = f" (audit #{reference})" if reference is not None else ""
+    text = (
+        f"`{what}` failed with an internal error{ref}. Nothing more will run for this request; "
+        "the bot's log has the details for whoever runs the bot."
+    )
+    return message(text, [section(f":x: {text}")])
+
+
+# --- health --------------------------------------------------------------------------------------
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def health_line(name: str, result: HealthResult | None) -> str:
+    if result is None:
+        return f"{PENDING_EMOJI} *{name}* — checking…"
+    facts = [result.health.value]
+    facts.append(f"{result.latency_ms:.0f} ms" if result.latency_ms is not None else "no answer")
+    if result.version:
+        facts.append(f"v{escape(result.version.removeprefix('v'))}")
+    if result.health is not Health.HEALTHY and result.streak > 1:
+        facts.append(f"{_ordinal(result.streak)} {result.health.value.lower()} check in a row")
+    line = f"{HEALTH_EMOJI[result.health]} *{name}* — " + " · ".join(facts)
+    for reason in result.reasons[:3]:
+        line += f"\n        › {escape(reason)}"
+    return line
+
+
+def health_report(
+    results: Mapping[str, HealthResult | None],
+    *,
+    scope: str,
+    requested_by: str,
+    warning_ms: float,
+    critical_ms: float,
+) -> Message:
+    """The /health answer: a line per environment, filled in as the checks come back."""
+    done = [r for r in results.values() if r is not None]
+    title = "Health · all environments" if scope == "all" else f"Health · {scope}"
+    blocks: list[Block] = [header(title)]
+    blocks.extend(sections_for_lines([health_line(n, r) for n, r in results.items()]))
+    checked = max((r.checked_at for r in done), default=None)
+    when = f"checked {checked:%H:%M:%S} UTC · " if checked else ""
+    blocks.append(
+        context(
+            f"Requested by <@{requested_by}> · {when}"
+            f"healthy under {warning_ms:.0f} ms, unhealthy at {critical_ms:.0f} ms or no answer"
+        )
+    )
+    if len(done) == len(results):
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": "health_actions",
+                "elements": [button("Check again", "health_recheck", scope)],
+            }
+        )
+    return message(_health_summary(results, scope), blocks)
+
+
+def _health_summary(results: Mapping[str, HealthResult | None], scope: str) -> str:
+    if scope != "all":
+        result = results.get(scope)
+        if result is None:
+            return f"Checking health of {scope}…"
+        return f"Health of {scope}: {result.health.value}" + (
+            f" — {result.reasons[0]}" if result.reasons else ""
+        )
+    counts = {h: 0 for h in Health}
+    pending = 0
+    for result in results.values():
+        if result is None:
+            pending += 1
+        else:
+            counts[result.health] += 1
+    parts = [f"{n} {h.value}" for h, n in counts.items() if n]
+    if pending:
+        parts.append(f"{pending} checking")
+    return "Health of all environments: " + ", ".join(parts)

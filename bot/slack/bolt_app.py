@@ -1,0 +1,87 @@
+"""Bolt wiring: Slack's payloads in, the shared dispatcher out.
+
+The only module that imports slack_bolt's app. Listeners translate Bolt's arguments into
+CommandRequest / ActionRequest and an ack function; everything else is the dispatcher's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack.chat import Message
+from bot.slack.dispatch import ActionRequest, CommandRequest, Dispatcher
+
+log = logging.getLogger(__name__)
+
+# The HTTP adapter stamps each request when it arrives, so the ack latency metric includes
+# Bolt's own work (signature check, auth.test); in Socket Mode the listener's start stands in.
+RECEIVED_AT = "eventmesh_received_at"
+
+
+def create_bolt_app(
+    dispatcher: Dispatcher, *, client: AsyncWebClient, signing_secret: str | None
+) -> AsyncApp:
+    app = AsyncApp(
+        client=client,
+        # Socket Mode has no signatures (Bolt skips the check for it); HTTP mode always has one.
+        signing_secret=signing_secret or "",
+        name="eventmesh-bot",
+        logger=logging.getLogger("slack_bolt"),
+    )
+
+    async def on_command(ack: AsyncAck, command: dict[str, Any], context: AsyncBoltContext) -> None:
+        request = CommandRequest(
+            command=command.get("command", ""),
+            text=command.get("text") or "",
+            user_id=command.get("user_id", ""),
+            channel_id=command.get("channel_id", ""),
+            response_url=command.get("response_url"),
+            received_at=context.get(RECEIVED_AT) or time.perf_counter(),
+        )
+
+        async def reply(message: Message | None) -> None:
+            if message is None:
+                await ack()
+            else:
+                await ack(text=message.text, blocks=message.blocks, response_type="ephemeral")
+
+        await dispatcher.handle_command(request, reply)
+
+    async def on_action(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    ) -> None:
+        pressed = (body.get("actions") or [{}])[0]
+        container = body.get("container") or {}
+        request = ActionRequest(
+            action_id=pressed.get("action_id", ""),
+            value=pressed.get("value") or "",
+            user_id=(body.get("user") or {}).get("id", ""),
+            channel_id=container.get("channel_id") or (body.get("channel") or {}).get("id", ""),
+            message_ts=container.get("message_ts"),
+            response_url=body.get("response_url"),
+            received_at=context.get(RECEIVED_AT) or time.perf_counter(),
+        )
+
+        async def reply(message: Message | None) -> None:
+            # A button's ack carries no message; anything for the user goes to response_url.
+            await ack()
+            if message is not None:
+                await respond(
+                    text=message.text,
+                    blocks=message.blocks,
+                    response_type="ephemeral",
+                    replace_original=False,
+                )
+
+        await dispatcher.handle_action(request, reply)
+
+    for name in dispatcher.commands:
+        app.command(name)(on_command)
+    for action_id in dispatcher.actions:
+        app.action(action_id)(on_action)
+    return app

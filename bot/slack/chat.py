@@ -1,0 +1,67 @@
+"""What the bot says and where: messages, message references, and the Chat protocol.
+
+Handlers and reports talk to a Chat; Slack's Web API and the local console each implement
+it, so the console runs the very same handlers as Slack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Message:
+    """Block Kit blocks plus the plain-text fallback Slack shows in notifications."""
+
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    channel: str
+    ts: str
+
+
+class ChatError(Exception):
+    """The chat refused a message; `error` is Slack's error code (e.g. not_in_channel)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class Chat(Protocol):
+    async def post(
+        self, channel: str, message: Message, *, thread_ts: str | None = None
+    ) -> MessageRef: ...
+
+    async def update(self, ref: MessageRef, message: Message) -> None: ...
+
+    async def respond(self, response_url: str, message: Message) -> None:
+        """Answer only the user who asked (Slack's response_url, ephemeral)."""
+        ...
+
+
+@dataclass
+class Conversation:
+    """Where one command's replies go: its channel, or, failing that, the asking user alone."""
+
+    chat: Chat
+    channel_id: str
+    user_id: str
+    response_url: str | None = None
+
+    async def post(self, message: Message) -> MessageRef | None:
+        """Post in the channel; if the bot may not post there, answer the user privately.
+
+        Returns None in the second case: there is no message to edit afterwards.
+        """
+        try:
+            return await self.chat.post(self.channel_id, message)
+        except ChatError:
+            if self.response_url is None:
+                raise
+            await self.chat.respond(self.response_url, message)
+            return None

@@ -1,0 +1,297 @@
+"""From a slash command or button press to its handler — the one path Slack and console share.
+
+A handler is a small async function (see handlers/): it parses, authorizes, acks, and hands
+long work off. The dispatcher around it does what every command needs the same way: the ack
+deadline and its latency metric, the audit row, the outcome counter, the worker pool, and
+turning any exception into a log line for operators and a plain sentence for the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bot.config import Access, Config
+from bot.runbook.health import HealthChecker
+from bot.slack import blocks
+from bot.slack.chat import Chat, Conversation, Message, MessageRef
+from bot.store import Store
+from bot.telemetry import Telemetry
+from bot.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+Role = Literal["everyone", "deployers", "approvers"]
+Outcome = Literal["ok", "help", "usage", "denied", "error"]
+Ack = Callable[[Message | None], Awaitable[None]]
+
+
+def may_run(role: Role, access: Access, user_id: str) -> bool:
+    if role == "deployers":
+        return access.may_deploy(user_id)
+    if role == "approvers":
+        return access.may_approve(user_id)
+    return True
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """A slash command, from Slack's payload or a console line."""
+
+    command: str
+    text: str
+    user_id: str
+    channel_id: str
+    response_url: str | None = None
+    received_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def name(self) -> str:
+        return self.command
+
+    @property
+    def message_ref(self) -> MessageRef | None:
+        return None
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    """A button press: its action_id, the record id in its value, and the message it sits on."""
+
+    action_id: str
+    value: str
+    user_id: str
+    channel_id: str
+    message_ts: str | None = None
+    response_url: str | None = None
+    received_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def name(self) -> str:
+        return self.action_id
+
+    @property
+    def text(self) -> str:
+        return self.value
+
+    @property
+    def message_ref(self) -> MessageRef | None:
+        return MessageRef(self.channel_id, self.message_ts) if self.message_ts else None
+
+
+Request = CommandRequest | ActionRequest
+
+
+@dataclass
+class Services:
+    """What handlers may use. Built once by the CLI, shared by every run mode."""
+
+    config: Config
+    store: Store
+    chat: Chat
+    health: HealthChecker
+    telemetry: Telemetry
+    workers: WorkerPool
+
+
+@dataclass(frozen=True)
+class Usage:
+    syntax: str
+    summary: str
+    role: Role = "everyone"
+
+
+Work = Callable[[], Awaitable[str]]
+
+
+class Context:
+    """One command or button press on its way through a handler."""
+
+    def __init__(
+        self, request: Request, services: Services, ack: Ack, usage: Sequence[Usage] = ()
+    ) -> None:
+        self.request = request
+        self.services = services
+        self._ack = ack
+        self._usage = usage
+        self.acked = False
+        self.outcome: Outcome = "ok"
+        self.result = ""
+        self.work: Work | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.services.config
+
+    @property
+    def user_id(self) -> str:
+        return self.request.user_id
+
+    @property
+    def conversation(self) -> Conversation:
+        return Conversation(
+            self.services.chat,
+            self.request.channel_id,
+            self.request.user_id,
+            self.request.response_url,
+        )
+
+    def may(self, role: Role) -> bool:
+        return may_run(role, self.config.access, self.user_id)
+
+    async def ack(self, message: Message | None = None) -> None:
+        """Acknowledge once; a message here is shown to the asking user only."""
+        if self.acked:
+            return
+        self.acked = True
+        await self._ack(message)
+        self.services.telemetry.ack_seconds.labels(command=self.request.name).observe(
+            time.perf_counter() - self.request.received_at
+        )
+
+    async def answer_help(self) -> None:
+        await self._answer_usage(None, outcome="help")
+
+    async def answer_usage(self, problem: str) -> None:
+        """Bad input: say what was wrong and how to ask; nothing runs."""
+        await self._answer_usage(problem, outcome="usage")
+
+    async def _answer_usage(self, problem: str | None, *, outcome: Outcome) -> None:
+        allowed = [u for u in self._usage if self.may(u.role)]
+        await self.ack(blocks.usage(self.request.name, allowed, problem))
+        self.outcome = outcome
+        self.result = problem or "help shown"
+
+    async def deny(self, reason: str) -> None:
+        await self.ack(blocks.denied(reason))
+        self.outcome = "denied"
+        self.result = reason
+
+    def hand_off(self, work: Work) -> None:
+        """Run work on the bot's worker pool after the ack; its return value is the audit result."""
+        self.work = work
+
+
+Handler = Callable[[Context], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    summary: str
+    usage: tuple[Usage, ...]
+    handler: Handler
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    action_id: str
+    handler: Handler
+
+
+def command(name: str, *usage: Usage) -> Callable[[Handler], CommandSpec]:
+    """Declare a slash command; the handler's docstring is its one-line summary."""
+
+    def register(handler: Handler) -> CommandSpec:
+        summary = (handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else name
+        return CommandSpec(name=name, summary=summary, usage=usage, handler=handler)
+
+    return register
+
+
+def action(action_id: str) -> Callable[[Handler], ActionSpec]:
+    def register(handler: Handler) -> ActionSpec:
+        return ActionSpec(action_id=action_id, handler=handler)
+
+    return register
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        services: Services,
+        commands: Sequence[CommandSpec],
+        actions: Sequence[ActionSpec] = (),
+    ) -> None:
+        self.services = services
+        self.commands = {spec.name: spec for spec in commands}
+        self.actions = {spec.action_id: spec for spec in actions}
+
+    async def handle_command(self, request: CommandRequest, ack: Ack) -> None:
+        spec = self.commands.get(request.command)
+        if spec is None:
+            await ack(blocks.unknown_command(request.command, sorted(self.commands)))
+            return
+        await self._run(Context(request, self.services, ack, spec.usage), spec.handler)
+
+    async def handle_action(self, request: ActionRequest, ack: Ack) -> None:
+        spec = self.actions.get(request.action_id)
+        if spec is None:
+            log.warning("button %r has no handler; ignoring the press", request.action_id)
+            await ack(None)
+            return
+        await self._run(Context(request, self.services, ack), spec.handler)
+
+    async def _run(self, ctx: Context, handler: Handler) -> None:
+        request = ctx.request
+        try:
+            await handler(ctx)
+        except Exception:
+            log.exception("%s failed while handling %r", request.name, request.text[:200])
+            ctx.outcome, ctx.result, ctx.work = "error", "internal error in handler", None
+            if not ctx.acked:
+                await ctx.ack(blocks.internal_error(request.name))
+        # A handler that forgot to ack must not leave Slack waiting for its 3 seconds.
+        await ctx.ack()
+        store = self.services.store
+        audit_id = await asyncio.to_thread(
+            store.audit_start,
+            user_id=request.user_id,
+            channel_id=request.channel_id,
+            command=request.name,
+            text=request.text,
+        )
+        if ctx.work is None:
+            await self._finish(ctx, audit_id)
+            return
+        self.services.workers.submit(request.name, lambda: self._work(ctx, audit_id))
+
+    async def _work(self, ctx: Context, audit_id: int) -> None:
+        assert ctx.work is not None
+        started = time.perf_counter()
+        try:
+            ctx.result = await ctx.work()
+        except Exception:
+            log.exception(
+                "%s %r failed in the background (audit #%d)",
+                ctx.request.name,
+                ctx.request.text[:200],
+                audit_id,
+            )
+            ctx.outcome, ctx.result = "error", "internal error"
+            await self._tell_user_it_failed(ctx, audit_id)
+        finally:
+            self.services.telemetry.job_seconds.labels(command=ctx.request.name).observe(
+                time.perf_counter() - started
+            )
+            await self._finish(ctx, audit_id)
+
+    async def _tell_user_it_failed(self, ctx: Context, audit_id: int) -> None:
+        message = blocks.internal_error(ctx.request.name, reference=audit_id)
+        try:
+            if ctx.request.response_url:
+                await self.services.chat.respond(ctx.request.response_url, message)
+            else:
+                await self.services.chat.post(ctx.request.channel_id, message)
+        except Exception:
+            log.exception("could not tell %s that %s failed", ctx.user_id, ctx.request.name)
+
+    async def _finish(self, ctx: Context, audit_id: int) -> None:
+        self.services.telemetry.commands.labels(command=ctx.request.name, outcome=ctx.outcome).inc()
+        await asyncio.to_thread(
+            self.services.store.audit_finish, audit_id, outcome=ctx.outcome, result=ctx.result
+        )

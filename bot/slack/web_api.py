@@ -1,0 +1,69 @@
+"""Chat over Slack's Web API (chat.postMessage / chat.update, response_url)."""
+
+from __future__ import annotations
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.slack.chat import ChatError, Message, MessageRef
+
+DEFAULT_API_URL = "https://slack.com/api/"
+
+
+def create_web_client(token: str, api_url: str | None) -> AsyncWebClient:
+    """A Web API client that rides out Slack's 429s and 5xx instead of dropping messages."""
+    base_url = api_url or DEFAULT_API_URL
+    if not base_url.endswith("/"):
+        base_url += "/"
+    return AsyncWebClient(
+        token=token,
+        base_url=base_url,
+        timeout=10,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def _error_code(exc: SlackApiError) -> str:
+    return str(exc.response.get("error", "unknown_error"))
+
+
+class SlackChat:
+    def __init__(self, client: AsyncWebClient) -> None:
+        self.client = client
+
+    async def post(
+        self, channel: str, message: Message, *, thread_ts: str | None = None
+    ) -> MessageRef:
+        try:
+            response = await self.client.chat_postMessage(
+                channel=channel, text=message.text, blocks=message.blocks, thread_ts=thread_ts
+            )
+        except SlackApiError as exc:
+            raise ChatError(_error_code(exc)) from exc
+        return MessageRef(channel=str(response["channel"]), ts=str(response["ts"]))
+
+    async def update(self, ref: MessageRef, message: Message) -> None:
+        try:
+            await self.client.chat_update(
+                channel=ref.channel, ts=ref.ts, text=message.text, blocks=message.blocks
+            )
+        except SlackApiError as exc:
+            raise ChatError(_error_code(exc)) from exc
+
+    async def respond(self, response_url: str, message: Message) -> None:
+        webhook = AsyncWebhookClient(response_url, timeout=10)
+        response = await webhook.send(
+            text=message.text, blocks=message.blocks, response_type="ephemeral"
+        )
+        if response.status_code != 200:
+            raise ChatError(f"response_url answered HTTP {response.status_code}")

@@ -1,0 +1,217 @@
+"""Persistence: what must outlive a restart, behind SQLAlchemy.
+
+SQLite by default (a file under EVENTMESH_DATA_DIR); any SQLAlchemy URL works, and the test
+suite runs the same tests on PostgreSQL. The methods are synchronous and short: callers on
+the event loop run them with `asyncio.to_thread` so a slow disk never delays an ack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from bot.clock import Clock, utc_now
+
+# Long free text (a pasted 5,000-character command) is cut, not refused: the audit must record
+# that it happened without letting one user fill the database.
+MAX_AUDIT_TEXT = 2000
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AuditRecord(Base):
+    """Who ran what, where, when, and how it ended: one row per command or button press."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    channel_id: Mapped[str] = mapped_column(String(64))
+    command: Mapped[str] = mapped_column(String(64), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")
+    result: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class HealthCheckRecord(Base):
+    """One health check of one environment; the history gives consecutive-failure counts."""
+
+    __tablename__ = "health_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment: Mapped[str] = mapped_column(String(64), index=True)
+    health: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    user_id: str
+    channel_id: str
+    command: str
+    text: str
+    outcome: str
+    result: str
+    started_at: datetime
+    finished_at: datetime | None
+
+
+def default_database_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'eventmesh.db').resolve()}"
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes even for timezone=True columns; everything we stored is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class Store:
+    def __init__(self, url: str, clock: Clock = utc_now) -> None:
+        self.url = make_url(url)
+        self.clock = clock
+        self.engine = self._create_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        Base.metadata.create_all(self.engine)
+
+    def _create_engine(self, url: str) -> Engine:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(url, pool_pre_ping=True)
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            # WAL lets readers (the /metrics page, a second replica's claim) run beside a writer.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _session(self) -> Session:
+        return self._sessions()
+
+    # --- audit log -------------------------------------------------------------------------
+
+    def audit_start(self, *, user_id: str, channel_id: str, command: str, text: str) -> int:
+        with self._session() as session, session.begin():
+            record = AuditRecord(
+                user_id=user_id,
+                channel_id=channel_id,
+                command=command,
+                text=text[:MAX_AUDIT_TEXT],
+                started_at=self.clock(),
+            )
+            session.add(record)
+            session.flush()
+            return record.id
+
+    def audit_finish(self, audit_id: int, *, outcome: str, result: str) -> None:
+        with self._session() as session, session.begin():
+            session.execute(
+                update(AuditRecord)
+                .where(AuditRecord.id == audit_id)
+                .values(outcome=outcome, result=result[:MAX_AUDIT_TEXT], finished_at=self.clock())
+            )
+
+    def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(AuditRecord).order_by(AuditRecord.id.desc()).limit(limit)
+            ).all()
+        return [
+            AuditEntry(
+                id=row.id,
+                user_id=row.user_id,
+                channel_id=row.channel_id,
+                command=row.command,
+                text=row.text,
+                outcome=row.outcome,
+                result=row.result,
+                started_at=_as_utc(row.started_at),  # type: ignore[arg-type]
+                finished_at=_as_utc(row.finished_at),
+            )
+            for row in rows
+        ]
+
+    # --- health checks -----------------------------------------------------------------------
+
+    def record_health_check(
+        self,
+        *,
+        environment: str,
+        health: str,
+        status_code: int | None,
+        latency_ms: float | None,
+        version: str | None,
+        reason: str,
+        checked_at: datetime,
+    ) -> None:
+        with self._session() as session, session.begin():
+            session.add(
+                HealthCheckRecord(
+                    environment=environment,
+                    health=health,
+                    status_code=status_code,
+                    latency_ms=latency_ms,
+                    version=version,
+                    reason=reason[:MAX_AUDIT_TEXT],
+                    checked_at=checked_at,
+                )
+            )
+
+    def consecutive_results(self, environment: str, health: str, limit: int = 1000) -> int:
+        """How many of the environment's latest checks in a row had this result."""
+        with self._session() as session:
+            recent = session.scalars(
+                select(HealthCheckRecord.health)
+                .where(HealthCheckRecord.environment == environment)
+                .order_by(HealthCheckRecord.id.desc())
+                .limit(limit)
+            ).all()
+        count = 0
+        for value in recent:
+            if value != health:
+                break
+            count += 1
+        return count
+
+    def health_check_count(self, environment: str | None = None) -> int:
+        with self._session() as session:
+            query = select(func.count(HealthCheckRecord.id))
+            if environment is not None:
+                query = query.where(HealthCheckRecord.environment == environment)
+            return session.scalar(query) or 0

@@ -1,0 +1,50 @@
+"""The bot's own Prometheus metrics, served at GET /metrics in every run mode.
+
+One registry per bot instance (not prometheus_client's global one) so that several bots,
+or a bot and the demo service, can live in one process — the test suite does exactly that.
+"""
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from bot import __version__
+
+
+class Telemetry:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.commands = Counter(
+            "eventmesh_bot_commands_total",
+            "Slash commands and button presses handled, by name and outcome.",
+            ["command", "outcome"],
+            registry=self.registry,
+        )
+        self.ack_seconds = Histogram(
+            "eventmesh_bot_ack_seconds",
+            "Time from receiving a command or button press to acknowledging it (Slack allows 3 s).",
+            ["command"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0),
+            registry=self.registry,
+        )
+        self.checks = Counter(
+            "eventmesh_bot_health_checks_total",
+            "Health checks run against EventMesh environments, by environment and result.",
+            ["environment", "result"],
+            registry=self.registry,
+        )
+        self.job_seconds = Histogram(
+            "eventmesh_bot_job_seconds",
+            "Duration of background work handed off by listeners.",
+            ["command"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=self.registry,
+        )
+        info = Counter(
+            "eventmesh_bot_build_info", "Build information.", ["version"], registry=self.registry
+        )
+        info.labels(version=__version__).inc(0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,277 @@
+"""Shared fixtures: the real bot as a subprocess, the Slack fake, demo services, configs.
+
+Everything talks over real loopback HTTP. Waiting is for conditions (a port answering, a call
+reaching the fake), never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.slack_fake import SlackFake
+from tests.support.slack_signing import block_actions_body, signed_headers, slash_command_body
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_CONFIG = REPO / "tests" / "fixtures" / "eventmesh.example.yml"
+SIGNING_SECRET = "test-signing-secret-8f1d2c3b4a"
+BOT_TOKEN = "xoxb-test-token"
+STARTUP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment minus anything that would steer the bot."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "EVENTMESH_")) and k not in ("PORT", "HOST", "LOG_LEVEL")
+    }
+    env.update(extra)
+    return env
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"process exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)  # readiness polling: waiting for the port to answer, not for time
+    raise AssertionError(f"{url} did not answer within {STARTUP_TIMEOUT_S}s:\n{log.read_text()}")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+@dataclass
+class DemoService:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def set_faults(self, **faults: Any) -> None:
+        response = httpx.post(f"{self.url}/admin/faults", json=faults, timeout=5)
+        response.raise_for_status()
+
+    def reset(self) -> None:
+        httpx.delete(f"{self.url}/admin/faults", timeout=5).raise_for_status()
+        httpx.delete(f"{self.url}/admin/requests", timeout=5).raise_for_status()
+
+    def requests(self) -> list[dict[str, Any]]:
+        return httpx.get(f"{self.url}/admin/requests", timeout=5).json()
+
+
+def start_demo(tmp: Path, name: str) -> DemoService:
+    port = free_port()
+    log = tmp / f"{name}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "demo-service", "--port", str(port)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=clean_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(f"{url}/healthz", process, log)
+    return DemoService(url, process)
+
+
+@pytest.fixture(scope="session")
+def demo_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DemoService, ...]]:
+    """Two demo EventMesh services: A serves local and staging, B serves dev."""
+    tmp = tmp_path_factory.mktemp("demo")
+    services = (start_demo(tmp, "demo-a"), start_demo(tmp, "demo-b"))
+    yield services
+    for service in services:
+        stop_process(service.process)
+
+
+@pytest.fixture
+def demo(demo_services: tuple[DemoService, ...]) -> Iterator[DemoService]:
+    """Demo service A with no faults and an empty request log, restored afterwards."""
+    for service in demo_services:
+        service.reset()
+    yield demo_services[0]
+    for service in demo_services:
+        service.reset()
+
+
+@pytest.fixture
+def demo_b(demo: DemoService, demo_services: tuple[DemoService, ...]) -> DemoService:
+    return demo_services[1]
+
+
+def write_config(path: Path, environments: dict[str, str]) -> Path:
+    """A config like the example, with each environment pointed at a loopback URL."""
+    envs = {}
+    for name, url in environments.items():
+        env: dict[str, Any] = {"base_url": url, "check_interval": "30s"}
+        if name == "local":
+            env["transport"] = "local"
+        else:
+            env["hosts"] = ["deploy@127.0.0.1:1"]
+        if name == "production":
+            env["requires_approval"] = True
+        envs[name] = env
+    config = {
+        "slack": {"alerts_channel": "C0ALERTS", "approvals_channel": "C0APPROVALS"},
+        "access": {"deployers": ["U0DEPLOY1"], "approvers": ["U0APPROVER1"]},
+        "environments": envs,
+    }
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="session")
+def dead_url() -> str:
+    """A loopback URL where nothing listens: connection refused."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="session")
+def bot_config(
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_services: tuple[DemoService, ...],
+    dead_url: str,
+) -> Path:
+    a, b = demo_services
+    return write_config(
+        tmp_path_factory.mktemp("config") / "eventmesh.yml",
+        {"local": a.url, "dev": b.url, "staging": a.url, "production": dead_url},
+    )
+
+
+@dataclass
+class Sent:
+    response: httpx.Response
+    seconds: float
+    channel: str
+
+
+@dataclass
+class BotProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    database_url: str
+    slack: SlackFake
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+
+    def post_signed(self, body: bytes, headers: dict[str, str]) -> tuple[httpx.Response, float]:
+        started = time.perf_counter()
+        response = self.http.post(f"{self.url}/slack/events", content=body, headers=headers)
+        return response, time.perf_counter() - started
+
+    def command(
+        self,
+        command: str,
+        text: str,
+        *,
+        user_id: str = "U0USER",
+        channel: str | None = None,
+        secret: str = SIGNING_SECRET,
+        timestamp: int | None = None,
+    ) -> Sent:
+        """Send a slash command exactly as Slack would, in its own channel unless given one."""
+        channel = channel or new_channel()
+        body = slash_command_body(
+            command,
+            text,
+            user_id=user_id,
+            channel_id=channel,
+            response_url=self.slack.response_url(),
+        )
+        response, seconds = self.post_signed(body, signed_headers(secret, body, timestamp))
+        return Sent(response, seconds, channel)
+
+    def press(self, action_id: str, value: str, *, channel: str, message_ts: str) -> Sent:
+        body = block_actions_body(
+            action_id,
+            value,
+            channel_id=channel,
+            message_ts=message_ts,
+            response_url=self.slack.response_url(),
+        )
+        response, seconds = self.post_signed(body, signed_headers(SIGNING_SECRET, body))
+        return Sent(response, seconds, channel)
+
+    def metrics(self) -> str:
+        return self.http.get(f"{self.url}/metrics").text
+
+
+def new_channel() -> str:
+    return "C" + uuid.uuid4().hex[:10].upper()
+
+
+@pytest.fixture(scope="session")
+def slack() -> Iterator[SlackFake]:
+    with SlackFake(bot_token=BOT_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def running_bot(
+    tmp_path_factory: pytest.TempPathFactory, slack: SlackFake, bot_config: Path
+) -> Iterator[BotProcess]:
+    """The real bot, in HTTP mode on uvicorn, talking to the Slack fake."""
+    tmp = tmp_path_factory.mktemp("bot")
+    port = free_port()
+    database_url = f"sqlite:///{tmp / 'bot.db'}"
+    log = tmp / "bot.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "run"],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=tmp,
+        env=clean_env(
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=slack.api_url,
+            EVENTMESH_CONFIG=str(bot_config),
+            EVENTMESH_DATABASE_URL=database_url,
+            PORT=str(port),
+            LOG_LEVEL="INFO",
+        ),
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(f"{url}/healthz", process, log)
+    bot = BotProcess(url, process, log, database_url, slack)
+    yield bot
+    bot.http.close()
+    code = stop_process(process)
+    assert code == 0, f"the bot exited with {code} on SIGTERM:\n{log.read_text()}"
+
+
+@pytest.fixture
+def bot(running_bot: BotProcess, demo: DemoService) -> BotProcess:
+    """The running bot, with healthy demo services."""
+    return running_bot

@@ -1,0 +1,713 @@
+"""A fake Slack Web API on a real loopback HTTP port, so no test ever reaches slack.com.
+
+The code under test keeps its real slack_sdk ``WebClient``/``AsyncWebClient`` (pointed here
+with ``base_url=fake.api_url``) and Bolt's ``respond``: serialisation, retry handlers and error
+handling all run for real over HTTP. The fake answers the way Slack does (``ok``, ``channel``,
+``ts``, ``invalid_blocks``, ``ratelimited`` with ``Retry-After``) and records every request so
+tests can assert on what the bot sent and wait for it without sleeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+T = TypeVar("T")
+
+TEAM_ID = "T0TEST"
+BOT_USER_ID = "U0BOT"
+BOT_ID = "B0BOT"
+
+MAX_BLOCKS = 50
+MAX_MESSAGE_TEXT = 40_000
+RESPONSE_URL_USES = 5  # Slack: a response_url works at most 5 times (within 30 minutes)
+_FIRST_TS_MICROS = 1_700_000_000_000_100  # first ts is '1700000000.000100'
+_JSON_ARGS = ("blocks", "attachments", "metadata")  # form-encoded callers send these as JSON text
+_USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
+
+# ---------------------------------------------------------------------------------------------
+# Block Kit validation
+# ---------------------------------------------------------------------------------------------
+
+_TEXT_TYPES = ("plain_text", "mrkdwn")
+_PLAIN = ("plain_text",)
+
+
+def block_kit_errors(blocks: object) -> list[str]:
+    """Say why Slack would answer ``invalid_blocks`` for ``blocks`` (empty list: acceptable).
+
+    Covers the documented limits a ChatOps bot can run into (counts, lengths, text object
+    types, ids), not the whole Block Kit schema. Public so tests can run it directly on the
+    output of the bot's message builders, without a round trip.
+    """
+    if not isinstance(blocks, list):
+        return [f"blocks must be a list, not {type(blocks).__name__}"]
+    errors: list[str] = []
+    if len(blocks) > MAX_BLOCKS:
+        errors.append(f"{len(blocks)} blocks (max {MAX_BLOCKS})")
+    block_ids: set[str] = set()
+    for i, block in enumerate(blocks):
+        where = f"blocks[{i}]"
+        if not isinstance(block, dict):
+            errors.append(f"{where}: a block must be an object")
+            continue
+        check = _BLOCK_CHECKS.get(block.get("type"))
+        if check is None:
+            errors.append(f"{where}: unknown block type {block.get('type')!r}")
+            continue
+        if "block_id" in block:
+            block_id = block["block_id"]
+            errors += _id_errors(block_id, f"{where}.block_id")
+            if block_id in block_ids:
+                errors.append(f"{where}.block_id: duplicate {block_id!r}")
+            if isinstance(block_id, str):
+                block_ids.add(block_id)
+        errors += check(block, where)
+    return errors
+
+
+def _id_errors(value: object, where: str) -> list[str]:
+    if not isinstance(value, str) or not value:
+        return [f"{where}: must be a non-empty string"]
+    if len(value) > 255:
+        return [f"{where}: {len(value)} characters (max 255)"]
+    return []
+
+
+def _text_errors(
+    obj: object, where: str, limit: int, types: tuple[str, ...] = _TEXT_TYPES
+) -> list[str]:
+    if not isinstance(obj, dict):
+        return [f"{where}: must be a text object"]
+    errors = []
+    if obj.get("type") not in types:
+        errors.append(f"{where}.type: {obj.get('type')!r} is not {' or '.join(types)}")
+    text = obj.get("text")
+    if not isinstance(text, str) or not text:
+        errors.append(f"{where}.text: must be a non-empty string")
+    elif len(text) > limit:
+        errors.append(f"{where}.text: {len(text)} characters (max {limit})")
+    return errors
+
+
+def _list_errors(value: object, where: str, limit: int) -> list[str]:
+    if not isinstance(value, list) or not value:
+        return [f"{where}: must be a non-empty list"]
+    if len(value) > limit:
+        return [f"{where}: {len(value)} items (max {limit})"]
+    return []
+
+
+def _image_errors(obj: dict[str, Any], where: str) -> list[str]:
+    errors = []
+    url = obj.get("image_url")
+    if url is None and not isinstance(obj.get("slack_file"), dict):
+        errors.append(f"{where}: needs image_url or slack_file")
+    elif url is not None and (not isinstance(url, str) or not 0 < len(url) <= 3000):
+        errors.append(f"{where}.image_url: must be a string of 1-3000 characters")
+    alt_text = obj.get("alt_text")
+    if not isinstance(alt_text, str) or not 0 < len(alt_text) <= 2000:
+        errors.append(f"{where}.alt_text: must be a string of 1-2000 characters")
+    return errors
+
+
+def _element_errors(element: object, where: str) -> list[str]:
+    if not isinstance(element, dict) or not isinstance(element.get("type"), str):
+        return [f"{where}: an element must be an object with a type"]
+    errors = []
+    if "action_id" in element:
+        errors += _id_errors(element["action_id"], f"{where}.action_id")
+    if element["type"] == "button":
+        errors += _text_errors(element.get("text"), f"{where}.text", 75, _PLAIN)
+        value = element.get("value")
+        if value is not None and (not isinstance(value, str) or len(value) > 2000):
+            errors.append(f"{where}.value: must be a string of at most 2000 characters")
+        url = element.get("url")
+        if url is not None and (not isinstance(url, str) or len(url) > 3000):
+            errors.append(f"{where}.url: must be a string of at most 3000 characters")
+        if element.get("style") not in (None, "primary", "danger"):
+            errors.append(f"{where}.style: {element['style']!r} is not primary or danger")
+    elif element["type"] == "image":
+        errors += _image_errors(element, where)
+    return errors
+
+
+def _section_errors(block: dict[str, Any], where: str) -> list[str]:
+    errors = []
+    text, fields = block.get("text"), block.get("fields")
+    if text is None and fields is None:
+        errors.append(f"{where}: a section needs text or fields")
+    if text is not None:
+        errors += _text_errors(text, f"{where}.text", 3000)
+    if fields is not None:
+        errors += _list_errors(fields, f"{where}.fields", 10)
+        if isinstance(fields, list):
+            for j, item in enumerate(fields):
+                errors += _text_errors(item, f"{where}.fields[{j}]", 2000)
+    if "accessory" in block:
+        errors += _element_errors(block["accessory"], f"{where}.accessory")
+    return errors
+
+
+def _header_errors(block: dict[str, Any], where: str) -> list[str]:
+    return _text_errors(block.get("text"), f"{where}.text", 150, _PLAIN)
+
+
+def _context_errors(block: dict[str, Any], where: str) -> list[str]:
+    elements = block.get("elements")
+    errors = _list_errors(elements, f"{where}.elements", 10)
+    if isinstance(elements, list):
+        for j, element in enumerate(elements):
+            at = f"{where}.elements[{j}]"
+            if isinstance(element, dict) and element.get("type") == "image":
+                errors += _image_errors(element, at)
+            else:
+                errors += _text_errors(element, at, 3000)
+    return errors
+
+
+def _actions_errors(block: dict[str, Any], where: str) -> list[str]:
+    elements = block.get("elements")
+    errors = _list_errors(elements, f"{where}.elements", 25)
+    if isinstance(elements, list):
+        action_ids: set[str] = set()
+        for j, element in enumerate(elements):
+            at = f"{where}.elements[{j}]"
+            errors += _element_errors(element, at)
+            action_id = element.get("action_id") if isinstance(element, dict) else None
+            if isinstance(action_id, str):
+                if action_id in action_ids:
+                    errors.append(f"{at}.action_id: duplicate {action_id!r} in this block")
+                action_ids.add(action_id)
+    return errors
+
+
+def _divider_errors(block: dict[str, Any], where: str) -> list[str]:
+    return []
+
+
+def _rich_text_errors(block: dict[str, Any], where: str) -> list[str]:
+    return _list_errors(block.get("elements"), f"{where}.elements", 100)
+
+
+def _image_block_errors(block: dict[str, Any], where: str) -> list[str]:
+    errors = _image_errors(block, where)
+    if "title" in block:
+        errors += _text_errors(block["title"], f"{where}.title", 2000, _PLAIN)
+    return errors
+
+
+def _input_errors(block: dict[str, Any], where: str) -> list[str]:
+    errors = _text_errors(block.get("label"), f"{where}.label", 2000, _PLAIN)
+    return errors + _element_errors(block.get("element"), f"{where}.element")
+
+
+_BLOCK_CHECKS: dict[object, Callable[[dict[str, Any], str], list[str]]] = {
+    "section": _section_errors,
+    "header": _header_errors,
+    "context": _context_errors,
+    "actions": _actions_errors,
+    "divider": _divider_errors,
+    "rich_text": _rich_text_errors,
+    "image": _image_block_errors,
+    "input": _input_errors,
+}
+
+# ---------------------------------------------------------------------------------------------
+# The fake
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ApiCall:
+    """One Web API request as the fake decoded it, and how it was answered.
+
+    ``args`` merges query string, form fields and JSON body (minus ``token``), with
+    ``blocks``/``attachments``/``metadata`` decoded from JSON text when sent form-encoded.
+    ``at`` is ``time.monotonic()``: compare calls with each other (e.g. update throttling).
+    """
+
+    method: str
+    args: dict[str, Any]
+    token: str | None
+    at: float
+    status: int = 200
+    error: str | None = None
+
+
+@dataclass
+class _Failure:
+    error: str
+    retry_after: int | None
+    status: int | None
+
+
+@dataclass
+class _Answer:
+    body: dict[str, Any]
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    injected: bool = False
+
+
+class _SlackError(Exception):
+    """Ends handling of a request with Slack's ``{"ok": false, "error": ...}``."""
+
+    def __init__(self, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.error = error
+        self.extra = extra
+
+
+class SlackFake:
+    """Slack's Web API and response_urls, on ``127.0.0.1:<free port>``, recording everything.
+
+    All state is guarded by one condition variable that is notified on every request, which
+    is what lets ``wait_for`` block without polling. Read ``calls``/``messages``/``responses``
+    directly once ``wait_for`` returned; the helper methods take the lock themselves.
+    """
+
+    def __init__(self, bot_token: str = "xoxb-test-token") -> None:
+        self.bot_token = bot_token
+        self.calls: list[ApiCall] = []
+        self.responses: list[dict[str, Any]] = []
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.rejected: list[str] = []
+        self._cond = threading.Condition(threading.RLock())
+        self._failures: dict[str, list[_Failure]] = {}
+        self._response_urls: dict[str, int] = {}
+        self._next_ts = _FIRST_TS_MICROS
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "chat.postEphemeral": self._post_ephemeral,
+            "conversations.open": self._conversations_open,
+            "users.info": self._users_info,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> SlackFake:
+        """Listen on a free loopback port; the serving thread is a daemon so nothing hangs."""
+        if self._server is not None:
+            raise RuntimeError("SlackFake already started")
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.fake = self
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # shutdown() waits up to one poll interval
+            name="slack-fake",
+            daemon=True,
+        )
+        self._thread.start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and free the port (idempotent, so teardown can always call it)."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join()
+
+    def __enter__(self) -> SlackFake:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Forget calls, messages, responses, response_urls and queued failures (keeps serving)."""
+        with self._cond:
+            self.calls.clear()
+            self.responses.clear()
+            self.messages.clear()
+            self.rejected.clear()
+            self._failures.clear()
+            self._response_urls.clear()
+            self._next_ts = _FIRST_TS_MICROS
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>`` of the running fake."""
+        if self._server is None:
+            raise RuntimeError("SlackFake is not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def api_url(self) -> str:
+        """What to give ``WebClient(base_url=...)`` / ``SLACK_API_URL`` (ends with a slash)."""
+        return f"{self.base_url}/api/"
+
+    # -- test-facing helpers ---------------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[ApiCall]:
+        """The calls made to one Web API method, in order."""
+        with self._cond:
+            return [call for call in self.calls if call.method == method]
+
+    def response_url(self) -> str:
+        """A fresh response_url (usable ``RESPONSE_URL_USES`` times) for a command or click."""
+        url_id = secrets.token_hex(8)
+        with self._cond:
+            self._response_urls[url_id] = RESPONSE_URL_USES
+        return f"{self.base_url}/response/{url_id}"
+
+    def channel_messages(self, channel: str) -> list[dict[str, Any]]:
+        """Copies of the messages in ``channel``, in post order, as they read now."""
+        with self._cond:
+            return [copy.deepcopy(m) for (ch, _), m in self.messages.items() if ch == channel]
+
+    def fail_next(
+        self,
+        method: str,
+        error: str = "ratelimited",
+        retry_after: int | None = None,
+        status: int | None = None,
+    ) -> None:
+        """Make the next call to ``method`` fail like Slack (queued: call again to fail more).
+
+        ``ratelimited`` answers HTTP 429 with ``Retry-After`` (default 1 s, Slack always sends
+        one); any other error answers 200 ``{"ok": false, "error": error}``. ``status``
+        overrides the HTTP status, e.g. 500 for a server error.
+        """
+        with self._cond:
+            self._failures.setdefault(method, []).append(_Failure(error, retry_after, status))
+
+    def wait_for(self, predicate: Callable[[SlackFake], T], timeout: float = 10.0) -> T:
+        """Block until ``predicate(fake)`` is truthy and return its value.
+
+        Re-evaluated (under the lock) each time a request arrives, never by polling. On timeout
+        raises AssertionError listing what was recorded, which is what a failing test needs.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate(self)
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    name = getattr(predicate, "__qualname__", repr(predicate))
+                    raise AssertionError(
+                        f"SlackFake.wait_for({name}) timed out after {timeout}s\n{self.summary()}"
+                    )
+                self._cond.wait(remaining)
+
+    def summary(self) -> str:
+        """Human-readable log of the calls, responses and rejections recorded so far."""
+        with self._cond:
+            start = self.calls[0].at if self.calls else 0.0
+            lines = [f"{len(self.calls)} API call(s):"]
+            for call in self.calls:
+                outcome = call.error or "ok"
+                lines.append(
+                    f"  +{call.at - start:.3f}s {call.method} -> {call.status} {outcome} "
+                    f"{_brief(call.args)}"
+                )
+            lines.append(f"{len(self.responses)} response_url post(s):")
+            lines += [f"  {_brief(r)}" for r in self.responses]
+            lines.append(f"{len(self.rejected)} rejection(s):")
+            lines += [f"  {r}" for r in self.rejected]
+            return "\n".join(lines)
+
+    # -- request handling (called from server threads) -------------------------------------
+
+    def _answer_api(
+        self, method: str, query: str, body: bytes, content_type: str, authorization: str
+    ) -> _Answer:
+        with self._cond:
+            args: dict[str, Any] = {}
+            token: str | None = None
+            try:
+                args, token = _decode_args(query, body, content_type, authorization)
+                answer = self._dispatch(method, args, token)
+            except _SlackError as e:
+                answer = _Answer({"ok": False, "error": e.error, **e.extra})
+            error = answer.body.get("error")
+            self.calls.append(ApiCall(method, args, token, time.monotonic(), answer.status, error))
+            if error is not None and not answer.injected:
+                detail = answer.body.get("errors")
+                self.rejected.append(f"{method}: {error}" + (f" {detail}" if detail else ""))
+            self._cond.notify_all()
+            return answer
+
+    def _dispatch(self, method: str, args: dict[str, Any], token: str | None) -> _Answer:
+        handler = self._methods.get(method)
+        if handler is None:
+            raise _SlackError("unknown_method")
+        if token is None:
+            raise _SlackError("not_authed")
+        if token != self.bot_token:
+            raise _SlackError("invalid_auth")
+        queued = self._failures.get(method)
+        if queued:
+            failure = queued.pop(0)
+            rate_limited = failure.error == "ratelimited"
+            headers = {}
+            if rate_limited or failure.retry_after is not None:
+                retry_after = 1 if failure.retry_after is None else failure.retry_after
+                headers["Retry-After"] = str(retry_after)
+            status = failure.status or (429 if rate_limited else 200)
+            body = {"ok": False, "error": failure.error}
+            return _Answer(body, status, headers, injected=True)
+        return _Answer({"ok": True, **handler(args)})
+
+    def _answer_response(self, url_id: str, body: bytes) -> tuple[int, str]:
+        with self._cond:
+            status, text = self._respond(url_id, body)
+            if status != 200:
+                self.rejected.append(f"response_url {url_id}: {status} {text}")
+            self._cond.notify_all()
+            return status, text
+
+    def _respond(self, url_id: str, body: bytes) -> tuple[int, str]:
+        uses_left = self._response_urls.get(url_id)
+        if uses_left is None:
+            return 404, "expired_url"
+        if uses_left == 0:
+            return 404, "used_url"
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            return 400, "invalid_payload"
+        if not payload.get("delete_original"):
+            try:
+                _check_content(payload)
+            except _SlackError as e:
+                return 400, e.error
+        self._response_urls[url_id] = uses_left - 1
+        self.responses.append({**payload, "url": f"{self.base_url}/response/{url_id}"})
+        return 200, "ok"
+
+    # -- Web API methods -------------------------------------------------------------------
+
+    def _new_ts(self) -> str:
+        micros = self._next_ts
+        self._next_ts += 100
+        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": "https://eventmesh-test.slack.com/",
+            "team": "EventMesh Test",
+            "user": "eventmesh-bot",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    def _post_message(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = _channel(args)
+        content = _check_content(args)
+        ts = self._new_ts()
+        message: dict[str, Any] = {
+            "type": "message",
+            "user": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "text": content.pop("text", ""),
+            "ts": ts,
+        }
+        message.update((k, v) for k, v in content.items() if v != [])
+        if args.get("thread_ts"):
+            message["thread_ts"] = str(args["thread_ts"])
+        self.messages[(channel, ts)] = message
+        return {"channel": channel, "ts": ts, "message": copy.deepcopy(message)}
+
+    def _update(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Slack semantics: a field left out keeps its old value; ``blocks=[]`` removes blocks."""
+        channel = _channel(args)
+        ts = str(args.get("ts") or "")
+        message = self.messages.get((channel, ts))
+        if message is None:
+            raise _SlackError("message_not_found")
+        for key, value in _check_content(args).items():
+            if value == []:
+                message.pop(key, None)
+            else:
+                message[key] = value
+        return {
+            "channel": channel,
+            "ts": ts,
+            "text": message["text"],
+            "message": copy.deepcopy(message),
+        }
+
+    def _post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        _channel(args)
+        if not _USER_ID.match(str(args.get("user") or "")):
+            raise _SlackError("user_not_found")
+        _check_content(args)
+        return {"message_ts": self._new_ts()}
+
+    def _conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        users = [u.strip() for u in str(args.get("users") or "").split(",") if u.strip()]
+        if not users:
+            raise _SlackError("users_list_not_supplied")
+        if not all(_USER_ID.match(u) for u in users):
+            raise _SlackError("user_not_found")
+        if len(users) == 1:
+            return {"channel": {"id": _dm_id(users[0])}}
+        digest = hashlib.sha1(",".join(sorted(users)).encode()).hexdigest()[:10].upper()
+        return {"channel": {"id": f"G{digest}"}}
+
+    def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user_id = str(args.get("user") or "")
+        if not _USER_ID.match(user_id):
+            raise _SlackError("user_not_found")
+        name = user_id.lower()
+        real_name = f"Test User {user_id}"
+        return {
+            "user": {
+                "id": user_id,
+                "team_id": TEAM_ID,
+                "name": name,
+                "real_name": real_name,
+                "is_bot": user_id == BOT_USER_ID,
+                "tz": "UTC",
+                "tz_label": "Coordinated Universal Time",
+                "tz_offset": 0,
+                "profile": {"real_name": real_name, "display_name": name},
+            }
+        }
+
+
+def _decode_args(
+    query: str, body: bytes, content_type: str, authorization: str
+) -> tuple[dict[str, Any], str | None]:
+    """Merge query, form and JSON arguments the way Slack reads them; split off the token."""
+    args: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    if body and content_type.startswith("application/json"):
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise _SlackError("invalid_json")
+        args.update(parsed)
+    elif body:
+        args.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    for key in _JSON_ARGS:
+        if isinstance(args.get(key), str):
+            with contextlib.suppress(ValueError):  # left as text, reported as not a list
+                args[key] = json.loads(args[key])
+    form_token = args.pop("token", None)
+    if authorization.startswith("Bearer "):
+        return args, authorization.removeprefix("Bearer ").strip()
+    return args, form_token
+
+
+def _check_content(args: dict[str, Any]) -> dict[str, Any]:
+    """Check text/blocks like Slack and return those given (``blocks`` may be ``[]``)."""
+    content = {k: args[k] for k in ("text", "blocks", "attachments") if args.get(k) is not None}
+    if not content.get("text") and not content.get("blocks") and not content.get("attachments"):
+        raise _SlackError("no_text")
+    text = content.get("text")
+    if text is not None and len(str(text)) > MAX_MESSAGE_TEXT:
+        raise _SlackError("msg_too_long")
+    if "blocks" in content:
+        errors = block_kit_errors(content["blocks"])
+        if errors:
+            messages = [f"[ERROR] {e}" for e in errors]
+            raise _SlackError(
+                "invalid_blocks", errors=errors, response_metadata={"messages": messages}
+            )
+    return content
+
+
+def _channel(args: dict[str, Any]) -> str:
+    """The channel a message goes to; a user id means that user's DM, as in Slack."""
+    channel = args.get("channel")
+    if not isinstance(channel, str) or not channel:
+        raise _SlackError("channel_not_found")
+    return _dm_id(channel) if _USER_ID.match(channel) else channel
+
+
+def _dm_id(user_id: str) -> str:
+    return "D" + user_id[1:]
+
+
+def _brief(args: dict[str, Any]) -> str:
+    shown = {k: args[k] for k in ("channel", "ts", "thread_ts", "user", "url") if k in args}
+    if "text" in args:
+        shown["text"] = str(args["text"])[:80]
+    if isinstance(args.get("blocks"), list):
+        shown["blocks"] = f"<{len(args['blocks'])} blocks>"
+    return json.dumps(shown)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    fake: SlackFake
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes ``/api/<method>`` to the Web API and ``/response/<id>`` to response_urls."""
+
+    server: _Server
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self._route(self.rfile.read(length))
+
+    def do_GET(self) -> None:  # AsyncWebClient sends users.info etc. as GET with a query
+        self._route(b"")
+
+    def _route(self, body: bytes) -> None:
+        url = urlsplit(self.path)
+        fake = self.server.fake
+        if url.path.startswith("/api/"):
+            answer = fake._answer_api(
+                url.path.removeprefix("/api/"),
+                url.query,
+                body,
+                self.headers.get("Content-Type", ""),
+                self.headers.get("Authorization", ""),
+            )
+            payload = json.dumps(answer.body).encode()
+            self._send(answer.status, payload, "application/json; charset=utf-8", answer.headers)
+        elif url.path.startswith("/response/"):
+            status, text = fake._answer_response(url.path.removeprefix("/response/"), body)
+            self._send(status, text.encode(), "text/html", {})
+        else:
+            self._send(404, b"not found", "text/plain", {})
+
+    def _send(
+        self, status: int, payload: bytes, content_type: str, headers: dict[str, str]
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the default per-request stderr log out of test output."""

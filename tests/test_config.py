@@ -1,0 +1,498 @@
+"""The config model and loader: the example loads as is, and every broken file gets one line."""
+
+import re
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.config import (
+    Config,
+    ConfigError,
+    Environment,
+    Host,
+    Thresholds,
+    check_config,
+    load_config,
+    parse_duration,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "tests" / "fixtures" / "eventmesh.example.yml"
+DEFAULT = REPO / "config" / "eventmesh.yml"
+EXAMPLE_TEXT = EXAMPLE.read_text(encoding="utf-8")
+MINIMAL = "environments:\n  local: {base_url: 'http://localhost:8080', transport: local}\n"
+
+
+def edited(old: str, new: str) -> str:
+    """The example with one edit; failing loudly if the example no longer has `old`."""
+    assert old in EXAMPLE_TEXT, old
+    return EXAMPLE_TEXT.replace(old, new, 1)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "eventmesh.yml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- the files that ship -------------------------------------------------------------------
+
+
+def test_example_loads_with_its_values() -> None:
+    config = load_config(EXAMPLE)
+
+    assert list(config.environments) == ["local", "dev", "staging", "production"]
+    local, staging, production = (config.environment(n) for n in ("local", "staging", "production"))
+    assert local.transport == "local"
+    assert local.hosts == []
+    assert local.deploy.install_dir == "./data/local/eventmesh"
+    assert local.deploy.backup_dir == "./data/local/backups"
+    assert staging.deploy.install_dir == "/opt/eventmesh/staging"
+    assert staging.deploy.backup_dir == "/opt/eventmesh/backups"
+    assert config.deploy.install_dir == "/opt/eventmesh/{env}"
+    assert staging.transport == "ssh"
+    assert [str(h) for h in production.hosts] == [
+        "deploy@prod-1.eventmesh.internal",
+        "deploy@prod-2.eventmesh.internal:2222",
+    ]
+    assert production.hosts[1] == Host(
+        user="deploy", hostname="prod-2.eventmesh.internal", port=2222
+    )
+    assert production.hosts[0].port == 22
+    assert production.requires_approval
+    assert not staging.requires_approval
+    assert production.check_interval == timedelta(seconds=15)
+    assert production.status_url == "https://api.eventmesh.com/api/v1/status"
+    assert production.healthz_url == "https://api.eventmesh.com/healthz"
+    assert production.metrics_url == "https://api.eventmesh.com/metrics"
+    assert production.api_url == "https://api.eventmesh.com/api/v1"
+    assert production.deploy.verify_timeout == timedelta(seconds=60)
+    assert production.deploy.artifacts == ["target/release/riptide-*"]
+
+    assert config.slack.approvals_channel == "C0APPROVALS"
+    assert config.access.may_deploy("U0DEPLOY2")
+    assert not config.access.may_deploy("U0APPROVER1")
+    assert config.access.may_approve("U0APPROVER1")
+    assert config.ssh.connect_timeout == timedelta(seconds=10)
+    assert config.ssh.command_timeout == timedelta(minutes=15)
+    assert config.ssh.key_file == Path("~/.ssh/id_ed25519").expanduser()
+    assert config.thresholds.cpu_percent.warning == 60
+    assert config.thresholds.cpu_percent.critical == 80
+    assert config.thresholds.health_response_ms.critical == 2000
+    assert config.alerts.repeat_every == timedelta(hours=1)
+
+    levels = config.escalation.levels
+    assert [level.name for level in levels] == [
+        "On-call DevOps Engineer",
+        "DevOps Team Lead",
+        "Engineering Manager",
+        "CTO",
+    ]
+    assert [level.timeout for level in levels] == [
+        timedelta(minutes=10),
+        timedelta(minutes=15),
+        timedelta(minutes=30),
+        None,
+    ]
+    assert config.metrics.dir == Path("metrics")
+    assert config.ci is not None
+    assert config.ci.repository == "eventmesh/eventmesh"
+
+
+def test_default_config_has_the_runbook_environments() -> None:
+    config = load_config(DEFAULT)
+
+    assert list(config.environments) == ["local", "dev", "staging", "production"]
+    local = config.environment("local")
+    assert local.base_url == "http://localhost:8080"
+    assert local.transport == "local"
+    assert local.deploy.install_dir.startswith("./data/local")
+    assert local.deploy.backup_dir.startswith("./data/local")
+    assert check_config(DEFAULT) == (
+        True,
+        [f"{DEFAULT}: OK (4 environments: local, dev, staging, production)"],
+    )
+
+
+def test_only_environments_is_required_and_defaults_are_the_runbooks(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+
+    assert config.thresholds == Thresholds()
+    assert [(t.warning, t.critical) for t in config.thresholds.__dict__.values()] == [
+        (500, 2000),
+        (200, 1000),
+        (70, 85),
+        (60, 80),
+        (1, 5),
+        (30, 40),
+    ]
+    assert config.environment("local").check_interval == timedelta(seconds=30)
+    assert config.environment("local").deploy.install_dir == "/opt/eventmesh/local"
+    assert config.alerts.breaches_to_fire == 2
+    assert config.escalation.levels == []
+    assert config.slack.alerts_channel is None
+    assert config.access.deployers == []
+    assert config.ci is None
+
+
+def test_with_base_url_replaces_one_environment_in_a_copy() -> None:
+    config = load_config(EXAMPLE)
+
+    moved = config.with_base_url("local", "http://127.0.0.1:40123/")
+
+    assert moved.environment("local").healthz_url == "http://127.0.0.1:40123/healthz"
+    assert config.environment("local").base_url == "http://localhost:8080"
+    assert moved.environment("dev") == config.environment("dev")
+    assert list(moved.environments) == list(config.environments)
+    with pytest.raises(KeyError):
+        config.with_base_url("nowhere", "http://127.0.0.1:1")
+    with pytest.raises(ValueError):
+        config.with_base_url("local", "localhost:8080")
+
+
+def test_unknown_environment_is_a_key_error() -> None:
+    with pytest.raises(KeyError, match="known: local, dev, staging, production"):
+        load_config(EXAMPLE).environment("qa")
+
+
+def test_models_are_frozen() -> None:
+    config = load_config(EXAMPLE)
+    with pytest.raises(ValueError, match="frozen"):
+        config.environment("dev").base_url = "http://elsewhere"  # type: ignore[misc]
+
+
+def test_environment_in_code_infers_ssh_from_hosts() -> None:
+    env = Environment(name="edge", base_url="https://edge.example.com/", hosts=["ops@edge:2200"])
+    assert env.transport == "ssh"
+    assert env.base_url == "https://edge.example.com"
+    assert str(env.hosts[0]) == "ops@edge:2200"
+
+
+# --- broken files: exactly one line each, naming the key and the problem --------------------
+
+BROKEN = {
+    "unknown key in an environment": (
+        edited("  staging:\n", "  staging:\n    hostz: [deploy@x]\n"),
+        "environments.staging.hostz",
+        ["unknown key", "expected one of: base_url, transport, hosts"],
+    ),
+    "deploy nested in an environment": (
+        edited("  staging:\n", "  staging:\n    deploy: {build: make}\n"),
+        "environments.staging.deploy",
+        ["unknown key", "install_dir"],
+    ),
+    "unknown top-level section": (
+        EXAMPLE_TEXT + "colour: blue\n",
+        "colour",
+        ["unknown key", "environments"],
+    ),
+    "unknown key in a section": (
+        edited("  keep_backups: 10\n", "  keep_backup: 10\n"),
+        "deploy.keep_backup",
+        ["unknown key", "keep_backups"],
+    ),
+    "bad duration": (
+        edited("connect_timeout: 10s", "connect_timeout: 10x"),
+        "ssh.connect_timeout",
+        ["'10x' is not a duration (use 30s, 15m, 1h)"],
+    ),
+    "duration without unit": (
+        edited("repeat_every: 1h", "repeat_every: 60"),
+        "alerts.repeat_every",
+        ["60 is not a duration"],
+    ),
+    "zero duration": (
+        edited("check_interval: 15s", "check_interval: 0s"),
+        "environments.production.check_interval",
+        ["longer than zero"],
+    ),
+    "environment without base_url": (
+        edited("    base_url: http://dev.eventmesh.internal:8080\n", ""),
+        "environments.dev.base_url",
+        ["missing"],
+    ),
+    "base_url without scheme": (
+        edited("http://dev.eventmesh.internal:8080", "dev.eventmesh.internal:8080"),
+        "environments.dev.base_url",
+        ["is not http(s)://host[:port][/path]"],
+    ),
+    "base_url with another scheme": (
+        edited("https://api.eventmesh.com", "ftp://api.eventmesh.com"),
+        "environments.production.base_url",
+        ["'ftp://api.eventmesh.com' is not http(s)://host[:port][/path]"],
+    ),
+    "host without hostname": (
+        edited("[deploy@dev.eventmesh.internal]", "['deploy@']"),
+        "environments.dev.hosts[0]",
+        ["'deploy@' is not user@host[:port]"],
+    ),
+    "host port out of range": (
+        edited("prod-2.eventmesh.internal:2222", "prod-2.eventmesh.internal:65536"),
+        "environments.production.hosts[1]",
+        ["is not user@host[:port]", "1-65535"],
+    ),
+    "threshold upside down": (
+        edited(
+            "cpu_percent: {warning: 60, critical: 80}", "cpu_percent: {warning: 80, critical: 60}"
+        ),
+        "thresholds.cpu_percent",
+        ["warning (80) must be below critical (60)"],
+    ),
+    "threshold equal": (
+        edited(
+            "error_rate_percent: {warning: 1, critical: 5}",
+            "error_rate_percent: {warning: 5, critical: 5}",
+        ),
+        "thresholds.error_rate_percent",
+        ["warning (5) must be below critical (5)"],
+    ),
+    "user written as a mention": (
+        edited("U0DEPLOY2", "'@alice'"),
+        "access.deployers[1]",
+        ["'@alice' is not a Slack user id"],
+    ),
+    "channel written by name": (
+        edited("alerts_channel: C0ALERTS", "alerts_channel: '#ops'"),
+        "slack.alerts_channel",
+        ["'#ops' is not a Slack channel id"],
+    ),
+    "escalation level without timeout": (
+        edited("users: [U0LEAD], timeout: 15m", "users: [U0LEAD]"),
+        "escalation.levels[1].timeout",
+        ["missing", "every level but the last"],
+    ),
+    "escalation level without users": (
+        edited("users: [U0CTO]", "users: []"),
+        "escalation.levels[3].users",
+        ["must not be empty"],
+    ),
+    "escalation user mention": (
+        edited("users: [U0ONCALL]", "users: ['@oncall']"),
+        "escalation.levels[0].users[0]",
+        ["not a Slack user id"],
+    ),
+    "environment name with capitals": (
+        edited("  staging:\n", "  Staging:\n"),
+        "environments.Staging",
+        ["not an environment name"],
+    ),
+    "reserved environment name": (
+        edited("  staging:\n", "  all:\n"),
+        "environments.all",
+        ["'all' is reserved"],
+    ),
+    "ssh transport without hosts": (
+        edited("hosts: [deploy@dev.eventmesh.internal]", "transport: ssh"),
+        "environments.dev.hosts",
+        ["transport: ssh needs at least one"],
+    ),
+    "local transport with hosts": (
+        edited("transport: local\n", "transport: local\n    hosts: [deploy@localhost]\n"),
+        "environments.local.hosts",
+        ["transport: local", "takes no hosts"],
+    ),
+    "neither transport nor hosts": (
+        edited("    hosts: [deploy@staging.eventmesh.internal]\n", ""),
+        "environments.staging.transport",
+        ["missing", "transport: local, or hosts:"],
+    ),
+    "unknown transport": (
+        edited("transport: local", "transport: docker"),
+        "environments.local.transport",
+        ["'docker' must be 'local' or 'ssh'"],
+    ),
+    "bad override in an environment": (
+        edited("    install_dir: ./data/local/eventmesh\n", "    keep_backups: 0\n"),
+        "environments.local.keep_backups",
+        ["must be at least 1"],
+    ),
+    "wrong type": (
+        edited("requires_approval: true", "requires_approval: sometimes"),
+        "environments.production.requires_approval",
+        ["expected true or false", "'sometimes'"],
+    ),
+    "ci repository without owner": (
+        edited("repository: eventmesh/eventmesh", "repository: eventmesh"),
+        "ci.repository",
+        ["'eventmesh' is not owner/name"],
+    ),
+    "no environments": (
+        "slack: {alerts_channel: C0ALERTS}\n",
+        "environments",
+        ["required key is missing"],
+    ),
+    "empty environments": (
+        "environments: {}\n",
+        "environments",
+        ["must not be empty"],
+    ),
+    "empty file": ("", "", ["empty"]),
+    "only comments": ("# nothing here yet\n", "", ["empty"]),
+    "top level is a list": ("- local\n- dev\n", "", ["top level must be a mapping"]),
+    "YAML syntax error": (
+        edited("  dev:\n", "  dev\n"),
+        "",
+        ["YAML error at line 43", "could not find expected ':'"],
+    ),
+    "duplicate key": (
+        edited("  staging:\n", "  dev:\n"),
+        "",
+        ["line 46", "duplicate key 'dev'"],
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "key", "words"), BROKEN.values(), ids=BROKEN.keys())
+def test_a_broken_file_gets_exactly_one_line(
+    tmp_path: Path, text: str, key: str, words: list[str]
+) -> None:
+    path = write(tmp_path, text)
+
+    ok, lines = check_config(path)
+
+    assert not ok
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert line.startswith(f"{path}: {key}: " if key else f"{path}: "), line
+    for word in words:
+        assert word in line
+    assert "\n" not in line
+    assert "pydantic" not in line
+    assert "validation error" not in line.lower()
+
+
+def test_load_config_raises_one_line_config_error_with_key_and_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, edited("[deploy@dev.eventmesh.internal]", "['deploy@']"))
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    err = caught.value
+    assert err.key == "environments.dev.hosts[0]"
+    assert err.problem == "'deploy@' is not user@host[:port]"
+    assert str(err) == "environments.dev.hosts[0]: 'deploy@' is not user@host[:port]"
+    assert err.errors == (err,)
+
+
+def test_every_problem_of_a_file_gets_its_own_line(tmp_path: Path) -> None:
+    text = edited("  staging:\n", "  staging:\n    hostz: 1\n    keep_backups: 0\n")
+    text = text.replace("cpu_percent: {warning: 60, critical: 80}", "cpu_percent: {warning: 90}")
+    text = text.replace("connect_timeout: 10s", "connect_timeout: soon")
+
+    ok, lines = check_config(write(tmp_path, text))
+
+    assert not ok
+    problems = [line.split(": ", 1)[1] for line in lines]
+    assert sorted(problems) == sorted(
+        [
+            "ssh.connect_timeout: 'soon' is not a duration (use 30s, 15m, 1h)",
+            "environments.staging.hostz: unknown key (expected one of: base_url, transport, "
+            "hosts, requires_approval, check_interval, workdir, build, test, artifacts, "
+            "version, install_dir, backup_dir, keep_backups, stop, start, restart, "
+            "verify_timeout, auto_rollback)",
+            "environments.staging.keep_backups: must be at least 1 (got 0)",
+            "thresholds.cpu_percent.critical: required key is missing",
+        ]
+    )
+
+
+def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yml"
+    assert check_config(path) == (False, [f"{path}: file not found"])
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(path)
+
+
+def test_a_directory_is_one_line(tmp_path: Path) -> None:
+    ok, lines = check_config(tmp_path)
+    assert not ok
+    assert lines == [f"{tmp_path}: is a directory, not a config file"]
+
+
+# --- the console script -------------------------------------------------------------------
+
+CLI = REPO / "bot" / "cli.py"
+SCRIPT = Path(sys.executable).parent / "eventmesh-bot"
+
+
+@pytest.mark.skipif(
+    not (CLI.exists() and "check-config" in CLI.read_text(encoding="utf-8") and SCRIPT.exists()),
+    reason="bot/cli.py has no check-config command (or the console script is not installed)",
+)
+def test_check_config_console_script(tmp_path: Path) -> None:
+    good = subprocess.run(
+        [str(SCRIPT), "check-config", str(EXAMPLE)], capture_output=True, text=True, timeout=60
+    )
+    assert good.returncode == 0, good.stderr
+    assert "OK (4 environments: local, dev, staging, production)" in good.stdout
+
+    bad_path = write(tmp_path, edited("connect_timeout: 10s", "connect_timeout: 10x"))
+    bad = subprocess.run(
+        [str(SCRIPT), "check-config", str(bad_path)], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2
+    output = (bad.stdout + bad.stderr).strip().splitlines()
+    assert output == [
+        f"{bad_path}: ssh.connect_timeout: '10x' is not a duration (use 30s, 15m, 1h)"
+    ]
+
+
+# --- durations ----------------------------------------------------------------------------
+
+UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def test_parse_duration_examples() -> None:
+    assert parse_duration("30s") == timedelta(seconds=30)
+    assert parse_duration("15m") == timedelta(minutes=15)
+    assert parse_duration("1h") == timedelta(hours=1)
+    assert parse_duration("2d") == timedelta(days=2)
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+
+
+@given(n=st.integers(min_value=0, max_value=10**6), unit=st.sampled_from(sorted(UNITS)))
+def test_parse_duration_round_trips_one_unit(n: int, unit: str) -> None:
+    assert parse_duration(f"{n}{unit}") == timedelta(**{UNITS[unit]: n})
+
+
+@given(
+    parts=st.dictionaries(
+        st.sampled_from(sorted(UNITS)), st.integers(min_value=0, max_value=10**4), min_size=1
+    )
+)
+def test_parse_duration_round_trips_compounds(parts: dict[str, int]) -> None:
+    text = "".join(f"{parts[unit]}{unit}" for unit in "dhms" if unit in parts)
+    expected = timedelta(**{UNITS[unit]: n for unit, n in parts.items()})
+    assert parse_duration(text) == expected
+
+
+@given(st.text().filter(lambda text: re.search(r"[^0-9dhms]", text) is not None))
+def test_parse_duration_rejects_foreign_characters(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
+
+
+@given(st.integers(min_value=0, max_value=10**6))
+def test_parse_duration_rejects_bare_numbers(n: int) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(str(n))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "s", "1", "30m1h", "1h1h", "1hh", "1.5h", "-5s", "1H", "h30", "1 h", "99999999999d"],
+)
+def test_parse_duration_rejects_malformed(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_config_model_is_usable_without_a_file() -> None:
+    env = Environment(name="local", base_url="http://localhost:8080", transport="local")
+    config = Config(environments={"local": env})
+    assert config.environment("local") is env

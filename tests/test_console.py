@@ -1,0 +1,85 @@
+"""The console, driven as a person would: a pseudo-terminal, typed commands, pressed buttons."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.conftest import REPO, DemoService, clean_env, free_port
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("eventmesh-bot")
+PROMPT = "eventmesh> "
+
+
+def plain(screen: str) -> str:
+    """What a person reads: the screen without the terminal's bold and dim sequences."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", screen)
+
+
+def spawn_console(tmp_path: Path, **env: str) -> pexpect.spawn:
+    if not CONSOLE_SCRIPT.exists():
+        pytest.fail(f"{CONSOLE_SCRIPT} is missing: install the package (scripts/test does)")
+    child = pexpect.spawn(
+        str(CONSOLE_SCRIPT),
+        cwd=str(tmp_path),
+        env=clean_env(EVENTMESH_DATA_DIR=str(tmp_path / "data"), **env),
+        encoding="utf-8",
+        timeout=20,
+        dimensions=(50, 160),
+    )
+    child.logfile_read = (tmp_path / "console.log").open("w")
+    child.expect_exact("local console")
+    child.expect_exact(PROMPT)
+    return child
+
+
+def test_health_all_then_press_button_then_exit(
+    tmp_path: Path, bot_config: Path, demo: DemoService
+) -> None:
+    child = spawn_console(tmp_path, EVENTMESH_CONFIG=str(bot_config), PORT=str(free_port()))
+    child.sendline("/health all")
+    # The report is complete when its button is listed; the next prompt follows it.
+    child.expect(r"Health · all environments(.|\n)*\[(\d+)\] Check again")
+    button = child.match.group(2)
+    report = plain(child.before + child.after)
+    for name in ("local", "dev", "staging"):
+        assert f"{name} — Healthy" in report
+    assert "production — Unhealthy" in report
+    assert "connection refused" in report
+    child.expect_exact(PROMPT)
+
+    demo.set_faults(healthz_status=503)
+    child.sendline(button)
+    child.expect_exact("updated")
+    child.expect(r"\[\d+\] Check again")
+    assert "staging — Unhealthy" in plain(child.before)
+    child.expect_exact(PROMPT)
+
+    child.sendline("/health nosuchenv")
+    child.expect_exact("only you can see this")
+    child.expect_exact("Unknown environment")
+    child.expect_exact(PROMPT)
+
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_embedded_default_starts_the_demo_service_and_leaves_on_ctrl_d(tmp_path: Path) -> None:
+    # The quick start: no Slack variables, the repository's own config, the demo service.
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    child = spawn_console(tmp_path)
+    child.sendline("/health local")
+    child.expect(r"\[\d+\] Check again")
+    assert "local — Healthy" in plain(child.before), child.before
+    child.expect_exact(PROMPT)
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

@@ -1,0 +1,303 @@
+"""The demo EventMesh service over real HTTP on loopback, faults injected through /admin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.demo.service import create_demo_app, find_free_port, serve_demo
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+
+
+class RunningDemo:
+    """serve_demo in a thread with its own event loop, the way an embedding process runs it."""
+
+    def __init__(self, version: str = "0.1.0") -> None:
+        self.port = find_free_port(HOST)
+        self.url = f"http://{HOST}:{self.port}"
+        self._version = version
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        ready = asyncio.Event()
+        waiter = asyncio.create_task(ready.wait())
+        waiter.add_done_callback(lambda _: self._started.set())
+        await serve_demo(HOST, self.port, self._version, ready=ready)
+
+    def start(self) -> RunningDemo:
+        self._thread.start()
+        assert self._started.wait(5), "demo service did not become ready"
+        return self
+
+    def stop(self) -> None:
+        assert self._loop is not None and self._task is not None
+        self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(5)
+        assert not self._thread.is_alive(), "demo service did not stop when cancelled"
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[RunningDemo]:
+    running = RunningDemo().start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(service: RunningDemo) -> Iterator[httpx.Client]:
+    """A client on a service reset to healthy with an empty request log."""
+    with httpx.Client(base_url=service.url, timeout=5) as http:
+        http.delete("/admin/faults").raise_for_status()
+        http.delete("/admin/requests").raise_for_status()
+        yield http
+
+
+def set_faults(client: httpx.Client, **faults: object) -> dict[str, object]:
+    response = client.post("/admin/faults", json=faults)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_healthy_by_default(client: httpx.Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy", "version": "0.1.0"}
+
+    status = client.get("/api/v1/status").json()
+    assert status["status"] == "healthy"
+    assert status["uptime_seconds"] >= 0
+    assert status["components"] == {
+        "api": {"status": "up", "critical": True},
+        "event_store": {"status": "up", "critical": True},
+        "redis": {"status": "up", "critical": False},
+        "workers": {"status": "up", "critical": False},
+    }
+    assert client.get("/api/v1").json()["endpoints"] == ["/healthz", "/api/v1/status", "/metrics"]
+
+
+def test_non_critical_component_down_is_degraded(client: httpx.Client) -> None:
+    set_faults(client, components={"redis": "down"})
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
+    status = client.get("/api/v1/status").json()
+    assert status["status"] == "degraded"
+    assert status["components"]["redis"] == {"status": "down", "critical": False}
+
+
+def test_critical_component_down_is_unhealthy(client: httpx.Client) -> None:
+    set_faults(client, components={"redis": "down"})
+    faults = set_faults(client, components={"event_store": "down"})
+    assert faults["components"] == {  # merged, not replaced
+        "api": "up",
+        "event_store": "down",
+        "redis": "down",
+        "workers": "up",
+    }
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unhealthy", "version": "0.1.0"}
+
+
+def test_forced_healthz_status(client: httpx.Client) -> None:
+    set_faults(client, healthz_status=503)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unhealthy"
+    set_faults(client, healthz_status=None)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_latency_shows_in_request_log(client: httpx.Client) -> None:
+    set_faults(client, latency_ms=200)
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/admin/faults").status_code == 200  # admin: no latency, not logged
+    [entry] = client.get("/admin/requests").json()
+    assert entry["path"] == "/healthz"
+    assert entry["status"] == 200
+    assert entry["finished"] - entry["started"] >= 0.2
+
+
+def test_slow_requests_are_served_concurrently(client: httpx.Client, service: RunningDemo) -> None:
+    """Injected latency sleeps without blocking the loop: the bot's parallel checks rely on it."""
+    set_faults(client, latency_ms=300)
+
+    async def two_at_once() -> None:
+        async with httpx.AsyncClient(base_url=service.url, timeout=5) as http:
+            await asyncio.gather(http.get("/healthz"), http.get("/api/v1/status"))
+
+    asyncio.run(two_at_once())
+    first, second = client.get("/admin/requests").json()
+    assert first["started"] < second["finished"] and second["started"] < first["finished"]
+
+
+def test_error_rate_is_exact(client: httpx.Client) -> None:
+    set_faults(client, error_rate=0.5)
+    responses = [client.get("/healthz") for _ in range(10)]
+    failed = [r for r in responses if r.status_code == 500]
+    assert len(failed) == 5
+    assert all(r.json() == {"error": "injected"} for r in failed)
+    assert {r.status_code for r in responses} == {200, 500}
+    assert client.get("/admin/faults").status_code == 200  # admin paths never fail
+
+
+def test_version_change(client: httpx.Client) -> None:
+    set_faults(client, version="0.2.0")
+    assert client.get("/healthz").json()["version"] == "0.2.0"
+    assert client.get("/api/v1/status").json()["version"] == "0.2.0"
+    assert samples(client)[("eventmesh_build_info", (("version", "0.2.0"),))] == 1
+
+
+def samples(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of one /metrics scrape, keyed by name and sorted labels."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_requests_by_code(client: httpx.Client) -> None:
+    before = samples(client)
+    for _ in range(3):
+        client.get("/healthz")
+    set_faults(client, healthz_status=503)
+    for _ in range(2):
+        client.get("/healthz")
+    after = samples(client)
+
+    def delta(code: str) -> float:
+        key = ("eventmesh_http_requests_total", (("code", code), ("path", "/healthz")))
+        return after[key] - before.get(key, 0)
+
+    assert (delta("200"), delta("503")) == (3, 2)
+    duration_count = ("eventmesh_http_request_duration_seconds_count", (("path", "/healthz"),))
+    assert after[duration_count] - before.get(duration_count, 0) == 5
+    assert after[("eventmesh_build_info", (("version", "0.1.0"),))] == 1
+    assert 0 <= after[("eventmesh_process_cpu_percent", ())] <= 100
+    assert 0 < after[("eventmesh_process_memory_percent", ())] < 100
+
+
+def test_metrics_and_status_down(client: httpx.Client) -> None:
+    set_faults(client, metrics_down=True, status_down=True)
+    assert client.get("/metrics").status_code == 404
+    assert client.get("/api/v1/status").status_code == 503
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "body must be JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"latency_ms": -5}', "latency_ms must be an integer >= 0"),
+        (b'{"error_rate": 1.5}', "error_rate must be a number from 0 to 1"),
+        (b'{"healthz_status": "503"}', "healthz_status must be an HTTP status"),
+        (b'{"components": {"kafka": "down"}}', "unknown ['kafka']"),
+        (b'{"components": {"redis": "sideways"}}', 'must be "up" or "down"'),
+        (b'{"metrics_down": 1}', "metrics_down must be true or false"),
+        (b'{"latncy_ms": 10}', "unknown fault 'latncy_ms'"),
+    ],
+)
+def test_invalid_faults_are_rejected_and_change_nothing(
+    client: httpx.Client, body: bytes, message: str
+) -> None:
+    before = client.get("/admin/faults").json()
+    # A valid key next to the bad one must not be applied either.
+    if body.startswith(b"{") and body.endswith(b"}"):
+        body = b'{"version": "9.9.9", ' + body[1:]
+    response = client.post("/admin/faults", content=body)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert client.get("/admin/faults").json() == before
+
+
+def test_delete_resets_faults(client: httpx.Client) -> None:
+    set_faults(
+        client,
+        latency_ms=10,
+        error_rate=1,
+        healthz_status=503,
+        version="2.0.0",
+        components={"api": "down"},
+        metrics_down=True,
+        status_down=True,
+    )
+    assert client.get("/healthz").status_code == 500
+    reset = client.delete("/admin/faults").json()
+    assert reset == client.get("/admin/faults").json()
+    assert reset["version"] == "0.1.0" and reset["latency_ms"] == 0 and reset["error_rate"] == 0
+    assert client.get("/healthz").json() == {"status": "healthy", "version": "0.1.0"}
+    assert client.get("/metrics").status_code == 200
+    assert len(client.get("/admin/requests").json()) == 3
+    assert client.delete("/admin/requests").json() == {"cleared": 3}
+    assert client.get("/admin/requests").json() == []
+
+
+def test_uptime_follows_the_injected_clock() -> None:
+    now = [100.0]
+    app = create_demo_app("1.2.3", clock=lambda: now[0])
+    now[0] = 142.5
+
+    async def get_status() -> dict[str, object]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
+            return (await http.get("/api/v1/status")).json()
+
+    status = asyncio.run(get_status())
+    assert (status["version"], status["uptime_seconds"]) == ("1.2.3", 42.5)
+
+
+def test_port_in_use_raises_oserror() -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        with pytest.raises(OSError):
+            asyncio.run(serve_demo(HOST, taken.getsockname()[1]))
+
+
+def test_cli_entry_point_exits_quietly_on_ctrl_c() -> None:
+    port = find_free_port(HOST)
+    code = f"import bot.demo.service as s; s.run_demo_service({HOST!r}, {port}, '3.0.0')"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                assert httpx.get(f"http://{HOST}:{port}/healthz").json()["version"] == "3.0.0"
+                break
+            assert proc.poll() is None, proc.communicate()[1].decode()
+            assert time.monotonic() < deadline, "demo-service did not start within 10 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=5)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr

@@ -1,0 +1,189 @@
+"""The runbook's classification rules, the probe's time bound, and the report's Block Kit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from datetime import UTC, datetime
+
+import httpx
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.config import Thresholds
+from bot.runbook.health import Health, HealthResult, Probe, classify, probe
+from bot.slack import blocks
+from tests.support.slack_fake import block_kit_errors
+
+THRESHOLDS = Thresholds()
+HEALTHY_STATUS = json.dumps(
+    {
+        "components": {
+            "api": {"status": "up", "critical": True},
+            "redis": {"status": "up", "critical": False},
+        }
+    }
+)
+METRICS_TEXT = "# TYPE up gauge\nup 1\n"
+
+
+def healthz(code: int = 200, latency: float = 20.0, body: str | None = None) -> Probe:
+    text = body if body is not None else json.dumps({"status": "healthy", "version": "1.2.3"})
+    return Probe("h", status_code=code, latency_ms=latency, body=text)
+
+
+def status(components: dict[str, tuple[str, bool]] | None = None, latency: float = 20.0) -> Probe:
+    if components is None:
+        return Probe("s", status_code=200, latency_ms=latency, body=HEALTHY_STATUS)
+    body = {"components": {n: {"status": s, "critical": c} for n, (s, c) in components.items()}}
+    return Probe("s", status_code=200, latency_ms=latency, body=json.dumps(body))
+
+
+def metrics(code: int = 200, body: str = METRICS_TEXT) -> Probe:
+    return Probe("m", status_code=code, latency_ms=5.0, body=body)
+
+
+def test_everything_fine_is_healthy() -> None:
+    verdict = classify(healthz(), status(), metrics(), THRESHOLDS)
+    assert verdict.health is Health.HEALTHY
+    assert verdict.reasons == ()
+    assert verdict.version == "1.2.3"
+    assert verdict.metrics_available
+
+
+def test_rules_from_the_runbook() -> None:
+    cases = [
+        (healthz(latency=600), status(), metrics(), Health.DEGRADED, "healthz slow"),
+        (healthz(latency=499), status(), metrics(), Health.HEALTHY, None),
+        (healthz(503), status(), metrics(), Health.UNHEALTHY, "healthz answered HTTP 503"),
+        (healthz(404), status(), metrics(), Health.UNHEALTHY, "HTTP 404"),
+        (healthz(body="<html>"), status(), metrics(), Health.UNHEALTHY, "JSON"),
+        (healthz(body='{"status":"degraded"}'), status(), metrics(), Health.DEGRADED, "degraded"),
+        (healthz(body='{"status":"down"}'), status(), metrics(), Health.UNHEALTHY, "'down'"),
+        (
+            Probe("h", error="connection refused"),
+            status(),
+            metrics(),
+            Health.UNHEALTHY,
+            "connection refused",
+        ),
+        (
+            healthz(),
+            status({"event_store": ("down", True)}),
+            metrics(),
+            Health.UNHEALTHY,
+            "critical component event_store is down",
+        ),
+        (
+            healthz(),
+            status({"redis": ("down", False)}),
+            metrics(),
+            Health.DEGRADED,
+            "component redis is down",
+        ),
+        (healthz(), status(latency=250), metrics(), Health.DEGRADED, "API slow"),
+        (
+            healthz(),
+            Probe("s", status_code=503, latency_ms=3),
+            metrics(),
+            Health.DEGRADED,
+            "status endpoint answered HTTP 503",
+        ),
+        (healthz(), status(), metrics(404), Health.DEGRADED, "metrics endpoint answered HTTP 404"),
+        (healthz(), status(), metrics(body=""), Health.DEGRADED, "no Prometheus metrics"),
+    ]
+    for hz, st_, mt, expected, reason in cases:
+        verdict = classify(hz, st_, mt, THRESHOLDS)
+        assert verdict.health is expected, (hz, st_, mt)
+        if reason:
+            assert reason in verdict.reasons[0], verdict.reasons
+
+
+@given(
+    code=st.integers(100, 599),
+    latency=st.floats(0, 5000),
+    critical_down=st.booleans(),
+    metrics_code=st.sampled_from([200, 404, 500]),
+)
+def test_worst_finding_wins(
+    code: int, latency: float, critical_down: bool, metrics_code: int
+) -> None:
+    components = {"api": ("down" if critical_down else "up", True)}
+    verdict = classify(
+        healthz(code, latency), status(components), metrics(metrics_code), THRESHOLDS
+    )
+    if code != 200 or critical_down:
+        assert verdict.health is Health.UNHEALTHY
+    elif latency >= THRESHOLDS.health_response_ms.warning or metrics_code != 200:
+        assert verdict.health is Health.DEGRADED
+    else:
+        assert verdict.health is Health.HEALTHY
+    assert bool(verdict.reasons) == (verdict.health is not Health.HEALTHY)
+
+
+def test_a_host_that_never_answers_costs_the_timeout_not_a_tcp_timeout() -> None:
+    # A listening socket that never accepts: the TCP handshake completes, no reply ever comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/healthz"
+
+        async def run() -> Probe:
+            async with httpx.AsyncClient() as http:
+                return await probe(http, url, timeout_s=0.3)
+
+        result = asyncio.run(run())
+    assert result.error == "no answer within 300 ms"
+    assert result.status_code is None
+
+
+def test_connection_refused_is_named() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/healthz"
+
+    async def run() -> Probe:
+        async with httpx.AsyncClient() as http:
+            return await probe(http, url, timeout_s=2)
+
+    assert asyncio.run(run()).error == "connection refused"
+
+
+def result(name: str, health: Health, reasons: tuple[str, ...] = ()) -> HealthResult:
+    return HealthResult(
+        environment=name,
+        health=health,
+        checked_at=datetime(2026, 11, 27, tzinfo=UTC),
+        status_code=200,
+        latency_ms=12.0,
+        version="0.1.0",
+        reasons=reasons,
+    )
+
+
+def test_report_fits_block_kit_for_many_environments() -> None:
+    results = {
+        f"env{i}": result(f"env{i}", Health.UNHEALTHY, ("x" * 500, "<!channel> y" * 50))
+        for i in range(80)
+    }
+    message = blocks.health_report(
+        results, scope="all", requested_by="U1", warning_ms=500, critical_ms=2000
+    )
+    assert block_kit_errors(message.blocks) == []
+    assert "<!channel>" not in json.dumps(message.blocks)
+    assert len(message.text) <= blocks.FALLBACK_TEXT_MAX
+
+
+def test_report_shows_pending_environments_and_no_button_until_done() -> None:
+    message = blocks.health_report(
+        {"staging": result("staging", Health.HEALTHY), "dev": None},
+        scope="all",
+        requested_by="U1",
+        warning_ms=500,
+        critical_ms=2000,
+    )
+    text = json.dumps(message.blocks, ensure_ascii=False)
+    assert "*dev* — checking" in text
+    assert "actions" not in [b["type"] for b in message.blocks]
+    assert message.text == "Health of all environments: 1 Healthy, 1 checking"

@@ -1,0 +1,38 @@
+"""manifest.yml declares exactly the slash commands the bot answers."""
+
+from __future__ import annotations
+
+import yaml
+
+from handlers import COMMANDS
+from tests.conftest import REPO, BotProcess
+
+MANIFEST = yaml.safe_load((REPO / "manifest.yml").read_text())
+
+
+def manifest_commands() -> set[str]:
+    return {c["command"] for c in MANIFEST["features"]["slash_commands"]}
+
+
+def test_manifest_lists_exactly_the_registered_commands() -> None:
+    assert manifest_commands() == {spec.name for spec in COMMANDS}
+
+
+def test_every_manifest_command_is_answered_by_the_running_bot(bot: BotProcess) -> None:
+    for command in manifest_commands():
+        sent = bot.command(command, "help")
+        assert sent.response.status_code == 200, command
+        reply = sent.response.json()
+        assert reply["response_type"] == "ephemeral"
+        assert reply["text"].startswith(f"Usage: {command}")
+
+
+def test_manifest_is_socket_mode_with_interactivity_and_needed_scopes() -> None:
+    settings = MANIFEST["settings"]
+    assert settings["socket_mode_enabled"] is True
+    assert settings["interactivity"]["is_enabled"] is True
+    scopes = set(MANIFEST["oauth_config"]["scopes"]["bot"])
+    assert {"commands", "chat:write"} <= scopes
+    for command in MANIFEST["features"]["slash_commands"]:
+        assert command["usage_hint"] and command["description"]
+        assert "url" not in command  # Socket Mode: Slack delivers over the socket
