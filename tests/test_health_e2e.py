@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.store import Store
-from tests.conftest import SIGNING_SECRET, BotProcess, DemoService, new_channel
+from tests.conftest import SIGNING_SECRET, BotProcess, DemoService, Sent, new_channel
 from tests.support.slack_fake import SlackFake, block_kit_errors
 from tests.support.slack_signing import signed_headers, slash_command_body
 
@@ -106,12 +106,21 @@ def test_health_all_checks_every_environment_at_once(
 def test_acks_stay_immediate_while_many_checks_run(bot: BotProcess, demo: DemoService) -> None:
     # More slow commands at once than Bolt's 5 listener threads: the sixth must not wait.
     demo.set_faults(latency_ms=1500)
+
+    def send(_: int) -> tuple[Sent, float]:
+        sent = bot.command("/health", "staging")
+        return sent, time.time()
+
     with ThreadPoolExecutor(max_workers=12) as pool:
-        sent = list(pool.map(lambda _: bot.command("/health", "staging"), range(12)))
-    assert all(s.response.status_code == 200 for s in sent)
-    assert max(s.seconds for s in sent) < SLACK_ACK_DEADLINE_S
-    for s in sent:
+        results = list(pool.map(send, range(12)))
+    assert all(s.response.status_code == 200 for s, _ in results)
+    assert max(s.seconds for s, _ in results) < SLACK_ACK_DEADLINE_S
+    for s, _ in results:
         assert "Degraded" in report_text(final_report(bot.slack, s.channel))
+    # Causal order, not a stopwatch: every ack reached Slack before the service had finished
+    # answering any of the checks — the work ran after the ack, never in front of it.
+    first_answer = min(r["finished"] for r in demo.requests() if r["path"] == "/healthz")
+    assert max(acked_at for _, acked_at in results) < first_answer
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,179 @@
+"""Starting the bot wrong: each mistake exits 2 with a line that names the fix, no traceback."""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.logs import REDACTED, RedactSecrets
+from bot.settings import Settings, SettingsError
+from tests.conftest import (
+    BOT_TOKEN,
+    EXAMPLE_CONFIG,
+    SIGNING_SECRET,
+    clean_env,
+    free_port,
+    stop_process,
+    wait_until_serving,
+)
+
+
+def run_bot(*args: str, timeout: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(**env),
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_one_clear_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    for word in words:
+        assert word in output, output
+
+
+def test_broken_config_at_startup(tmp_path: Path) -> None:
+    config = tmp_path / "eventmesh.yml"
+    config.write_text(
+        EXAMPLE_CONFIG.read_text().replace("connect_timeout: 10s", "connect_timeout: 10x")
+    )
+    result = run_bot(
+        "run",
+        EVENTMESH_CONFIG=str(config),
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        EVENTMESH_DATA_DIR=str(tmp_path),
+    )
+    assert_one_clear_error(result, "ERROR", "ssh.connect_timeout", "'10x' is not a duration")
+    assert len([line for line in result.stderr.splitlines() if "ERROR" in line]) == 1
+
+
+def test_http_mode_without_signing_secret() -> None:
+    result = run_bot("run", "--mode", "http", SLACK_BOT_TOKEN=BOT_TOKEN)
+    assert_one_clear_error(result, "SLACK_SIGNING_SECRET")
+
+
+def test_socket_mode_without_app_token() -> None:
+    result = run_bot("--mode", "socket", SLACK_BOT_TOKEN=BOT_TOKEN)
+    assert_one_clear_error(result, "SLACK_APP_TOKEN")
+
+
+def test_bad_port_value() -> None:
+    assert_one_clear_error(run_bot("run", PORT="eighty"), "PORT", "not a port number")
+
+
+def test_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_bot(
+            "run",
+            EVENTMESH_CONFIG=str(EXAMPLE_CONFIG),
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            PORT=str(port),
+            EVENTMESH_DATA_DIR=str(tmp_path),
+        )
+    assert_one_clear_error(result, f"127.0.0.1:{port}", "set PORT")
+
+
+def test_unreachable_database_hides_its_password(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://eventmesh:hunter2secret@127.0.0.1:{free_port()}/bot"
+    result = run_bot(
+        "run",
+        EVENTMESH_CONFIG=str(EXAMPLE_CONFIG),
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        EVENTMESH_DATABASE_URL=url,
+        PORT=str(free_port()),
+    )
+    assert_one_clear_error(result, "EVENTMESH_DATABASE_URL", "127.0.0.1")
+    assert "hunter2secret" not in result.stdout + result.stderr
+
+
+def test_oauth_variables_are_ignored_not_obeyed(tmp_path: Path, bot_config: Path) -> None:
+    # Bolt would silently switch to the OAuth install flow and refuse our bot token.
+    port = free_port()
+    log = tmp_path / "bot.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli"],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=clean_env(
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_CLIENT_ID="123.456",
+            SLACK_CLIENT_SECRET="oauth-secret-value",
+            EVENTMESH_CONFIG=str(bot_config),
+            EVENTMESH_DATA_DIR=str(tmp_path),
+            PORT=str(port),
+        ),
+    )
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/healthz", process, log)
+    finally:
+        assert stop_process(process) == 0
+    text = log.read_text()
+    assert "SLACK_CLIENT_ID is set but ignored" in text
+    assert "oauth-secret-value" not in text
+
+
+@pytest.mark.parametrize(
+    ("env", "forced", "mode"),
+    [
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"}, None, "socket"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}, None, "http"),
+        (
+            {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "x", "SLACK_SIGNING_SECRET": "s"},
+            None,
+            "socket",
+        ),
+        ({}, None, "console"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1"}, None, "console"),
+        (
+            {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "x", "SLACK_SIGNING_SECRET": "s"},
+            "http",
+            "http",
+        ),
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}, "console", "console"),
+    ],
+)
+def test_mode_follows_the_environment(env: dict[str, str], forced: str | None, mode: str) -> None:
+    assert Settings.from_env(env).mode(forced) == mode  # type: ignore[arg-type]
+
+
+def test_forced_mode_without_its_tokens_is_an_error() -> None:
+    with pytest.raises(SettingsError, match="SLACK_APP_TOKEN"):
+        Settings.from_env({"SLACK_BOT_TOKEN": "xoxb-1"}).mode("socket")
+
+
+def test_secrets_are_redacted_from_log_lines_and_tracebacks() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecrets(["xoxb-very-secret", "signing-secret-xyz"]))
+    logger = logging.getLogger("test-redaction")
+    logger.addHandler(handler)
+    try:
+        logger.warning("token %s in args", "xoxb-very-secret")
+        try:
+            raise RuntimeError("failed with signing-secret-xyz")
+        except RuntimeError:
+            logger.exception("boom")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "xoxb-very-secret" not in text and "signing-secret-xyz" not in text
+    assert text.count(REDACTED) == 3  # the argument, the quoted source line, the message
+    assert "Traceback" in text  # redacted, not dropped
