@@ -60,7 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo-service":
         from bot.demo.service import run_demo_service
 
-        run_demo_service(args.host, args.port, args.service_version)
+        try:
+            run_demo_service(args.host, args.port, args.service_version)
+        except PortInUse as exc:
+            print(f"eventmesh-bot demo-service: {exc} (choose another --port)", file=sys.stderr)
+            return EXIT_USAGE
         return 0
     return _run(args.mode)
 
@@ -79,7 +83,13 @@ def _run(forced_mode: str | None) -> int:
     except SettingsError as exc:
         print(f"eventmesh-bot: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(settings.log_level, settings.secrets())
+    # The console shares the terminal with a person typing: only warnings and errors go there.
+    level = (
+        "WARNING"
+        if mode == "console" and settings.log_level in ("DEBUG", "INFO")
+        else settings.log_level
+    )
+    configure_logging(level, settings.secrets())
     drop_oauth_variables()
     try:
         config = load_config(settings.config_path)

@@ -45,8 +45,8 @@ class RunningServer:
     url: str
 
 
-def _start_server(app: object, sock: object, host: str, log_level: str) -> RunningServer:
-    server = embedded_server(app, log_level)  # type: ignore[arg-type]
+def _start_server(app: object, sock: object, host: str) -> RunningServer:
+    server = embedded_server(app)  # type: ignore[arg-type]
     port = bound_port(sock)  # type: ignore[arg-type]
     task = asyncio.create_task(server.serve(sockets=[sock]))  # type: ignore[list-item]
     return RunningServer(server, task, f"http://{host}:{port}")
@@ -84,7 +84,7 @@ async def run_bot(
         chat: Chat
         if mode == "console":
             demo_sock = bind_preferring("127.0.0.1", DEMO_PORT)
-            demo = _start_server(create_demo_app(), demo_sock, "127.0.0.1", settings.log_level)
+            demo = _start_server(create_demo_app(), demo_sock, "127.0.0.1")
             servers.append(demo)
             if "local" in config.environments:
                 config = config.with_base_url("local", demo.url)
@@ -107,7 +107,7 @@ async def run_bot(
             web_sock = bind_preferring(settings.host, settings.port)
         else:
             web_sock = bind(settings.host, settings.port)
-        web = _start_server(web_app, web_sock, settings.host, settings.log_level)
+        web = _start_server(web_app, web_sock, settings.host)
         servers.append(web)
 
         if mode == "console":

@@ -2,21 +2,22 @@
 
 The bot runs several things in one loop (the Slack listener, workers, the console, the demo
 service), so it owns the process's signals and its sockets: uvicorn gets a socket that is
-already bound — a busy port is then a clear error before anything starts — and does not
-install signal handlers of its own.
+already bound — a busy port is then a clear error before anything starts, where uvicorn
+itself would sys.exit(1) — and does not install signal handlers of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
 
 
-class PortInUse(Exception):
+class PortInUse(OSError):
     def __init__(self, host: str, port: int, reason: str) -> None:
         super().__init__(f"cannot listen on {host}:{port}: {reason}")
         self.host = host
@@ -24,17 +25,26 @@ class PortInUse(Exception):
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """Bind a listening socket; port 0 picks a free one."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """A listening socket; port 0 picks a free one.
+
+    It must come from getaddrinfo (proto IPPROTO_TCP, not 0): asyncio sets TCP_NODELAY only
+    on sockets that say they are TCP, and without it every keep-alive response waits ~40 ms
+    for a delayed ACK.
+    """
     try:
-        sock.bind((host, port))
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise PortInUse(host, port, f"cannot resolve {host!r}") from exc
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
     except OSError as exc:
         sock.close()
         raise PortInUse(host, port, exc.strerror or str(exc)) from exc
-    sock.listen(1024)
-    sock.setblocking(False)
     return sock
 
 
@@ -51,15 +61,36 @@ def bound_port(sock: socket.socket) -> int:
 
 
 class EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the embedding process owns the signals."""
+    """uvicorn without its own signal handling, and with an optional readiness event.
+
+    uvicorn.Server.serve() replaces the SIGINT/SIGTERM handlers while it runs and re-raises
+    the captured signal afterwards; the embedding process owns those signals instead.
+    """
+
+    def __init__(self, config: uvicorn.Config, ready: asyncio.Event | None = None) -> None:
+        super().__init__(config)
+        self._ready = ready
 
     @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
+    def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._ready is not None:
+            self._ready.set()
 
-def embedded_server(app: ASGIApp, log_level: str = "warning") -> EmbeddedServer:
+
+def embedded_server(
+    app: ASGIApp, *, ready: asyncio.Event | None = None, graceful_shutdown_s: float | None = None
+) -> EmbeddedServer:
+    # log_level=None: uvicorn leaves its loggers' levels to the process's logging set-up.
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="off", log_level=log_level.lower()
+        app,
+        log_config=None,
+        log_level=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=graceful_shutdown_s,
     )
-    return EmbeddedServer(config)
+    return EmbeddedServer(config, ready)

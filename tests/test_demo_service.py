@@ -280,9 +280,30 @@ def test_port_in_use_raises_oserror() -> None:
             asyncio.run(serve_demo(HOST, taken.getsockname()[1]))
 
 
+def test_embedded_service_leaves_signal_handlers_alone() -> None:
+    """In the main thread, where uvicorn would otherwise take over SIGINT and SIGTERM."""
+
+    async def embed() -> None:
+        before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        ready = asyncio.Event()
+        serving = asyncio.create_task(serve_demo(HOST, find_free_port(HOST), ready=ready))
+        await asyncio.wait_for(ready.wait(), 5)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+
+    asyncio.run(embed())
+
+
 def test_cli_entry_point_exits_quietly_on_ctrl_c() -> None:
     port = find_free_port(HOST)
-    code = f"import bot.demo.service as s; s.run_demo_service({HOST!r}, {port}, '3.0.0')"
+    # Restore Ctrl-C as a terminal delivers it: a runner started in the background (`cmd &`)
+    # passes SIGINT on ignored.
+    code = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        f"import bot.demo.service as s; s.run_demo_service({HOST!r}, {port}, '3.0.0')"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

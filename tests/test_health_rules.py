@@ -100,6 +100,15 @@ def test_rules_from_the_runbook() -> None:
             assert reason in verdict.reasons[0], verdict.reasons
 
 
+def test_an_unreachable_host_is_one_reason_not_three() -> None:
+    down = "host name does not resolve"
+    verdict = classify(
+        Probe("h", error=down), Probe("s", error=down), Probe("m", error=down), THRESHOLDS
+    )
+    assert verdict.health is Health.UNHEALTHY
+    assert verdict.reasons == (f"healthz: {down}",)
+
+
 @given(
     code=st.integers(100, 599),
     latency=st.floats(0, 5000),

@@ -13,11 +13,15 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
+import aiohttp
 import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import Clock, SignatureVerifier
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook import WebhookClient
 
@@ -28,8 +32,10 @@ from tests.support.slack_signing import (
     signed_headers,
     slash_command_body,
 )
+from tests.support.socket_mode_fake import Ack, SocketModeFake
 
 TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-test-token"
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
 
@@ -296,6 +302,123 @@ def test_auth_test_and_unknown_method(fake: SlackFake, client: WebClient) -> Non
     with pytest.raises(SlackApiError) as caught:
         client.api_call("chat.teleport")
     assert caught.value.response["error"] == "unknown_method"
+
+
+# -- Socket Mode -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def socket_mode(fake: SlackFake) -> Iterator[SocketModeFake]:
+    with SocketModeFake() as server:
+        fake.socket_mode = server
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("token", "error"),
+    [
+        (APP_TOKEN, None),
+        (TOKEN, "not_allowed_token_type"),
+        ("xapp-wrong", "invalid_auth"),
+        (None, "not_authed"),
+    ],
+    ids=["app-token", "bot-token", "unknown-token", "no-token"],
+)
+def test_apps_connections_open_takes_only_the_app_token(
+    fake: SlackFake, socket_mode: SocketModeFake, token: str | None, error: str | None
+) -> None:
+    client = WebClient(base_url=fake.api_url)
+    if error is None:
+        url = client.apps_connections_open(app_token=token)["url"]
+        assert url.startswith(f"{socket_mode.base_url}/link/?ticket=")
+    else:
+        with pytest.raises(SlackApiError) as caught:
+            client.apps_connections_open(app_token=token)
+        assert caught.value.response["error"] == error
+    assert fake.calls_to("apps.connections.open")[0].token == token
+
+
+def test_app_token_is_refused_on_other_methods(fake: SlackFake) -> None:
+    """An xapp- token opens sockets and nothing else: it cannot post as the bot."""
+    with pytest.raises(SlackApiError) as caught:
+        WebClient(token=APP_TOKEN, base_url=fake.api_url).chat_postMessage(channel="C", text="t")
+    assert caught.value.response["error"] == "not_allowed_token_type"
+    assert fake.messages == {}
+
+
+def test_apps_connections_open_without_a_socket_server_says_so(fake: SlackFake) -> None:
+    with pytest.raises(SlackApiError) as caught:
+        WebClient(base_url=fake.api_url).apps_connections_open(app_token=APP_TOKEN)
+    assert caught.value.response["error"] == "socket_mode_not_enabled"
+
+
+def test_socket_mode_round_trip_with_slack_sdks_own_client(
+    fake: SlackFake, socket_mode: SocketModeFake
+) -> None:
+    """slack_sdk's aiohttp client connects, acks, answers pings and follows a refresh."""
+    hellos: list[dict[str, Any]] = []
+
+    async def on_message(_: Any, message: dict[str, Any], raw: str | None) -> None:
+        if message.get("type") == "hello":
+            hellos.append(message)
+
+    async def on_request(client: SocketModeClient, request: SocketModeRequest) -> None:
+        payload = {"text": f"got {request.payload['text']}"} if "text" in request.payload else None
+        await client.send_socket_mode_response(SocketModeResponse(request.envelope_id, payload))
+
+    async def run() -> tuple[str, Ack, Ack]:
+        client = SocketModeClient(APP_TOKEN, web_client=AsyncWebClient(base_url=fake.api_url))
+        client.message_listeners.append(on_message)
+        client.socket_mode_request_listeners.append(on_request)
+        try:
+            await client.connect()
+            first_url = str(client.wss_uri)
+            first = await asyncio.to_thread(socket_mode.wait_for_connection, 1)
+            command = await asyncio.to_thread(
+                socket_mode.slash_command, "/health", "staging", response_url=fake.response_url()
+            )
+            command_ack = await asyncio.to_thread(socket_mode.wait_for_ack, command.envelope_id)
+            await asyncio.to_thread(socket_mode.ping)
+
+            await asyncio.to_thread(socket_mode.request_refresh)
+            await asyncio.to_thread(socket_mode.wait_for_connection, 2)
+            await asyncio.to_thread(socket_mode.wait_for, lambda _: not first.open)
+            click = await asyncio.to_thread(
+                socket_mode.block_actions, "health_recheck", "staging", response_url="http://r"
+            )
+            click_ack = await asyncio.to_thread(socket_mode.wait_for_ack, click.envelope_id)
+        finally:
+            await client.close()
+        return first_url, command_ack, click_ack
+
+    first_url, command_ack, click_ack = asyncio.run(run())
+
+    assert [h["connection_info"] for h in hellos] == [{"app_id": "A0APP"}] * 2
+    assert (command_ack.payload, command_ack.connection) == ({"text": "got staging"}, 1)
+    assert (click_ack.payload, click_ack.connection) == (None, 2)
+    assert socket_mode.envelopes[click_ack.envelope_id].payload["actions"][0]["value"] == "staging"
+    assert [c.token for c in fake.calls_to("apps.connections.open")] == [APP_TOKEN] * 2
+    socket_mode.wait_for(lambda f: not any(c.open for c in f.connections), timeout=5)
+    assert [c.close_code for c in socket_mode.connections] == [1000, 1000]
+    assert all(c.client_pings >= 1 for c in socket_mode.connections)
+    assert socket_mode.rejected == []
+    # Tickets are single use, as Slack's are: the first URL cannot open a second session.
+    assert ws_upgrade_status(first_url) == 401
+    assert socket_mode.rejected and "used ticket" in socket_mode.rejected[0]
+
+
+def ws_upgrade_status(url: str) -> int:
+    """The HTTP status a WebSocket upgrade to ``url`` is refused with."""
+
+    async def attempt() -> int:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(url):
+                    return 101
+            except aiohttp.WSServerHandshakeError as e:
+                return e.status
+
+    return asyncio.run(attempt())
 
 
 # -- response_url ------------------------------------------------------------------------------

@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Literal, TypeGuard
 
 import psutil
-import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -32,6 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bot.webserver import bind, embedded_server
 
 logger = logging.getLogger(__name__)
 
@@ -202,11 +204,13 @@ class _LiveGauges(Collector):
         info = GaugeMetricFamily("eventmesh_build_info", "Build information.", labels=["version"])
         info.add_metric([self._state.faults.version], 1)
         yield info
+        # psutil counts CPU time in scheduler ticks, so scrapes a few ms apart can read more
+        # than the whole machine; a share of the machine is capped at 100.
         cpus = psutil.cpu_count() or 1
         yield GaugeMetricFamily(
             "eventmesh_process_cpu_percent",
             "CPU used by this process since the last scrape, as a share of the whole machine.",
-            value=self._process.cpu_percent() / cpus,
+            value=min(100.0, self._process.cpu_percent() / cpus),
         )
         yield GaugeMetricFamily(
             "eventmesh_process_memory_percent",
@@ -348,34 +352,6 @@ def create_demo_app(
     )
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves the process's signals alone and reports readiness.
-
-    uvicorn.Server.serve() replaces the SIGINT/SIGTERM handlers while it runs and re-raises
-    the captured signal afterwards. The demo service runs inside the bot's console mode,
-    whose process owns those signals and stops the service by cancelling `serve_demo`.
-    """
-
-    def __init__(self, config: uvicorn.Config, ready: asyncio.Event | None) -> None:
-        super().__init__(config)
-        self._ready = ready
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started and self._ready is not None:
-            self._ready.set()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """Bind here rather than in uvicorn, whose bind failure is sys.exit(1): raise OSError."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family)
-
-
 async def serve_demo(
     host: str, port: int, version: str = "0.1.0", *, ready: asyncio.Event | None = None
 ) -> None:
@@ -385,19 +361,12 @@ async def serve_demo(
     Cancelling it stops accepting, lets requests in flight finish (at most
     _SHUTDOWN_GRACE_SECONDS) and then re-raises the cancellation.
     """
-    sock = _listen(host, port)
-    config = uvicorn.Config(
-        create_demo_app(version),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=_SHUTDOWN_GRACE_SECONDS,
+    sock = bind(host, port)
+    server = embedded_server(
+        create_demo_app(version), ready=ready, graceful_shutdown_s=_SHUTDOWN_GRACE_SECONDS
     )
-    server = _EmbeddedServer(config, ready)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
-    logger.info("demo EventMesh service %s listening on %s port %d", version, host, port)
+    logger.info("demo EventMesh service %s listening on %s", version, sock.getsockname()[:2])
     try:
         await asyncio.shield(serving)
     except asyncio.CancelledError:
@@ -409,14 +378,22 @@ async def serve_demo(
 
 
 def run_demo_service(host: str, port: int, version: str) -> None:
-    """Serve until Ctrl-C, for `eventmesh-bot demo-service`; Ctrl-C is a normal exit."""
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_demo(host, port, version))
+    """Serve until Ctrl-C or SIGTERM, both a normal exit, for `eventmesh-bot demo-service`."""
+
+    async def serve_until_signalled() -> None:
+        serving = asyncio.create_task(serve_demo(host, port, version))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, serving.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
+    asyncio.run(serve_until_signalled())
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago: good enough for tests and the console mode."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
+    family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.bind(address)
         return int(probe.getsockname()[1])

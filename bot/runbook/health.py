@@ -134,7 +134,9 @@ def classify(
             )
 
     # /api/v1/status gives the dependencies; losing it hides them, which degrades the picture.
-    if not status.answered or status.status_code != 200:
+    if _same_outage(status, healthz):
+        pass  # the host is unreachable: healthz already said so, once is enough
+    elif not status.answered or status.status_code != 200:
         findings.append((Health.DEGRADED, _describe_failure("status endpoint", status)))
     else:
         try:
@@ -164,7 +166,7 @@ def classify(
             )
 
     metrics_available = metrics.answered and metrics.status_code == 200 and _parses(metrics.body)
-    if not metrics_available:
+    if not metrics_available and not _same_outage(metrics, healthz):
         if metrics.answered and metrics.status_code == 200:
             findings.append((Health.DEGRADED, "metrics endpoint returned no Prometheus metrics"))
         else:
@@ -176,6 +178,10 @@ def classify(
         r for h, r in findings if h != health
     )
     return Classification(health, reasons, version, components, metrics_available)
+
+
+def _same_outage(probe: Probe, healthz: Probe) -> bool:
+    return probe.error is not None and probe.error == healthz.error
 
 
 def _parses(text: str) -> bool:

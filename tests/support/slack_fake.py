@@ -5,6 +5,10 @@ with ``base_url=fake.api_url``) and Bolt's ``respond``: serialisation, retry han
 handling all run for real over HTTP. The fake answers the way Slack does (``ok``, ``channel``,
 ``ts``, ``invalid_blocks``, ``ratelimited`` with ``Retry-After``) and records every request so
 tests can assert on what the bot sent and wait for it without sleeping.
+
+Socket Mode: ``apps.connections.open`` takes the app-level token (``xapp-``) and nothing else
+does, as in Slack; it answers with a URL of the ``SocketModeFake`` attached as
+``fake.socket_mode`` (tests/support/socket_mode_fake.py).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 T = TypeVar("T")
@@ -36,6 +40,7 @@ RESPONSE_URL_USES = 5  # Slack: a response_url works at most 5 times (within 30 
 _FIRST_TS_MICROS = 1_700_000_000_000_100  # first ts is '1700000000.000100'
 _JSON_ARGS = ("blocks", "attachments", "metadata")  # form-encoded callers send these as JSON text
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
+_APP_TOKEN_METHODS = frozenset({"apps.connections.open"})  # Slack: app-level tokens only
 
 # ---------------------------------------------------------------------------------------------
 # Block Kit validation
@@ -271,16 +276,30 @@ class _SlackError(Exception):
         self.extra = extra
 
 
+class SocketModeEndpoint(Protocol):
+    """What ``apps.connections.open`` needs of a Socket Mode server: a fresh WebSocket URL."""
+
+    def connection_url(self) -> str: ...
+
+
 class SlackFake:
     """Slack's Web API and response_urls, on ``127.0.0.1:<free port>``, recording everything.
 
     All state is guarded by one condition variable that is notified on every request, which
     is what lets ``wait_for`` block without polling. Read ``calls``/``messages``/``responses``
     directly once ``wait_for`` returned; the helper methods take the lock themselves.
+
+    ``bot_token`` is accepted on every method but ``apps.connections.open``, which takes only
+    ``app_token``; the other known token answers ``not_allowed_token_type`` and any unknown
+    one ``invalid_auth``, as in Slack. Set ``socket_mode`` to serve Socket Mode.
     """
 
-    def __init__(self, bot_token: str = "xoxb-test-token") -> None:
+    def __init__(
+        self, bot_token: str = "xoxb-test-token", app_token: str = "xapp-test-token"
+    ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
+        self.socket_mode: SocketModeEndpoint | None = None
         self.calls: list[ApiCall] = []
         self.responses: list[dict[str, Any]] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
@@ -298,6 +317,7 @@ class SlackFake:
             "chat.postEphemeral": self._post_ephemeral,
             "conversations.open": self._conversations_open,
             "users.info": self._users_info,
+            "apps.connections.open": self._apps_connections_open,
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -461,8 +481,11 @@ class SlackFake:
             raise _SlackError("unknown_method")
         if token is None:
             raise _SlackError("not_authed")
-        if token != self.bot_token:
+        if token not in (self.bot_token, self.app_token):
             raise _SlackError("invalid_auth")
+        wanted = self.app_token if method in _APP_TOKEN_METHODS else self.bot_token
+        if token != wanted:
+            raise _SlackError("not_allowed_token_type")
         queued = self._failures.get(method)
         if queued:
             failure = queued.pop(0)
@@ -576,6 +599,16 @@ class SlackFake:
             return {"channel": {"id": _dm_id(users[0])}}
         digest = hashlib.sha1(",".join(sorted(users)).encode()).hexdigest()[:10].upper()
         return {"channel": {"id": f"G{digest}"}}
+
+    def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A single-use WebSocket URL; without a Socket Mode server attached, an error.
+
+        ``socket_mode_not_enabled`` is the fake's own word for "the test attached no
+        ``SocketModeFake``", so the rejection log says what is missing.
+        """
+        if self.socket_mode is None:
+            raise _SlackError("socket_mode_not_enabled")
+        return {"url": self.socket_mode.connection_url()}
 
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user_id = str(args.get("user") or "")

@@ -1,0 +1,546 @@
+"""Ack latency under a burst of /health commands: this bot vs a naive Bolt app, in one run.
+
+Slack gives an app 3 seconds to acknowledge a slash command and does not retry; past that the
+user sees an error. The bot acks from its listener and hands the health check to its own
+worker pool. The usual Bolt pattern (sync ``App``, ``ack()`` then the work inline) keeps one
+of Bolt's 5 listener threads busy per command, so a burst queues acks behind health checks.
+Numbers measured on different days or machines are not comparable, so both contenders run
+here, in one process tree, against the same Slack Web API fake and the same slow EventMesh
+demo service, in interleaved rounds (ours, naive, ours, naive, ...) so background noise hits
+both alike.
+
+Ack latency is what Slack would see: from the moment a signed request starts (connection
+setup included) to the moment its HTTP response is complete. Each round fires ``concurrency``
+signed ``/health staging`` commands at once, each from its own channel, then waits until the
+target has finished all of its background work (so a round never runs on top of the previous
+round's leftovers) and reports how long that took.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.ack_latency --concurrency 50 --rounds 3 --latency-ms 1000
+
+Everything started here (Slack fake, demo service, the bot, the naive app) listens on
+127.0.0.1 only and is stopped on the way out, errors and Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from tests.conftest import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    clean_env,
+    free_port,
+    new_channel,
+    stop_process,
+    wait_until_serving,
+    write_config,
+)
+from tests.support.slack_fake import SlackFake
+from tests.support.slack_signing import signed_headers, slash_command_body
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
+    from slack_bolt import Ack, Say
+
+SLACK_ACK_DEADLINE_S = 3.0
+# Well past Slack's 3 s, so a slow ack is measured rather than cut off by the client.
+CLIENT_TIMEOUT_S = 15.0
+# A round's background work is bounded: N health checks of ~latency each, 5 at a time at worst.
+DRAIN_BASE_TIMEOUT_S = 30.0
+WARMUP_REQUESTS = 2
+NAIVE_HEALTH_TIMEOUT_S = 2.0  # the runbook's critical threshold
+ENVIRONMENT = "staging"
+EVENTS_PATH = "/slack/events"
+OURS, NAIVE = "ours", "naive"
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------------------------
+# The naive contender: Bolt's README pattern, run as `python -m benchmarks.ack_latency naive-app`
+# ---------------------------------------------------------------------------------------------
+
+
+def serve_naive_app(port: int, api_url: str, health_url: str) -> None:
+    """A sync Bolt app that acks, then checks health inline, as Bolt's examples do.
+
+    Served the way a small sync Bolt app usually is: Bolt's WSGI adapter on a thread-per-request
+    server. The listen backlog is raised from socketserver's 5 so that dropped SYNs (a TCP
+    retransmit costs a whole second) cannot be mistaken for Bolt's listener queueing.
+    """
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from slack_bolt import App
+    from slack_bolt.adapter.wsgi import SlackRequestHandler
+    from slack_sdk import WebClient
+
+    app = App(
+        signing_secret=SIGNING_SECRET,
+        client=WebClient(token=BOT_TOKEN, base_url=api_url),
+    )
+
+    @app.command("/health")
+    def health(ack: Ack, command: dict[str, Any], say: Say) -> None:
+        ack()
+        env = (command.get("text") or "").strip() or ENVIRONMENT
+        try:
+            response = httpx.get(health_url, timeout=NAIVE_HEALTH_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            say(f"{env}: Unhealthy ({type(exc).__name__})")
+            return
+        verdict = "Healthy" if response.status_code == 200 else "Unhealthy"
+        elapsed_ms = response.elapsed.total_seconds() * 1000
+        say(f"{env}: {verdict} (healthz {response.status_code} in {elapsed_ms:.0f} ms)")
+
+    slack_handler = SlackRequestHandler(app, path=EVENTS_PATH)
+
+    def wsgi_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":  # readiness probe for the benchmark
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+        return slack_handler(environ, start_response)
+
+    class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        request_queue_size = 128
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """No per-request line on stderr: 300 of them would only slow the server down."""
+
+    with make_server(
+        "127.0.0.1",
+        port,
+        wsgi_app,
+        server_class=ThreadingWSGIServer,
+        handler_class=QuietHandler,
+    ) as server:
+        server.serve_forever()
+
+
+def naive_app_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks.ack_latency naive-app")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--api-url", required=True)
+    parser.add_argument("--health-url", required=True)
+    args = parser.parse_args(argv)
+    serve_naive_app(args.port, args.api_url, args.health_url)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AckSample:
+    seconds: float
+    status: int  # 0: no HTTP response at all (connection error or client timeout)
+    channel: str
+
+
+@dataclass(frozen=True)
+class Round:
+    target: str
+    number: int
+    acks: list[AckSample]
+    work_done_s: float  # from the burst's start to the last Slack call of its background work
+
+
+@dataclass
+class Target:
+    """One contender: where to send commands and how to tell its background work is over."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    wait_work_done: Callable[[list[str], float], None]
+
+
+async def burst(url: str, fake: SlackFake, concurrency: int) -> list[AckSample]:
+    """Send ``concurrency`` signed /health commands at once; time each until its response.
+
+    Bodies and signatures are built before the clock starts. Keep-alive is off so every
+    request opens its own connection, as a burst from Slack would, and so neither server
+    gets pre-warmed connections the other lacks.
+    """
+    prepared: list[tuple[str, bytes, dict[str, str]]] = []
+    for _ in range(concurrency):
+        channel = new_channel()
+        body = slash_command_body(
+            "/health", ENVIRONMENT, channel_id=channel, response_url=fake.response_url()
+        )
+        prepared.append((channel, body, signed_headers(SIGNING_SECRET, body)))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S, limits=limits) as client:
+
+        async def one(channel: str, body: bytes, headers: dict[str, str]) -> AckSample:
+            started = time.perf_counter()
+            try:
+                response = await client.post(url, content=body, headers=headers)
+                status = response.status_code
+            except httpx.HTTPError:
+                status = 0
+            return AckSample(time.perf_counter() - started, status, channel)
+
+        return list(await asyncio.gather(*(one(*p) for p in prepared)))
+
+
+def last_call_at(fake: SlackFake, channels: Iterable[str]) -> float:
+    """``time.monotonic()`` of the last chat.postMessage/chat.update into ``channels``."""
+    wanted = set(channels)
+    times = [
+        call.at
+        for method in ("chat.postMessage", "chat.update")
+        for call in fake.calls_to(method)
+        if call.args.get("channel") in wanted
+    ]
+    return max(times, default=math.nan)
+
+
+def run_round(
+    target: Target, number: int, fake: SlackFake, concurrency: int, timeout: float
+) -> Round:
+    """One burst, then wait for its background work so the next round starts on a quiet target."""
+    started = time.monotonic()
+    acks = asyncio.run(burst(target.url, fake, concurrency))
+    channels = [ack.channel for ack in acks]
+    target.wait_work_done(channels, timeout)
+    return Round(target.name, number, acks, last_call_at(fake, channels) - started)
+
+
+def warm_up(target: Target, fake: SlackFake, timeout: float) -> None:
+    """First requests pay for imports, auth.test and connection setup: not what we measure."""
+    for _ in range(WARMUP_REQUESTS):
+        acks = asyncio.run(burst(target.url, fake, 1))
+        if acks[0].status != 200:
+            raise RuntimeError(f"{target.name}: warm-up answered {acks[0].status}")
+        target.wait_work_done([acks[0].channel], timeout)
+
+
+def naive_work_done(fake: SlackFake) -> Callable[[list[str], float], None]:
+    """The naive listener posts exactly one message per command when its check is done."""
+
+    def wait(channels: list[str], timeout: float) -> None:
+        wanted = set(channels)
+
+        def all_posted(fake: SlackFake) -> bool:
+            posted = {c.args.get("channel") for c in fake.calls_to("chat.postMessage")}
+            return wanted <= posted
+
+        fake.wait_for(all_posted, timeout=timeout)
+
+    return wait
+
+
+def ours_work_done(metrics_url: str) -> Callable[[list[str], float], None]:
+    """The bot counts a command in eventmesh_bot_commands_total after its last Slack call."""
+    state = {"seen": 0}
+
+    def finished() -> int:
+        text = httpx.get(metrics_url, timeout=5).text
+        return int(
+            sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("eventmesh_bot_commands_total{") and 'command="/health"' in line
+            )
+        )
+
+    def wait(channels: list[str], timeout: float) -> None:
+        expected = state["seen"] + len(channels)
+        deadline = time.monotonic() + timeout
+        while (done := finished()) < expected:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ours: {done}/{expected} commands finished after {timeout}s")
+            time.sleep(0.1)  # polling the bot's counter: a condition, not a fixed wait
+        state["seen"] = done
+
+    return wait
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), so p99 of 50 is defined."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def fmt_ms(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    ms = seconds * 1000
+    return f"{ms:.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
+
+
+@dataclass(frozen=True)
+class Summary:
+    p50: float
+    p95: float
+    p99: float
+    max: float
+    late: int  # over Slack's 3 s: the user saw an error
+    failed: int  # not HTTP 200: Slack shows an error too
+
+    @classmethod
+    def of(cls, acks: Sequence[AckSample]) -> Summary:
+        seconds = [a.seconds for a in acks]
+        return cls(
+            p50=percentile(seconds, 50),
+            p95=percentile(seconds, 95),
+            p99=percentile(seconds, 99),
+            max=max(seconds),
+            late=sum(s > SLACK_ACK_DEADLINE_S for s in seconds),
+            failed=sum(a.status != 200 for a in acks),
+        )
+
+
+def table(rounds: Sequence[Round]) -> str:
+    """A Markdown table: each round, then pooled per target, then the ours/naive ratio."""
+    header = (
+        "| target | round | acks | p50 | p95 | p99 | max | > 3 s | non-200 | all work done |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
+    lines = [header]
+
+    def row(name: str, label: str, acks: Sequence[AckSample], done: str) -> Summary:
+        s = Summary.of(acks)
+        cells = [name, label, str(len(acks))]
+        cells += [fmt_ms(v) for v in (s.p50, s.p95, s.p99, s.max)]
+        cells += [str(s.late), str(s.failed), done]
+        lines.append("| " + " | ".join(cells) + " |")
+        return s
+
+    for r in rounds:
+        row(r.target, str(r.number), r.acks, f"{r.work_done_s:.1f} s")
+    pooled: dict[str, Summary] = {}
+    for name in (OURS, NAIVE):
+        mine = [r for r in rounds if r.target == name]
+        acks = [a for r in mine for a in r.acks]
+        worst = max(r.work_done_s for r in mine)
+        pooled[name] = row(f"**{name}**", "pooled", acks, f"≤ {worst:.1f} s")
+    ours, naive = pooled[OURS], pooled[NAIVE]
+    ratios = [
+        _ratio(a, b)
+        for a, b in (
+            (ours.p50, naive.p50),
+            (ours.p95, naive.p95),
+            (ours.p99, naive.p99),
+            (ours.max, naive.max),
+        )
+    ]
+    lines.append("| **ours/naive** | pooled | | " + " | ".join(ratios) + " | | | |")
+    return "\n".join(lines)
+
+
+def _ratio(ours: float, naive: float) -> str:
+    """ours/naive, plus "1/k" when ours is clearly faster, since 0.024 is hard to picture."""
+    if not ours or not naive:
+        return "-"
+    ratio = ours / naive
+    return f"{ratio:.3f} (1/{1 / ratio:.0f})" if ratio < 0.5 else f"{ratio:.3f}"
+
+
+def statuses(rounds: Sequence[Round], name: str) -> str:
+    counts: dict[int, int] = {}
+    for r in rounds:
+        if r.target == name:
+            for a in r.acks:
+                counts[a.status] = counts.get(a.status, 0) + 1
+    return ", ".join(f"{n}× {code or 'no response'}" for code, n in sorted(counts.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Setting up and tearing down
+# ---------------------------------------------------------------------------------------------
+
+
+def spawn(argv: list[str], log: Path, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+
+
+def start_demo(stack: contextlib.ExitStack, tmp: Path, latency_ms: int) -> str:
+    port = free_port()
+    log = tmp / "demo.log"
+    process = spawn(
+        [sys.executable, "-m", "bot.cli", "demo-service", "--port", str(port)],
+        log,
+        REPO,
+        clean_env(),
+    )
+    stack.callback(stop_process, process)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(f"{url}/healthz", process, log)
+    # Set after the readiness probe so the probe itself is not slowed down.
+    httpx.post(f"{url}/admin/faults", json={"latency_ms": latency_ms}, timeout=5).raise_for_status()
+    return url
+
+
+def start_ours(stack: contextlib.ExitStack, tmp: Path, fake: SlackFake, demo_url: str) -> Target:
+    """The real bot, started the way tests/conftest.py's running_bot does."""
+    workdir = tmp / "bot"
+    workdir.mkdir()
+    config = write_config(workdir / "eventmesh.yml", {ENVIRONMENT: demo_url})
+    port = free_port()
+    log = tmp / "bot.log"
+    process = spawn(
+        [sys.executable, "-m", "bot.cli", "run"],
+        log,
+        workdir,
+        clean_env(
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=fake.api_url,
+            EVENTMESH_CONFIG=str(config),
+            EVENTMESH_DATABASE_URL=f"sqlite:///{workdir / 'bot.db'}",
+            PORT=str(port),
+            LOG_LEVEL="INFO",  # the bot's default: its per-command log lines are part of the cost
+        ),
+    )
+    stack.callback(stop_process, process)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(f"{url}/healthz", process, log)
+    return Target(OURS, url + EVENTS_PATH, process, log, ours_work_done(f"{url}/metrics"))
+
+
+def start_naive(stack: contextlib.ExitStack, tmp: Path, fake: SlackFake, demo_url: str) -> Target:
+    port = free_port()
+    log = tmp / "naive.log"
+    process = spawn(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.ack_latency",
+            "naive-app",
+            "--port",
+            str(port),
+            "--api-url",
+            fake.api_url,
+            "--health-url",
+            f"{demo_url}/healthz",
+        ],
+        log,
+        REPO,
+        clean_env(),
+    )
+    stack.callback(stop_process, process)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(f"{url}/healthz", process, log)
+    return Target(NAIVE, url + EVENTS_PATH, process, log, naive_work_done(fake))
+
+
+def run(concurrency: int, rounds: int, latency_ms: int) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="ack-latency-"))
+    # Worst case: every check takes the injected latency, 5 at a time (Bolt's executor).
+    drain_timeout = DRAIN_BASE_TIMEOUT_S + concurrency * latency_ms / 1000
+    completed: list[Round] = []
+    began = time.monotonic()
+    try:
+        with contextlib.ExitStack() as stack:
+            fake = stack.enter_context(SlackFake(bot_token=BOT_TOKEN))
+            demo_url = start_demo(stack, tmp, latency_ms)
+            targets = [
+                start_ours(stack, tmp, fake, demo_url),
+                start_naive(stack, tmp, fake, demo_url),
+            ]
+            for target in targets:
+                warm_up(target, fake, drain_timeout)
+            for number in range(1, rounds + 1):
+                for target in targets:
+                    result = run_round(target, number, fake, concurrency, drain_timeout)
+                    completed.append(result)
+                    s = Summary.of(result.acks)
+                    print(
+                        f"round {number} {target.name:5}: p50 {fmt_ms(s.p50)}, "
+                        f"max {fmt_ms(s.max)}, {s.late} over 3 s, {s.failed} non-200, "
+                        f"work done in {result.work_done_s:.1f} s",
+                        file=sys.stderr,
+                    )
+            for target in targets:
+                if target.process.poll() is not None:
+                    raise RuntimeError(f"{target.name} exited early; see {target.log}")
+    except BaseException:
+        print(f"ack_latency: stopped before the end; logs kept in {tmp}", file=sys.stderr)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    print(
+        f"/health {ENVIRONMENT} ack latency, {concurrency} concurrent signed commands per round, "
+        f"{rounds} interleaved rounds per target, demo service latency {latency_ms} ms"
+    )
+    print(
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"slack_bolt {version('slack_bolt')}, slack_sdk {version('slack_sdk')}, "
+        f"uvicorn {version('uvicorn')}; {time.monotonic() - began:.0f} s total"
+    )
+    print()
+    print(table(completed))
+    print()
+    for name in (OURS, NAIVE):
+        print(f"{name} HTTP statuses: {statuses(completed, name)}")
+    return 0
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.ack_latency",
+        description="Ack latency of /health under a burst: this bot vs a naive sync Bolt app.",
+    )
+    parser.add_argument("--concurrency", type=int, default=50, help="commands per burst")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per target, interleaved")
+    parser.add_argument(
+        "--latency-ms", type=int, default=1000, help="latency injected into the demo service"
+    )
+    args = parser.parse_args(argv)
+    if args.concurrency < 1 or args.rounds < 1 or args.latency_ms < 0:
+        parser.error("--concurrency and --rounds must be at least 1, --latency-ms at least 0")
+    return args
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["naive-app"]:
+        return naive_app_main(argv[1:])
+    args = parse_args(argv)
+    # SIGTERM's default ends the process without unwinding, which would leave the bot, the
+    # demo service and the naive app running; as an exception it goes through run's cleanup.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    return run(args.concurrency, args.rounds, args.latency_ms)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The dispatcher's contract with handlers: help by role, and failures that never leak."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import httpx
+
+from bot.config import load_config
+from bot.runbook.health import HealthChecker
+from bot.slack.chat import Message
+from bot.slack.console import ConsoleChat
+from bot.slack.dispatch import CommandRequest, Context, Dispatcher, Services, Usage, command
+from bot.store import Store
+from bot.telemetry import Telemetry
+from bot.workers import WorkerPool
+from tests.conftest import EXAMPLE_CONFIG
+
+
+@command(
+    "/deploy",
+    Usage("/deploy status", "what runs now"),
+    Usage("/deploy <env>", "deploy", role="deployers"),
+)
+async def deploy(ctx: Context) -> None:
+    """Deploy."""
+    if ctx.request.text == "explode-before-ack":
+        raise RuntimeError("secret detail that must not reach the user")
+    if ctx.request.text == "explode-later":
+        await ctx.ack()
+
+        async def work() -> str:
+            raise RuntimeError("boom in the background")
+
+        ctx.hand_off(work)
+        return
+    await ctx.answer_help()
+
+
+def run(tmp_path: Path, text: str, user: str) -> tuple[list[Message | None], str, Store, Telemetry]:
+    acks: list[Message | None] = []
+    out = io.StringIO()
+    store = Store(f"sqlite:///{tmp_path / 'bot.db'}")
+    telemetry = Telemetry()
+
+    async def scenario() -> None:
+        workers = WorkerPool(size=2)
+        workers.start()
+        async with httpx.AsyncClient() as http:
+            config = load_config(EXAMPLE_CONFIG)
+            services = Services(
+                config=config,
+                store=store,
+                chat=ConsoleChat(out, color=False),
+                health=HealthChecker(http, config.thresholds, store, telemetry),
+                telemetry=telemetry,
+                workers=workers,
+            )
+            dispatcher = Dispatcher(services, [deploy])
+
+            async def ack(message: Message | None) -> None:
+                acks.append(message)
+
+            request = CommandRequest("/deploy", text, user, "C1", response_url="console://x")
+            await dispatcher.handle_command(request, ack)
+            await workers.join()
+        await workers.stop()
+
+    asyncio.run(scenario())
+    return acks, out.getvalue(), store, telemetry
+
+
+def counted(telemetry: Telemetry, outcome: str) -> float:
+    value = telemetry.registry.get_sample_value(
+        "eventmesh_bot_commands_total", {"command": "/deploy", "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def test_help_lists_only_what_the_user_may_run(tmp_path: Path) -> None:
+    acks, _, _, _ = run(tmp_path, "help", "U0SOMEONE")
+    (message,) = acks
+    assert message is not None
+    assert "/deploy status" in message.text and "/deploy <env>" not in message.text
+
+    acks, _, _, _ = run(tmp_path, "help", "U0DEPLOY1")  # a deployer in the example config
+    assert acks[0] is not None and "/deploy <env>" in acks[0].text
+
+
+def test_a_handler_crash_before_ack_is_acked_plainly_and_audited(tmp_path: Path) -> None:
+    acks, _, store, telemetry = run(tmp_path, "explode-before-ack", "U1")
+    (message,) = acks
+    assert message is not None
+    assert "internal error" in message.text
+    assert "secret detail" not in message.text and "Traceback" not in message.text
+    (entry,) = store.audit_entries()
+    assert entry.outcome == "error"
+    assert counted(telemetry, "error") == 1
+
+
+def test_a_background_crash_tells_the_user_and_is_audited(tmp_path: Path) -> None:
+    acks, printed, store, telemetry = run(tmp_path, "explode-later", "U1")
+    assert acks == [None]  # the plain ack went out before the work started
+    assert "internal error (audit #1)" in printed
+    assert "boom" not in printed
+    (entry,) = store.audit_entries()
+    assert (entry.outcome, entry.result) == ("error", "internal error")
+    assert counted(telemetry, "error") == 1
