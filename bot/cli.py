@@ -19,7 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import __version__
 from bot.config import ConfigError, check_config, load_config
 from bot.logs import configure_logging
-from bot.settings import Settings, SettingsError, drop_oauth_variables
+from bot.settings import Settings, SettingsError, scrub_slack_environment
+from bot.slack.bolt_app import SlackRefused
 from bot.webserver import PortInUse
 
 log = logging.getLogger("eventmesh-bot")
@@ -90,7 +91,7 @@ def _run(forced_mode: str | None) -> int:
         else settings.log_level
     )
     configure_logging(level, settings.secrets())
-    drop_oauth_variables()
+    scrub_slack_environment()
     try:
         config = load_config(settings.config_path)
     except ConfigError as exc:
@@ -107,6 +108,8 @@ def _run(forced_mode: str | None) -> int:
         return asyncio.run(run_bot(settings, config, mode, COMMANDS, ACTIONS))
     except PortInUse as exc:
         log.error("%s — set PORT (and HOST) to a free address", exc)
+    except SlackRefused as exc:
+        log.error("%s", exc)
     except SQLAlchemyError as exc:
         url = make_url(settings.database_url).render_as_string(hide_password=True)
         log.error(

@@ -10,19 +10,18 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot import __version__
 from bot.config import Config
 from bot.demo.service import create_demo_app
 from bot.runbook.health import HealthChecker
 from bot.settings import Mode, Settings
-from bot.slack.bolt_app import create_bolt_app
+from bot.slack.bolt_app import create_bolt_app, socket_mode_handler, verify_tokens
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
 from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, Services
@@ -56,6 +55,18 @@ async def _stop_servers(servers: Sequence[RunningServer]) -> None:
     for running in servers:
         running.server.should_exit = True
     await asyncio.gather(*(r.task for r in servers), return_exceptions=True)
+
+
+async def _first(work: Awaitable[object], stop: Awaitable[object]) -> bool:
+    """Run work until it finishes (True) or stop comes first (False, work is cancelled)."""
+    work_task, stop_task = asyncio.ensure_future(work), asyncio.ensure_future(stop)
+    await asyncio.wait({work_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (work_task, stop_task):
+        task.cancel()
+    if work_task.done() and not work_task.cancelled():
+        work_task.result()
+        return True
+    return False
 
 
 async def run_bot(
@@ -119,21 +130,17 @@ async def run_bot(
                 flush=True,
             )
             console = Console(dispatcher, chat, workers)  # type: ignore[arg-type]
-            console_task = asyncio.create_task(console.run())
-            stop_task = asyncio.create_task(stop.wait())
-            await asyncio.wait({console_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            stop_task.cancel()
-            if console_task.done():
-                console_task.result()  # a crash in the console surfaces here
-            else:
-                console_task.cancel()
-                sys.stdout.write("\n")
+            if not await _first(console.run(), stop.wait()):
+                sys.stdout.write("\n")  # stopped by a signal: end the prompt's line
             return 0
 
+        await verify_tokens(client, settings.app_token if mode == "socket" else None)
         if mode == "socket":
-            socket_handler = AsyncSocketModeHandler(bolt_app, settings.app_token)
-            await socket_handler.connect_async()
+            socket_handler = socket_mode_handler(bolt_app, settings.app_token or "")
             cleanup.push_async_callback(socket_handler.close_async)
+            # While Slack is unreachable the client retries forever: a stop must still work.
+            if not await _first(socket_handler.connect_async(), stop.wait()):
+                return 0
             log.info("connected to Slack in Socket Mode; health and metrics on %s", web.url)
         else:
             log.info("listening for Slack on %s/slack/events", web.url)

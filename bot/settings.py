@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -90,11 +90,19 @@ class Settings:
         return [s for s in (self.bot_token, self.app_token, self.signing_secret) if s]
 
 
-def drop_oauth_variables(environ: dict[str, str] = os.environ) -> None:  # type: ignore[assignment]
-    """Bolt silently switches to the OAuth flow when these are set; this bot is single-workspace."""
+def scrub_slack_environment(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Take Slack's secrets out of the process environment once Settings has read them.
+
+    Bolt reads SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET from the environment behind the
+    explicit arguments, and silently switches to its OAuth install flow when SLACK_CLIENT_ID
+    and SLACK_CLIENT_SECRET are set; and every command the bot runs later (build, test, ssh)
+    would inherit them.
+    """
     for name in ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET"):
         if environ.pop(name, None) is not None:
             logging.getLogger(__name__).warning(
                 "%s is set but ignored: this bot uses a bot token, not Slack's OAuth install flow",
                 name,
             )
+    for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
+        environ.pop(name, None)

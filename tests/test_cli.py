@@ -22,6 +22,7 @@ from tests.conftest import (
     stop_process,
     wait_until_serving,
 )
+from tests.support.slack_fake import SlackFake
 
 
 def run_bot(*args: str, timeout: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
@@ -101,6 +102,35 @@ def test_unreachable_database_hides_its_password(tmp_path: Path) -> None:
     )
     assert_one_clear_error(result, "EVENTMESH_DATABASE_URL", "127.0.0.1")
     assert "hunter2secret" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        (
+            {"SLACK_BOT_TOKEN": "xoxb-revoked", "SLACK_SIGNING_SECRET": SIGNING_SECRET},
+            "SLACK_BOT_TOKEN",
+        ),
+        ({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": "xapp-wrong"}, "SLACK_APP_TOKEN"),
+        ({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": BOT_TOKEN}, "SLACK_APP_TOKEN"),
+    ],
+    ids=["bad-bot-token", "bad-app-token", "bot-token-as-app-token"],
+)
+def test_a_token_slack_refuses_stops_the_start(
+    tmp_path: Path, slack: SlackFake, variables: dict[str, str], named: str
+) -> None:
+    # Without this check the bot would report healthy and fail every command (or, in Socket
+    # Mode, retry the connection forever).
+    result = run_bot(
+        "run",
+        EVENTMESH_CONFIG=str(EXAMPLE_CONFIG),
+        SLACK_API_URL=slack.api_url,
+        EVENTMESH_DATA_DIR=str(tmp_path),
+        PORT=str(free_port()),
+        **variables,
+    )
+    assert_one_clear_error(result, "ERROR", f"Slack refused {named}")
+    assert "xapp-wrong" not in result.stderr and "xoxb-revoked" not in result.stderr
 
 
 def test_oauth_variables_are_ignored_not_obeyed(tmp_path: Path, bot_config: Path) -> None:

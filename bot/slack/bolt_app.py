@@ -10,7 +10,9 @@ import logging
 import time
 from typing import Any
 
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.chat import Message
@@ -85,3 +87,43 @@ def create_bolt_app(
     for action_id in dispatcher.actions:
         app.action(action_id)(on_action)
     return app
+
+
+class SlackRefused(Exception):
+    """Slack refused a token at start-up; the message names the variable and the fix."""
+
+
+# Errors that mean "this token will never work", as opposed to Slack being briefly unreachable.
+_TOKEN_ERRORS = frozenset(
+    {"invalid_auth", "not_authed", "not_allowed_token_type", "token_revoked", "account_inactive"}
+)
+
+
+async def verify_tokens(client: AsyncWebClient, app_token: str | None) -> None:
+    """Fail fast on a wrong token instead of answering every command with an error.
+
+    If Slack cannot be reached right now the bot starts anyway: Bolt and the Socket Mode
+    client retry, and /healthz stays honest about the process being up.
+    """
+    checks = [("SLACK_BOT_TOKEN", "xoxb-", client.auth_test())]
+    if app_token is not None:
+        checks.append(
+            ("SLACK_APP_TOKEN", "xapp-", client.apps_connections_open(app_token=app_token))
+        )
+    for variable, prefix, call in checks:
+        try:
+            await call
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", ""))
+            if error in _TOKEN_ERRORS:
+                raise SlackRefused(
+                    f"Slack refused {variable} ({error}): it must be the {prefix}… token of this "
+                    "app, from the app's settings page"
+                ) from None
+            log.warning("could not check %s with Slack (%s); starting anyway", variable, error)
+        except (OSError, TimeoutError) as exc:
+            log.warning("could not reach Slack to check %s (%s); starting anyway", variable, exc)
+
+
+def socket_mode_handler(app: AsyncApp, app_token: str) -> AsyncSocketModeHandler:
+    return AsyncSocketModeHandler(app, app_token)

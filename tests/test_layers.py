@@ -1,0 +1,59 @@
+"""The layers stay visible: handlers -> bot.slack -> bot.runbook -> bot.transport / bot.store."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def modules(folder: str) -> dict[str, set[str]]:
+    return {
+        str(path.relative_to(REPO)): imports(path) for path in sorted((REPO / folder).rglob("*.py"))
+    }
+
+
+def offenders(folder: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = ()) -> list[str]:
+    return [
+        f"{module} imports {name}"
+        for module, names in modules(folder).items()
+        if module not in allowed
+        for name in names
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
+
+
+def test_only_bot_slack_imports_bolt() -> None:
+    bolt_users = offenders("bot", ("slack_bolt",))
+    assert bolt_users and all(o.startswith("bot/slack/") for o in bolt_users), bolt_users
+
+
+def test_the_runbook_knows_nothing_of_slack_or_handlers() -> None:
+    forbidden = ("bot.slack", "handlers", "slack_bolt", "slack_sdk")
+    assert offenders("bot/runbook", forbidden) == []
+
+
+def test_the_bottom_layers_import_nothing_above_them() -> None:
+    above = ("bot.slack", "bot.runbook", "handlers", "slack_bolt", "slack_sdk")
+    assert offenders("bot/transport", above) == []
+    store_and_friends = [
+        o
+        for o in offenders("bot", above)
+        if o.split()[0] in ("bot/store.py", "bot/clock.py", "bot/telemetry.py", "bot/workers.py")
+    ]
+    assert store_and_friends == []
+
+
+def test_only_the_composition_root_knows_the_handlers() -> None:
+    assert offenders("bot", ("handlers",), allowed=("bot/cli.py",)) == []
