@@ -30,7 +30,7 @@ from tests.conftest import (
     stop_process,
     wait_until_serving,
 )
-from tests.support.slack_fake import SlackFake, block_kit_errors
+from tests.support.slack_fake import ApiCall, SlackFake, block_kit_errors
 from tests.support.socket_mode_fake import Ack, Envelope, SocketModeFake
 
 APP_TOKEN = "xapp-test-token"
@@ -80,6 +80,11 @@ def report_text(message: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def own_connection_calls(fake: SlackFake) -> list[ApiCall]:
+    """This bot's apps.connections.open calls; other tests share the session's fake."""
+    return [c for c in fake.calls_to("apps.connections.open") if c.token == APP_TOKEN]
+
+
 @pytest.fixture(scope="module")
 def socket_mode(slack: SlackFake) -> Iterator[SocketModeFake]:
     """The WebSocket side of Slack, attached to the session's Web API fake for this module."""
@@ -124,7 +129,7 @@ def socket_bot(
         try:
             # A refused apps.connections.open fails here at once, not after a long wait: the
             # client would only retry it every 10 s.
-            opened = slack.wait_for(lambda f: f.calls_to("apps.connections.open"))[0]
+            opened = slack.wait_for(lambda f: own_connection_calls(f))[0]
             assert opened.error is None, f"apps.connections.open: {opened.error}"
             socket_mode.wait_for_connection(timeout=STARTUP_TIMEOUT_S)
         except AssertionError as e:
@@ -141,7 +146,7 @@ def socket_bot(
 
 
 def test_connects_with_the_app_token_and_keeps_the_socket_alive(socket_bot: SocketBot) -> None:
-    opened = socket_bot.slack.calls_to("apps.connections.open")
+    opened = own_connection_calls(socket_bot.slack)
     assert opened
     assert all((c.token, c.error) == (APP_TOKEN, None) for c in opened)
     connection = socket_bot.socket.connections[0]
