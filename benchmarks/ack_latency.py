@@ -51,9 +51,13 @@ from tests.conftest import (
     clean_env,
     free_port,
     new_channel,
+    start_bot,
     stop_process,
     wait_until_serving,
     write_config,
+)
+from tests.conftest import (
+    start_demo as start_demo_service,
 )
 from tests.support.slack_fake import SlackFake
 from tests.support.slack_signing import signed_headers, slash_command_body
@@ -390,46 +394,26 @@ def spawn(argv: list[str], log: Path, cwd: Path, env: dict[str, str]) -> subproc
 
 
 def start_demo(stack: contextlib.ExitStack, tmp: Path, latency_ms: int) -> str:
-    port = free_port()
-    log = tmp / "demo.log"
-    process = spawn(
-        [sys.executable, "-m", "bot.cli", "demo-service", "--port", str(port)],
-        log,
-        REPO,
-        clean_env(),
-    )
-    stack.callback(stop_process, process)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_serving(f"{url}/healthz", process, log)
+    demo = start_demo_service(tmp, "demo")
+    stack.callback(stop_process, demo.process)
     # Set after the readiness probe so the probe itself is not slowed down.
-    httpx.post(f"{url}/admin/faults", json={"latency_ms": latency_ms}, timeout=5).raise_for_status()
-    return url
+    demo.set_faults(latency_ms=latency_ms)
+    return demo.url
 
 
 def start_ours(stack: contextlib.ExitStack, tmp: Path, fake: SlackFake, demo_url: str) -> Target:
-    """The real bot, started the way tests/conftest.py's running_bot does."""
+    """The real bot, started the way the test suite starts it (INFO logging, its default)."""
     workdir = tmp / "bot"
     workdir.mkdir()
     config = write_config(workdir / "eventmesh.yml", {ENVIRONMENT: demo_url})
-    port = free_port()
-    log = tmp / "bot.log"
-    process = spawn(
-        [sys.executable, "-m", "bot.cli", "run"],
-        log,
+    process, url, log = start_bot(
         workdir,
-        clean_env(
-            SLACK_BOT_TOKEN=BOT_TOKEN,
-            SLACK_SIGNING_SECRET=SIGNING_SECRET,
-            SLACK_API_URL=fake.api_url,
-            EVENTMESH_CONFIG=str(config),
-            EVENTMESH_DATABASE_URL=f"sqlite:///{workdir / 'bot.db'}",
-            PORT=str(port),
-            LOG_LEVEL="INFO",  # the bot's default: its per-command log lines are part of the cost
-        ),
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=fake.api_url,
+        EVENTMESH_CONFIG=str(config),
     )
     stack.callback(stop_process, process)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_serving(f"{url}/healthz", process, log)
     return Target(OURS, url + EVENTS_PATH, process, log, ours_work_done(f"{url}/metrics"))
 
 

@@ -21,6 +21,21 @@ def resolve(word: str, config: Config) -> list[Environment] | str:
     return [env]
 
 
+async def check(ctx: Context, targets: list[Environment], scope: str) -> None:
+    """Ack, then check on the worker pool; a button press updates its own message."""
+    await ctx.ack()
+    ctx.hand_off(
+        lambda: report_health(
+            ctx.conversation,
+            ctx.services.health,
+            targets,
+            scope=scope,
+            requested_by=ctx.user_id,
+            ref=ctx.request.message_ref,
+        )
+    )
+
+
 @command(
     "/health",
     Usage("/health [<env>|all]", "healthz, status and metrics of one environment, or all at once"),
@@ -40,16 +55,7 @@ async def health(ctx: Context) -> None:
     targets = resolve(scope, ctx.config)
     if isinstance(targets, str):
         return await ctx.answer_usage(targets)
-    await ctx.ack()
-    ctx.hand_off(
-        lambda: report_health(
-            ctx.conversation,
-            ctx.services.health,
-            targets,
-            scope=scope,
-            requested_by=ctx.user_id,
-        )
-    )
+    await check(ctx, targets, scope)
 
 
 @action("health_recheck")
@@ -59,14 +65,4 @@ async def recheck(ctx: Context) -> None:
     if isinstance(targets, str):
         # The config changed since the report was posted.
         return await ctx.answer_usage(targets)
-    await ctx.ack()
-    ctx.hand_off(
-        lambda: report_health(
-            ctx.conversation,
-            ctx.services.health,
-            targets,
-            scope=ctx.request.text,
-            requested_by=ctx.user_id,
-            ref=ctx.request.message_ref,
-        )
-    )
+    await check(ctx, targets, ctx.request.text)

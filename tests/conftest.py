@@ -74,6 +74,15 @@ def stop_process(process: subprocess.Popen[bytes]) -> int:
     return process.returncode
 
 
+def serving_or_stopped(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until url answers; a process that never does is stopped, not left behind."""
+    try:
+        wait_until_serving(url, process, log)
+    except BaseException:
+        stop_process(process)
+        raise
+
+
 @dataclass
 class DemoService:
     url: str
@@ -101,7 +110,7 @@ def start_demo(tmp: Path, name: str) -> DemoService:
         env=clean_env(),
     )
     url = f"http://127.0.0.1:{port}"
-    wait_until_serving(f"{url}/healthz", process, log)
+    serving_or_stopped(f"{url}/healthz", process, log)
     return DemoService(url, process)
 
 
@@ -168,6 +177,27 @@ def bot_config(
         tmp_path_factory.mktemp("config") / "eventmesh.yml",
         {"local": a.url, "dev": b.url, "staging": a.url, "production": dead_url},
     )
+
+
+def start_bot(workdir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`eventmesh-bot run` in workdir, on a free PORT, with its store under workdir.
+
+    `env` adds to (and overrides) those defaults; returns once GET /healthz answers.
+    """
+    port = free_port()
+    log = workdir / "bot.log"
+    defaults = {"PORT": str(port), "LOG_LEVEL": "INFO", "EVENTMESH_DATA_DIR": str(workdir)}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "run"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=clean_env(**{**defaults, **env}),
+        )
+    url = f"http://127.0.0.1:{port}"
+    serving_or_stopped(f"{url}/healthz", process, log)
+    return process, url, log
 
 
 @dataclass
@@ -244,26 +274,15 @@ def running_bot(
 ) -> Iterator[BotProcess]:
     """The real bot, in HTTP mode on uvicorn, talking to the Slack fake."""
     tmp = tmp_path_factory.mktemp("bot")
-    port = free_port()
     database_url = f"sqlite:///{tmp / 'bot.db'}"
-    log = tmp / "bot.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "run"],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=tmp,
-        env=clean_env(
-            SLACK_BOT_TOKEN=BOT_TOKEN,
-            SLACK_SIGNING_SECRET=SIGNING_SECRET,
-            SLACK_API_URL=slack.api_url,
-            EVENTMESH_CONFIG=str(bot_config),
-            EVENTMESH_DATABASE_URL=database_url,
-            PORT=str(port),
-            LOG_LEVEL="INFO",
-        ),
+    process, url, log = start_bot(
+        tmp,
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.api_url,
+        EVENTMESH_CONFIG=str(bot_config),
+        EVENTMESH_DATABASE_URL=database_url,
     )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_serving(f"{url}/healthz", process, log)
     bot = BotProcess(url, process, log, database_url, slack)
     yield bot
     bot.http.close()

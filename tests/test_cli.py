@@ -19,8 +19,8 @@ from tests.conftest import (
     SIGNING_SECRET,
     clean_env,
     free_port,
+    start_bot,
     stop_process,
-    wait_until_serving,
 )
 from tests.support.slack_fake import SlackFake
 
@@ -135,26 +135,15 @@ def test_a_token_slack_refuses_stops_the_start(
 
 def test_oauth_variables_are_ignored_not_obeyed(tmp_path: Path, bot_config: Path) -> None:
     # Bolt would silently switch to the OAuth install flow and refuse our bot token.
-    port = free_port()
-    log = tmp_path / "bot.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli"],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=clean_env(
-            SLACK_BOT_TOKEN=BOT_TOKEN,
-            SLACK_SIGNING_SECRET=SIGNING_SECRET,
-            SLACK_CLIENT_ID="123.456",
-            SLACK_CLIENT_SECRET="oauth-secret-value",
-            EVENTMESH_CONFIG=str(bot_config),
-            EVENTMESH_DATA_DIR=str(tmp_path),
-            PORT=str(port),
-        ),
+    process, _, log = start_bot(
+        tmp_path,
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_CLIENT_ID="123.456",
+        SLACK_CLIENT_SECRET="oauth-secret-value",
+        EVENTMESH_CONFIG=str(bot_config),
     )
-    try:
-        wait_until_serving(f"http://127.0.0.1:{port}/healthz", process, log)
-    finally:
-        assert stop_process(process) == 0
+    assert stop_process(process) == 0
     text = log.read_text()
     assert "SLACK_CLIENT_ID is set but ignored" in text
     assert "oauth-secret-value" not in text

@@ -12,32 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.store import Store
 from tests.conftest import SIGNING_SECRET, BotProcess, DemoService, Sent, new_channel
+from tests.support.health_reports import SLACK_ACK_DEADLINE_S, final_report, report_text
 from tests.support.slack_fake import SlackFake, block_kit_errors
 from tests.support.slack_signing import signed_headers, slash_command_body
-
-SLACK_ACK_DEADLINE_S = 3.0
-
-
-def final_report(slack: SlackFake, channel: str) -> dict[str, Any]:
-    """The channel's health report once every environment has its result (the button shows)."""
-
-    def complete(fake: SlackFake) -> dict[str, Any] | None:
-        for message in fake.channel_messages(channel):
-            if any(block.get("type") == "actions" for block in message.get("blocks") or []):
-                return message
-        return None
-
-    return slack.wait_for(complete)
-
-
-def report_text(message: dict[str, Any]) -> str:
-    parts = [message.get("text", "")]
-    for block in message.get("blocks") or []:
-        if block.get("type") == "section":
-            parts.append(block["text"]["text"])
-        if block.get("type") == "header":
-            parts.append(block["text"]["text"])
-    return "\n".join(parts)
 
 
 def check_staging(bot: BotProcess) -> str:

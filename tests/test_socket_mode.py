@@ -10,7 +10,6 @@ SlackFake as in HTTP mode.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +23,15 @@ from tests.conftest import (
     BOT_TOKEN,
     STARTUP_TIMEOUT_S,
     DemoService,
-    clean_env,
-    free_port,
     new_channel,
+    start_bot,
     stop_process,
-    wait_until_serving,
 )
+from tests.support.health_reports import SLACK_ACK_DEADLINE_S, final_report, report_text
 from tests.support.slack_fake import ApiCall, SlackFake, block_kit_errors
 from tests.support.socket_mode_fake import Ack, Envelope, SocketModeFake
 
 APP_TOKEN = "xapp-test-token"
-SLACK_ACK_DEADLINE_S = 3.0
 WS_CLOSE_OK = 1000  # a client that says goodbye; a killed one leaves 1006
 
 
@@ -58,26 +55,6 @@ class SocketBot:
         ack = self.socket.wait_for_ack(envelope.envelope_id)
         assert ack.at - envelope.sent_at < SLACK_ACK_DEADLINE_S, self.socket.summary()
         return ack
-
-
-def final_report(slack: SlackFake, channel: str) -> dict[str, Any]:
-    """The channel's health report once complete: the Check again button shows last."""
-
-    def complete(fake: SlackFake) -> dict[str, Any] | None:
-        for message in fake.channel_messages(channel):
-            if any(block.get("type") == "actions" for block in message.get("blocks") or []):
-                return message
-        return None
-
-    return slack.wait_for(complete)
-
-
-def report_text(message: dict[str, Any]) -> str:
-    parts = [message.get("text", "")]
-    for block in message.get("blocks") or []:
-        if block.get("type") in ("section", "header"):
-            parts.append(block["text"]["text"])
-    return "\n".join(parts)
 
 
 def own_connection_calls(fake: SlackFake) -> list[ApiCall]:
@@ -105,27 +82,15 @@ def socket_bot(
 ) -> Iterator[SocketBot]:
     """The real bot in Socket Mode, ready once /healthz answers and its socket is open."""
     tmp = tmp_path_factory.mktemp("socket-bot")
-    port = free_port()
-    log = tmp / "bot.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "run"],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=tmp,
-        env=clean_env(
-            SLACK_BOT_TOKEN=BOT_TOKEN,
-            SLACK_APP_TOKEN=APP_TOKEN,
-            SLACK_API_URL=slack.api_url,
-            EVENTMESH_CONFIG=str(bot_config),
-            EVENTMESH_DATABASE_URL=f"sqlite:///{tmp / 'bot.db'}",
-            PORT=str(port),
-            LOG_LEVEL="INFO",
-        ),
+    process, url, log = start_bot(
+        tmp,
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_APP_TOKEN=APP_TOKEN,
+        SLACK_API_URL=slack.api_url,
+        EVENTMESH_CONFIG=str(bot_config),
     )
-    url = f"http://127.0.0.1:{port}"
     bot = SocketBot(url, process, log, slack, socket_mode)
     try:
-        wait_until_serving(f"{url}/healthz", process, log)
         try:
             # A refused apps.connections.open fails here at once, not after a long wait: the
             # client would only retry it every 10 s.

@@ -28,6 +28,8 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.support.waiting import wait_on
+
 T = TypeVar("T")
 
 TEAM_ID = "T0TEST"
@@ -423,19 +425,14 @@ class SlackFake:
         Re-evaluated (under the lock) each time a request arrives, never by polling. On timeout
         raises AssertionError listing what was recorded, which is what a failing test needs.
         """
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                value = predicate(self)
-                if value:
-                    return value
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    name = getattr(predicate, "__qualname__", repr(predicate))
-                    raise AssertionError(
-                        f"SlackFake.wait_for({name}) timed out after {timeout}s\n{self.summary()}"
-                    )
-                self._cond.wait(remaining)
+        name = getattr(predicate, "__qualname__", repr(predicate))
+        return wait_on(
+            self._cond,
+            lambda: predicate(self),
+            timeout,
+            f"SlackFake.wait_for({name})",
+            self.summary,
+        )
 
     def summary(self) -> str:
         """Human-readable log of the calls, responses and rejections recorded so far."""

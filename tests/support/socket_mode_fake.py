@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, parse_qsl
 from aiohttp import WSMsgType, web
 
 from tests.support.slack_signing import block_actions_body, slash_command_body
+from tests.support.waiting import wait_on
 
 T = TypeVar("T")
 
@@ -166,20 +167,14 @@ class SocketModeFake:
         Re-evaluated under the lock whenever a connection, frame or close arrives. On timeout
         raises AssertionError with a summary of what happened, for the failing test's report.
         """
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                value = predicate(self)
-                if value:
-                    return value
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    name = getattr(predicate, "__qualname__", repr(predicate))
-                    raise AssertionError(
-                        f"SocketModeFake.wait_for({name}) timed out after {timeout}s\n"
-                        f"{self.summary()}"
-                    )
-                self._cond.wait(remaining)
+        name = getattr(predicate, "__qualname__", repr(predicate))
+        return wait_on(
+            self._cond,
+            lambda: predicate(self),
+            timeout,
+            f"SocketModeFake.wait_for({name})",
+            self.summary,
+        )
 
     def wait_for_connection(self, number: int = 1, timeout: float = 10.0) -> Connection:
         """The ``number``-th session ever opened (1-based), once the client has connected."""
