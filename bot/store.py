@@ -7,9 +7,12 @@ the event loop run them with `asyncio.to_thread` so a slow disk never delays an 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy import (
     DateTime,
@@ -24,6 +27,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from bot.clock import Clock, utc_now
@@ -31,6 +35,26 @@ from bot.clock import Clock, utc_now
 # Long free text (a pasted 5,000-character command) is cut, not refused: the audit must record
 # that it happened without letting one user fill the database.
 MAX_AUDIT_TEXT = 2000
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class StoreError(Exception):
+    """The database failed (down, full, locked). Callers decide what can go on without it."""
+
+
+def _guarded(method: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            detail = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+            raise StoreError(f"{method.__name__}: {type(exc).__name__}: {detail}") from exc
+
+    return call
 
 
 class Base(DeclarativeBase):
@@ -126,6 +150,7 @@ class Store:
 
     # --- audit log -------------------------------------------------------------------------
 
+    @_guarded
     def audit_start(self, *, user_id: str, channel_id: str, command: str, text: str) -> int:
         with self._session() as session, session.begin():
             record = AuditRecord(
@@ -139,6 +164,7 @@ class Store:
             session.flush()
             return record.id
 
+    @_guarded
     def audit_finish(self, audit_id: int, *, outcome: str, result: str) -> None:
         with self._session() as session, session.begin():
             session.execute(
@@ -147,6 +173,7 @@ class Store:
                 .values(outcome=outcome, result=result[:MAX_AUDIT_TEXT], finished_at=self.clock())
             )
 
+    @_guarded
     def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
         with self._session() as session:
             rows = session.scalars(
@@ -169,6 +196,7 @@ class Store:
 
     # --- health checks -----------------------------------------------------------------------
 
+    @_guarded
     def record_health_check(
         self,
         *,
@@ -193,6 +221,7 @@ class Store:
                 )
             )
 
+    @_guarded
     def consecutive_results(self, environment: str, health: str, limit: int = 1000) -> int:
         """How many of the environment's latest checks in a row had this result."""
         with self._session() as session:
@@ -209,6 +238,7 @@ class Store:
             count += 1
         return count
 
+    @_guarded
     def health_check_count(self, environment: str | None = None) -> int:
         with self._session() as session:
             query = select(func.count(HealthCheckRecord.id))

@@ -7,13 +7,14 @@ import io
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bot.config import load_config
 from bot.runbook.health import HealthChecker
 from bot.slack.chat import Message
 from bot.slack.console import ConsoleChat
 from bot.slack.dispatch import CommandRequest, Context, Dispatcher, Services, Usage, command
-from bot.store import Store
+from bot.store import Base, Store, StoreError
 from bot.telemetry import Telemetry
 from bot.workers import WorkerPool
 from tests.conftest import EXAMPLE_CONFIG
@@ -28,6 +29,15 @@ async def deploy(ctx: Context) -> None:
     """Deploy."""
     if ctx.request.text == "explode-before-ack":
         raise RuntimeError("secret detail that must not reach the user")
+    if ctx.request.text == "work":
+        await ctx.ack()
+
+        async def work() -> str:
+            await ctx.conversation.post(Message("the work ran"))
+            return "done"
+
+        ctx.hand_off(work)
+        return
     if ctx.request.text == "explode-later":
         await ctx.ack()
 
@@ -39,10 +49,14 @@ async def deploy(ctx: Context) -> None:
     await ctx.answer_help()
 
 
-def run(tmp_path: Path, text: str, user: str) -> tuple[list[Message | None], str, Store, Telemetry]:
+def run(
+    tmp_path: Path, text: str, user: str, *, broken_store: bool = False
+) -> tuple[list[Message | None], str, Store, Telemetry]:
     acks: list[Message | None] = []
     out = io.StringIO()
     store = Store(f"sqlite:///{tmp_path / 'bot.db'}")
+    if broken_store:
+        Base.metadata.drop_all(store.engine)  # every read and write now fails in the database
     telemetry = Telemetry()
 
     async def scenario() -> None:
@@ -108,3 +122,16 @@ def test_a_background_crash_tells_the_user_and_is_audited(tmp_path: Path) -> Non
     (entry,) = store.audit_entries()
     assert (entry.outcome, entry.result) == ("error", "internal error")
     assert counted(telemetry, "error") == 1
+
+
+def test_commands_still_run_when_the_store_is_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    acks, printed, store, telemetry = run(tmp_path, "work", "U1", broken_store=True)
+    assert acks == [None]
+    assert "the work ran" in printed
+    assert counted(telemetry, "ok") == 1
+    assert "not audited: /deploy by U1" in caplog.text
+    assert "EVENTMESH_DATABASE_URL" in caplog.text
+    with pytest.raises(StoreError, match="audit_entries: OperationalError"):
+        store.audit_entries()

@@ -6,14 +6,17 @@ import asyncio
 import json
 import socket
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.config import Thresholds
-from bot.runbook.health import Health, HealthResult, Probe, classify, probe
+from bot.config import Environment, Thresholds
+from bot.runbook.health import Health, HealthChecker, HealthResult, Probe, classify, probe
 from bot.slack import blocks
+from bot.store import Base, Store
+from bot.telemetry import Telemetry
 from tests.support.slack_fake import block_kit_errors
 
 THRESHOLDS = Thresholds()
@@ -196,3 +199,24 @@ def test_report_shows_pending_environments_and_no_button_until_done() -> None:
     assert "*dev* — checking" in text
     assert "actions" not in [b["type"] for b in message.blocks]
     assert message.text == "Health of all environments: 1 Healthy, 1 checking"
+
+
+def test_a_check_still_answers_when_the_store_is_down(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'bot.db'}")
+    Base.metadata.drop_all(store.engine)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        env = Environment(
+            name="staging",
+            base_url=f"http://127.0.0.1:{closed.getsockname()[1]}",
+            transport="local",
+        )
+
+    async def run() -> HealthResult:
+        async with httpx.AsyncClient() as http:
+            return await HealthChecker(http, THRESHOLDS, store, Telemetry()).check(env)
+
+    result = asyncio.run(run())
+    assert result.health is Health.UNHEALTHY
+    assert result.reasons == ("healthz: connection refused",)
+    assert result.streak == 1

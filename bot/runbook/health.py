@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -31,8 +32,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.clock import Clock, utc_now
 from bot.config import Environment, Thresholds
-from bot.store import Store
+from bot.store import Store, StoreError
 from bot.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
 
 
 class Health(StrEnum):
@@ -266,7 +269,12 @@ class HealthChecker:
             metrics_available=verdict.metrics_available,
         )
         self.telemetry.checks.labels(environment=env.name, result=result.health.value).inc()
-        streak = await asyncio.to_thread(self._remember, result)
+        try:
+            streak = await asyncio.to_thread(self._remember, result)
+        except StoreError as exc:
+            # The check itself is what the engineer needs; the history can miss one entry.
+            log.error("health of %s not recorded (%s) — check the database", env.name, exc)
+            return result
         return replace(result, streak=streak)
 
     def _remember(self, result: HealthResult) -> int:

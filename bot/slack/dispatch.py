@@ -19,7 +19,7 @@ from bot.config import Access, Config
 from bot.runbook.health import HealthChecker
 from bot.slack import blocks
 from bot.slack.chat import Chat, Conversation, Message, MessageRef
-from bot.store import Store
+from bot.store import Store, StoreError
 from bot.telemetry import Telemetry
 from bot.workers import WorkerPool
 
@@ -247,27 +247,39 @@ class Dispatcher:
                 await ctx.ack(blocks.internal_error(request.name))
         # A handler that forgot to ack must not leave Slack waiting for its 3 seconds.
         await ctx.ack()
-        store = self.services.store
-        audit_id = await asyncio.to_thread(
-            store.audit_start,
-            user_id=request.user_id,
-            channel_id=request.channel_id,
-            command=request.name,
-            text=request.text,
-        )
+        audit_id = await self._audit_start(request)
         if ctx.work is None:
             await self._finish(ctx, audit_id)
             return
         self.services.workers.submit(request.name, lambda: self._work(ctx, audit_id))
 
-    async def _work(self, ctx: Context, audit_id: int) -> None:
+    async def _audit_start(self, request: Request) -> int | None:
+        # An unavailable store must not stop /health: the audit is lost, loudly, and work goes on.
+        try:
+            return await asyncio.to_thread(
+                self.services.store.audit_start,
+                user_id=request.user_id,
+                channel_id=request.channel_id,
+                command=request.name,
+                text=request.text,
+            )
+        except StoreError as exc:
+            log.error(
+                "not audited: %s by %s (%s) — check the database at EVENTMESH_DATABASE_URL",
+                request.name,
+                request.user_id,
+                exc,
+            )
+            return None
+
+    async def _work(self, ctx: Context, audit_id: int | None) -> None:
         assert ctx.work is not None
         started = time.perf_counter()
         try:
             ctx.result = await ctx.work()
         except Exception:
             log.exception(
-                "%s %r failed in the background (audit #%d)",
+                "%s %r failed in the background (audit #%s)",
                 ctx.request.name,
                 ctx.request.text[:200],
                 audit_id,
@@ -280,7 +292,7 @@ class Dispatcher:
             )
             await self._finish(ctx, audit_id)
 
-    async def _tell_user_it_failed(self, ctx: Context, audit_id: int) -> None:
+    async def _tell_user_it_failed(self, ctx: Context, audit_id: int | None) -> None:
         message = blocks.internal_error(ctx.request.name, reference=audit_id)
         try:
             if ctx.request.response_url:
@@ -290,8 +302,13 @@ class Dispatcher:
         except Exception:
             log.exception("could not tell %s that %s failed", ctx.user_id, ctx.request.name)
 
-    async def _finish(self, ctx: Context, audit_id: int) -> None:
+    async def _finish(self, ctx: Context, audit_id: int | None) -> None:
         self.services.telemetry.commands.labels(command=ctx.request.name, outcome=ctx.outcome).inc()
-        await asyncio.to_thread(
-            self.services.store.audit_finish, audit_id, outcome=ctx.outcome, result=ctx.result
-        )
+        if audit_id is None:
+            return
+        try:
+            await asyncio.to_thread(
+                self.services.store.audit_finish, audit_id, outcome=ctx.outcome, result=ctx.result
+            )
+        except StoreError as exc:
+            log.error("audit #%d not finished (%s) — check EVENTMESH_DATABASE_URL", audit_id, exc)

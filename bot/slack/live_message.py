@@ -7,10 +7,13 @@ state is always sent.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
-from bot.slack.chat import Conversation, Message, MessageRef
+from bot.slack.chat import ChatError, Conversation, Message, MessageRef
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MIN_INTERVAL_S = 1.0
 
@@ -36,7 +39,11 @@ class LiveMessage:
         if not self._posted:
             await self._post(message)
         elif self.ref is not None and not self._too_soon():
-            await self._update(self.ref, message)
+            try:
+                await self._update(self.ref, message)
+            except ChatError as exc:
+                # Progress is a courtesy; the procedure goes on and finish() tries again.
+                log.warning("progress update of %s not shown: %s", self.ref, exc.error)
         # With no ref the user is answered privately: only the final state goes there.
 
     async def finish(self, message: Message) -> None:
