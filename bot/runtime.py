@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
+from starlette.types import ASGIApp
 
 from bot import __version__
 from bot.config import Config
@@ -44,11 +46,10 @@ class RunningServer:
     url: str
 
 
-def _start_server(app: object, sock: object, host: str) -> RunningServer:
-    server = embedded_server(app)  # type: ignore[arg-type]
-    port = bound_port(sock)  # type: ignore[arg-type]
-    task = asyncio.create_task(server.serve(sockets=[sock]))  # type: ignore[list-item]
-    return RunningServer(server, task, f"http://{host}:{port}")
+def _start_server(app: ASGIApp, sock: socket.socket, host: str) -> RunningServer:
+    server = embedded_server(app)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    return RunningServer(server, task, f"http://{host}:{bound_port(sock)}")
 
 
 async def _stop_servers(servers: Sequence[RunningServer]) -> None:
@@ -86,64 +87,66 @@ async def run_bot(
     workers = WorkerPool()
     servers: list[RunningServer] = []
     async with AsyncExitStack() as cleanup:
+        # Unwound in reverse: servers stop taking requests, then running work gets its grace.
         cleanup.callback(store.close)
         http = await cleanup.enter_async_context(httpx.AsyncClient(follow_redirects=False))
         workers.start()
         cleanup.push_async_callback(workers.stop)
         cleanup.push_async_callback(_stop_servers, servers)
 
-        chat: Chat
+        def dispatcher_for(config: Config, chat: Chat) -> Dispatcher:
+            checker = HealthChecker(http, config.thresholds, store, telemetry)
+            services = Services(config, store, chat, checker, telemetry, workers)
+            return Dispatcher(services, commands, actions)
+
         if mode == "console":
-            demo_sock = bind_preferring("127.0.0.1", DEMO_PORT)
-            demo = _start_server(create_demo_app(), demo_sock, "127.0.0.1")
+            # The embedded default: a demo EventMesh service for 'local' to point at.
+            demo = _start_server(
+                create_demo_app(), bind_preferring("127.0.0.1", DEMO_PORT), "127.0.0.1"
+            )
             servers.append(demo)
             if "local" in config.environments:
                 config = config.with_base_url("local", demo.url)
-            chat = ConsoleChat()
-        else:
-            client = create_web_client(settings.bot_token or "", settings.api_url)
-            chat = SlackChat(client)
-
-        checker = HealthChecker(http, config.thresholds, store, telemetry)
-        services = Services(config, store, chat, checker, telemetry, workers)
-        dispatcher = Dispatcher(services, commands, actions)
-
-        bolt_app = None
-        if mode != "console":
-            bolt_app = create_bolt_app(
-                dispatcher, client=client, signing_secret=settings.signing_secret
+            console_chat = ConsoleChat()
+            dispatcher = dispatcher_for(config, console_chat)
+            web = _start_server(
+                create_web_app(telemetry, mode), _bind_web(settings, mode), settings.host
             )
-        web_app = create_web_app(telemetry, mode, bolt_app if mode == "http" else None)
-        if mode == "console" and not settings.port_was_set:
-            web_sock = bind_preferring(settings.host, settings.port)
-        else:
-            web_sock = bind(settings.host, settings.port)
-        web = _start_server(web_app, web_sock, settings.host)
-        servers.append(web)
-
-        if mode == "console":
+            servers.append(web)
             print(
                 f"EventMesh ChatOps {__version__} — local console (no Slack tokens set)\n"
-                f"  demo EventMesh service: {servers[0].url} (environment 'local' points here)\n"
+                f"  demo EventMesh service: {demo.url} (environment 'local' points here)\n"
                 f"  bot health and metrics: {web.url}/healthz  {web.url}/metrics\n"
                 f"  config: {settings.config_path}",
                 flush=True,
             )
-            console = Console(dispatcher, chat, workers)  # type: ignore[arg-type]
-            if not await _first(console.run(), stop.wait()):
+            if not await _first(Console(dispatcher, console_chat, workers).run(), stop.wait()):
                 sys.stdout.write("\n")  # stopped by a signal: end the prompt's line
             return 0
 
+        client = create_web_client(settings.bot_token or "", settings.api_url)
+        dispatcher = dispatcher_for(config, SlackChat(client))
+        bolt_app = create_bolt_app(
+            dispatcher, client=client, signing_secret=settings.signing_secret
+        )
+        web_app = create_web_app(telemetry, mode, bolt_app if mode == "http" else None)
+        web = _start_server(web_app, _bind_web(settings, mode), settings.host)
+        servers.append(web)
         await verify_tokens(client, settings.app_token if mode == "socket" else None)
         if mode == "socket":
-            socket_handler = socket_mode_handler(bolt_app, settings.app_token or "")
-            cleanup.push_async_callback(socket_handler.close_async)
+            handler = socket_mode_handler(bolt_app, settings.app_token or "")
+            cleanup.push_async_callback(handler.close_async)
             # While Slack is unreachable the client retries forever: a stop must still work.
-            if not await _first(socket_handler.connect_async(), stop.wait()):
+            if not await _first(handler.connect_async(), stop.wait()):
                 return 0
-            log.info("connected to Slack in Socket Mode; health and metrics on %s", web.url)
-        else:
-            log.info("listening for Slack on %s/slack/events", web.url)
+        log.info("serving Slack in %s mode; health and metrics on %s", mode, web.url)
         await stop.wait()
         log.info("stopping: no new requests; letting running work finish")
         return 0
+
+
+def _bind_web(settings: Settings, mode: Mode) -> socket.socket:
+    # The console is for trying things out: a busy default port is not worth failing over.
+    if mode == "console" and not settings.port_was_set:
+        return bind_preferring(settings.host, settings.port)
+    return bind(settings.host, settings.port)

@@ -27,6 +27,8 @@ from tests.conftest import EXAMPLE_CONFIG
 )
 async def deploy(ctx: Context) -> None:
     """Deploy."""
+    if ctx.request.text == "staging" and not ctx.may("deployers"):
+        return await ctx.deny("Only deployers may run /deploy staging.")
     if ctx.request.text == "explode-before-ack":
         raise RuntimeError("secret detail that must not reach the user")
     if ctx.request.text == "work":
@@ -135,3 +137,13 @@ def test_commands_still_run_when_the_store_is_down(
     assert "EVENTMESH_DATABASE_URL" in caplog.text
     with pytest.raises(StoreError, match="audit_entries: OperationalError"):
         store.audit_entries()
+
+
+def test_denied_is_answered_privately_audited_and_counted(tmp_path: Path) -> None:
+    acks, printed, store, telemetry = run(tmp_path, "staging", "U0SOMEONE")
+    (message,) = acks
+    assert message is not None and "Only deployers" in message.text
+    assert printed == ""  # nothing in the channel
+    (entry,) = store.audit_entries()
+    assert (entry.outcome, entry.result) == ("denied", "Only deployers may run /deploy staging.")
+    assert counted(telemetry, "denied") == 1
