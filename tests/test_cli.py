@@ -112,9 +112,18 @@ def test_unreachable_database_hides_its_password(tmp_path: Path) -> None:
             "SLACK_BOT_TOKEN",
         ),
         ({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": "xapp-wrong"}, "SLACK_APP_TOKEN"),
+        (
+            {"SLACK_BOT_TOKEN": "xoxb-revoked", "SLACK_APP_TOKEN": "xapp-test-token"},
+            "SLACK_BOT_TOKEN",
+        ),
         ({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": BOT_TOKEN}, "SLACK_APP_TOKEN"),
     ],
-    ids=["bad-bot-token", "bad-app-token", "bot-token-as-app-token"],
+    ids=[
+        "bad-bot-token",
+        "bad-app-token",
+        "bad-bot-token-in-socket-mode",
+        "bot-token-as-app-token",
+    ],
 )
 def test_a_token_slack_refuses_stops_the_start(
     tmp_path: Path, slack: SlackFake, variables: dict[str, str], named: str
@@ -130,6 +139,7 @@ def test_a_token_slack_refuses_stops_the_start(
         **variables,
     )
     assert_one_clear_error(result, "ERROR", f"Slack refused {named}")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # no warnings after it
     assert "xapp-wrong" not in result.stderr and "xoxb-revoked" not in result.stderr
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.errors import SlackApiError
@@ -105,14 +107,16 @@ async def verify_tokens(client: AsyncWebClient, app_token: str | None) -> None:
     If Slack cannot be reached right now the bot starts anyway: Bolt and the Socket Mode
     client retry, and /healthz stays honest about the process being up.
     """
-    checks = [("SLACK_BOT_TOKEN", "xoxb-", client.auth_test())]
+    checks: list[tuple[str, str, Callable[[], Awaitable[object]]]] = [
+        ("SLACK_BOT_TOKEN", "xoxb-", client.auth_test)
+    ]
     if app_token is not None:
         checks.append(
-            ("SLACK_APP_TOKEN", "xapp-", client.apps_connections_open(app_token=app_token))
+            ("SLACK_APP_TOKEN", "xapp-", lambda: client.apps_connections_open(app_token=app_token))
         )
-    for variable, prefix, call in checks:
+    for variable, prefix, check in checks:
         try:
-            await call
+            await check()
         except SlackApiError as exc:
             error = str(exc.response.get("error", ""))
             if error in _TOKEN_ERRORS:
@@ -121,9 +125,10 @@ async def verify_tokens(client: AsyncWebClient, app_token: str | None) -> None:
                     "app, from the app's settings page"
                 ) from None
             log.warning("could not check %s with Slack (%s); starting anyway", variable, error)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
             log.warning("could not reach Slack to check %s (%s); starting anyway", variable, exc)
 
 
 def socket_mode_handler(app: AsyncApp, app_token: str) -> AsyncSocketModeHandler:
+    """Made here so that only bot/slack imports slack_bolt (the runtime just starts it)."""
     return AsyncSocketModeHandler(app, app_token)
