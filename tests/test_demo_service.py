@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.demo.service import create_demo_app, find_free_port, serve_demo
+from tests.conftest import clean_env, start_demo, stop_process
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -296,29 +296,32 @@ def test_embedded_service_leaves_signal_handlers_alone() -> None:
     asyncio.run(embed())
 
 
-def test_cli_entry_point_exits_quietly_on_ctrl_c() -> None:
-    port = find_free_port(HOST)
-    # Restore Ctrl-C as a terminal delivers it: a runner started in the background (`cmd &`)
-    # passes SIGINT on ignored.
-    code = (
-        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        f"import bot.demo.service as s; s.run_demo_service({HOST!r}, {port}, '3.0.0')"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
+def test_cli_entry_point_stops_quietly(tmp_path: Path, stop_signal: signal.Signals) -> None:
+    demo = start_demo(tmp_path, "demo")
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                assert httpx.get(f"http://{HOST}:{port}/healthz").json()["version"] == "3.0.0"
-                break
-            assert proc.poll() is None, proc.communicate()[1].decode()
-            assert time.monotonic() < deadline, "demo-service did not start within 10 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=5)
+        demo.process.send_signal(stop_signal)
+        demo.process.wait(timeout=10)
     finally:
-        proc.kill()
-    assert proc.returncode == 0, stderr.decode()
-    assert b"Traceback" not in stderr
+        stop_process(demo.process)
+    assert demo.process.returncode == 0
+    assert "Traceback" not in (tmp_path / "demo.log").read_text()
+
+
+def test_cli_entry_point_on_a_busy_port_says_so_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "demo-service", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=clean_env(),
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"eventmesh-bot demo-service: cannot listen on {HOST}:{port}: Address already in use "
+        "(choose another --port)"
+    ]
