@@ -102,10 +102,10 @@ def _run(forced_mode: str | None) -> int:
 
     # Imported here so check-config and demo-service start fast and need no Slack libraries.
     from bot.runtime import run_bot
-    from handlers import ACTIONS, COMMANDS
+    from handlers import ACTIONS, COMMANDS, TIMERS
 
     try:
-        return asyncio.run(run_bot(settings, config, mode, COMMANDS, ACTIONS))
+        return asyncio.run(run_bot(settings, config, mode, COMMANDS, ACTIONS, TIMERS))
     except PortInUse as exc:
         log.error("%s — set PORT (and HOST) to a free address", exc)
     except SlackRefused as exc:

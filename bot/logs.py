@@ -39,5 +39,5 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Every request to the Web API at INFO would drown the bot's own lines.
-    for noisy in ("slack_sdk", "slack_bolt", "httpx", "uvicorn.error", "aiohttp"):
+    for noisy in ("slack_sdk", "slack_bolt", "httpx", "uvicorn.error", "aiohttp", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))

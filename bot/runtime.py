@@ -7,6 +7,7 @@ and SIGTERM stop the front door first, then let running work finish briefly.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import socket
@@ -22,11 +23,12 @@ from bot import __version__
 from bot.config import Config
 from bot.demo.service import create_demo_app
 from bot.runbook.health import HealthChecker
+from bot.scheduler import Scheduler
 from bot.settings import Mode, Settings
 from bot.slack.bolt_app import create_bolt_app, socket_mode_handler, verify_tokens
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
-from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, Services
+from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, Services, TimerSpec
 from bot.slack.web import create_web_app
 from bot.slack.web_api import SlackChat, create_web_client
 from bot.store import Store
@@ -76,6 +78,7 @@ async def run_bot(
     mode: Mode,
     commands: Sequence[CommandSpec],
     actions: Sequence[ActionSpec],
+    timers: Sequence[TimerSpec] = (),
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,6 +88,7 @@ async def run_bot(
     telemetry = Telemetry()
     store = Store(settings.database_url)
     workers = WorkerPool()
+    scheduler = Scheduler(store)
     servers: list[RunningServer] = []
     async with AsyncExitStack() as cleanup:
         # Unwound in reverse: servers stop taking requests, then running work gets its grace.
@@ -94,9 +98,15 @@ async def run_bot(
         cleanup.push_async_callback(workers.stop)
         cleanup.push_async_callback(_stop_servers, servers)
 
-        def dispatcher_for(config: Config, chat: Chat) -> Dispatcher:
+        def start_services(config: Config, chat: Chat) -> Dispatcher:
+            """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
             checker = HealthChecker(http, config.thresholds, store, telemetry)
-            services = Services(config, store, chat, checker, telemetry, workers)
+            services = Services(config, store, chat, checker, telemetry, workers, scheduler)
+            for spec in timers:
+                scheduler.on(spec.kind, functools.partial(spec.handler, services))
+            # Timers left by a previous run fire as soon as there is a chat to report to.
+            scheduler.start()
+            cleanup.push_async_callback(scheduler.stop)
             return Dispatcher(services, commands, actions)
 
         if mode == "console":
@@ -108,7 +118,7 @@ async def run_bot(
             if "local" in config.environments:
                 config = config.with_base_url("local", demo.url)
             console_chat = ConsoleChat()
-            dispatcher = dispatcher_for(config, console_chat)
+            dispatcher = start_services(config, console_chat)
             web = _start_server(
                 create_web_app(telemetry, mode), _bind_web(settings, mode), settings.host
             )
@@ -125,7 +135,7 @@ async def run_bot(
             return 0
 
         client = create_web_client(settings.bot_token or "", settings.api_url)
-        dispatcher = dispatcher_for(config, SlackChat(client))
+        dispatcher = start_services(config, SlackChat(client))
         bolt_app = create_bolt_app(
             dispatcher, client=client, signing_secret=settings.signing_secret
         )

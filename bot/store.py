@@ -8,9 +8,10 @@ the event loop run them with `asyncio.to_thread` so a slow disk never delays an 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -20,9 +21,12 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     create_engine,
+    delete,
     event,
     func,
+    or_,
     select,
     update,
 )
@@ -90,6 +94,38 @@ class HealthCheckRecord(Base):
     version: Mapped[str | None] = mapped_column(String(128), nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class TimerRecord(Base):
+    """Something that must happen at a time, even if the bot restarts before then.
+
+    A periodic sweep claims due rows (a lease, so a crashed claimer's timers come back) and
+    marks them fired; see bot/scheduler.py.
+    """
+
+    __tablename__ = "timers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[str] = mapped_column(Text, default="{}")
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    fired_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
+
+
+@dataclass(frozen=True)
+class Timer:
+    id: int
+    kind: str
+    key: str
+    payload: dict[str, object]
+    due_at: datetime
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -245,3 +281,119 @@ class Store:
             if environment is not None:
                 query = query.where(HealthCheckRecord.environment == environment)
             return session.scalar(query) or 0
+
+    # --- timers ------------------------------------------------------------------------------
+
+    @_guarded
+    def schedule_timer(
+        self, kind: str, key: str, due_at: datetime, payload: dict[str, object] | None = None
+    ) -> int:
+        """Set the pending timer of (kind, key) to due_at, replacing any not yet fired."""
+        with self._session() as session, session.begin():
+            session.execute(
+                delete(TimerRecord).where(
+                    TimerRecord.kind == kind,
+                    TimerRecord.key == key,
+                    TimerRecord.fired_at.is_(None),
+                )
+            )
+            record = TimerRecord(
+                kind=kind, key=key, payload=json.dumps(payload or {}), due_at=due_at
+            )
+            session.add(record)
+            session.flush()
+            return record.id
+
+    @_guarded
+    def cancel_timers(self, kind: str, key: str) -> int:
+        """Drop the pending timers of (kind, key); returns how many there were."""
+        with self._session() as session, session.begin():
+            result = session.execute(
+                delete(TimerRecord).where(
+                    TimerRecord.kind == kind,
+                    TimerRecord.key == key,
+                    TimerRecord.fired_at.is_(None),
+                )
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    @_guarded
+    def pending_timers(self, kind: str | None = None, key: str | None = None) -> list[Timer]:
+        with self._session() as session:
+            query = select(TimerRecord).where(TimerRecord.fired_at.is_(None))
+            if kind is not None:
+                query = query.where(TimerRecord.kind == kind)
+            if key is not None:
+                query = query.where(TimerRecord.key == key)
+            rows = session.scalars(query.order_by(TimerRecord.due_at)).all()
+        return [_timer(row) for row in rows]
+
+    @_guarded
+    def claim_due_timers(
+        self, owner: str, now: datetime, lease: timedelta, limit: int = 100
+    ) -> list[Timer]:
+        """Claim up to `limit` due timers for `owner` until now + lease.
+
+        Each claim is a conditional UPDATE, so of several bots sweeping one database exactly
+        one wins a timer; a timer whose claimer died comes back when its lease runs out.
+        """
+        free = or_(TimerRecord.claimed_until.is_(None), TimerRecord.claimed_until < now)
+        due = and_(TimerRecord.fired_at.is_(None), TimerRecord.due_at <= now, free)
+        claimed: list[Timer] = []
+        with self._session() as session:
+            with session.begin():
+                candidates = session.scalars(
+                    select(TimerRecord.id).where(due).order_by(TimerRecord.due_at).limit(limit)
+                ).all()
+            for timer_id in candidates:
+                with session.begin():
+                    won = session.execute(
+                        update(TimerRecord)
+                        .where(TimerRecord.id == timer_id, due)
+                        .values(
+                            claimed_by=owner,
+                            claimed_until=now + lease,
+                            attempts=TimerRecord.attempts + 1,
+                        )
+                    )
+                    if won.rowcount == 1:  # type: ignore[attr-defined]
+                        row = session.get(TimerRecord, timer_id)
+                        assert row is not None
+                        claimed.append(_timer(row))
+        return claimed
+
+    @_guarded
+    def finish_timer(self, timer_id: int, owner: str) -> bool:
+        """Mark a claimed timer fired; False if the claim was lost (another bot has it now)."""
+        with self._session() as session, session.begin():
+            result = session.execute(
+                update(TimerRecord)
+                .where(TimerRecord.id == timer_id, TimerRecord.claimed_by == owner)
+                .values(fired_at=self.clock(), claimed_until=None)
+            )
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
+    @_guarded
+    def retry_timer(self, timer_id: int, owner: str, due_at: datetime) -> None:
+        """Give a claimed timer back, due again at due_at (its handler failed)."""
+        with self._session() as session, session.begin():
+            session.execute(
+                update(TimerRecord)
+                .where(
+                    TimerRecord.id == timer_id,
+                    TimerRecord.claimed_by == owner,
+                    TimerRecord.fired_at.is_(None),
+                )
+                .values(due_at=due_at, claimed_by=None, claimed_until=None)
+            )
+
+
+def _timer(row: TimerRecord) -> Timer:
+    return Timer(
+        id=row.id,
+        kind=row.kind,
+        key=row.key,
+        payload=json.loads(row.payload or "{}"),
+        due_at=_as_utc(row.due_at),  # type: ignore[arg-type]
+        attempts=row.attempts,
+    )

@@ -1,10 +1,12 @@
 """Thin listeners: parse, authorize, ack, then hand the work to bot/.
 
-Adding a command: write a module with `@command` / `@action` handlers and list them here.
+Adding a command: write a module with `@command` / `@action` handlers and list them here;
+`@timer` handlers run when a durable timer of their kind falls due (bot/scheduler.py).
 """
 
-from bot.slack.dispatch import ActionSpec, CommandSpec
+from bot.slack.dispatch import ActionSpec, CommandSpec, TimerSpec
 from handlers import health
 
 COMMANDS: tuple[CommandSpec, ...] = (health.health,)
 ACTIONS: tuple[ActionSpec, ...] = (health.recheck,)
+TIMERS: tuple[TimerSpec, ...] = ()

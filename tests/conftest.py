@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from tests.support.slack_fake import SlackFake
 from tests.support.slack_signing import block_actions_body, signed_headers, slash_command_body
@@ -30,6 +32,7 @@ EXAMPLE_CONFIG = REPO / "tests" / "fixtures" / "eventmesh.example.yml"
 SIGNING_SECRET = "test-signing-secret-8f1d2c3b4a"
 BOT_TOKEN = "xoxb-test-token"
 STARTUP_TIMEOUT_S = 30.0
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def free_port() -> int:
@@ -294,3 +297,27 @@ def running_bot(
 def bot(running_bot: BotProcess, demo: DemoService) -> BotProcess:
     """The running bot, with healthy demo services."""
     return running_bot
+
+
+@pytest.fixture
+def postgres_schema() -> Iterator[str]:
+    """A throwaway schema in the local PostgreSQL, so runs never see each other's rows."""
+    engine = create_engine(POSTGRES_URL)
+    schema = f"store_test_{uuid.uuid4().hex[:8]}"
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc.orig}")
+    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store's database: a SQLite file, then the local PostgreSQL (same tests on both)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'nested' / 'bot.db'}"
+    return str(request.getfixturevalue("postgres_schema"))

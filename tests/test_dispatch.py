@@ -11,6 +11,7 @@ import pytest
 
 from bot.config import load_config
 from bot.runbook.health import HealthChecker
+from bot.scheduler import Scheduler
 from bot.slack.chat import Message
 from bot.slack.console import ConsoleChat
 from bot.slack.dispatch import CommandRequest, Context, Dispatcher, Services, Usage, command
@@ -73,6 +74,7 @@ def run(
                 health=HealthChecker(http, config.thresholds, store, telemetry),
                 telemetry=telemetry,
                 workers=workers,
+                scheduler=Scheduler(store),
             )
             dispatcher = Dispatcher(services, [deploy])
 

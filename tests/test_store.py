@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 from bot.store import MAX_AUDIT_TEXT, Store
-
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-class SteppingClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
+from tests.support.clock import SteppingClock
 
 
 @pytest.fixture
-def postgres_schema() -> Iterator[str]:
-    """A throwaway schema in the local PostgreSQL, so runs never see each other's rows."""
-    engine = create_engine(POSTGRES_URL)
-    schema = f"store_test_{uuid.uuid4().hex[:8]}"
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc.orig}")
-    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'nested' / 'bot.db'}"
-    else:
-        url = request.getfixturevalue("postgres_schema")
-    store = Store(url, clock=SteppingClock())
+def store(store_url: str) -> Iterator[Store]:
+    store = Store(store_url, clock=SteppingClock())
     yield store
     store.close()
 

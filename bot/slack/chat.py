@@ -39,6 +39,10 @@ class Chat(Protocol):
 
     async def update(self, ref: MessageRef, message: Message) -> None: ...
 
+    async def dm(self, user_id: str, message: Message) -> MessageRef:
+        """Post in the user's direct conversation with the bot (a page, a reminder)."""
+        ...
+
     async def respond(self, response_url: str, message: Message) -> None:
         """Answer only the user who asked (Slack's response_url, ephemeral)."""
         ...

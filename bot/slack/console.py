@@ -21,6 +21,7 @@ from bot.slack.dispatch import ActionRequest, CommandRequest, Dispatcher
 from bot.workers import WorkerPool
 
 CONSOLE_USER = "UCONSOLE"
+USER_ID = re.compile(r"[UW][A-Z0-9]{1,20}")
 CONSOLE_CHANNEL = "CCONSOLE"
 PROMPT = "eventmesh> "
 RULE = "─" * 60
@@ -102,6 +103,7 @@ class ConsoleChat:
         self.out = out
         self.renderer = TextRenderer(out.isatty() if color is None else color)
         self.buttons: dict[int, Button] = {}
+        self.prompting = False
         self._next_ts = 0
 
     def _print(self, message: Message, ref: MessageRef | None, note: str = "") -> None:
@@ -112,7 +114,10 @@ class ConsoleChat:
 
         body = self.renderer.render(message, press)
         heading = RULE if not note else f"{RULE[: len(RULE) - len(note) - 2]} {note}"
-        self.out.write(f"{heading}\n{body}\n")
+        # Long work (a deploy, a timer's page) reports while the person sits at the prompt:
+        # print below it, then show the prompt again.
+        before, after = ("\n", PROMPT) if self.prompting else ("", "")
+        self.out.write(f"{before}{heading}\n{body}\n{after}")
         self.out.flush()
 
     async def post(
@@ -124,10 +129,26 @@ class ConsoleChat:
         return ref
 
     async def update(self, ref: MessageRef, message: Message) -> None:
-        self._print(message, ref, "updated")
+        where = _dm_user(ref.channel)
+        self._print(message, ref, f"→ DM @{where} updated" if where else "updated")
+
+    async def dm(self, user_id: str, message: Message) -> MessageRef:
+        self._next_ts += 1
+        ref = MessageRef(dm_channel(user_id), f"{self._next_ts}.000000")
+        self._print(message, ref, f"→ DM @{user_id}")
+        return ref
 
     async def respond(self, response_url: str, message: Message) -> None:
         self._print(message, None, "only you can see this")
+
+
+def dm_channel(user_id: str) -> str:
+    """A user's DM conversation id, shaped like Slack's (D…)."""
+    return "D" + user_id[1:]
+
+
+def _dm_user(channel: str) -> str | None:
+    return "U" + channel[1:] if channel.startswith("D") else None
 
 
 class Console:
@@ -154,7 +175,8 @@ class Console:
         names = "  ".join(sorted(self.dispatcher.commands))
         return (
             f"Type a slash command as in Slack ({names}), e.g. /health all or /health help.\n"
-            "Type a button's number to press it; 'help' lists commands; 'exit' or Ctrl-D leaves."
+            "Type a button's number to press it; 'as <user id>' acts as another user; "
+            "'help' lists commands; 'exit' or Ctrl-D leaves."
         )
 
     async def run(self) -> None:
@@ -165,7 +187,11 @@ class Console:
             while True:
                 out.write(PROMPT)
                 out.flush()
-                line = await lines.readline()
+                self.chat.prompting = True
+                try:
+                    line = await lines.readline()
+                finally:
+                    self.chat.prompting = False
                 if line is None:  # Ctrl-D
                     out.write("\n")
                     return
@@ -181,6 +207,8 @@ class Console:
     async def handle_line(self, line: str) -> None:
         if line in ("help", "?"):
             self._say(self._command_list())
+        elif line == "as" or line.startswith("as "):
+            self._act_as(line.removeprefix("as").strip())
         elif line.isdigit():
             await self._press(int(line))
         elif line.startswith("/"):
@@ -210,6 +238,16 @@ class Console:
             response_url="console://ephemeral",
         )
         await self.dispatcher.handle_action(request, self._ack)
+
+    def _act_as(self, user_id: str) -> None:
+        """Act as another user, so one person can walk through an approval or an escalation."""
+        if not user_id:
+            self._say(f"You are {self.user_id}. 'as <user id>' acts as someone else.")
+        elif USER_ID.fullmatch(user_id) is None:
+            self._say(f"{user_id[:40]!r} is not a Slack user id (like U0APPROVER1).")
+        else:
+            self.user_id = user_id
+            self._say(f"You are now {user_id}.")
 
     async def _ack(self, message: Message | None) -> None:
         if message is not None:

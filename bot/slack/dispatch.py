@@ -17,11 +17,12 @@ from typing import Literal
 
 from bot.config import Access, Config
 from bot.runbook.health import HealthChecker
+from bot.scheduler import Scheduler
 from bot.slack import blocks
 from bot.slack.chat import Chat, Conversation, Message, MessageRef
-from bot.store import Store, StoreError
+from bot.store import Store, StoreError, Timer
 from bot.telemetry import Telemetry
-from bot.workers import WorkerPool
+from bot.workers import Lane, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class Services:
     health: HealthChecker
     telemetry: Telemetry
     workers: WorkerPool
+    scheduler: Scheduler
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class Context:
         self.outcome: Outcome = "ok"
         self.result = ""
         self.work: Work | None = None
+        self.lane: Lane = "short"
 
     @property
     def config(self) -> Config:
@@ -171,9 +174,14 @@ class Context:
         self.outcome = "denied"
         self.result = reason
 
-    def hand_off(self, work: Work) -> None:
-        """Run work on the bot's worker pool after the ack; its return value is the audit result."""
+    def hand_off(self, work: Work, *, lane: Lane = "short") -> None:
+        """Run work on the bot's workers after the ack; its return value is the audit result.
+
+        Work that lasts minutes (a deploy, a watch) goes in the long lane, so it never holds
+        a slot that a /health report needs.
+        """
         self.work = work
+        self.lane = lane
 
 
 Handler = Callable[[Context], Awaitable[None]]
@@ -206,6 +214,26 @@ def command(name: str, *usage: Usage) -> Callable[[Handler], CommandSpec]:
 def action(action_id: str) -> Callable[[Handler], ActionSpec]:
     def register(handler: Handler) -> ActionSpec:
         return ActionSpec(action_id=action_id, handler=handler)
+
+    return register
+
+
+TimerHandler = Callable[[Services, Timer], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class TimerSpec:
+    """What to do when a durable timer of `kind` falls due (see bot/scheduler.py)."""
+
+    kind: str
+    handler: TimerHandler
+
+
+def timer(kind: str) -> Callable[[TimerHandler], TimerSpec]:
+    """Declare the handler of a timer kind: the time-driven twin of @command and @action."""
+
+    def register(handler: TimerHandler) -> TimerSpec:
+        return TimerSpec(kind=kind, handler=handler)
 
     return register
 
@@ -251,7 +279,7 @@ class Dispatcher:
         if ctx.work is None:
             await self._finish(ctx, audit_id)
             return
-        self.services.workers.submit(request.name, lambda: self._work(ctx, audit_id))
+        self.services.workers.submit(request.name, lambda: self._work(ctx, audit_id), lane=ctx.lane)
 
     async def _audit_start(self, request: Request) -> int | None:
         # An unavailable store must not stop /health: the audit is lost, loudly, and work goes on.

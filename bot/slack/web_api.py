@@ -40,6 +40,8 @@ def _error_code(exc: SlackApiError) -> str:
 class SlackChat:
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
+        # conversations.open is Tier 3: a user's DM channel never changes, so ask once.
+        self._dm_channels: dict[str, str] = {}
 
     async def post(
         self, channel: str, message: Message, *, thread_ts: str | None = None
@@ -59,6 +61,17 @@ class SlackChat:
             )
         except SlackApiError as exc:
             raise ChatError(_error_code(exc)) from exc
+
+    async def dm(self, user_id: str, message: Message) -> MessageRef:
+        channel = self._dm_channels.get(user_id)
+        if channel is None:
+            try:
+                response = await self.client.conversations_open(users=user_id)
+            except SlackApiError as exc:
+                raise ChatError(_error_code(exc)) from exc
+            channel = str(response["channel"]["id"])
+            self._dm_channels[user_id] = channel
+        return await self.post(channel, message)
 
     async def respond(self, response_url: str, message: Message) -> None:
         webhook = AsyncWebhookClient(response_url, timeout=10)

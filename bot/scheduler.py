@@ -1,0 +1,211 @@
+"""Time-driven work, on APScheduler in the bot's own event loop.
+
+Two kinds:
+- Periodic jobs (`every`): the scheduled checks, every check_interval. A run still going
+  when the next is due is not started twice; missed runs coalesce into one.
+- Durable timers: an escalation's next level, an approval's expiry, a reminder. They are
+  rows in the store with a due time (`schedule`), not asyncio timers, so a restarted bot — or
+  another replica on the same database — picks them up. One periodic sweep claims the due
+  rows (a lease: a claimer that died gives them back when it runs out) and runs the handler
+  registered for each row's kind (`on`).
+
+Exactly once, from the handler's side: a handler can run again if the bot dies between its
+effect and the row being marked fired. Handlers make that harmless by carrying a token in
+the payload (the escalation step the timer was set for, say) and doing nothing when the
+subject has moved on. A handler that raises is retried with backoff, never dropped: a page
+that could not be posted because Slack was down goes out when Slack is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.executors.asyncio import AsyncIOExecutor
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.clock import Clock, utc_now
+from bot.store import Store, StoreError, Timer
+
+log = logging.getLogger(__name__)
+
+TimerHandler = Callable[[Timer], Awaitable[None]]
+PeriodicJob = Callable[[], Awaitable[None]]
+
+DEFAULT_SWEEP_EVERY = timedelta(seconds=1)
+DEFAULT_LEASE = timedelta(minutes=5)
+MAX_RETRY_DELAY = timedelta(minutes=5)
+# A timer nobody here handles may belong to a newer version of the bot sharing the database.
+UNHANDLED_RETRY_DELAY = timedelta(minutes=5)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """5 s, 10 s, 20 s … up to 5 minutes between tries of a failing timer."""
+    return min(MAX_RETRY_DELAY, timedelta(seconds=5 * 2 ** max(0, attempts - 1)))
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock = utc_now,
+        sweep_every: timedelta = DEFAULT_SWEEP_EVERY,
+        lease: timedelta = DEFAULT_LEASE,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.sweep_every = sweep_every
+        self.lease = lease
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._handlers: dict[str, TimerHandler] = {}
+        self._executor = _DrainingExecutor()
+        self._aps = AsyncIOScheduler(timezone=UTC, executors={"default": self._executor})
+        self._firing: set[asyncio.Task[object]] = set()
+        self._early: asyncio.TimerHandle | None = None
+
+    # --- set-up -------------------------------------------------------------------------
+
+    def on(self, kind: str, handler: TimerHandler) -> None:
+        """Run handler for every due timer of this kind."""
+        self._handlers[kind] = handler
+
+    def every(
+        self, name: str, interval: timedelta, job: PeriodicJob, *, start_now: bool = True
+    ) -> None:
+        """Run job every interval (the first run at once, unless start_now is False)."""
+        first = datetime.now(UTC) if start_now else datetime.now(UTC) + interval
+        self._aps.add_job(
+            job,
+            "interval",
+            seconds=interval.total_seconds(),
+            id=name,
+            name=name,
+            next_run_time=first,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            replace_existing=True,
+        )
+
+    def start(self) -> None:
+        self.every("timers", self.sweep_every, self.sweep)
+        self._aps.start()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._early is not None:
+            self._early.cancel()
+        if self._aps.running:
+            self._aps.pause()
+            await self._executor.drain(grace_s)
+            self._aps.shutdown(wait=False)
+        if self._firing:
+            _, late = await asyncio.wait(set(self._firing), timeout=grace_s)
+            for task in late:
+                task.cancel()  # its lease runs out and a restarted bot fires it again
+
+    # --- timers -------------------------------------------------------------------------
+
+    async def schedule(
+        self, kind: str, key: str, due_at: datetime, payload: dict[str, object] | None = None
+    ) -> None:
+        """Set (kind, key)'s timer to due_at, replacing a pending one. Raises StoreError."""
+        await asyncio.to_thread(self.store.schedule_timer, kind, key, due_at, payload)
+        self._sweep_at(due_at)
+
+    async def cancel(self, kind: str, key: str) -> None:
+        await asyncio.to_thread(self.store.cancel_timers, kind, key)
+
+    def _sweep_at(self, due_at: datetime) -> None:
+        """Sweep when a timer falls due instead of up to a sweep interval later."""
+        if not self._aps.running:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, (due_at - self.clock()).total_seconds())
+        if delay >= self.sweep_every.total_seconds():
+            return
+        if self._early is not None and self._early.when() <= loop.time() + delay:
+            return
+        if self._early is not None:
+            self._early.cancel()
+        self._early = loop.call_later(delay, self._sweep_soon)
+
+    def _sweep_soon(self) -> None:
+        self._early = None
+        task = asyncio.create_task(self.sweep(), name="timers-early")
+        self._firing.add(task)
+        task.add_done_callback(self._firing.discard)
+
+    async def sweep(self) -> int:
+        """Claim the due timers and start their handlers; returns how many were claimed."""
+        try:
+            timers = await asyncio.to_thread(
+                self.store.claim_due_timers, self.owner, self.clock(), self.lease
+            )
+        except StoreError as exc:
+            log.error("timers not swept: %s — check the database at EVENTMESH_DATABASE_URL", exc)
+            return 0
+        for timer in timers:
+            task = asyncio.create_task(self._fire(timer), name=f"timer-{timer.kind}-{timer.id}")
+            self._firing.add(task)
+            task.add_done_callback(self._firing.discard)
+        return len(timers)
+
+    async def settle(self) -> None:
+        """Wait for the handlers started by sweeps so far (tests and shutdown)."""
+        while self._firing:
+            await asyncio.wait(set(self._firing))
+
+    async def _fire(self, timer: Timer) -> None:
+        handler = self._handlers.get(timer.kind)
+        try:
+            if handler is None:
+                log.error(
+                    "timer %s #%d (%s) has no handler in this bot; trying again later",
+                    timer.kind,
+                    timer.id,
+                    timer.key,
+                )
+                await self._retry(timer, UNHANDLED_RETRY_DELAY)
+                return
+            try:
+                await handler(timer)
+            except Exception:
+                delay = retry_delay(timer.attempts)
+                log.exception(
+                    "timer %s #%d (%s) failed on try %d; trying again in %ds",
+                    timer.kind,
+                    timer.id,
+                    timer.key,
+                    timer.attempts,
+                    delay.total_seconds(),
+                )
+                await self._retry(timer, delay)
+                return
+            if not await asyncio.to_thread(self.store.finish_timer, timer.id, self.owner):
+                log.warning("timer %s #%d ran after its lease was lost", timer.kind, timer.id)
+        except StoreError as exc:
+            # The lease runs out and the timer is fired again: late, never lost.
+            log.error("timer %s #%d not marked done: %s", timer.kind, timer.id, exc)
+
+    async def _retry(self, timer: Timer, delay: timedelta) -> None:
+        await asyncio.to_thread(self.store.retry_timer, timer.id, self.owner, self.clock() + delay)
+
+
+class _DrainingExecutor(AsyncIOExecutor):
+    """APScheduler's asyncio executor, plus a way to let running jobs end before shutdown.
+
+    Its shutdown cancels jobs mid-way and logs each as a crash; a sweep is short, so the bot
+    waits for it instead.
+    """
+
+    async def drain(self, timeout_s: float) -> None:
+        running = {future for future in self._pending_futures if not future.done()}
+        if running:
+            await asyncio.wait(running, timeout=timeout_s)
