@@ -25,8 +25,8 @@ COPY bot ./bot
 COPY handlers ./handlers
 COPY config ./config
 # Then the bot alone: its dependencies and its build tools (setuptools, wheel) came from the
-# lock, so nothing unpinned is fetched here.
-RUN pip install --no-deps --no-build-isolation --no-index .
+# lock, so nothing unpinned is fetched here; pip check fails the build if the lock is stale.
+RUN pip install --no-deps --no-build-isolation --no-index . && pip check
 
 USER eventmesh
 EXPOSE 3000
