@@ -244,7 +244,7 @@ class LineReader:
         self.stream = stream
         self._loop = asyncio.get_running_loop()
         self._buffer = b""
-        self._eof = stream is None
+        self._eof = False
         self._waiter: asyncio.Future[None] | None = None
         self._fd: int | None = None
         if stream is None:
