@@ -103,13 +103,19 @@ class ConsoleChat:
         self.out = out
         self.renderer = TextRenderer(out.isatty() if color is None else color)
         self.buttons: dict[int, Button] = {}
+        self._numbers: dict[Button, int] = {}
         self.prompting = False
         self._next_ts = 0
 
     def _print(self, message: Message, ref: MessageRef | None, note: str = "") -> None:
         def press(element: dict[str, Any]) -> int:
-            number = len(self.buttons) + 1
-            self.buttons[number] = Button(element["action_id"], element.get("value", ""), ref)
+            # A button keeps its number for as long as it exists: the same message (updated in
+            # place), action and value is the same button, and a person re-types what they saw.
+            button = Button(element["action_id"], element.get("value", ""), ref)
+            number = self._numbers.get(button)
+            if number is None:
+                number = self._numbers[button] = len(self.buttons) + 1
+                self.buttons[number] = button
             return number
 
         body = self.renderer.render(message, press)
@@ -160,7 +166,7 @@ class Console:
         chat: ConsoleChat,
         workers: WorkerPool,
         *,
-        stdin: TextIO = sys.stdin,
+        stdin: TextIO | None = sys.stdin,
         user_id: str = CONSOLE_USER,
         channel_id: str = CONSOLE_CHANNEL,
     ) -> None:
@@ -268,16 +274,19 @@ class LineReader:
 
     A terminal or pipe is watched by the loop itself, so Ctrl-C and shutdown never wait on a
     thread stuck in input(); a regular file (which the loop cannot watch) is read in a thread,
-    where a read never blocks for long.
+    where a read never blocks for long. No stream at all (standard input closed, so Python's
+    sys.stdin is None) is end-of-file at once.
     """
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream
         self._loop = asyncio.get_running_loop()
         self._buffer = b""
         self._eof = False
         self._waiter: asyncio.Future[None] | None = None
         self._fd: int | None = None
+        if stream is None:
+            return
         try:
             fd = stream.fileno()
             self._loop.add_reader(fd, self._readable)
@@ -303,6 +312,8 @@ class LineReader:
 
     async def readline(self) -> str | None:
         if self._fd is None:
+            if self.stream is None:
+                return None
             line = await asyncio.to_thread(self.stream.readline)
             return line if line else None
         while b"\n" not in self._buffer and not self._eof:
