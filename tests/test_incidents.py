@@ -21,6 +21,7 @@ from bot.slack.web_api import SlackChat, create_web_client
 from bot.store import Incident, Store
 from tests.conftest import BOT_TOKEN, EXAMPLE_CONFIG, new_channel
 from tests.support.clock import ManualClock
+from tests.support.incident_messages import actions_block_id, buttons, shown
 from tests.support.slack_fake import SlackFake, block_kit_errors
 
 ONCALL, LEAD, MANAGER = "D0ONCALL", "D0LEAD", "D0MANAGER"
@@ -83,35 +84,6 @@ class World:
 
     def dms(self, channel: str) -> list[dict[str, Any]]:
         return self.slack.channel_messages(channel)
-
-
-def actions_block_id(message: dict[str, Any]) -> str | None:
-    for block in message.get("blocks") or []:
-        if block.get("type") == "actions":
-            return str(block["block_id"])
-    return None
-
-
-def buttons(message: dict[str, Any]) -> list[str]:
-    return [
-        element["text"]["text"]
-        for block in message.get("blocks") or []
-        if block.get("type") == "actions"
-        for element in block["elements"]
-    ]
-
-
-def shown(message: dict[str, Any]) -> str:
-    """Everything a person reads in a message."""
-    parts = [message.get("text", "")]
-    for block in message.get("blocks") or []:
-        if block.get("type") in ("section", "header"):
-            if "text" in block:
-                parts.append(block["text"]["text"])
-            parts.extend(field["text"] for field in block.get("fields", []))
-        elif block.get("type") == "context":
-            parts.extend(element["text"] for element in block["elements"])
-    return "\n".join(parts)
 
 
 def scenario(
