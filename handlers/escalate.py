@@ -39,8 +39,10 @@ def parse(text: str) -> Opening | Literal["help", "status"] | str:
             "(the details go in the incident's thread)."
         )
     words = text.split()
-    if words in (["help"], ["status"]):
-        return words[0]  # type: ignore[return-value]
+    if words == ["help"]:
+        return "help"
+    if words == ["status"]:
+        return "status"
     severities = _SEV.findall(text)
     if len(severities) > 1:
         return "Give --sev once."

@@ -383,7 +383,10 @@ def test_two_presses_of_acknowledge_give_one_acknowledgement(launch: Launcher) -
         stale = [r for r in answers if "Nothing changed" in r["text"] and "INC-1" in r["text"]]
         return stale if len(stale) >= 2 else None
 
-    esc.slack.wait_for(answered)
+    # Each press carried the state it was made on (its block_id): the losers were on an
+    # older state, whichever way the race went.
+    for answer in esc.slack.wait_for(answered):
+        assert "that button was on an older state of INC-1" in answer["text"]
 
     def acknowledged(fake: SlackFake) -> list[str] | None:
         lines = [line for line in esc.thread() if line.startswith(":eyes: Acknowledged")]
@@ -575,6 +578,11 @@ def test_the_console_pages_by_dm_and_the_paged_person_acknowledges(tmp_path: Pat
     child.expect_exact("→ DM @U0ONCALL updated")
     child.expect(r"\[\d+\] Escalate")
     assert "INC-1 · SEV 1 · Acknowledged" in plain(child.before)
+    child.expect_exact(PROMPT)
+    # The channel message's first Escalate button was printed before the acknowledgement:
+    # the console keeps each button's block_id, so the press is known to be stale.
+    child.sendline("2")
+    child.expect_exact("that button was on an older state of INC-1")
     child.sendline("exit")
     child.expect(pexpect.EOF)
     child.close()

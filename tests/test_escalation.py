@@ -387,3 +387,34 @@ def test_a_note_goes_on_the_timeline_without_changing_the_state(
     (note,) = [e for e in store.incident_events(incident.id) if e.kind == Step.NOTE]
     assert note.detail == "alert staging/latency resolved"
     assert any(t.key == f"INC-{incident.id}/e{note.id}" for t in store.pending_timers(SYNC_TIMER))
+
+
+def test_posting_about_an_incident_is_one_bots_at_a_time_until_its_lease_runs_out(
+    desk: Escalations, store: Store, clock: ManualClock
+) -> None:
+    incident = open_one(desk)
+    lease = timedelta(minutes=2)
+    assert store.lease_incident_sync(incident.id, "bot-a", clock(), lease)
+    assert store.lease_incident_sync(incident.id, "bot-a", clock(), lease)  # its own again
+    assert not store.lease_incident_sync(incident.id, "bot-b", clock(), lease)
+    clock.advance(minutes=2, seconds=1)  # bot-a died holding it
+    assert store.lease_incident_sync(incident.id, "bot-b", clock(), lease)
+    store.release_incident_sync(incident.id, "bot-a")  # not its lease any more: no effect
+    assert not store.lease_incident_sync(incident.id, "bot-a", clock(), lease)
+    store.release_incident_sync(incident.id, "bot-b")
+    assert store.lease_incident_sync(incident.id, "bot-a", clock(), lease)
+
+
+def test_a_message_is_recorded_once_and_its_shown_state_only_moves_forward(
+    desk: Escalations, store: Store
+) -> None:
+    incident = open_one(desk)
+    page = {"role": "page", "step": 1, "target": "U0ONCALL", "channel": "D0ONCALL"}
+    assert store.record_incident_message(incident.id, **page, ts="1.1", shown_seq=1)
+    assert not store.record_incident_message(incident.id, **page, ts="1.2", shown_seq=1)
+    (message,) = store.incident_messages(incident.id)
+    assert (message.ts, message.shown_seq, message.error) == ("1.1", 1, None)
+    store.mark_incident_message_shown(message.id, 4)
+    store.mark_incident_message_shown(message.id, 3)
+    (message,) = store.incident_messages(incident.id)
+    assert message.shown_seq == 4

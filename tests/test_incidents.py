@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -340,5 +341,23 @@ def test_status_lists_open_incidents_with_level_age_and_acknowledger(
         assert "*INC-1* · SEV 2 · api 5xx spike — paging level 2 of 4" in text
         assert "open 12 min" in text
         assert "*INC-2* · SEV 2 · disk full on prod-2 — acknowledged by <@U0LEAD>" in text
+
+    scenario(tmp_path, slack, body)
+
+
+def test_while_another_bot_posts_about_an_incident_this_one_waits_its_turn(
+    tmp_path: Path, slack: SlackFake
+) -> None:
+    async def body(w: World) -> None:
+        incident, _ = await w.incidents.open_incident("api 5xx spike", 1, "alert")
+        # Another replica took the incident's posting lease and died.
+        w.store.lease_incident_sync(incident.id, "other-bot", w.clock(), timedelta(minutes=2))
+        await w.settle()
+        assert w.slack.calls_to("chat.postMessage") == []
+        await w.later(seconds=30)
+        assert w.slack.calls_to("chat.postMessage") == []  # still its lease
+        await w.later(minutes=2)
+        assert "INC-1 · SEV 1 · Triggered" in shown(w.card())
+        assert len(w.dms(ONCALL)) == 1
 
     scenario(tmp_path, slack, body)

@@ -19,8 +19,11 @@ deadline, and a "sync" that posts what the step needs in Slack) — conditional 
 was decided on. A stale button press, a press delivered twice, a deadline timer fired again
 after a crash: each finds the seq moved on and changes nothing.
 
-Nothing here knows Slack. A procedure that needs someone paged (a failed rollback) calls
-`Escalations.open`, or reports it to the layer above, which calls the same function.
+Nothing here knows Slack. Incidents are opened through bot/slack/incidents.py
+`Incidents.open_incident`, which adds what the chat needs (the channel, the plan from the
+config). A procedure that needs someone paged — a rollback that failed — does not call it
+itself: it reports that in what it yields or returns, and the Slack layer that runs it calls
+`open_incident`, exactly as /escalate does.
 """
 
 from __future__ import annotations
@@ -444,7 +447,7 @@ class Escalations:
         return await asyncio.to_thread(self.store.incident, incident_id)
 
     async def unresolved(self) -> list[Incident]:
-        return await asyncio.to_thread(self.store.unresolved_incidents)
+        return await asyncio.to_thread(self.store.unresolved_incidents, 1000)
 
     async def timeline(self, incident_id: int) -> list[IncidentEvent]:
         return await asyncio.to_thread(self.store.incident_events, incident_id)

@@ -36,6 +36,7 @@ from bot.slack.blocks import (
     Block,
     button,
     context,
+    cut,
     escape,
     header,
     message,
@@ -52,6 +53,7 @@ SNOOZE = "incident_snooze"
 
 _BLOCK_ID = re.compile(r"incident:INC-([1-9][0-9]{0,9}):([1-9][0-9]{0,9})")
 MAX_STATUS_LINES = 100
+FIELD_TEXT_MAX = 2000  # Block Kit: each field of a section
 
 STATUS_EMOJI = {
     Status.TRIGGERED: ":rotating_light:",
@@ -207,9 +209,8 @@ def incident_card(incident: Incident) -> Message:
         to_resolve = time_to_resolve(incident)
         facts.append(f"*Time to acknowledge*\n{span(to_ack) if to_ack else 'never acknowledged'}")
         facts.append(f"*Time to resolve*\n{span(to_resolve) if to_resolve else '–'}")
-    blocks.append(
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": fact} for fact in facts]}
-    )
+    fields = [{"type": "mrkdwn", "text": cut(fact, FIELD_TEXT_MAX)} for fact in facts]
+    blocks.append({"type": "section", "fields": fields})
     blocks.append(section("\n".join(plan_lines(incident, plan))))
     buttons = _card_buttons(incident, status)
     if buttons:

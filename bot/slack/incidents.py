@@ -35,8 +35,12 @@ from bot.config import Config
 from bot.runbook.escalation import (
     DEFAULT_SEVERITY,
     Action,
+    Changed,
     Escalations,
+    NotAllowed,
     Plan,
+    Refused,
+    Stale,
     Status,
     Step,
     incident_name,
@@ -207,11 +211,11 @@ class Incidents:
         name = incident_name(incident_id)
         if result is None:
             return PressReply(answer, f"{name}: no such incident")
-        outcome = type(result).__name__.lower()
+        outcome = {Changed: "done", Stale: "stale", Refused: "refused", NotAllowed: "denied"}
         return PressReply(
             answer,
-            f"{name} {action.value}: {outcome} (now {result.incident.status})",
-            denied=outcome == "notallowed",
+            f"{name} {action.value}: {outcome[type(result)]} (now {result.incident.status})",
+            denied=isinstance(result, NotAllowed),
         )
 
     async def status(self) -> Message:
