@@ -246,13 +246,25 @@ class BotProcess:
         response, seconds = self.post_signed(body, signed_headers(secret, body, timestamp))
         return Sent(response, seconds, channel)
 
-    def press(self, action_id: str, value: str, *, channel: str, message_ts: str) -> Sent:
+    def press(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        channel: str,
+        message_ts: str,
+        user_id: str = "U0USER",
+        block_id: str = "b1",
+    ) -> Sent:
+        """Click a button exactly as Slack delivers it (block_id: the button's actions block)."""
         body = block_actions_body(
             action_id,
             value,
+            user_id=user_id,
             channel_id=channel,
             message_ts=message_ts,
             response_url=self.slack.response_url(),
+            block_id=block_id,
         )
         response, seconds = self.post_signed(body, signed_headers(SIGNING_SECRET, body))
         return Sent(response, seconds, channel)
@@ -271,26 +283,36 @@ def slack() -> Iterator[SlackFake]:
         yield fake
 
 
+def start_slack_bot(
+    workdir: Path, slack: SlackFake, config: Path, database_url: str | None = None
+) -> BotProcess:
+    """The real bot in HTTP mode with this config, talking to the Slack fake.
+
+    Its store is a SQLite file in workdir unless database_url names another (a restarted
+    bot gets the same database_url and a fresh workdir for its log).
+    """
+    database_url = database_url or f"sqlite:///{workdir / 'bot.db'}"
+    process, url, log = start_bot(
+        workdir,
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.api_url,
+        EVENTMESH_CONFIG=str(config),
+        EVENTMESH_DATABASE_URL=database_url,
+    )
+    return BotProcess(url, process, log, database_url, slack)
+
+
 @pytest.fixture(scope="session")
 def running_bot(
     tmp_path_factory: pytest.TempPathFactory, slack: SlackFake, bot_config: Path
 ) -> Iterator[BotProcess]:
     """The real bot, in HTTP mode on uvicorn, talking to the Slack fake."""
-    tmp = tmp_path_factory.mktemp("bot")
-    database_url = f"sqlite:///{tmp / 'bot.db'}"
-    process, url, log = start_bot(
-        tmp,
-        SLACK_BOT_TOKEN=BOT_TOKEN,
-        SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        SLACK_API_URL=slack.api_url,
-        EVENTMESH_CONFIG=str(bot_config),
-        EVENTMESH_DATABASE_URL=database_url,
-    )
-    bot = BotProcess(url, process, log, database_url, slack)
+    bot = start_slack_bot(tmp_path_factory.mktemp("bot"), slack, bot_config)
     yield bot
     bot.http.close()
-    code = stop_process(process)
-    assert code == 0, f"the bot exited with {code} on SIGTERM:\n{log.read_text()}"
+    code = stop_process(bot.process)
+    assert code == 0, f"the bot exited with {code} on SIGTERM:\n{bot.log.read_text()}"
 
 
 @pytest.fixture

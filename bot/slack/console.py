@@ -36,6 +36,14 @@ EMOJI = {
     "x": "❌",
     "white_check_mark": "✅",
     "rotating_light": "🚨",
+    "eyes": "👀",
+    "arrow_double_up": "⏫",
+    "repeat": "🔁",
+    "alarm_clock": "⏰",
+    "zzz": "💤",
+    "leftwards_arrow_with_hook": "↩️",
+    "memo": "📝",
+    "information_source": "ℹ️",
 }
 
 
@@ -44,6 +52,7 @@ class Button:
     action_id: str
     value: str
     ref: MessageRef | None
+    block_id: str | None = None
 
 
 class TextRenderer:
@@ -58,6 +67,9 @@ class TextRenderer:
     def mrkdwn(self, text: str) -> str:
         text = re.sub(r":([a-z0-9_+-]+):", lambda m: EMOJI.get(m.group(1), m.group(0)), text)
         text = re.sub(r"<@([A-Z0-9]+)>", r"@\1", text)
+        text = re.sub(
+            r"<#([A-Z0-9]+)(?:\|([^>]*))?>", lambda m: f"#{m.group(2) or m.group(1)}", text
+        )
         text = re.sub(r"<(https?://[^|>]+)\|([^>]+)>", r"\2 (\1)", text)
         text = re.sub(r"\*([^*\n]+)\*", lambda m: self._style(m.group(1), "1"), text)
         return html.unescape(text)
@@ -68,7 +80,7 @@ class TextRenderer:
         raw = str(obj.get("text", ""))
         return self.mrkdwn(raw) if obj.get("type") == "mrkdwn" else raw
 
-    def render(self, message: Message, press: Callable[[dict[str, Any]], int]) -> str:
+    def render(self, message: Message, press: Callable[[dict[str, Any], str | None], int]) -> str:
         if not message.blocks:
             return self.mrkdwn(message.text)
         lines: list[str] = []
@@ -79,7 +91,9 @@ class TextRenderer:
             elif kind == "section":
                 if block.get("text"):
                     lines.append(self._text(block["text"]))
-                lines.extend(f"  {self._text(f)}" for f in block.get("fields", []))
+                lines.extend(
+                    "  " + self._text(f).replace("\n", "\n    ") for f in block.get("fields", [])
+                )
             elif kind == "context":
                 joined = "  ".join(self._text(e) for e in block.get("elements", []))
                 lines.append(self._style(joined, "2"))
@@ -88,7 +102,7 @@ class TextRenderer:
             elif kind == "actions":
                 lines.append(
                     "   ".join(
-                        f"[{press(e)}] {self._text(e.get('text'))}"
+                        f"[{press(e, block.get('block_id'))}] {self._text(e.get('text'))}"
                         for e in block.get("elements", [])
                         if e.get("type") == "button"
                     )
@@ -103,19 +117,22 @@ class ConsoleChat:
         self.out = out
         self.renderer = TextRenderer(out.isatty() if color is None else color)
         self.buttons: dict[int, Button] = {}
-        self._numbers: dict[Button, int] = {}
+        self._numbers: dict[tuple[MessageRef | None, str, str], int] = {}
         self.prompting = False
         self._next_ts = 0
 
     def _print(self, message: Message, ref: MessageRef | None, note: str = "") -> None:
-        def press(element: dict[str, Any]) -> int:
+        def press(element: dict[str, Any], block_id: str | None) -> int:
             # A button keeps its number for as long as it exists: the same message (updated in
             # place), action and value is the same button, and a person re-types what they saw.
-            button = Button(element["action_id"], element.get("value", ""), ref)
-            number = self._numbers.get(button)
+            # Its block_id (the state it was drawn in) is the latest one shown.
+            identity = (ref, element["action_id"], element.get("value", ""))
+            number = self._numbers.get(identity)
             if number is None:
-                number = self._numbers[button] = len(self.buttons) + 1
-                self.buttons[number] = button
+                number = self._numbers[identity] = len(self.buttons) + 1
+            self.buttons[number] = Button(
+                element["action_id"], element.get("value", ""), ref, block_id
+            )
             return number
 
         body = self.renderer.render(message, press)
@@ -242,6 +259,7 @@ class Console:
             channel_id=button.ref.channel if button.ref else self.channel_id,
             message_ts=button.ref.ts if button.ref else None,
             response_url="console://ephemeral",
+            block_id=button.block_id,
         )
         await self.dispatcher.handle_action(request, self._ack)
 
