@@ -167,9 +167,6 @@ def start_sshd(directory: Path) -> Sshd:
                 "PrintMotd no",
                 "Subsystem sftp internal-sftp",
                 "LogLevel VERBOSE",
-                # Fewer unauthenticated connections than sshd's default 10, so that a client
-                # opening more than ssh.MAX_OPENING (5) at once is refused here, visibly.
-                "MaxStartups 8",
                 "",
             ]
         )
