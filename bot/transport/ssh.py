@@ -113,7 +113,8 @@ class SshTransport:
         self._executor = ThreadPoolExecutor(
             max_workers=THREADS_PER_HOST, thread_name_prefix=f"ssh {host}"
         )
-        self._lock = threading.Lock()  # one connection per host, opened once
+        self._opening = threading.Lock()  # held while connecting: one connection per host
+        self._state = threading.Lock()  # guards _client and _closed; never held during I/O
         self._client: paramiko.Transport | None = None
         self._closed = False
 
@@ -150,12 +151,25 @@ class SshTransport:
         return await self._in_thread(job, self._upload, job, Path(local_path), remote_path)
 
     async def close(self) -> None:
-        self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            # Transport.close() joins paramiko's reader thread: not on the event loop.
-            await asyncio.get_running_loop().run_in_executor(self._executor, client.close)
+        with self._state:
+            self._closed = True
+            client, self._client = self._client, None
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if client is not None:
+            # Closing joins paramiko's reader thread (it ends as soon as its socket closes):
+            # brief, but not for the event loop, nor queued behind this host's busy threads or
+            # asyncio's default executor (the store's): a thread of its own.
+            loop = asyncio.get_running_loop()
+            closed: asyncio.Future[None] = loop.create_future()
+
+            def close_client() -> None:
+                try:
+                    client.close()
+                finally:
+                    loop.call_soon_threadsafe(_set_done, closed)
+
+            threading.Thread(target=close_client, name=f"ssh close {self.host}").start()
+            await closed
 
     # --- threads --------------------------------------------------------------------------
 
@@ -173,12 +187,21 @@ class SshTransport:
             raise
 
     def _connection(self) -> paramiko.Transport:
-        with self._lock:
-            if self._closed:
+        with self._opening:
+            with self._state:
+                if self._closed:
+                    raise TransportError(self.target, "this connection is closed")
+                if self._client is not None and self._client.is_active():
+                    return self._client
+            client = self._open()
+            with self._state:
+                closed_meanwhile = self._closed
+                if not closed_meanwhile:
+                    self._client = client
+            if closed_meanwhile:
+                client.close()
                 raise TransportError(self.target, "this connection is closed")
-            if self._client is None or not self._client.is_active():
-                self._client = self._open()
-            return self._client
+            return client
 
     def _open(self) -> paramiko.Transport:
         key = self._client_key()
@@ -440,21 +463,18 @@ class SshTransport:
         self, receiver: _Session, local: Path, size: int, remote: str
     ) -> tuple[str, bool]:
         """(sha256, skipped): the client's side of the receiver's script."""
+        # Hashed on another thread from the start (hashlib releases the GIL): ready by the time
+        # the host has hashed its copy, or computed while the file travels.
+        local_digest = _hashing.submit(sha256_file, local)
         have = receiver.read_line()
         if have is None or not have.startswith("have "):
             receiver.finish()
             problem = _one_line(receiver.stderr.text()) or "no answer"
             raise TransportError(self.target, f"cannot prepare {remote}: {problem}")
-        if have != "have -":
-            digest = sha256_file(local)
-            if have == f"have {digest}":
-                receiver.feed(b"skip\n")
-                receiver.finish()
-                return digest, True
-            local_digest = _done(digest)
-        else:
-            # Hashed beside the transfer, on another thread (hashlib releases the GIL).
-            local_digest = _hashing.submit(sha256_file, local)
+        if have != "have -" and have == f"have {self._digest(local_digest, local)}":
+            receiver.feed(b"skip\n")
+            receiver.finish()
+            return self._digest(local_digest, local), True
         receiver.feed(b"send\n")
         try:
             with local.open("rb") as file:
@@ -463,7 +483,7 @@ class SshTransport:
         except OSError as exc:
             raise TransportError(self.target, f"cannot read {local}: {exc.strerror}") from None
         status = receiver.finish()
-        digest = local_digest.result()
+        digest = self._digest(local_digest, local)
         got = receiver.stdout.text().splitlines()[-1:]
         if status != 0 or got != [f"got {digest} {size}"]:
             seen = _one_line(receiver.stderr.text()) or _one_line(" ".join(got)) or "no answer"
@@ -473,6 +493,12 @@ class SshTransport:
                 f"sha256 {digest} and {size} bytes; the host says: {seen}); nothing was replaced",
             )
         return digest, False
+
+    def _digest(self, future: Future[str], local: Path) -> str:
+        try:
+            return future.result()
+        except OSError as exc:
+            raise TransportError(self.target, f"cannot read {local}: {exc.strerror}") from None
 
 
 # The receiver: what the destination holds (when its size matches), then the file itself.
@@ -638,10 +664,9 @@ _SEND_WAIT_S = 0.05  # how long one send waits for the host's window before outp
 _LINE_LIMIT = 64 * 1024  # stdout kept for read_line (only the upload reads lines)
 
 
-def _done(value: str) -> Future[str]:
-    future: Future[str] = Future()
-    future.set_result(value)
-    return future
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _Job:
