@@ -114,6 +114,12 @@ def test_stdin_larger_than_the_window_echoed_back_does_not_deadlock(sshd: Sshd) 
     assert result.stdout.endswith(data[-1000:].decode())
 
 
+def test_a_command_that_does_not_read_its_stdin_still_gives_its_result(sshd: Sshd) -> None:
+    data = os.urandom(8 * 1024 * 1024)  # more than the channel's window
+    result = with_transport(sshd, lambda t: t.run(Shell("echo ignored; exit 4"), stdin=data))
+    assert (result.exit_status, result.stdout) == (4, "ignored\n")
+
+
 def test_the_remote_command_runs_under_timeout_with_a_kill_after() -> None:
     line = remote_command(Shell("make && make install"), "/srv/app dir", 900)
     assert line == (

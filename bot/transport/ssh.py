@@ -559,17 +559,21 @@ class _Session:
         self.channel.close()
 
     def feed(self, data: bytes) -> None:
+        """Send to the command's stdin; what a command that has ended did not read is dropped."""
         view = memoryview(data)
         try:
             while view:
                 self._drain()
                 if self.channel.closed or self.channel.exit_status_ready():
-                    raise self.lost(EOFError("the command stopped reading its input"))
+                    return  # finish() tells how it ended
                 self._check_deadline()
                 try:
-                    view = view[self.channel.send(view[:CHUNK]) :]
+                    sent = self.channel.send(view[:CHUNK])
                 except TimeoutError:
                     continue  # the window stayed shut for a moment: drain output, try again
+                if sent == 0:
+                    return  # the channel is closing
+                view = view[sent:]
         except (paramiko.SSHException, OSError) as exc:
             raise self.lost(exc) from None
 
