@@ -58,6 +58,9 @@ from bot.transport.known_hosts import PinnedKeys, entry_name, pinned_keys
 from bot.transport.output import OutputTail
 
 log = logging.getLogger(__name__)
+# paramiko logs each failed connection as a multi-line traceback at ERROR from its own thread;
+# every failure here becomes one TransportError line that names the host and the fix instead.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 T = TypeVar("T")
 
@@ -290,9 +293,10 @@ class SshTransport:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ConnectFailed(self.target, self._handshake_problem(exc)) from None
         if not client.initial_kex_done:
+            if not client.remote_version:
+                raise ConnectFailed(self.target, self._handshake_problem(EOFError("no banner")))
             raise ConnectFailed(
-                self.target,
-                f"SSH handshake did not finish within {self._connect_timeout:g}s",
+                self.target, f"SSH handshake did not finish within {self._connect_timeout:g}s"
             )
         self._check_host_key(client.get_remote_server_key(), pinned)
 
