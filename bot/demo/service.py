@@ -61,6 +61,9 @@ class Faults:
 
     version: str
     latency_ms: int = 0
+    # Per-path latency, instead of latency_ms for the paths it names: a service whose healthz is
+    # slower than its API, as real ones are. A new map replaces the previous one.
+    path_latency_ms: dict[str, int] = field(default_factory=dict)
     error_rate: float = 0.0
     healthz_status: int | None = None
     components: dict[str, ComponentState] = field(
@@ -91,6 +94,9 @@ class Faults:
             raise FaultError("invalid faults: " + "; ".join(problems))
         return replace(self, **updates)
 
+    def latency_s(self, path: str) -> float:
+        return self.path_latency_ms.get(path, self.latency_ms) / 1000
+
     def overall_status(self) -> str:
         """healthy / degraded / unhealthy from the components, as the runbook classifies."""
         down = [name for name, state in self.components.items() if state == "down"]
@@ -106,6 +112,16 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 def _check_latency(value: object) -> str | None:
     return None if _is_int(value) and value >= 0 else "must be an integer >= 0"
+
+
+def _check_path_latency(value: object) -> str | None:
+    if not isinstance(value, dict):
+        return 'must be an object {"/path": milliseconds}'
+    bad_paths = sorted(str(p) for p in value if not (isinstance(p, str) and p.startswith("/")))
+    if bad_paths:
+        return f"has {bad_paths}: paths start with '/'"
+    bad = sorted(p for p, ms in value.items() if _check_latency(ms))
+    return f"{bad} must be integers >= 0" if bad else None
 
 
 def _check_error_rate(value: object) -> str | None:
@@ -138,6 +154,7 @@ def _check_bool(value: object) -> str | None:
 
 _CHECKS: dict[str, Callable[[object], str | None]] = {
     "latency_ms": _check_latency,
+    "path_latency_ms": _check_path_latency,
     "error_rate": _check_error_rate,
     "healthz_status": _check_healthz_status,
     "version": _check_version,
@@ -245,8 +262,9 @@ class _FaultInjection:
             await send(message)
 
         try:
-            if state.faults.latency_ms:
-                await asyncio.sleep(state.faults.latency_ms / 1000)
+            latency_s = state.faults.latency_s(path)
+            if latency_s:
+                await asyncio.sleep(latency_s)
             if state.inject_error():
                 injected = JSONResponse({"error": "injected"}, status_code=500)
                 await injected(scope, receive, record_status)
