@@ -15,13 +15,13 @@ from collections.abc import Awaitable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-import httpx
 from starlette.types import ASGIApp
 
 from bot import __version__
 from bot.config import Config
 from bot.demo.service import create_demo_app
 from bot.runbook.health import HealthChecker
+from bot.runbook.probe import Prober
 from bot.settings import Mode, Settings
 from bot.slack.bolt_app import create_bolt_app, socket_mode_handler, verify_tokens
 from bot.slack.chat import Chat
@@ -89,13 +89,14 @@ async def run_bot(
     async with AsyncExitStack() as cleanup:
         # Unwound in reverse: servers stop taking requests, then running work gets its grace.
         cleanup.callback(store.close)
-        http = await cleanup.enter_async_context(httpx.AsyncClient(follow_redirects=False))
+        # Health probes run on their own thread and loop: a fan-out never delays an ack here.
+        prober = cleanup.enter_context(Prober())
         workers.start()
         cleanup.push_async_callback(workers.stop)
         cleanup.push_async_callback(_stop_servers, servers)
 
         def dispatcher_for(config: Config, chat: Chat) -> Dispatcher:
-            checker = HealthChecker(http, config.thresholds, store, telemetry)
+            checker = HealthChecker(prober, config.thresholds, store, telemetry)
             services = Services(config, store, chat, checker, telemetry, workers)
             return Dispatcher(services, commands, actions)
 

@@ -8,7 +8,7 @@ the event loop run them with `asyncio.to_thread` so a slow disk never delays an 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,6 +90,33 @@ class HealthCheckRecord(Base):
     version: Mapped[str | None] = mapped_column(String(128), nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class HealthStreakRecord(Base):
+    """Each environment's latest result and how many checks in a row had it.
+
+    Kept beside the history so that a cycle over hundreds of environments reads one row per
+    environment, not each one's history.
+    """
+
+    __tablename__ = "health_streaks"
+
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    health: Mapped[str] = mapped_column(String(16))
+    streak: Mapped[int] = mapped_column(Integer)
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """One check's result as the store keeps it."""
+
+    environment: str
+    health: str
+    status_code: int | None
+    latency_ms: float | None
+    version: str | None
+    reason: str
+    checked_at: datetime
 
 
 @dataclass(frozen=True)
@@ -197,6 +224,55 @@ class Store:
     # --- health checks -----------------------------------------------------------------------
 
     @_guarded
+    def record_health_checks(self, checks: Sequence[HealthCheck]) -> list[int]:
+        """Keep a batch of checks in one transaction; returns each one's streak.
+
+        The streak is how many checks in a row, this one included, the environment had this
+        result. Checks of one environment within the batch count in the order given.
+        """
+        if not checks:
+            return []
+        names = {check.environment for check in checks}
+        with self._session() as session, session.begin():
+            streaks = {
+                row.environment: row
+                for row in session.scalars(
+                    select(HealthStreakRecord)
+                    .where(HealthStreakRecord.environment.in_(names))
+                    .with_for_update()
+                )
+            }
+            counted: list[int] = []
+            for check in checks:
+                row = streaks.get(check.environment)
+                if row is None:
+                    # First check since the streaks table came: count from the history once.
+                    health, streak = self._latest_streak(session, check.environment)
+                    row = HealthStreakRecord(
+                        environment=check.environment, health=health or check.health, streak=streak
+                    )
+                    session.add(row)
+                    streaks[check.environment] = row
+                if row.health == check.health:
+                    row.streak += 1
+                else:
+                    row.health, row.streak = check.health, 1
+                counted.append(row.streak)
+            session.add_all(
+                HealthCheckRecord(
+                    environment=check.environment,
+                    health=check.health,
+                    status_code=check.status_code,
+                    latency_ms=check.latency_ms,
+                    version=check.version,
+                    reason=check.reason[:MAX_AUDIT_TEXT],
+                    checked_at=check.checked_at,
+                )
+                for check in checks
+            )
+        return counted
+
+    @_guarded
     def record_health_check(
         self,
         *,
@@ -207,36 +283,43 @@ class Store:
         version: str | None,
         reason: str,
         checked_at: datetime,
-    ) -> None:
-        with self._session() as session, session.begin():
-            session.add(
-                HealthCheckRecord(
-                    environment=environment,
-                    health=health,
-                    status_code=status_code,
-                    latency_ms=latency_ms,
-                    version=version,
-                    reason=reason[:MAX_AUDIT_TEXT],
-                    checked_at=checked_at,
-                )
-            )
+    ) -> int:
+        check = HealthCheck(
+            environment, health, status_code, latency_ms, version, reason, checked_at
+        )
+        return self.record_health_checks([check])[0]
 
     @_guarded
-    def consecutive_results(self, environment: str, health: str, limit: int = 1000) -> int:
+    def consecutive_results(self, environment: str, health: str) -> int:
         """How many of the environment's latest checks in a row had this result."""
         with self._session() as session:
-            recent = session.scalars(
-                select(HealthCheckRecord.health)
-                .where(HealthCheckRecord.environment == environment)
-                .order_by(HealthCheckRecord.id.desc())
-                .limit(limit)
-            ).all()
-        count = 0
+            row = session.get(HealthStreakRecord, environment)
+            latest, streak = (
+                (row.health, row.streak)
+                if row is not None
+                else self._latest_streak(session, environment)
+            )
+        return streak if latest == health else 0
+
+    @staticmethod
+    def _latest_streak(
+        session: Session, environment: str, limit: int = 1000
+    ) -> tuple[str | None, int]:
+        """The latest result in the history and how many checks in a row had it (capped)."""
+        recent = session.scalars(
+            select(HealthCheckRecord.health)
+            .where(HealthCheckRecord.environment == environment)
+            .order_by(HealthCheckRecord.id.desc())
+            .limit(limit)
+        ).all()
+        if not recent:
+            return None, 0
+        streak = 0
         for value in recent:
-            if value != health:
+            if value != recent[0]:
                 break
-            count += 1
-        return count
+            streak += 1
+        return recent[0], streak
 
     @_guarded
     def health_check_count(self, environment: str | None = None) -> int:

@@ -8,12 +8,12 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.config import Environment, Thresholds
-from bot.runbook.health import Health, HealthChecker, HealthResult, Probe, classify, probe
+from bot.runbook.health import Health, HealthChecker, HealthResult, classify
+from bot.runbook.probe import Probe, Prober
 from bot.slack import blocks
 from bot.store import Base, Store
 from bot.telemetry import Telemetry
@@ -141,11 +141,8 @@ def test_a_host_that_never_answers_costs_the_timeout_not_a_tcp_timeout() -> None
         silent.listen(8)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/healthz"
 
-        async def run() -> Probe:
-            async with httpx.AsyncClient() as http:
-                return await probe(http, url, timeout_s=0.3)
-
-        result = asyncio.run(run())
+        with Prober() as prober:
+            result = prober.submit(prober.get(url, timeout_s=0.3)).result()
     assert result.error == "no answer within 300 ms"
     assert result.status_code is None
 
@@ -155,11 +152,8 @@ def test_connection_refused_is_named() -> None:
         closed.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{closed.getsockname()[1]}/healthz"
 
-    async def run() -> Probe:
-        async with httpx.AsyncClient() as http:
-            return await probe(http, url, timeout_s=2)
-
-    assert asyncio.run(run()).error == "connection refused"
+    with Prober() as prober:
+        assert prober.submit(prober.get(url, timeout_s=2)).result().error == "connection refused"
 
 
 def result(name: str, health: Health, reasons: tuple[str, ...] = ()) -> HealthResult:
@@ -212,11 +206,8 @@ def test_a_check_still_answers_when_the_store_is_down(tmp_path: Path) -> None:
             transport="local",
         )
 
-    async def run() -> HealthResult:
-        async with httpx.AsyncClient() as http:
-            return await HealthChecker(http, THRESHOLDS, store, Telemetry()).check(env)
-
-    result = asyncio.run(run())
+    with Prober() as prober:
+        result = asyncio.run(HealthChecker(prober, THRESHOLDS, store, Telemetry()).check(env))
     assert result.health is Health.UNHEALTHY
     assert result.reasons == ("healthz: connection refused",)
     assert result.streak == 1
