@@ -7,6 +7,7 @@ and SIGTERM stop the front door first, then let running work finish briefly.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -77,6 +78,10 @@ async def run_bot(
     commands: Sequence[CommandSpec],
     actions: Sequence[ActionSpec],
 ) -> int:
+    # What is loaded by now (modules, the config) lives as long as the process. Out of the
+    # collector's sight, a full collection takes a few ms instead of 40-100 ms that every ack
+    # and every probe in flight would wait (measured during 200-environment checks).
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

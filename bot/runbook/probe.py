@@ -150,17 +150,33 @@ class Prober:
                     async with self._session.get(
                         url, allow_redirects=False, trace_request_ctx=timing
                     ) as response:
-                        body = await response.content.read(MAX_BODY_BYTES)
                         status = response.status
+                        body = await _read_body(response)
                         charset = response.get_encoding() if body else "utf-8"
             except TimeoutError:
                 return Probe(url, error=f"no answer within {timeout_s * 1000:.0f} ms")
             except aiohttp.ClientConnectorError as exc:
                 return Probe(url, error=connect_error(exc))
+            except _BodyTooLarge:
+                return Probe(url, error=f"answered with more than {MAX_BODY_BYTES:,} bytes")
             except (aiohttp.ClientError, OSError, ValueError) as exc:
                 return Probe(url, error=f"request failed: {type(exc).__name__}")
         text = body.decode(charset, errors="replace")
         return Probe(url, status_code=status, latency_ms=timing.latency_ms, body=text)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, up to MAX_BODY_BYTES. Read to the end, the connection can be reused."""
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _BodyTooLarge
+    return bytes(body)
 
 
 def connect_error(exc: aiohttp.ClientConnectorError) -> str:
