@@ -23,6 +23,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     select,
     update,
 )
@@ -258,17 +259,21 @@ class Store:
                 else:
                     row.health, row.streak = check.health, 1
                 counted.append(row.streak)
-            session.add_all(
-                HealthCheckRecord(
-                    environment=check.environment,
-                    health=check.health,
-                    status_code=check.status_code,
-                    latency_ms=check.latency_ms,
-                    version=check.version,
-                    reason=check.reason[:MAX_AUDIT_TEXT],
-                    checked_at=check.checked_at,
-                )
-                for check in checks
+            # One executemany, not an ORM object per row: a batch is hundreds of rows.
+            session.execute(
+                insert(HealthCheckRecord),
+                [
+                    {
+                        "environment": check.environment,
+                        "health": check.health,
+                        "status_code": check.status_code,
+                        "latency_ms": check.latency_ms,
+                        "version": check.version,
+                        "reason": check.reason[:MAX_AUDIT_TEXT],
+                        "checked_at": check.checked_at,
+                    }
+                    for check in checks
+                ],
             )
         return counted
 
