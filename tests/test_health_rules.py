@@ -181,6 +181,31 @@ def test_report_fits_block_kit_for_many_environments() -> None:
     assert len(message.text) <= blocks.FALLBACK_TEXT_MAX
 
 
+def test_a_report_too_big_for_one_message_shows_the_worst_and_counts_the_rest() -> None:
+    results = {
+        f"env{i:03d}": (
+            result(f"env{i:03d}", Health.UNHEALTHY, ("x" * 900, "y" * 900))
+            if i % 2
+            else result(f"env{i:03d}", Health.HEALTHY)
+        )
+        for i in range(1, 201)
+    }
+    message = blocks.health_report(
+        results, scope="all", requested_by="U1", warning_ms=500, critical_ms=2000
+    )
+    assert block_kit_errors(message.blocks) == []
+    assert len(message.blocks) <= blocks.MAX_BLOCKS
+    assert message.blocks[-1]["type"] == "actions"  # Check again survives the cut
+    shown = "\n".join(b["text"]["text"] for b in message.blocks if b["type"] == "section")
+    # The worst first: more Unhealthy than fit, so no Healthy one is listed.
+    assert "Unhealthy" in shown and "— Healthy" not in shown
+    cut_line = message.blocks[-3]["text"]["text"]
+    assert cut_line.startswith("… and ") and "100 Healthy" in cut_line
+    listed = shown.count("*env")
+    assert listed + int(cut_line.split()[2]) == 200
+    assert message.text == "Health of all environments: 100 Healthy, 100 Unhealthy"
+
+
 def test_report_shows_pending_environments_and_no_button_until_done() -> None:
     message = blocks.health_report(
         {"staging": result("staging", Health.HEALTHY), "dev": None},

@@ -251,9 +251,7 @@ class HealthChecker:
 
     # --- on the probe loop --------------------------------------------------------------------
 
-    async def _cycle(
-        self, envs: list[Environment], on_batch: OnBatch | None
-    ) -> list[HealthResult]:
+    async def _cycle(self, envs: list[Environment], on_batch: OnBatch | None) -> list[HealthResult]:
         recorder = _Recorder(self._record, on_batch)
         try:
             async with asyncio.TaskGroup() as group:

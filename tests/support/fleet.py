@@ -43,13 +43,15 @@ def env_names(count: int = FLEET_SIZE) -> list[str]:
     return [f"env{i:03d}" for i in range(1, count + 1)]
 
 
-def start_services(tmp: Path, count: int = SERVICES) -> list[DemoService]:
+def start_services(
+    tmp: Path, count: int = SERVICES, healthz_ms: int = HEALTHZ_MS, other_ms: int = OTHER_MS
+) -> list[DemoService]:
     services = []
     try:
         for i in range(count):
             service = start_demo(tmp, f"fleet-{i}")
             services.append(service)
-            service.set_faults(latency_ms=OTHER_MS, path_latency_ms={"/healthz": HEALTHZ_MS})
+            service.set_faults(latency_ms=other_ms, path_latency_ms={"/healthz": healthz_ms})
     except BaseException:
         for service in services:
             stop_process(service.process)
