@@ -64,6 +64,7 @@ REPORT_TIMEOUT_S = 60.0
 @dataclass(frozen=True)
 class Cycle:
     scope: str
+    ack_s: float  # the command's own ack
     seconds: float  # from sending the command to the report's last update at the fake
     reported_ms: list[int]  # healthz latency per environment, as the report shows it
     text: str
@@ -81,6 +82,7 @@ def run_check(bot: BotProcess, scope: str) -> Cycle:
     found = latencies(report)
     return Cycle(
         scope,
+        sent.seconds,
         done - started,
         sorted(ms for _, ms in found.values() if ms is not None),
         report.get("text", ""),
@@ -264,6 +266,11 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     print(f"loop / `/health all` (median, cold and warm): {loop_total / best:.0f}×")
+    print(
+        "`/health all`'s own ack: max "
+        + fmt_ms(max(c.ack_s for c in cold + warm))
+        + f" over {len(cold + warm)} cycles"
+    )
     print(
         f"healthz latency the reports showed (all cycles, {len(all_reported)} values): "
         f"min {min(all_reported)} ms, median {statistics.median(all_reported):.0f} ms, "

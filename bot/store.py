@@ -8,6 +8,7 @@ the event loop run them with `asyncio.to_thread` so a slow disk never delays an 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -150,6 +151,7 @@ class Store:
         self.clock = clock
         self.engine = self._create_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._health_writes = threading.Lock()
         Base.metadata.create_all(self.engine)
 
     def _create_engine(self, url: str) -> Engine:
@@ -234,7 +236,9 @@ class Store:
         if not checks:
             return []
         names = {check.environment for check in checks}
-        with self._session() as session, session.begin():
+        # One batch at a time in this process: each reads the streaks it then updates, and
+        # SQLite refuses a write made on a stale read (other replicas: FOR UPDATE, below).
+        with self._health_writes, self._session() as session, session.begin():
             streaks = {
                 row.environment: row
                 for row in session.scalars(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -125,6 +126,19 @@ def test_a_batch_is_recorded_at_once_with_each_checks_streak(store: Store) -> No
     assert store.consecutive_results("dev", "Healthy") == 0
     assert store.health_check_count() == 5
     assert store.record_health_checks([]) == []
+
+
+def test_concurrent_batches_all_count(store: Store) -> None:
+    # Two checks running at once (a report and a scheduled run) both record their batches.
+    now = store.clock()
+
+    def record(_: int) -> list[int]:
+        return store.record_health_checks([check(f"env{i}", "Healthy", now) for i in range(20)])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(record, range(8)))
+    assert sorted(r[0] for r in results) == list(range(1, 9))
+    assert store.consecutive_results("env7", "Healthy") == 8
 
 
 def test_streaks_continue_from_a_history_recorded_before_streaks_were_kept(store: Store) -> None:

@@ -204,9 +204,6 @@ class HealthChecker:
         self.store = store
         self.telemetry = telemetry
         self.clock = clock
-        # Concurrent cycles (a report and a scheduled run) write one at a time: each batch
-        # reads and updates streaks, and SQLite refuses a write based on a stale read.
-        self._recording = asyncio.Lock()
 
     @property
     def timeout_s(self) -> float:
@@ -306,8 +303,7 @@ class HealthChecker:
         ]
         try:
             # The probe loop's own executor: the main loop's to_thread pool stays free.
-            async with self._recording:
-                streaks = await asyncio.to_thread(self.store.record_health_checks, checks)
+            streaks = await asyncio.to_thread(self.store.record_health_checks, checks)
         except StoreError as exc:
             # The checks themselves are what the engineer needs; the history can miss a batch.
             log.error(
