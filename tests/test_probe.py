@@ -43,10 +43,13 @@ def test_waiting_for_a_connection_slot_is_neither_latency_nor_timeout(demo: Demo
     assert max(r["started"] for r in requests) >= min(r["finished"] for r in requests)
 
 
-class _Huge(BaseHTTPRequestHandler):
+class _Odd(BaseHTTPRequestHandler):
+    """/huge: a body past the probe's limit; /plain: text/plain with no charset."""
+
     def do_GET(self) -> None:
-        body = b"x" * (MAX_BODY_BYTES + 10)
+        body = b"x" * (MAX_BODY_BYTES + 10) if self.path == "/huge" else "up 1 \u2713".encode()
         self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -55,17 +58,24 @@ class _Huge(BaseHTTPRequestHandler):
         """Quiet."""
 
 
-def test_a_body_past_the_limit_is_not_read_to_the_end(prober: Prober) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Huge)
+@pytest.fixture(scope="module")
+def odd_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Odd)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
-        probe = prober.submit(prober.get(url, timeout_s=2)).result()
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_body_past_the_limit_is_not_read_to_the_end(prober: Prober, odd_server: str) -> None:
+    probe = prober.submit(prober.get(f"{odd_server}/huge", timeout_s=2)).result()
     assert probe.error == "answered with more than 1,048,576 bytes"
+
+
+def test_a_body_without_a_charset_is_read_as_utf8(prober: Prober, odd_server: str) -> None:
+    probe = prober.submit(prober.get(f"{odd_server}/plain", timeout_s=2)).result()
+    assert (probe.status_code, probe.body) == (200, "up 1 \u2713")
 
 
 def test_a_loop_thread_runs_work_on_its_own_thread_and_cancels_it() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -233,7 +234,7 @@ class HealthChecker:
         arrivals: asyncio.Queue[list[HealthResult] | None] = asyncio.Queue()
 
         def hand_over(batch: list[HealthResult] | None) -> None:
-            if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody waits
                 loop.call_soon_threadsafe(arrivals.put_nowait, batch)
 
         cycle = self.start(envs, hand_over)

@@ -16,6 +16,7 @@ Why aiohttp and a thread of their own (measured, see README "Benchmarks"):
 from __future__ import annotations
 
 import asyncio
+import codecs
 import concurrent.futures
 import contextlib
 import json
@@ -152,7 +153,7 @@ class Prober:
                     ) as response:
                         status = response.status
                         body = await _read_body(response)
-                        charset = response.get_encoding() if body else "utf-8"
+                        encoding = _encoding(response.charset)
             except TimeoutError:
                 return Probe(url, error=f"no answer within {timeout_s * 1000:.0f} ms")
             except aiohttp.ClientConnectorError as exc:
@@ -161,8 +162,16 @@ class Prober:
                 return Probe(url, error=f"answered with more than {MAX_BODY_BYTES:,} bytes")
             except (aiohttp.ClientError, OSError, ValueError) as exc:
                 return Probe(url, error=f"request failed: {type(exc).__name__}")
-        text = body.decode(charset, errors="replace")
+        text = body.decode(encoding, errors="replace")
         return Probe(url, status_code=status, latency_ms=timing.latency_ms, body=text)
+
+
+def _encoding(charset: str | None) -> str:
+    """The body's declared charset if Python knows it, else UTF-8 (what JSON and Prometheus use)."""
+    if charset:
+        with contextlib.suppress(LookupError):
+            return codecs.lookup(charset).name
+    return "utf-8"
 
 
 class _BodyTooLarge(Exception):
