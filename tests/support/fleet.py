@@ -7,6 +7,7 @@ reports each one Healthy at about HEALTHZ_MS, however many are checked at once.
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import time
@@ -59,10 +60,28 @@ def start_services(
     return services
 
 
-def fleet_config(path: Path, services: Sequence[DemoService], size: int = FLEET_SIZE) -> Path:
-    """size environments, spread round-robin over the services."""
+def fleet_config(
+    path: Path,
+    services: Sequence[DemoService],
+    size: int = FLEET_SIZE,
+    api_warning_ms: int | None = None,
+) -> Path:
+    """size environments, spread round-robin over the services (env i on service i % n).
+
+    api_warning_ms overrides the runbook's 200 ms "API slow" threshold.
+    """
     names = env_names(size)
-    return write_config(path, {n: services[i % len(services)].url for i, n in enumerate(names)})
+    write_config(path, {n: services[i % len(services)].url for i, n in enumerate(names)})
+    if api_warning_ms is not None:
+        config = json.loads(path.read_text())
+        config["thresholds"] = {"api_response_ms": {"warning": api_warning_ms, "critical": 2000}}
+        path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def service_of(name: str, services: Sequence[DemoService]) -> DemoService:
+    """The service an environment of fleet_config points at."""
+    return services[(int(name.removeprefix("env")) - 1) % len(services)]
 
 
 def start_fleet_bot(workdir: Path, slack: SlackFake, config: Path) -> BotProcess:
