@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -275,7 +276,11 @@ def run(args: argparse.Namespace) -> int:
         f"healthz latency the reports showed (all cycles, {len(all_reported)} values): "
         f"min {min(all_reported)} ms, median {statistics.median(all_reported):.0f} ms, "
         f"p99 {percentile(all_reported, 0.99):.0f} ms, max {max(all_reported)} ms; "
-        "classes: " + ", ".join(sorted({c.text.split(": ", 1)[-1] for c in cold + warm}))
+        "reports: "
+        + "; ".join(
+            f"{n}× {text.split(': ', 1)[-1]}"
+            for text, n in Counter(c.text for c in cold + warm).most_common()
+        )
     )
     print()
     print(
