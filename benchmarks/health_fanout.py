@@ -160,7 +160,7 @@ def busy_processes() -> str:
         with contextlib.suppress(psutil.Error):
             share = p.cpu_percent()
             if share >= 5 and p.pid != os.getpid():
-                cmd = " ".join(p.info["cmdline"] or [p.info["name"] or "?"])[:70]
+                cmd = " ".join(p.info["cmdline"] or [p.info["name"] or "?"])[:70].strip()
                 busy.append(f"{share:.0f}% {cmd}")
     return "; ".join(busy) or "nothing over 5% of a CPU"
 
