@@ -34,10 +34,12 @@ from tests.support.fleet import (
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S, final_report, report_text
 from tests.support.slack_fake import SlackFake, block_kit_errors
 
-# The bot's share of a reported latency, over the service's own record of its slowest healthz
-# (its request log): the client reading the answer. Before the fix the bot added 0.3-8 s of
-# waiting for a pool slot and for its event loop, and classed these services Unhealthy.
-BOT_SHARE_MS = 60
+# What a reported latency may add to the service's own record of its slowest healthz (its
+# request log, which cannot see the service's own accept-and-parse queue). Measured: 1-25 ms
+# typically, up to ~110 ms while other suites load the 2 shared cores. Before the fix the bot
+# added 0.3-8 s of waiting for a pool slot and for its event loop, and classed these services
+# Unhealthy. (That a slot wait never counts is tested exactly in test_probe.py.)
+BOT_SHARE_MS = 150
 # The runbook's "API slow" starts at 200 ms; the status endpoint answers in 50 ms. Under
 # another test suite's load the demo services themselves were seen taking up to 180 ms for it
 # (their request logs) while answering 600 requests on 2 shared cores: 400 ms keeps this test
