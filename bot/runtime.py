@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import signal
 import socket
@@ -16,13 +17,13 @@ from collections.abc import Awaitable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-import httpx
 from starlette.types import ASGIApp
 
 from bot import __version__
 from bot.config import Config
 from bot.demo.service import create_demo_app
 from bot.runbook.health import HealthChecker
+from bot.runbook.probe import Prober
 from bot.scheduler import Scheduler
 from bot.settings import Mode, Settings
 from bot.slack.bolt_app import create_bolt_app, socket_mode_handler, verify_tokens
@@ -80,6 +81,10 @@ async def run_bot(
     actions: Sequence[ActionSpec],
     timers: Sequence[TimerSpec] = (),
 ) -> int:
+    # What is loaded by now (modules, the config) lives as long as the process. Out of the
+    # collector's sight, a full collection takes a few ms instead of 40-100 ms that every ack
+    # and every probe in flight would wait (measured during 200-environment checks).
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -93,14 +98,15 @@ async def run_bot(
     async with AsyncExitStack() as cleanup:
         # Unwound in reverse: servers stop taking requests, then running work gets its grace.
         cleanup.callback(store.close)
-        http = await cleanup.enter_async_context(httpx.AsyncClient(follow_redirects=False))
+        # Health probes run on their own thread and loop: a fan-out never delays an ack here.
+        prober = cleanup.enter_context(Prober())
         workers.start()
         cleanup.push_async_callback(workers.stop)
         cleanup.push_async_callback(_stop_servers, servers)
 
         def start_services(config: Config, chat: Chat) -> Dispatcher:
             """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
-            checker = HealthChecker(http, config.thresholds, store, telemetry)
+            checker = HealthChecker(prober, config.thresholds, store, telemetry)
             services = Services(config, store, chat, checker, telemetry, workers, scheduler)
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    insert,
     or_,
     select,
     update,
@@ -206,6 +208,33 @@ class Timer:
     attempts: int
 
 
+class HealthStreakRecord(Base):
+    """Each environment's latest result and how many checks in a row had it.
+
+    Kept beside the history so that a cycle over hundreds of environments reads one row per
+    environment, not each one's history.
+    """
+
+    __tablename__ = "health_streaks"
+
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    health: Mapped[str] = mapped_column(String(16))
+    streak: Mapped[int] = mapped_column(Integer)
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """One check's result as the store keeps it."""
+
+    environment: str
+    health: str
+    status_code: int | None
+    latency_ms: float | None
+    version: str | None
+    reason: str
+    checked_at: datetime
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     id: int
@@ -323,6 +352,7 @@ class Store:
         self.clock = clock
         self.engine = self._create_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._health_writes = threading.Lock()
         Base.metadata.create_all(self.engine)
 
     def _create_engine(self, url: str) -> Engine:
@@ -398,6 +428,61 @@ class Store:
     # --- health checks -----------------------------------------------------------------------
 
     @_guarded
+    def record_health_checks(self, checks: Sequence[HealthCheck]) -> list[int]:
+        """Keep a batch of checks in one transaction; returns each one's streak.
+
+        The streak is how many checks in a row, this one included, the environment had this
+        result. Checks of one environment within the batch count in the order given.
+        """
+        if not checks:
+            return []
+        names = {check.environment for check in checks}
+        # One batch at a time in this process: each reads the streaks it then updates, and
+        # SQLite refuses a write made on a stale read (other replicas: FOR UPDATE, below).
+        with self._health_writes, self._session() as session, session.begin():
+            streaks = {
+                row.environment: row
+                for row in session.scalars(
+                    select(HealthStreakRecord)
+                    .where(HealthStreakRecord.environment.in_(names))
+                    .with_for_update()
+                )
+            }
+            counted: list[int] = []
+            for check in checks:
+                row = streaks.get(check.environment)
+                if row is None:
+                    # First check since the streaks table came: count from the history once.
+                    health, streak = self._latest_streak(session, check.environment)
+                    row = HealthStreakRecord(
+                        environment=check.environment, health=health or check.health, streak=streak
+                    )
+                    session.add(row)
+                    streaks[check.environment] = row
+                if row.health == check.health:
+                    row.streak += 1
+                else:
+                    row.health, row.streak = check.health, 1
+                counted.append(row.streak)
+            # One executemany, not an ORM object per row: a batch is hundreds of rows.
+            session.execute(
+                insert(HealthCheckRecord),
+                [
+                    {
+                        "environment": check.environment,
+                        "health": check.health,
+                        "status_code": check.status_code,
+                        "latency_ms": check.latency_ms,
+                        "version": check.version,
+                        "reason": check.reason[:MAX_AUDIT_TEXT],
+                        "checked_at": check.checked_at,
+                    }
+                    for check in checks
+                ],
+            )
+        return counted
+
+    @_guarded
     def record_health_check(
         self,
         *,
@@ -408,36 +493,43 @@ class Store:
         version: str | None,
         reason: str,
         checked_at: datetime,
-    ) -> None:
-        with self._session() as session, session.begin():
-            session.add(
-                HealthCheckRecord(
-                    environment=environment,
-                    health=health,
-                    status_code=status_code,
-                    latency_ms=latency_ms,
-                    version=version,
-                    reason=reason[:MAX_AUDIT_TEXT],
-                    checked_at=checked_at,
-                )
-            )
+    ) -> int:
+        check = HealthCheck(
+            environment, health, status_code, latency_ms, version, reason, checked_at
+        )
+        return self.record_health_checks([check])[0]
 
     @_guarded
-    def consecutive_results(self, environment: str, health: str, limit: int = 1000) -> int:
+    def consecutive_results(self, environment: str, health: str) -> int:
         """How many of the environment's latest checks in a row had this result."""
         with self._session() as session:
-            recent = session.scalars(
-                select(HealthCheckRecord.health)
-                .where(HealthCheckRecord.environment == environment)
-                .order_by(HealthCheckRecord.id.desc())
-                .limit(limit)
-            ).all()
-        count = 0
+            row = session.get(HealthStreakRecord, environment)
+            latest, streak = (
+                (row.health, row.streak)
+                if row is not None
+                else self._latest_streak(session, environment)
+            )
+        return streak if latest == health else 0
+
+    @staticmethod
+    def _latest_streak(
+        session: Session, environment: str, limit: int = 1000
+    ) -> tuple[str | None, int]:
+        """The latest result in the history and how many checks in a row had it (capped)."""
+        recent = session.scalars(
+            select(HealthCheckRecord.health)
+            .where(HealthCheckRecord.environment == environment)
+            .order_by(HealthCheckRecord.id.desc())
+            .limit(limit)
+        ).all()
+        if not recent:
+            return None, 0
+        streak = 0
         for value in recent:
-            if value != health:
+            if value != recent[0]:
                 break
-            count += 1
-        return count
+            streak += 1
+        return recent[0], streak
 
     @_guarded
     def health_check_count(self, environment: str | None = None) -> int:

@@ -140,6 +140,18 @@ def test_latency_shows_in_request_log(client: httpx.Client) -> None:
     assert entry["finished"] - entry["started"] >= 0.2
 
 
+def test_path_latency_overrides_the_service_latency_for_its_paths(client: httpx.Client) -> None:
+    faults = set_faults(client, latency_ms=50, path_latency_ms={"/healthz": 300})
+    assert faults["path_latency_ms"] == {"/healthz": 300}
+    client.get("/healthz")
+    client.get("/api/v1/status")
+    healthz, status = client.get("/admin/requests").json()
+    assert healthz["finished"] - healthz["started"] >= 0.3
+    assert 0.05 <= status["finished"] - status["started"] < 0.3
+    # A new map replaces the old one: /healthz falls back to latency_ms.
+    assert set_faults(client, path_latency_ms={})["path_latency_ms"] == {}
+
+
 def test_slow_requests_are_served_concurrently(client: httpx.Client, service: RunningDemo) -> None:
     """Injected latency sleeps without blocking the loop: the bot's parallel checks rely on it."""
     set_faults(client, latency_ms=300)
@@ -221,6 +233,10 @@ def test_metrics_and_status_down(client: httpx.Client) -> None:
         (b'{"components": {"redis": "sideways"}}', 'must be "up" or "down"'),
         (b'{"metrics_down": 1}', "metrics_down must be true or false"),
         (b'{"latncy_ms": 10}', "unknown fault 'latncy_ms'"),
+        (b'{"path_latency_ms": 200}', "path_latency_ms must be an object"),
+        (b'{"path_latency_ms": {"healthz": 200}}', "paths start with '/'"),
+        (b'{"path_latency_ms": {"/healthz": -1}}', "['/healthz'] must be integers >= 0"),
+        (b'{"path_latency_ms": {"/healthz": true}}', "must be integers >= 0"),
     ],
 )
 def test_invalid_faults_are_rejected_and_change_nothing(

@@ -6,11 +6,11 @@ import asyncio
 import io
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bot.config import load_config
 from bot.runbook.health import HealthChecker
+from bot.runbook.probe import Prober
 from bot.scheduler import Scheduler
 from bot.slack.chat import Message
 from bot.slack.console import ConsoleChat
@@ -65,13 +65,13 @@ def run(
     async def scenario() -> None:
         workers = WorkerPool(size=2)
         workers.start()
-        async with httpx.AsyncClient() as http:
+        with Prober() as prober:
             config = load_config(EXAMPLE_CONFIG)
             services = Services(
                 config=config,
                 store=store,
                 chat=ConsoleChat(out, color=False),
-                health=HealthChecker(http, config.thresholds, store, telemetry),
+                health=HealthChecker(prober, config.thresholds, store, telemetry),
                 telemetry=telemetry,
                 workers=workers,
                 scheduler=Scheduler(store),

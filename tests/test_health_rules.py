@@ -8,12 +8,12 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.config import Environment, Thresholds
-from bot.runbook.health import Health, HealthChecker, HealthResult, Probe, classify, probe
+from bot.runbook.health import Health, HealthChecker, HealthResult, classify
+from bot.runbook.probe import Probe, Prober
 from bot.slack import blocks
 from bot.store import Base, Store
 from bot.telemetry import Telemetry
@@ -141,11 +141,8 @@ def test_a_host_that_never_answers_costs_the_timeout_not_a_tcp_timeout() -> None
         silent.listen(8)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/healthz"
 
-        async def run() -> Probe:
-            async with httpx.AsyncClient() as http:
-                return await probe(http, url, timeout_s=0.3)
-
-        result = asyncio.run(run())
+        with Prober() as prober:
+            result = prober.submit(prober.get(url, timeout_s=0.3)).result()
     assert result.error == "no answer within 300 ms"
     assert result.status_code is None
 
@@ -155,11 +152,8 @@ def test_connection_refused_is_named() -> None:
         closed.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{closed.getsockname()[1]}/healthz"
 
-    async def run() -> Probe:
-        async with httpx.AsyncClient() as http:
-            return await probe(http, url, timeout_s=2)
-
-    assert asyncio.run(run()).error == "connection refused"
+    with Prober() as prober:
+        assert prober.submit(prober.get(url, timeout_s=2)).result().error == "connection refused"
 
 
 def result(name: str, health: Health, reasons: tuple[str, ...] = ()) -> HealthResult:
@@ -187,6 +181,31 @@ def test_report_fits_block_kit_for_many_environments() -> None:
     assert len(message.text) <= blocks.FALLBACK_TEXT_MAX
 
 
+def test_a_report_too_big_for_one_message_shows_the_worst_and_counts_the_rest() -> None:
+    results = {
+        f"env{i:03d}": (
+            result(f"env{i:03d}", Health.UNHEALTHY, ("x" * 900, "y" * 900))
+            if i % 2
+            else result(f"env{i:03d}", Health.HEALTHY)
+        )
+        for i in range(1, 201)
+    }
+    message = blocks.health_report(
+        results, scope="all", requested_by="U1", warning_ms=500, critical_ms=2000
+    )
+    assert block_kit_errors(message.blocks) == []
+    assert len(message.blocks) <= blocks.MAX_BLOCKS
+    assert message.blocks[-1]["type"] == "actions"  # Check again survives the cut
+    shown = "\n".join(b["text"]["text"] for b in message.blocks if b["type"] == "section")
+    # The worst first: more Unhealthy than fit, so no Healthy one is listed.
+    assert "Unhealthy" in shown and "— Healthy" not in shown
+    cut_line = message.blocks[-3]["text"]["text"]
+    assert cut_line.startswith("… and ") and "100 Healthy" in cut_line
+    listed = shown.count("*env")
+    assert listed + int(cut_line.split()[2]) == 200
+    assert message.text == "Health of all environments: 100 Healthy, 100 Unhealthy"
+
+
 def test_report_shows_pending_environments_and_no_button_until_done() -> None:
     message = blocks.health_report(
         {"staging": result("staging", Health.HEALTHY), "dev": None},
@@ -212,11 +231,8 @@ def test_a_check_still_answers_when_the_store_is_down(tmp_path: Path) -> None:
             transport="local",
         )
 
-    async def run() -> HealthResult:
-        async with httpx.AsyncClient() as http:
-            return await HealthChecker(http, THRESHOLDS, store, Telemetry()).check(env)
-
-    result = asyncio.run(run())
+    with Prober() as prober:
+        result = asyncio.run(HealthChecker(prober, THRESHOLDS, store, Telemetry()).check(env))
     assert result.health is Health.UNHEALTHY
     assert result.reasons == ("healthz: connection refused",)
     assert result.streak == 1

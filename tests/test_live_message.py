@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from bot.slack.chat import Conversation, Message
 from bot.slack.live_message import LiveMessage
@@ -51,6 +52,32 @@ def test_updates_closer_than_the_interval_are_held_but_the_final_state_always_go
         c.args["text"] for c in slack.calls_to("chat.update") if c.args["channel"] == channel
     ]
     assert updates == ["in time", "final"]
+
+
+def test_a_state_given_as_a_function_is_built_only_when_it_is_sent(slack: SlackFake) -> None:
+    # 200 results landing at once must not cost 200 renders of a 200-line report.
+    channel = new_channel()
+    now = [100.0]
+    built: list[str] = []
+
+    def state(text: str) -> Callable[[], Message]:
+        def build() -> Message:
+            built.append(text)
+            return Message(text)
+
+        return build
+
+    async def scenario() -> None:
+        message = live(slack, channel, min_interval_s=1.0, monotonic=lambda: now[0])
+        await message.show(state("posted"))
+        for i in range(50):
+            await message.show(state(f"held {i}"))
+        now[0] += 1.5
+        await message.show(state("in time"))
+
+    asyncio.run(scenario())
+    assert built == ["posted", "in time"]
+    assert slack.channel_messages(channel)[0]["text"] == "in time"
 
 
 def test_when_the_bot_may_not_post_the_user_gets_the_final_state_privately(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
-from bot.store import MAX_AUDIT_TEXT, Store
+from bot.store import MAX_AUDIT_TEXT, HealthCheck, Store
 from tests.support.clock import SteppingClock
 
 
@@ -65,6 +68,54 @@ def test_consecutive_results(store: Store) -> None:
     assert store.consecutive_results("staging", "Healthy") == 0
     assert store.consecutive_results("dev", "Healthy") == 1
     assert store.health_check_count("staging") == 6
+
+
+def check(environment: str, health: str, at: datetime) -> HealthCheck:
+    return HealthCheck(environment, health, 200, 5.0, "0.1.0", "", at)
+
+
+def test_a_batch_is_recorded_at_once_with_each_checks_streak(store: Store) -> None:
+    now = store.clock()
+    first = store.record_health_checks(
+        [check("dev", "Healthy", now), check("staging", "Unhealthy", now)]
+    )
+    assert first == [1, 1]
+    # The same environment twice in one batch counts in order.
+    second = store.record_health_checks(
+        [
+            check("staging", "Unhealthy", now),
+            check("dev", "Degraded", now),
+            check("staging", "Unhealthy", now),
+        ]
+    )
+    assert second == [2, 1, 3]
+    assert store.consecutive_results("staging", "Unhealthy") == 3
+    assert store.consecutive_results("dev", "Degraded") == 1
+    assert store.consecutive_results("dev", "Healthy") == 0
+    assert store.health_check_count() == 5
+    assert store.record_health_checks([]) == []
+
+
+def test_concurrent_batches_all_count(store: Store) -> None:
+    # Two checks running at once (a report and a scheduled run) both record their batches.
+    now = store.clock()
+
+    def record(_: int) -> list[int]:
+        return store.record_health_checks([check(f"env{i}", "Healthy", now) for i in range(20)])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(record, range(8)))
+    assert sorted(r[0] for r in results) == list(range(1, 9))
+    assert store.consecutive_results("env7", "Healthy") == 8
+
+
+def test_streaks_continue_from_a_history_recorded_before_streaks_were_kept(store: Store) -> None:
+    now = store.clock()
+    store.record_health_checks([check("prod", h, now) for h in ("Healthy", "Degraded", "Degraded")])
+    with store.engine.begin() as conn:  # a database from before the streaks table
+        conn.execute(text("DELETE FROM health_streaks"))
+    assert store.consecutive_results("prod", "Degraded") == 2
+    assert store.record_health_checks([check("prod", "Degraded", now)]) == [3]
 
 
 def test_state_outlives_a_restart(tmp_path: Path) -> None:

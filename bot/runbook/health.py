@@ -12,27 +12,27 @@ config's Key Metrics table:
 - Healthy: everything else.
 
 This module knows nothing about Slack: it returns results, and the caller renders them.
+The probes run on their own thread and event loop (bot/runbook/probe.py), so a check of
+hundreds of environments never delays the caller's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import concurrent.futures
+import contextlib
 import logging
-import socket
-import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.clock import Clock, utc_now
 from bot.config import Environment, Thresholds
-from bot.store import Store, StoreError
+from bot.runbook.probe import Probe, Prober
+from bot.store import HealthCheck, Store, StoreError
 from bot.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -50,24 +50,6 @@ class Health(StrEnum):
 
 def worst(*values: Health) -> Health:
     return max(values, key=lambda h: h.rank, default=Health.HEALTHY)
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One HTTP GET as the check saw it: either an answer or the reason there was none."""
-
-    url: str
-    status_code: int | None = None
-    latency_ms: float | None = None
-    body: str = ""
-    error: str | None = None
-
-    @property
-    def answered(self) -> bool:
-        return self.error is None and self.status_code is not None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 @dataclass(frozen=True)
@@ -194,51 +176,34 @@ def _parses(text: str) -> bool:
         return False
 
 
-async def probe(http: httpx.AsyncClient, url: str, timeout_s: float) -> Probe:
-    """GET url, bounded by timeout_s in total — connect, DNS and read included."""
-    started = time.perf_counter()
-    try:
-        async with asyncio.timeout(timeout_s):
-            response = await http.get(url)
-    except (TimeoutError, httpx.TimeoutException):
-        return Probe(url, error=f"no answer within {timeout_s * 1000:.0f} ms")
-    except httpx.ConnectError as exc:
-        return Probe(url, error=_connect_error(exc))
-    except httpx.HTTPError as exc:
-        return Probe(url, error=f"request failed: {type(exc).__name__}")
-    latency_ms = (time.perf_counter() - started) * 1000
-    return Probe(url, status_code=response.status_code, latency_ms=latency_ms, body=response.text)
+OnBatch = Callable[[list[HealthResult]], None]
 
-
-def _connect_error(exc: httpx.ConnectError) -> str:
-    """Name the cause an engineer acts on; httpx's own text is often just 'connect failed'."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(cause, socket.gaierror):
-            return "host name does not resolve"
-        if isinstance(cause, OSError) and cause.strerror:
-            return f"cannot connect: {cause.strerror.lower()}"
-        cause = cause.__cause__ or cause.__context__
-    text = str(exc).lower()
-    if "name or service not known" in text or "temporary failure in name resolution" in text:
-        return "host name does not resolve"
-    return "cannot connect"
+# Environments whose checks start before the probe loop gets to do anything else.
+START_WAVE = 10
 
 
 class HealthChecker:
-    """Checks environments and keeps the history that gives consecutive-failure counts."""
+    """Checks environments concurrently on the prober's thread, never on the caller's loop.
+
+    One fan-out for every caller — /health now, scheduled checks next:
+
+    - `await check_all(envs)`: every result once all are in (a scheduler job, alert states);
+    - `async for batch in check_many(envs)`: results in batches as they land (a live report);
+    - `start(envs, on_batch)`: the primitive, callable from any thread; a concurrent future.
+
+    However many environments, the caller's loop only receives a few batches. Results are
+    recorded in the store a batch per transaction, which also gives each one its streak.
+    """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        prober: Prober,
         thresholds: Thresholds,
         store: Store,
         telemetry: Telemetry,
         clock: Clock = utc_now,
     ) -> None:
-        self.http = http
+        self.prober = prober
         self.thresholds = thresholds
         self.store = store
         self.telemetry = telemetry
@@ -249,14 +214,75 @@ class HealthChecker:
         # A dead host costs at most the critical threshold, never a TCP timeout.
         return self.thresholds.health_response_ms.critical / 1000
 
+    def start(
+        self, envs: Sequence[Environment], on_batch: OnBatch | None = None
+    ) -> concurrent.futures.Future[list[HealthResult]]:
+        """Check envs at once on the probe thread; on_batch (called there) gets each batch.
+
+        The future holds every result when the cycle is over; cancelling it stops the cycle.
+        """
+        return self.prober.submit(self._cycle(list(envs), on_batch))
+
+    async def check_all(self, envs: Sequence[Environment]) -> list[HealthResult]:
+        """Every environment's result, checked at once, in about the slowest one's time."""
+        return await asyncio.wrap_future(self.start(envs))
+
     async def check(self, env: Environment) -> HealthResult:
+        (result,) = await self.check_all([env])
+        return result
+
+    async def check_many(self, envs: Sequence[Environment]) -> AsyncIterator[list[HealthResult]]:
+        """Check every environment at once; yield the results in batches as they land."""
+        loop = asyncio.get_running_loop()
+        arrivals: asyncio.Queue[list[HealthResult] | None] = asyncio.Queue()
+
+        def hand_over(batch: list[HealthResult] | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody waits
+                loop.call_soon_threadsafe(arrivals.put_nowait, batch)
+
+        cycle = self.start(envs, hand_over)
+        # Queued after the last batch, from the same thread: the end comes after every batch.
+        cycle.add_done_callback(lambda _: hand_over(None))
+        try:
+            while (batch := await arrivals.get()) is not None:
+                yield batch
+            cycle.result()  # the cycle's own failure, if any
+        finally:
+            cycle.cancel()
+
+    # --- on the probe loop --------------------------------------------------------------------
+
+    async def _cycle(self, envs: list[Environment], on_batch: OnBatch | None) -> list[HealthResult]:
+        recorder = _Recorder(self._record, on_batch)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for i, env in enumerate(envs, start=1):
+                    group.create_task(self._check_one(env, recorder))
+                    if i % START_WAVE == 0:
+                        # Let the loop send these and read what has come back before starting
+                        # more: 600 sends in one go keep it busy for 35-150 ms, and an answer
+                        # that arrives meanwhile would be timed late.
+                        await asyncio.sleep(0)
+            return await recorder.finish()
+        finally:
+            recorder.cancel()
+
+    async def _check_one(self, env: Environment, recorder: _Recorder) -> None:
         checked_at = self.clock()
-        healthz, status, metrics = await asyncio.gather(
-            probe(self.http, env.healthz_url, self.timeout_s),
-            probe(self.http, env.status_url, self.timeout_s),
-            probe(self.http, env.metrics_url, self.timeout_s),
-        )
-        verdict = classify(healthz, status, metrics, self.thresholds)
+        try:
+            healthz, status, metrics = await asyncio.gather(
+                self.prober.get(env.healthz_url, self.timeout_s),
+                self.prober.get(env.status_url, self.timeout_s),
+                self.prober.get(env.metrics_url, self.timeout_s),
+            )
+            verdict = classify(healthz, status, metrics, self.thresholds)
+        except Exception:
+            # One environment's surprise must not sink the report on all the others.
+            log.exception("checking %s failed inside the bot", env.name)
+            healthz = Probe(env.healthz_url, error="the check itself failed")
+            verdict = Classification(
+                Health.UNHEALTHY, ("the check itself failed (see the bot's log)",), None, {}, False
+            )
         result = HealthResult(
             environment=env.name,
             health=verdict.health,
@@ -269,30 +295,71 @@ class HealthChecker:
             metrics_available=verdict.metrics_available,
         )
         self.telemetry.checks.labels(environment=env.name, result=result.health.value).inc()
+        recorder.add(result)
+
+    async def _record(self, batch: list[HealthResult]) -> list[HealthResult]:
+        checks = [
+            HealthCheck(
+                environment=r.environment,
+                health=r.health.value,
+                status_code=r.status_code,
+                latency_ms=r.latency_ms,
+                version=r.version,
+                reason="; ".join(r.reasons),
+                checked_at=r.checked_at,
+            )
+            for r in batch
+        ]
         try:
-            streak = await asyncio.to_thread(self._remember, result)
+            # The probe loop's own executor: the main loop's to_thread pool stays free.
+            streaks = await asyncio.to_thread(self.store.record_health_checks, checks)
         except StoreError as exc:
-            # The check itself is what the engineer needs; the history can miss one entry.
-            log.error("health of %s not recorded (%s) — check the database", env.name, exc)
-            return result
-        return replace(result, streak=streak)
+            # The checks themselves are what the engineer needs; the history can miss a batch.
+            log.error(
+                "health of %d environment(s) not recorded (%s) — check the database",
+                len(batch),
+                exc,
+            )
+            return batch
+        return [replace(r, streak=s) for r, s in zip(batch, streaks, strict=True)]
 
-    def _remember(self, result: HealthResult) -> int:
-        self.store.record_health_check(
-            environment=result.environment,
-            health=result.health.value,
-            status_code=result.status_code,
-            latency_ms=result.latency_ms,
-            version=result.version,
-            reason="; ".join(result.reasons),
-            checked_at=result.checked_at,
-        )
-        return self.store.consecutive_results(result.environment, result.health.value)
 
-    async def check_many(self, envs: Sequence[Environment]) -> AsyncIterator[HealthResult]:
-        """Check every environment at once; yield each result as it arrives.
+class _Recorder:
+    """A cycle's results, written to the store in batches: while one is written, the next gathers.
 
-        The whole takes as long as the slowest environment, not the sum.
-        """
-        for finished in asyncio.as_completed([self.check(env) for env in envs]):
-            yield await finished
+    So 200 results that land within a few milliseconds cost a handful of transactions, not
+    200, and the caller receives as many hand-overs.
+    """
+
+    def __init__(
+        self,
+        record: Callable[[list[HealthResult]], Awaitable[list[HealthResult]]],
+        on_batch: OnBatch | None,
+    ) -> None:
+        self._record = record
+        self._on_batch = on_batch
+        self._pending: list[HealthResult] = []
+        self._results: list[HealthResult] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    def add(self, result: HealthResult) -> None:
+        self._pending.append(result)
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            recorded = await self._record(batch)
+            self._results.extend(recorded)
+            if self._on_batch is not None:
+                self._on_batch(recorded)
+
+    async def finish(self) -> list[HealthResult]:
+        if self._writing is not None:
+            await self._writing
+        return self._results
+
+    def cancel(self) -> None:
+        if self._writing is not None:
+            self._writing.cancel()

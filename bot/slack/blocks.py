@@ -7,7 +7,7 @@ User-supplied text is escaped before it goes into mrkdwn.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bot.runbook.health import Health, HealthResult
@@ -95,6 +95,29 @@ def sections_for_lines(lines: Sequence[str]) -> list[Block]:
     return sections
 
 
+def sections_within(
+    lines: Sequence[str], max_sections: int, more: Callable[[int], str]
+) -> list[Block]:
+    """sections_for_lines in at most max_sections; if the lines need more, the last section
+    says what was left out: `more(n)` for the n lines (from the end) that did not fit."""
+    sections = sections_for_lines(lines)
+    if len(sections) <= max_sections:
+        return sections
+    kept: list[Block] = []
+    chunk = ""
+    shown = 0
+    for line in lines:
+        line = cut(line, SECTION_TEXT_MAX)
+        if chunk and len(chunk) + 1 + len(line) > SECTION_TEXT_MAX:
+            kept.append(section(chunk))
+            chunk = ""
+            if len(kept) == max_sections - 1:
+                break
+        chunk = f"{chunk}\n{line}" if chunk else line
+        shown += 1
+    return [*kept, section(more(len(lines) - shown))]
+
+
 def message(text: str, blocks: list[Block]) -> Message:
     if len(blocks) > MAX_BLOCKS:
         blocks = [*blocks[: MAX_BLOCKS - 1], context("… more than Slack can show in one message")]
@@ -169,7 +192,18 @@ def health_report(
     done = [r for r in results.values() if r is not None]
     title = "Health · all environments" if scope == "all" else f"Health · {scope}"
     blocks: list[Block] = [header(title)]
-    blocks.extend(sections_for_lines([health_line(n, r) for n, r in results.items()]))
+    entries = list(results.items())
+    room = MAX_BLOCKS - 3  # header, context, actions
+    lines = [health_line(n, r) for n, r in entries]
+    if len(sections_for_lines(lines)) > room:
+        # More than one message holds: the worst first, so what is cut is the healthy end.
+        entries.sort(key=lambda item: -item[1].health.rank if item[1] else 1)
+        lines = [health_line(n, r) for n, r in entries]
+
+    def left_out(n: int) -> str:
+        return f"… and {n} more: " + _counts([r for _, r in entries[len(entries) - n :]])
+
+    blocks.extend(sections_within(lines, room, left_out))
     checked = max((r.checked_at for r in done), default=None)
     when = f"checked {checked:%H:%M:%S} UTC · " if checked else ""
     blocks.append(
@@ -197,9 +231,14 @@ def _health_summary(results: Mapping[str, HealthResult | None], scope: str) -> s
         return f"Health of {scope}: {result.health.value}" + (
             f" — {result.reasons[0]}" if result.reasons else ""
         )
+    return "Health of all environments: " + _counts(list(results.values()))
+
+
+def _counts(results: Sequence[HealthResult | None]) -> str:
+    """'197 Healthy, 2 Degraded, 1 checking'."""
     counts = {h: 0 for h in Health}
     pending = 0
-    for result in results.values():
+    for result in results:
         if result is None:
             pending += 1
         else:
@@ -207,4 +246,4 @@ def _health_summary(results: Mapping[str, HealthResult | None], scope: str) -> s
     parts = [f"{n} {h.value}" for h, n in counts.items() if n]
     if pending:
         parts.append(f"{pending} checking")
-    return "Health of all environments: " + ", ".join(parts)
+    return ", ".join(parts)

@@ -35,9 +35,11 @@ async def report_health(
 
     live = LiveMessage(conversation, ref=ref)
     await live.show(render())
-    async for result in checker.check_many(envs):
-        results[result.environment] = result
-        await live.show(render())
+    async for batch in checker.check_many(envs):
+        for result in batch:
+            results[result.environment] = result
+        # Rendered only when an update is due: 200 results must not cost 200 renders.
+        await live.show(render)
     final = render()
     await live.finish(final)
     return final.text

@@ -34,13 +34,16 @@ class LiveMessage:
         self._posted = ref is not None
         self._last_sent: float | None = None
 
-    async def show(self, message: Message) -> None:
-        """Show an intermediate state, unless the last one went out too recently."""
+    async def show(self, message: Message | Callable[[], Message]) -> None:
+        """Show an intermediate state, unless the last one went out too recently.
+
+        Pass a function that builds the message to build it only when it is shown.
+        """
         if not self._posted:
-            await self._post(message)
+            await self._post(message() if callable(message) else message)
         elif self.ref is not None and not self._too_soon():
             try:
-                await self._update(self.ref, message)
+                await self._update(self.ref, message() if callable(message) else message)
             except ChatError as exc:
                 # Progress is a courtesy; the procedure goes on and finish() tries again.
                 log.warning("progress update of %s not shown: %s", self.ref, exc.error)
