@@ -8,5 +8,5 @@ from bot.slack.dispatch import ActionSpec, CommandSpec, TimerSpec
 from handlers import health
 
 COMMANDS: tuple[CommandSpec, ...] = (health.health,)
-ACTIONS: tuple[ActionSpec, ...] = (health.recheck,)
+ACTIONS: tuple[ActionSpec, ...] = (health.recheck, health.stop_watch)
 TIMERS: tuple[TimerSpec, ...] = ()

@@ -6,6 +6,7 @@ reaching the fake), never for a fixed time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -142,11 +143,16 @@ def demo_b(demo: DemoService, demo_services: tuple[DemoService, ...]) -> DemoSer
     return demo_services[1]
 
 
-def write_config(path: Path, environments: dict[str, str]) -> Path:
-    """A config like the example, with each environment pointed at a loopback URL."""
+def write_config(
+    path: Path, environments: dict[str, str], *, check_interval: str = "30s", **sections: Any
+) -> Path:
+    """A config like the example, with each environment pointed at a loopback URL.
+
+    `sections` adds or replaces top-level sections (e.g. metrics={"dir": ...}).
+    """
     envs = {}
     for name, url in environments.items():
-        env: dict[str, Any] = {"base_url": url, "check_interval": "30s"}
+        env: dict[str, Any] = {"base_url": url, "check_interval": check_interval}
         if name == "local":
             env["transport"] = "local"
         else:
@@ -158,6 +164,7 @@ def write_config(path: Path, environments: dict[str, str]) -> Path:
         "slack": {"alerts_channel": "C0ALERTS", "approvals_channel": "C0APPROVALS"},
         "access": {"deployers": ["U0DEPLOY1"], "approvers": ["U0APPROVER1"]},
         "environments": envs,
+        **sections,
     }
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     return path
@@ -246,10 +253,13 @@ class BotProcess:
         response, seconds = self.post_signed(body, signed_headers(secret, body, timestamp))
         return Sent(response, seconds, channel)
 
-    def press(self, action_id: str, value: str, *, channel: str, message_ts: str) -> Sent:
+    def press(
+        self, action_id: str, value: str, *, channel: str, message_ts: str, user_id: str = "U0USER"
+    ) -> Sent:
         body = block_actions_body(
             action_id,
             value,
+            user_id=user_id,
             channel_id=channel,
             message_ts=message_ts,
             response_url=self.slack.response_url(),
@@ -271,19 +281,16 @@ def slack() -> Iterator[SlackFake]:
         yield fake
 
 
-@pytest.fixture(scope="session")
-def running_bot(
-    tmp_path_factory: pytest.TempPathFactory, slack: SlackFake, bot_config: Path
-) -> Iterator[BotProcess]:
-    """The real bot, in HTTP mode on uvicorn, talking to the Slack fake."""
-    tmp = tmp_path_factory.mktemp("bot")
+@contextlib.contextmanager
+def http_bot(tmp: Path, slack: SlackFake, config: Path) -> Iterator[BotProcess]:
+    """The real bot, in HTTP mode on uvicorn, talking to the Slack fake; stopped afterwards."""
     database_url = f"sqlite:///{tmp / 'bot.db'}"
     process, url, log = start_bot(
         tmp,
         SLACK_BOT_TOKEN=BOT_TOKEN,
         SLACK_SIGNING_SECRET=SIGNING_SECRET,
         SLACK_API_URL=slack.api_url,
-        EVENTMESH_CONFIG=str(bot_config),
+        EVENTMESH_CONFIG=str(config),
         EVENTMESH_DATABASE_URL=database_url,
     )
     bot = BotProcess(url, process, log, database_url, slack)
@@ -291,6 +298,15 @@ def running_bot(
     bot.http.close()
     code = stop_process(process)
     assert code == 0, f"the bot exited with {code} on SIGTERM:\n{log.read_text()}"
+
+
+@pytest.fixture(scope="session")
+def running_bot(
+    tmp_path_factory: pytest.TempPathFactory, slack: SlackFake, bot_config: Path
+) -> Iterator[BotProcess]:
+    """The real bot, in HTTP mode on uvicorn, talking to the Slack fake."""
+    with http_bot(tmp_path_factory.mktemp("bot"), slack, bot_config) as bot:
+        yield bot
 
 
 @pytest.fixture
