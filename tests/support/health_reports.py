@@ -22,9 +22,11 @@ def final_report(slack: SlackFake, channel: str) -> dict[str, Any]:
 
 
 def report_text(message: dict[str, Any]) -> str:
-    """The fallback text, header and sections of a message, joined."""
+    """The fallback text, header and sections (their text and fields) of a message, joined."""
     parts = [message.get("text", "")]
     for block in message.get("blocks") or []:
         if block.get("type") in ("section", "header"):
-            parts.append(block["text"]["text"])
+            if "text" in block:
+                parts.append(block["text"]["text"])
+            parts.extend(field["text"] for field in block.get("fields", []))
     return "\n".join(parts)
