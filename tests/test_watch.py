@@ -10,7 +10,7 @@ import pytest
 from bot.config import Config
 from bot.runbook.health import Health, HealthResult
 from bot.runbook.watch import HealthTally, StopRequest, Watch, Watches, WatchRefused
-from bot.slack.health_watch import running, summary
+from bot.slack.health_watch import EDITS_PER_MINUTE, edit_spacing_s, running, summary
 from bot.slack.sparkline import GAP, sparkline
 from handlers.health import CheckRequest, ReportRequest, WatchRequest, parse
 from tests.support.slack_fake import block_kit_errors
@@ -242,3 +242,9 @@ def test_an_environment_may_not_be_called_report() -> None:
         Config.model_validate(
             {"environments": {"report": {"base_url": "http://h", "transport": "local"}}}
         )
+
+
+def test_watches_share_slacks_edit_budget() -> None:
+    assert edit_spacing_s(1) == 1.5  # one watch: every reading, unless they come faster
+    assert edit_spacing_s(20) == 30.0  # twenty: 40 edits a minute between them
+    assert edit_spacing_s(50) * EDITS_PER_MINUTE / 60 == 50

@@ -27,8 +27,8 @@ T = TypeVar("T")
 
 DEFAULT_WATCH = timedelta(minutes=5)
 LONGEST_WATCH = timedelta(hours=1)
-# Each watch edits its message every interval; past this many at once the chat's rate limit
-# (chat.update is ~50 a minute) would make every one of them late. Refuse the next instead.
+# Each watch probes its environment every interval and keeps a message current: a bound on
+# what one person's typing can make the bot do. Past it the next watch is refused, with why.
 MAX_RUNNING_WATCHES = 50
 
 WatchKind = Literal["health", "resources"]

@@ -23,6 +23,16 @@ from bot.slack.sparkline import sparkline
 STOP_ACTION = "watch_stop"
 SPARKLINE_WIDTH = 60  # the latest readings; a section line stays short on a phone
 CHANGES_SHOWN = 20
+# Slack allows chat.update about 50 times a minute (Tier 3). Watches share a budget below it:
+# with n running, each shows a reading at most every n * 60 / budget seconds (the final
+# summary always goes out). One watch shows every reading (at most every 1.5 s); twenty,
+# every 30 s; fifty, every 75 s.
+EDITS_PER_MINUTE = 40
+
+
+def edit_spacing_s(running_watches: int) -> float:
+    """The least time between two progress edits of one watch's message."""
+    return max(1.0, running_watches * 60 / EDITS_PER_MINUTE)
 
 
 async def watch_health(
@@ -38,6 +48,7 @@ async def watch_health(
     try:
         async for result in watch.readings(lambda: checker.check(env)):
             tally.add(result)
+            live.min_interval_s = edit_spacing_s(len(watches))
             await live.show(running(watch, tally, checker.thresholds.health_response_ms.warning))
     finally:
         watches.finished(watch)
