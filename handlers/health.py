@@ -12,8 +12,10 @@ from bot.runbook.watch import DEFAULT_WATCH, LONGEST_WATCH, WatchRefused
 from bot.slack.blocks import duration_text, echo
 from bot.slack.dispatch import Context, Usage, action, command
 from bot.slack.health_report import report_health
-from bot.slack.health_watch import STOP_ACTION, watch_health
+from bot.slack.health_watch import watch_health
 from bot.slack.metrics_report import report_metrics
+from bot.slack.resources_report import report_resources, watch_resources
+from bot.slack.watch_blocks import STOP_ACTION
 
 MAX_TEXT = 200  # longer than any valid /health text; anything past it is refused unread
 BUILD_COUNT = re.compile(r"[0-9]{1,4}")
@@ -32,11 +34,17 @@ class WatchRequest:
 
 
 @dataclass(frozen=True)
+class ResourcesRequest:
+    env: Environment
+    duration: timedelta | None  # None: one snapshot
+
+
+@dataclass(frozen=True)
 class ReportRequest:
     builds: int
 
 
-HealthRequest = CheckRequest | WatchRequest | ReportRequest
+HealthRequest = CheckRequest | WatchRequest | ResourcesRequest | ReportRequest
 
 
 def resolve(word: str, config: Config) -> list[Environment] | str:
@@ -54,8 +62,9 @@ def parse(words: list[str], config: Config) -> HealthRequest | str:
     """What `/health <words>` asks for, or what is wrong with it (then nothing runs).
 
     `report` is the one word that may come first besides an environment (no environment
-    may be called that: bot/config.py RESERVED_NAMES); `watch` comes only second, after an
-    environment's name, so an environment called `watch` is still addressed unambiguously.
+    may be called that: bot/config.py RESERVED_NAMES); `watch` and `resources` come only
+    second, after an environment's name, so environments called `watch` or `resources` are
+    still addressed unambiguously.
     """
     lowered = [word.lower() for word in words]
     if lowered[:1] == ["report"]:
@@ -64,18 +73,24 @@ def parse(words: list[str], config: Config) -> HealthRequest | str:
         scope = lowered[0] if words else "all"
         targets = resolve(scope, config)
         return targets if isinstance(targets, str) else CheckRequest(targets, scope)
-    if lowered[1] == "watch" and len(words) <= 3:
-        env = _one_environment(words[0], config, "watch")
+    if lowered[1] in ("watch", "resources") and len(words) <= 3:
+        env = _one_environment(words[0], config, lowered[1])
         if isinstance(env, str):
             return env
+        if lowered[1] == "resources" and len(words) == 2:
+            return ResourcesRequest(env, None)
         duration = _duration(words[2] if len(words) == 3 else None)
-        return duration if isinstance(duration, str) else WatchRequest(env, duration)
+        if isinstance(duration, str):
+            return duration
+        if lowered[1] == "resources":
+            return ResourcesRequest(env, duration)
+        return WatchRequest(env, duration)
     return f"/health does not understand {echo(' '.join(words))}."
 
 
 def _one_environment(word: str, config: Config, what: str) -> Environment | str:
     if word.lower() == "all":
-        return f"A {what} follows one environment; name it instead of `all`."
+        return f"`{what}` follows one environment; name it instead of `all`."
     targets = resolve(word, config)
     return targets if isinstance(targets, str) else targets[0]
 
@@ -140,6 +155,37 @@ async def watch(ctx: Context, env: Environment, duration: timedelta) -> None:
     )
 
 
+async def resources(ctx: Context, env: Environment, duration: timedelta | None) -> None:
+    """One snapshot in the short lane (seconds); a watch of them in the long lane."""
+    config = ctx.config
+    if duration is None:
+        await ctx.ack()
+        ctx.hand_off(
+            lambda: report_resources(
+                ctx.conversation, env, config.ssh, config.thresholds, requested_by=ctx.user_id
+            )
+        )
+        return
+    watches = ctx.services.watches
+    try:
+        running = watches.start(
+            "resources",
+            env.name,
+            duration=duration,
+            interval=env.check_interval,
+            started_by=ctx.user_id,
+        )
+    except WatchRefused as exc:
+        return await ctx.deny(str(exc))
+    await ctx.ack()
+    ctx.hand_off(
+        lambda: watch_resources(
+            ctx.conversation, env, config.ssh, config.thresholds, running, watches
+        ),
+        lane="long",
+    )
+
+
 async def report(ctx: Context, builds: int) -> None:
     await ctx.ack()
     ctx.hand_off(
@@ -160,6 +206,11 @@ async def report(ctx: Context, builds: int) -> None:
         "/health <env> watch [duration]",
         "check every check_interval for a while (default 5m, at most 1h; e.g. 30s, 10m), "
         "one message updated in place, with a Stop button",
+    ),
+    Usage(
+        "/health <env> resources [duration]",
+        "CPU, memory, disk, load and top processes of the environment's hosts: one snapshot, "
+        "or kept current for the duration (at most 1h), with a Stop button",
     ),
     Usage(
         "/health report [N]",
@@ -185,6 +236,8 @@ async def health(ctx: Context) -> None:
         return await check(ctx, request.targets, request.scope)
     if isinstance(request, WatchRequest):
         return await watch(ctx, request.env, request.duration)
+    if isinstance(request, ResourcesRequest):
+        return await resources(ctx, request.env, request.duration)
     await report(ctx, request.builds)
 
 

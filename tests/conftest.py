@@ -284,8 +284,11 @@ def slack() -> Iterator[SlackFake]:
 
 
 @contextlib.contextmanager
-def http_bot(tmp: Path, slack: SlackFake, config: Path) -> Iterator[BotProcess]:
-    """The real bot, in HTTP mode on uvicorn, talking to the Slack fake; stopped afterwards."""
+def http_bot(tmp: Path, slack: SlackFake, config: Path, **env: str) -> Iterator[BotProcess]:
+    """The real bot, in HTTP mode on uvicorn, talking to the Slack fake; stopped afterwards.
+
+    `env` adds variables (e.g. LOG_LEVEL="DEBUG").
+    """
     database_url = f"sqlite:///{tmp / 'bot.db'}"
     process, url, log = start_bot(
         tmp,
@@ -294,6 +297,7 @@ def http_bot(tmp: Path, slack: SlackFake, config: Path) -> Iterator[BotProcess]:
         SLACK_API_URL=slack.api_url,
         EVENTMESH_CONFIG=str(config),
         EVENTMESH_DATABASE_URL=database_url,
+        **env,
     )
     bot = BotProcess(url, process, log, database_url, slack)
     yield bot

@@ -10,9 +10,10 @@ import pytest
 from bot.config import Config
 from bot.runbook.health import Health, HealthResult
 from bot.runbook.watch import HealthTally, StopRequest, Watch, Watches, WatchRefused
-from bot.slack.health_watch import EDITS_PER_MINUTE, edit_spacing_s, running, summary
+from bot.slack.health_watch import running, summary
 from bot.slack.sparkline import GAP, sparkline
-from handlers.health import CheckRequest, ReportRequest, WatchRequest, parse
+from bot.slack.watch_blocks import EDITS_PER_MINUTE, edit_spacing_s
+from handlers.health import CheckRequest, ReportRequest, ResourcesRequest, WatchRequest, parse
 from tests.support.slack_fake import block_kit_errors
 
 T0 = datetime(2025, 10, 17, 9, 0, 0, tzinfo=UTC)
@@ -186,6 +187,8 @@ def names(request: object) -> object:
         return ("watch", request.env.name, request.duration)
     if isinstance(request, ReportRequest):
         return ("report", request.builds)
+    if isinstance(request, ResourcesRequest):
+        return ("resources", request.env.name, request.duration)
     return request
 
 
@@ -204,6 +207,9 @@ def names(request: object) -> object:
         ("staging watch 10s", ("watch", "staging", timedelta(seconds=10))),
         ("staging WATCH 1H", ("watch", "staging", timedelta(hours=1))),
         ("watch watch 30s", ("watch", "watch", timedelta(seconds=30))),
+        ("staging resources", ("resources", "staging", None)),
+        ("staging resources 1m", ("resources", "staging", timedelta(minutes=1))),
+        ("watch resources", ("resources", "watch", None)),
     ],
 )
 def test_parse_accepts(text: str, expected: object) -> None:
@@ -229,6 +235,11 @@ def test_parse_accepts(text: str, expected: object) -> None:
         ("staging report", "does not understand"),
         ("staging; rm -rf /", "does not understand"),
         ("staging staging", "does not understand"),
+        ("staging resources 61m", "at most 1h"),
+        ("staging resources 0s", "longer than zero"),
+        ("all resources", "one environment"),
+        ("staging resources 1m now", "does not understand"),
+        ("resources staging", "Unknown environment"),
     ],
 )
 def test_parse_refuses(text: str, problem: str) -> None:

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.runbook.health import Health, HealthResult
+from bot.runbook.levels import Level
 from bot.slack.chat import Message
 
 if TYPE_CHECKING:
@@ -34,6 +35,11 @@ HEALTH_EMOJI = {
     Health.HEALTHY: ":large_green_circle:",
     Health.DEGRADED: ":large_yellow_circle:",
     Health.UNHEALTHY: ":red_circle:",
+}
+LEVEL_EMOJI = {
+    Level.NORMAL: ":large_green_circle:",
+    Level.WARNING: ":large_yellow_circle:",
+    Level.CRITICAL: ":red_circle:",
 }
 PENDING_EMOJI = ":hourglass_flowing_sand:"
 

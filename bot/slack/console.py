@@ -58,6 +58,7 @@ class TextRenderer:
         return f"\033[{code}m{text}\033[0m" if self.color else text
 
     def mrkdwn(self, text: str) -> str:
+        text = text.replace("```", "")  # a code block is already its own lines here
         text = re.sub(r":([a-z0-9_+-]+):", lambda m: EMOJI.get(m.group(1), m.group(0)), text)
         text = re.sub(r"<@([A-Z0-9]+)>", r"@\1", text)
         text = re.sub(r"<(https?://[^|>]+)\|([^>]+)>", r"\2 (\1)", text)

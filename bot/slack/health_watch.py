@@ -9,30 +9,18 @@ lane free for everyone else's reports.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from bot.config import Environment
 from bot.runbook.health import Health, HealthChecker
-from bot.runbook.watch import Change, HealthSummary, HealthTally, StopRequest, Watch, Watches
+from bot.runbook.watch import Change, HealthSummary, HealthTally, Watch, Watches
 from bot.slack import blocks
 from bot.slack.blocks import Block, context, duration_text, escape, header, section
 from bot.slack.chat import Conversation, Message
 from bot.slack.live_message import LiveMessage
 from bot.slack.sparkline import sparkline
+from bot.slack.watch_blocks import clock_time, edit_spacing_s, ending, plural, stop_button
 
-STOP_ACTION = "watch_stop"
 SPARKLINE_WIDTH = 60  # the latest readings; a section line stays short on a phone
 CHANGES_SHOWN = 20
-# Slack allows chat.update about 50 times a minute (Tier 3). Watches share a budget below it:
-# with n running, each shows a reading at most every n * 60 / budget seconds (the final
-# summary always goes out). One watch shows every reading (at most every 1.5 s); twenty,
-# every 30 s; fifty, every 75 s.
-EDITS_PER_MINUTE = 40
-
-
-def edit_spacing_s(running_watches: int) -> float:
-    """The least time between two progress edits of one watch's message."""
-    return max(1.0, running_watches * 60 / EDITS_PER_MINUTE)
 
 
 async def watch_health(
@@ -57,18 +45,6 @@ async def watch_health(
     return final.text
 
 
-def stop_button(watch: Watch) -> Block:
-    return {
-        "type": "actions",
-        "block_id": "watch_actions",
-        "elements": [blocks.button("Stop", STOP_ACTION, watch.id, style="danger")],
-    }
-
-
-def _time(at: datetime) -> str:
-    return f"{at:%H:%M:%S} UTC"
-
-
 def running(watch: Watch, tally: HealthTally, warning_ms: float) -> Message:
     """The message while the watch runs: the latest reading and the history as a sparkline."""
     latest = tally.latest
@@ -77,7 +53,7 @@ def running(watch: Watch, tally: HealthTally, warning_ms: float) -> Message:
     facts.append(f"{latest.latency_ms:.0f} ms" if latest.latency_ms is not None else "no answer")
     failures = tally.consecutive_failures
     facts.append(
-        "no failures" if failures == 0 else f"{failures} consecutive failure{_s(failures)}"
+        "no failures" if failures == 0 else f"{failures} consecutive failure{plural(failures)}"
     )
     status = f"{blocks.HEALTH_EMOJI[latest.health]} " + " · ".join(facts)
     if latest.reason and latest.health is not Health.HEALTHY:
@@ -86,16 +62,15 @@ def running(watch: Watch, tally: HealthTally, warning_ms: float) -> Message:
     shown = latencies[-SPARKLINE_WIDTH:]
     answered = [v for v in shown if v is not None]
     span = f"{min(answered):.0f}–{max(answered):.0f} ms" if answered else "no answers"
-    trend = (
-        f"`{sparkline(shown)}`  latency of the last {len(shown)} reading{_s(len(shown))}: {span}"
-    )
+    count = f"{len(shown)} reading{plural(len(shown))}"
+    trend = f"`{sparkline(shown)}`  latency of the last {count}: {span}"
     body: list[Block] = [
         header(f"Watching {watch.environment}"),
         section(status),
         section(trend),
         context(
             f"Started by <@{watch.started_by}> · every {duration_text(watch.interval)} until "
-            f"{_time(watch.ends_at)} · reading {len(tally.readings)} of "
+            f"{clock_time(watch.ends_at)} · reading {len(tally.readings)} of "
             f"{watch.expected_readings} · slow at {warning_ms:.0f} ms, `·` is no answer"
         ),
         stop_button(watch),
@@ -103,7 +78,7 @@ def running(watch: Watch, tally: HealthTally, warning_ms: float) -> Message:
     text = (
         f"Watching {watch.environment}: {latest.health.value}"
         + (f", {latest.latency_ms:.0f} ms" if latest.latency_ms is not None else ", no answer")
-        + f", {failures} consecutive failure{_s(failures)}"
+        + f", {failures} consecutive failure{plural(failures)}"
     )
     return blocks.message(text, body)
 
@@ -111,13 +86,13 @@ def running(watch: Watch, tally: HealthTally, warning_ms: float) -> Message:
 def summary(watch: Watch, tally: HealthTally) -> Message:
     """The final message: what the whole watch saw, and how it ended."""
     result = tally.summary()
-    ending = _ending(watch.stop_request)
+    how = ending(watch.stop_request)
     counts = " · ".join(
         f"{blocks.HEALTH_EMOJI[health]} {result.counts[health]} {health.value}" for health in Health
     )
     body: list[Block] = [
         header(f"Watch of {watch.environment} · {'stopped' if watch.stop_request else 'done'}"),
-        section(f"*{result.readings} reading{_s(result.readings)}* · {counts}"),
+        section(f"*{result.readings} reading{plural(result.readings)}* · {counts}"),
         section(_latency_line(result, tally)),
         section(
             f"*Failures* {result.failures}"
@@ -125,11 +100,11 @@ def summary(watch: Watch, tally: HealthTally) -> Message:
         ),
         *blocks.sections_for_lines(_change_lines(result, tally)),
         context(
-            f"Started by <@{watch.started_by}> at {_time(watch.started_at)} · every "
-            f"{duration_text(watch.interval)} for {duration_text(watch.duration)} · {ending}"
+            f"Started by <@{watch.started_by}> at {clock_time(watch.started_at)} · every "
+            f"{duration_text(watch.interval)} for {duration_text(watch.duration)} · {how}"
         ),
     ]
-    return blocks.message(_summary_text(watch, result, ending), body)
+    return blocks.message(_summary_text(watch, result, how), body)
 
 
 def _latency_line(result: HealthSummary, tally: HealthTally) -> str:
@@ -157,20 +132,12 @@ def _change_lines(result: HealthSummary, tally: HealthTally) -> list[str]:
 
 def _change(change: Change) -> str:
     return (
-        f"{_time(change.at)}  {blocks.HEALTH_EMOJI[change.after]} "
+        f"{clock_time(change.at)}  {blocks.HEALTH_EMOJI[change.after]} "
         f"{change.before.value} → {change.after.value}"
     )
 
 
-def _ending(stop: StopRequest | None) -> str:
-    if stop is None:
-        return "ran its full time"
-    if stop.by is None:
-        return f"ended early at {_time(stop.at)}: the bot was shutting down"
-    return f"stopped by <@{stop.by}> at {_time(stop.at)}"
-
-
-def _summary_text(watch: Watch, result: HealthSummary, ending: str) -> str:
+def _summary_text(watch: Watch, result: HealthSummary, how: str) -> str:
     counts = ", ".join(f"{result.counts[h]} {h.value}" for h in Health)
     if result.latency is None:
         latency = "no answers"
@@ -180,15 +147,11 @@ def _summary_text(watch: Watch, result: HealthSummary, ending: str) -> str:
             f"latency min/median/max {stats.minimum:.0f}/{stats.median:.0f}/{stats.maximum:.0f} ms"
         )
     changes = "; ".join(
-        f"{c.before.value} → {c.after.value} at {_time(c.at)}" for c in result.changes[:5]
+        f"{c.before.value} → {c.after.value} at {clock_time(c.at)}" for c in result.changes[:5]
     )
     n = len(result.changes)
     return (
-        f"Watch of {watch.environment} {ending}: {result.readings} reading{_s(result.readings)} "
-        f"({counts}), {latency}, {result.failures} failure{_s(result.failures)}, "
-        + (f"{n} change{_s(n)}: {changes}" if n else "no change")
+        f"Watch of {watch.environment} {how}: {result.readings} reading{plural(result.readings)} "
+        f"({counts}), {latency}, {result.failures} failure{plural(result.failures)}, "
+        + (f"{n} change{plural(n)}: {changes}" if n else "no change")
     )
-
-
-def _s(n: int) -> str:
-    return "" if n == 1 else "s"

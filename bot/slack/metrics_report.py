@@ -11,17 +11,11 @@ from bot.runbook.levels import Level
 from bot.runbook.metrics_chart import draw_build_chart
 from bot.runbook.metrics_report import MetricsError, MetricsReport, Rate, read_metrics
 from bot.slack import blocks
-from bot.slack.blocks import context, escape, header, section, section_fields
+from bot.slack.blocks import LEVEL_EMOJI, context, escape, header, section, section_fields
 from bot.slack.chat import Conversation, Message, Upload
 from bot.slack.live_message import LiveMessage
 
 log = logging.getLogger(__name__)
-
-LEVEL_EMOJI = {
-    Level.NORMAL: ":large_green_circle:",
-    Level.WARNING: ":large_yellow_circle:",
-    Level.CRITICAL: ":red_circle:",
-}
 
 
 async def report_metrics(
