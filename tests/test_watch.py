@@ -239,7 +239,7 @@ def test_parse_accepts(text: str, expected: object) -> None:
         ("staging resources 0s", "longer than zero"),
         ("all resources", "one environment"),
         ("staging resources 1m now", "does not understand"),
-        ("resources staging", "Unknown environment"),
+        ("resources staging", "does not understand"),
     ],
 )
 def test_parse_refuses(text: str, problem: str) -> None:
