@@ -11,7 +11,7 @@ import pexpect
 import pytest
 
 from tests.conftest import REPO, DemoService, clean_env, free_port
-from tests.test_metrics_report import png_size
+from tests.support.health_reports import png_size
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("eventmesh-bot")
 PROMPT = "eventmesh> "

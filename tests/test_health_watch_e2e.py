@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import BotProcess, DemoService, http_bot, write_config
-from tests.support.health_reports import SLACK_ACK_DEADLINE_S, final_report, report_text
+from tests.support.health_reports import (
+    SLACK_ACK_DEADLINE_S,
+    context_of,
+    final_report,
+    header_of,
+    report_text,
+    stop_value,
+)
+from tests.support.health_reports import first_message as watch_message
 from tests.support.slack_fake import SlackFake, block_kit_errors
 
 SUMMARY = re.compile(r"(\d+) readings? \((\d+) Healthy, (\d+) Degraded, (\d+) Unhealthy\)")
@@ -44,27 +52,6 @@ def bot(watch_bot: BotProcess, demo: DemoService) -> BotProcess:
     return watch_bot
 
 
-def header_of(message: dict[str, Any]) -> str:
-    for block in message.get("blocks") or []:
-        if block.get("type") == "header":
-            return str(block["text"]["text"])
-    return ""
-
-
-def context_of(message: dict[str, Any]) -> str:
-    return " ".join(
-        element["text"]
-        for block in message.get("blocks") or []
-        if block.get("type") == "context"
-        for element in block["elements"]
-    )
-
-
-def watch_message(fake: SlackFake, channel: str) -> dict[str, Any] | None:
-    messages = fake.channel_messages(channel)
-    return messages[0] if messages else None
-
-
 def readings_shown(fake: SlackFake, channel: str) -> int:
     message = watch_message(fake, channel)
     found = re.search(r"reading (\d+) of", context_of(message)) if message else None
@@ -74,17 +61,6 @@ def readings_shown(fake: SlackFake, channel: str) -> int:
 def summary_of(fake: SlackFake, channel: str) -> dict[str, Any] | None:
     message = watch_message(fake, channel)
     return message if message and header_of(message).startswith("Watch of") else None
-
-
-def stop_value(message: dict[str, Any]) -> str:
-    (value,) = [
-        element["value"]
-        for block in message["blocks"]
-        if block["type"] == "actions"
-        for element in block["elements"]
-        if element["action_id"] == "watch_stop"
-    ]
-    return str(value)
 
 
 def test_a_watch_is_one_message_that_follows_a_change_and_sums_it_up(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import struct
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from bot.runbook.metrics_chart import build_chart_png
 from bot.runbook.metrics_report import MetricsError, percentile, read_metrics
 from bot.slack.metrics_report import figures
 from tests.conftest import REPO
+from tests.support.health_reports import png_size
 from tests.support.slack_fake import block_kit_errors
 
 SAMPLES = REPO / "metrics"
@@ -25,15 +25,6 @@ LAST_10_PASSED = [1210, 1212, 1215, 1190, 1218, 1218, 1220, 1221, 1221, 1224]
 LAST_10_FAILED = [1, 0, 0, 25, 0, 3, 0, 0, 1, 0]
 LAST_10_HITS = [842, 798, 655, 870, 811, 602, 866, 851, 838, 829]
 LAST_10_MISSES = [158, 202, 345, 130, 189, 398, 134, 149, 162, 171]
-
-
-def png_size(png: bytes) -> tuple[int, int]:
-    """Width and height from the PNG header: the signature, then the IHDR chunk."""
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    length, kind = struct.unpack(">I4s", png[8:16])
-    assert (length, kind) == (13, b"IHDR")
-    width, height = struct.unpack(">II", png[16:24])
-    return width, height
 
 
 def test_the_sample_files_give_the_figures_computed_by_hand() -> None:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, BotProcess, http_bot, write_config
-from tests.support.health_reports import SLACK_ACK_DEADLINE_S, report_text
+from tests.support.health_reports import SLACK_ACK_DEADLINE_S, png_size, report_text
 from tests.support.slack_fake import SlackFake, block_kit_errors
-from tests.test_metrics_report import png_size, replace_line
+from tests.test_metrics_report import replace_line
 
 SAMPLES = REPO / "metrics"
 

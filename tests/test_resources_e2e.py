@@ -19,10 +19,10 @@ import psutil
 import pytest
 
 from tests.conftest import BotProcess, http_bot
-from tests.support.health_reports import SLACK_ACK_DEADLINE_S, report_text
+from tests.support.health_reports import SLACK_ACK_DEADLINE_S, header_of, report_text, stop_value
+from tests.support.health_reports import first_message as watch_message
 from tests.support.slack_fake import SlackFake, block_kit_errors
 from tests.support.sshd import Sshd
-from tests.test_health_watch_e2e import header_of, stop_value, watch_message
 
 GIB = 1024**3
 FIGURES = re.compile(
