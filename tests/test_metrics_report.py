@@ -156,3 +156,14 @@ def test_the_chart_is_an_800_by_400_png() -> None:
     assert png_size(build_chart_png(report)) == (800, 400)
     many = read_metrics(SAMPLES, 1000, BUILD_MINUTES)
     assert png_size(build_chart_png(many)) == (800, 400)
+
+
+def test_build_ids_are_drawn_as_text(tmp_path: Path) -> None:
+    # '$\frac$' would be mathtext, and malformed: drawing it would fail.
+    directory = copy_samples(tmp_path)
+    replace_line(directory / "build_metrics.csv", 15, r"$\frac$,2025-10-17T08:30:00Z,1944,success")
+    replace_line(directory / "test_metrics.csv", 15, r"$\frac$,1224,0,15")
+    replace_line(directory / "cache_hits.csv", 15, r"$\frac$,829,171")
+    report = read_metrics(directory, 10, BUILD_MINUTES)
+    assert report.builds[-1].build_id == r"$\frac$"
+    assert png_size(build_chart_png(report)) == (800, 400)

@@ -85,5 +85,7 @@ def build_chart_png(report: MetricsReport) -> bytes:
 def _label_builds(axes: Axes, ids: list[str]) -> None:
     step = max(1, -(-len(ids) // MAX_TICK_LABELS))
     ticks = list(range(0, len(ids), step))
-    axes.set_xticks(ticks, [ids[i][:16] for i in ticks], rotation=45, ha="right", fontsize="small")
+    # Ids come from a CSV: a '$' pair would be parsed as mathtext (and can fail to draw).
+    labels = [ids[i][:16].replace("$", r"\$") for i in ticks]
+    axes.set_xticks(ticks, labels, rotation=45, ha="right", fontsize="small")
     axes.set_xlabel("build")
