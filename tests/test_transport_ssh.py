@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -281,6 +282,44 @@ def test_a_refused_connection_is_one_line(sshd: Sshd) -> None:
         f"deploy@127.0.0.1:{port}: connection refused at 127.0.0.1:{port} "
         "(is sshd running on that port?)"
     )
+
+
+def test_a_port_that_never_speaks_ssh_times_out_in_one_line(sshd: Sshd) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does), says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        host = Host(user="deploy", hostname="127.0.0.1", port=port)
+        transport = SshTransport(host, sshd.settings(connect_timeout="1s"))
+
+        async def main() -> None:
+            try:
+                await transport.run(["true"])
+            finally:
+                await transport.close()
+
+        started = time.monotonic()
+        with pytest.raises(ConnectFailed) as caught:
+            asyncio.run(main())
+    assert time.monotonic() - started < 10
+    assert str(caught.value).startswith(
+        f"deploy@127.0.0.1:{port}: no SSH banner from 127.0.0.1:{port} within 1s"
+    )
+
+
+def test_an_unresolvable_host_is_one_line(sshd: Sshd) -> None:
+    host = Host(user="deploy", hostname="no-such-host.invalid")
+    transport = SshTransport(host, sshd.settings())
+
+    async def main() -> None:
+        try:
+            await transport.run(["true"])
+        finally:
+            await transport.close()
+
+    with pytest.raises(ConnectFailed) as caught:
+        asyncio.run(main())
+    assert str(caught.value).startswith("deploy@no-such-host.invalid: cannot resolve no-such-host")
 
 
 def test_a_key_the_host_does_not_accept_is_one_line(sshd: Sshd, tmp_path: Path) -> None:

@@ -58,6 +58,9 @@ from bot.transport.known_hosts import PinnedKeys, entry_name, pinned_keys
 from bot.transport.output import OutputTail
 
 log = logging.getLogger(__name__)
+# paramiko logs each failed connection as a multi-line traceback at ERROR from its own thread;
+# every failure here becomes one TransportError line that names the host and the fix instead.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 T = TypeVar("T")
 
@@ -289,9 +292,10 @@ class SshTransport:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ConnectFailed(self.target, self._handshake_problem(exc)) from None
         if not client.initial_kex_done:
+            if not client.remote_version:
+                raise ConnectFailed(self.target, self._handshake_problem(EOFError("no banner")))
             raise ConnectFailed(
-                self.target,
-                f"SSH handshake did not finish within {self._connect_timeout:g}s",
+                self.target, f"SSH handshake did not finish within {self._connect_timeout:g}s"
             )
         self._check_host_key(client.get_remote_server_key(), pinned)
 
@@ -408,13 +412,17 @@ class SshTransport:
     def _upload(self, job: _Job, local: Path, remote: str) -> UploadResult:
         """Stream the file into a temporary name, check its sha256 on the host, rename it.
 
-        Two commands on the host, started together. The receiver says what the destination
-        already holds (the sha256 of a file of the same size), then writes the stream to the
-        temporary name and prints that file's sha256 and size. The committer waits for one
-        word: `commit` (chmod, then mv into place) or anything else, or nothing at all because
-        the client is gone: it removes the temporary file. Started at once, the committer's
-        shell start-up hides behind the transfer, and nothing is left behind on any failure.
-        One exec channel streams as fast as SFTP does (FIELD-NOTES), with one round trip.
+        Two commands on the host. The receiver says what the destination already holds (the
+        sha256 of a file of the same size: then nothing is sent), then writes the stream to
+        the temporary name and prints that file's sha256 and size. The committer, started as
+        the transfer begins so that its shell start-up hides behind it, waits for one word:
+        `commit` (chmod, then mv into place); anything else, or nothing because the client
+        failed, was cancelled or is gone, removes the temporary file. So a failed upload
+        never replaces the destination nor leaves a stray file.
+
+        One exec channel carries the bytes (faster than paramiko's SFTP here, see
+        benchmarks/README.md); the hash is taken on the host after the write (hashing the
+        stream through `tee` on the way in was slower still).
         """
         started = time.monotonic()
         try:
@@ -432,20 +440,35 @@ class SshTransport:
             **names, hash_dest=_hash(names["dest"]), hash_tmp=_hash(names["tmp"])
         )
         timeout_s = self.settings.command_timeout.total_seconds()
-        with (
-            self._start(job, remote_command(Shell(receive), None, timeout_s),
-                        f"receive {remote}", timeout_s) as receiver,
-            self._start(job, remote_command(Shell(_COMMIT.format(**names)), None, timeout_s),
-                        f"commit {remote}", timeout_s) as committer,
-        ):  # fmt: skip
-            try:
-                digest, skipped = self._transfer(receiver, local, size, remote)
-            except BaseException:
-                committer.close_quietly(b"abort\n")
-                raise
-            if skipped:
-                committer.close_quietly(b"abort\n")
-            else:
+
+        def start(script: str, what: str) -> _Session:
+            return self._start(job, remote_command(Shell(script), None, timeout_s), what,
+                               timeout_s)  # fmt: skip
+
+        # Hashed on another thread from the start (hashlib releases the GIL): ready by the time
+        # the host has hashed its copy, or computed while the file travels.
+        local_digest = _hashing.submit(sha256_file, local)
+        with start(receive, f"receive {remote}") as receiver:
+            have = receiver.read_line()
+            if have is None or not have.startswith("have "):
+                receiver.finish()
+                problem = _one_line(receiver.stderr.text()) or "no answer"
+                raise TransportError(self.target, f"cannot prepare {remote}: {problem}")
+            if have != "have -" and have == f"have {self._digest(local_digest, local)}":
+                receiver.feed(b"skip\n")
+                receiver.finish()
+                duration = time.monotonic() - started
+                log.debug("%s: %s already held (%.2fs)", self.target, remote, duration)
+                return UploadResult(
+                    self.target, remote, size, self._digest(local_digest, local), True, duration
+                )
+            # Started now, the committer's shell start-up overlaps the transfer.
+            with start(_COMMIT.format(**names), f"commit {remote}") as committer:
+                try:
+                    digest = self._send(receiver, local, size, remote, local_digest)
+                except BaseException:
+                    committer.close_quietly()  # no word: it removes the temporary file
+                    raise
                 committer.feed(b"commit\n")
                 if committer.finish() != 0:
                     raise TransportError(
@@ -454,26 +477,14 @@ class SshTransport:
                         f"{_one_line(committer.stderr.text()) or 'failed'}",
                     )
         duration = time.monotonic() - started
-        log.debug("%s: %s %s (%d bytes, %.2fs)", self.target,
-                  "already held" if skipped else "uploaded", remote, size, duration)  # fmt: skip
-        return UploadResult(self.target, remote, size, digest, skipped, duration)
+        log.debug("%s: uploaded %s to %s (%d bytes, %.2fs)", self.target, local, remote, size,
+                  duration)  # fmt: skip
+        return UploadResult(self.target, remote, size, digest, False, duration)
 
-    def _transfer(
-        self, receiver: _Session, local: Path, size: int, remote: str
-    ) -> tuple[str, bool]:
-        """(sha256, skipped): the client's side of the receiver's script."""
-        # Hashed on another thread from the start (hashlib releases the GIL): ready by the time
-        # the host has hashed its copy, or computed while the file travels.
-        local_digest = _hashing.submit(sha256_file, local)
-        have = receiver.read_line()
-        if have is None or not have.startswith("have "):
-            receiver.finish()
-            problem = _one_line(receiver.stderr.text()) or "no answer"
-            raise TransportError(self.target, f"cannot prepare {remote}: {problem}")
-        if have != "have -" and have == f"have {self._digest(local_digest, local)}":
-            receiver.feed(b"skip\n")
-            receiver.finish()
-            return self._digest(local_digest, local), True
+    def _send(
+        self, receiver: _Session, local: Path, size: int, remote: str, local_digest: Future[str]
+    ) -> str:
+        """Stream the file to the receiver; its sha256, once the host's copy matches it."""
         receiver.feed(b"send\n")
         try:
             with local.open("rb") as file:
@@ -491,7 +502,7 @@ class SshTransport:
                 f"upload of {local} to {remote} failed verification on the host (expected "
                 f"sha256 {digest} and {size} bytes; the host says: {seen}); nothing was replaced",
             )
-        return digest, False
+        return digest
 
     def _digest(self, future: Future[str], local: Path) -> str:
         try:
@@ -628,10 +639,9 @@ class _Session:
             raise self.lost(EOFError("connection closed"))
         return status
 
-    def close_quietly(self, last_words: bytes) -> None:
-        """Best effort: tell the command something and close its stdin; don't wait for it."""
-        with contextlib.suppress(paramiko.SSHException, OSError, TransportError):
-            self.feed(last_words)
+    def close_quietly(self) -> None:
+        """Best effort: close the command's stdin, and don't wait for it to end."""
+        with contextlib.suppress(paramiko.SSHException, OSError):
             self.channel.shutdown_write()
 
     def lost(self, exc: BaseException) -> TransportError:
