@@ -167,3 +167,9 @@ def test_build_ids_are_drawn_as_text(tmp_path: Path) -> None:
     report = read_metrics(directory, 10, BUILD_MINUTES)
     assert report.builds[-1].build_id == r"$\frac$"
     assert png_size(build_chart_png(report)) == (800, 400)
+
+
+def test_rounding_never_claims_a_perfect_rate() -> None:
+    report = read_metrics(SAMPLES, 3, BUILD_MINUTES)  # 3,666 of 3,667 tests passed
+    assert (report.tests.good, report.tests.total) == (3666, 3667)
+    assert "tests >99.9% passed" in figures(report, requested_by="U1").text

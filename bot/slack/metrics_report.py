@@ -93,7 +93,15 @@ def _figure(name: str, minutes: float, level: Level) -> str:
 
 def _percent(rate: Rate) -> str:
     share = rate.share
-    return "n/a" if share is None else f"{share * 100:.1f}%"
+    if share is None:
+        return "n/a"
+    shown = f"{share * 100:.1f}%"
+    # Rounding must not claim a perfect (or a nil) rate that was not.
+    if shown == "100.0%" and rate.good < rate.total:
+        return ">99.9%"
+    if shown == "0.0%" and rate.good > 0:
+        return "<0.1%"
+    return shown
 
 
 def _rate(rate: Rate, what: str, builds: int) -> str:
