@@ -16,11 +16,17 @@ RUN apt-get update \
  && mkdir -p /var/lib/eventmesh-bot && chown eventmesh /var/lib/eventmesh-bot
 
 WORKDIR /app
+# Dependencies first, exactly as locked (versions and hashes; scripts/lock regenerates the
+# file from pyproject.toml): this layer is rebuilt only when requirements.lock changes.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY handlers ./handlers
 COPY config ./config
-RUN pip install .
+# Then the bot alone: its dependencies and its build tools (setuptools, wheel) came from the
+# lock, so nothing unpinned is fetched here; pip check fails the build if the lock is stale.
+RUN pip install --no-deps --no-build-isolation --no-index . && pip check
 
 USER eventmesh
 EXPOSE 3000

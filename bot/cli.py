@@ -80,7 +80,8 @@ def _check_config(path: str | None) -> int:
 def _run(forced_mode: str | None) -> int:
     try:
         settings = Settings.from_env()
-        mode = settings.mode(forced_mode)  # type: ignore[arg-type]
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+        mode = settings.mode(forced_mode, interactive=interactive)  # type: ignore[arg-type]
     except SettingsError as exc:
         print(f"eventmesh-bot: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -95,9 +96,10 @@ def _run(forced_mode: str | None) -> int:
     try:
         config = load_config(settings.config_path)
     except ConfigError as exc:
-        log.error(
-            "config %s: %s (check it with: eventmesh-bot check-config)", settings.config_path, exc
-        )
+        # Every problem, one line each, as check-config lists them: fixing one at a time and
+        # restarting to find the next is what a new operator should not have to do.
+        for problem in exc.errors:
+            log.error("config %s: %s", settings.config_path, problem)
         return EXIT_USAGE
 
     # Imported here so check-config and demo-service start fast and need no Slack libraries.

@@ -413,9 +413,16 @@ class EscalationLevel(_Model):
 
 
 class Escalation(_Model):
-    """The runbook's escalation path; each level waits `timeout` before the next is paged."""
+    """The runbook's escalation path; each level waits `timeout` before the next is paged.
+
+    An acknowledged incident is not forgotten: `ack_reminder` after the acknowledgement the
+    acknowledger is asked whether it is resolved, and with no answer within `reopen_after`
+    the incident is paged again from the level where it was acknowledged.
+    """
 
     levels: list[EscalationLevel] = Field(default_factory=list)
+    ack_reminder: Duration = timedelta(minutes=30)
+    reopen_after: Duration = timedelta(minutes=15)
 
     @model_validator(mode="after")
     def _timeouts(self) -> Self:

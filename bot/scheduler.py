@@ -13,7 +13,13 @@ Exactly once, from the handler's side: a handler can run again if the bot dies b
 effect and the row being marked fired. Handlers make that harmless by carrying a token in
 the payload (the escalation step the timer was set for, say) and doing nothing when the
 subject has moved on. A handler that raises is retried with backoff, never dropped: a page
-that could not be posted because Slack was down goes out when Slack is back.
+that could not be posted because Slack was down goes out when Slack is back. A handler that
+cannot run yet (another replica is working on the same incident) raises RetryLater: tried
+again after its delay, without an error in the log.
+
+Timers can also be written by the store inside a larger transaction (an incident's state
+change and its next deadline, together); whoever does that calls `sweep_at(due_at)` so the
+sweep runs when they fall due.
 """
 
 from __future__ import annotations
@@ -42,6 +48,14 @@ DEFAULT_LEASE = timedelta(minutes=5)
 MAX_RETRY_DELAY = timedelta(minutes=5)
 # A timer nobody here handles may belong to a newer version of the bot sharing the database.
 UNHANDLED_RETRY_DELAY = timedelta(minutes=5)
+
+
+class RetryLater(Exception):
+    """Raised by a handler that cannot do its work now: try again after `delay`."""
+
+    def __init__(self, reason: str, delay: timedelta = timedelta(seconds=1)) -> None:
+        super().__init__(reason)
+        self.delay = delay
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -117,13 +131,17 @@ class Scheduler:
     ) -> None:
         """Set (kind, key)'s timer to due_at, replacing a pending one. Raises StoreError."""
         await asyncio.to_thread(self.store.schedule_timer, kind, key, due_at, payload)
-        self._sweep_at(due_at)
+        self.sweep_at(due_at)
 
     async def cancel(self, kind: str, key: str) -> None:
         await asyncio.to_thread(self.store.cancel_timers, kind, key)
 
-    def _sweep_at(self, due_at: datetime) -> None:
-        """Sweep when a timer falls due instead of up to a sweep interval later."""
+    def sweep_at(self, due_at: datetime) -> None:
+        """Sweep when a timer falls due instead of up to a sweep interval later.
+
+        Call it on the event loop for a timer written without `schedule` (in a store
+        transaction of its own).
+        """
         if not self._aps.running:
             return
         loop = asyncio.get_running_loop()
@@ -176,6 +194,10 @@ class Scheduler:
                 return
             try:
                 await handler(timer)
+            except RetryLater as later:
+                log.info("timer %s #%d (%s) deferred: %s", timer.kind, timer.id, timer.key, later)
+                await self._retry(timer, later.delay)
+                return
             except Exception:
                 delay = retry_delay(timer.attempts)
                 log.exception(

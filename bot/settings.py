@@ -64,8 +64,14 @@ class Settings:
             log_level=log_level,
         )
 
-    def mode(self, forced: Mode | None = None) -> Mode:
-        """The run mode: forced by --mode, else chosen by which tokens are set."""
+    def mode(self, forced: Mode | None = None, *, interactive: bool = True) -> Mode:
+        """The run mode: forced by --mode, else chosen by which tokens are set.
+
+        `interactive` says whether standard input is a terminal. Without tokens the default is
+        the console, which only makes sense with someone typing: started by an orchestrator
+        (no terminal) it would read end-of-file and exit 0, so a missing secret would look
+        like a clean stop. That is an error instead; --mode console still forces the console.
+        """
         mode: Mode
         if forced is not None:
             mode = forced
@@ -73,8 +79,14 @@ class Settings:
             mode = "socket"
         elif self.bot_token and self.signing_secret:
             mode = "http"
-        else:
+        elif interactive:
             mode = "console"
+        else:
+            raise SettingsError(
+                "no Slack tokens and standard input is not a terminal: set SLACK_BOT_TOKEN "
+                "and SLACK_APP_TOKEN (Socket Mode) or SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
+                "(HTTP mode), or run with --mode console for the local console"
+            )
         if mode == "socket" and not (self.bot_token and self.app_token):
             raise SettingsError(
                 "Socket Mode needs SLACK_BOT_TOKEN (xoxb-…) and SLACK_APP_TOKEN (xapp-…, "

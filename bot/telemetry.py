@@ -4,7 +4,7 @@ One registry per bot instance (not prometheus_client's global one) so that sever
 or a bot and the demo service, can live in one process — the test suite does exactly that.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from bot import __version__
@@ -41,10 +41,9 @@ class Telemetry:
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
             registry=self.registry,
         )
-        info = Counter(
-            "eventmesh_bot_build_info", "Build information.", ["version"], registry=self.registry
-        )
-        info.labels(version=__version__).inc(0)
+        # Exposed as eventmesh_bot_build_info{version="…"} 1, the usual shape of build info.
+        build = Info("eventmesh_bot_build", "The running bot's version.", registry=self.registry)
+        build.info({"version": __version__})
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -5,8 +5,15 @@ Adding a command: write a module with `@command` / `@action` handlers and list t
 """
 
 from bot.slack.dispatch import ActionSpec, CommandSpec, TimerSpec
-from handlers import health
+from handlers import escalate, health
 
-COMMANDS: tuple[CommandSpec, ...] = (health.health,)
-ACTIONS: tuple[ActionSpec, ...] = (health.recheck, health.stop_watch)
-TIMERS: tuple[TimerSpec, ...] = ()
+COMMANDS: tuple[CommandSpec, ...] = (health.health, escalate.escalate)
+ACTIONS: tuple[ActionSpec, ...] = (
+    health.recheck,
+    health.stop_watch,
+    escalate.acknowledge,
+    escalate.escalate_now,
+    escalate.resolve,
+    escalate.still_working,
+)
+TIMERS: tuple[TimerSpec, ...] = (escalate.deadline, escalate.sync)

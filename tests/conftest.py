@@ -256,8 +256,16 @@ class BotProcess:
         return Sent(response, seconds, channel)
 
     def press(
-        self, action_id: str, value: str, *, channel: str, message_ts: str, user_id: str = "U0USER"
+        self,
+        action_id: str,
+        value: str,
+        *,
+        channel: str,
+        message_ts: str,
+        user_id: str = "U0USER",
+        block_id: str = "b1",
     ) -> Sent:
+        """Click a button exactly as Slack delivers it (block_id: the button's actions block)."""
         body = block_actions_body(
             action_id,
             value,
@@ -265,6 +273,7 @@ class BotProcess:
             channel_id=channel,
             message_ts=message_ts,
             response_url=self.slack.response_url(),
+            block_id=block_id,
         )
         response, seconds = self.post_signed(body, signed_headers(SIGNING_SECRET, body))
         return Sent(response, seconds, channel)
@@ -283,15 +292,18 @@ def slack() -> Iterator[SlackFake]:
         yield fake
 
 
-@contextlib.contextmanager
-def http_bot(tmp: Path, slack: SlackFake, config: Path, **env: str) -> Iterator[BotProcess]:
-    """The real bot, in HTTP mode on uvicorn, talking to the Slack fake; stopped afterwards.
+def start_slack_bot(
+    workdir: Path, slack: SlackFake, config: Path, database_url: str | None = None, **env: str
+) -> BotProcess:
+    """The real bot in HTTP mode with this config, talking to the Slack fake.
 
-    `env` adds variables (e.g. LOG_LEVEL="DEBUG").
+    Its store is a SQLite file in workdir unless database_url names another (a restarted
+    bot gets the same database_url and a fresh workdir for its log). `env` adds variables
+    (e.g. LOG_LEVEL="DEBUG").
     """
-    database_url = f"sqlite:///{tmp / 'bot.db'}"
+    database_url = database_url or f"sqlite:///{workdir / 'bot.db'}"
     process, url, log = start_bot(
-        tmp,
+        workdir,
         SLACK_BOT_TOKEN=BOT_TOKEN,
         SLACK_SIGNING_SECRET=SIGNING_SECRET,
         SLACK_API_URL=slack.api_url,
@@ -299,11 +311,17 @@ def http_bot(tmp: Path, slack: SlackFake, config: Path, **env: str) -> Iterator[
         EVENTMESH_DATABASE_URL=database_url,
         **env,
     )
-    bot = BotProcess(url, process, log, database_url, slack)
+    return BotProcess(url, process, log, database_url, slack)
+
+
+@contextlib.contextmanager
+def http_bot(tmp: Path, slack: SlackFake, config: Path, **env: str) -> Iterator[BotProcess]:
+    """start_slack_bot for the length of a with-block; it must exit 0 on SIGTERM."""
+    bot = start_slack_bot(tmp, slack, config, **env)
     yield bot
     bot.http.close()
-    code = stop_process(process)
-    assert code == 0, f"the bot exited with {code} on SIGTERM:\n{log.read_text()}"
+    code = stop_process(bot.process)
+    assert code == 0, f"the bot exited with {code} on SIGTERM:\n{bot.log.read_text()}"
 
 
 @pytest.fixture(scope="session")

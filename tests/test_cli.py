@@ -16,6 +16,7 @@ from bot.settings import Settings, SettingsError
 from tests.conftest import (
     BOT_TOKEN,
     EXAMPLE_CONFIG,
+    REPO,
     SIGNING_SECRET,
     clean_env,
     free_port,
@@ -58,6 +59,61 @@ def test_broken_config_at_startup(tmp_path: Path) -> None:
     )
     assert_one_clear_error(result, "ERROR", "ssh.connect_timeout", "'10x' is not a duration")
     assert len([line for line in result.stderr.splitlines() if "ERROR" in line]) == 1
+
+
+def test_every_config_problem_at_startup_one_line_each(tmp_path: Path) -> None:
+    config = tmp_path / "eventmesh.yml"
+    text = EXAMPLE_CONFIG.read_text()
+    for wrong, right in [
+        ("connect_timeout: 10s", "connect_timeout: 10x"),
+        ("keep_backups: 10", "keep_backups: ten"),
+        ("  breaches_to_fire: 2", "  shout: true\n  breaches_to_fire: 2"),
+    ]:
+        assert wrong in text, wrong
+        text = text.replace(wrong, right)
+    config.write_text(text)
+    result = run_bot(
+        "run",
+        EVENTMESH_CONFIG=str(config),
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        EVENTMESH_DATA_DIR=str(tmp_path),
+    )
+    assert_one_clear_error(result, "ssh.connect_timeout", "deploy.keep_backups", "alerts.shout")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3, result.stderr
+    assert all("ERROR" in line and str(config) in line for line in lines), result.stderr
+
+
+def test_no_tokens_and_no_terminal_is_an_error_not_a_clean_stop(tmp_path: Path) -> None:
+    # How an orchestrator starts the image when a secret is missing: no terminal on stdin.
+    # The console would read end-of-file and exit 0, and the missing secret look like a stop.
+    result = run_bot("run", EVENTMESH_DATA_DIR=str(tmp_path), PORT=str(free_port()))
+    assert_one_clear_error(
+        result, "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "--mode console"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("stdin", ["end-of-file", "closed"])
+def test_forced_console_without_a_terminal_still_runs(tmp_path: Path, stdin: str) -> None:
+    # stdin at end-of-file (/dev/null), or not open at all (Python's sys.stdin is None).
+    command = [sys.executable, "-m", "bot.cli", "--mode", "console"]
+    if stdin == "closed":
+        command = ["sh", "-c", 'exec "$@" <&-', "sh", *command]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env=clean_env(EVENTMESH_DATA_DIR=str(tmp_path), PORT=str(free_port())),
+        stdin=subprocess.DEVNULL if stdin == "end-of-file" else None,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "local console" in result.stdout
+    assert "Traceback" not in result.stderr
 
 
 def test_http_mode_without_signing_secret() -> None:
@@ -181,6 +237,16 @@ def test_oauth_variables_are_ignored_not_obeyed(tmp_path: Path, bot_config: Path
 )
 def test_mode_follows_the_environment(env: dict[str, str], forced: str | None, mode: str) -> None:
     assert Settings.from_env(env).mode(forced) == mode  # type: ignore[arg-type]
+
+
+def test_no_tokens_without_a_terminal_is_an_error_unless_the_console_is_forced() -> None:
+    with pytest.raises(SettingsError, match=r"SLACK_BOT_TOKEN.*SLACK_APP_TOKEN"):
+        Settings.from_env({}).mode(None, interactive=False)
+    with pytest.raises(SettingsError, match="SLACK_SIGNING_SECRET"):
+        Settings.from_env({"SLACK_BOT_TOKEN": "xoxb-1"}).mode(None, interactive=False)
+    assert Settings.from_env({}).mode("console", interactive=False) == "console"
+    tokens = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}
+    assert Settings.from_env(tokens).mode(None, interactive=False) == "http"
 
 
 def test_forced_mode_without_its_tokens_is_an_error() -> None:

@@ -99,6 +99,9 @@ def test_example_loads_with_its_values() -> None:
         timedelta(minutes=30),
         None,
     ]
+    # Not in the example: the defaults, an acknowledged incident's reminder and re-open.
+    assert config.escalation.ack_reminder == timedelta(minutes=30)
+    assert config.escalation.reopen_after == timedelta(minutes=15)
     assert config.metrics.dir == Path("metrics")
     assert config.ci is not None
     assert config.ci.repository == "eventmesh/eventmesh"
@@ -270,6 +273,22 @@ BROKEN = {
         edited("users: [U0CTO]", "users: []"),
         "escalation.levels[3].users",
         ["must not be empty"],
+    ),
+    "escalation reminder without unit": (
+        edited(
+            "    - {name: CTO, users: [U0CTO]}\n",
+            "    - {name: CTO, users: [U0CTO]}\n  ack_reminder: 30\n",
+        ),
+        "escalation.ack_reminder",
+        ["30 is not a duration"],
+    ),
+    "escalation re-open of zero": (
+        edited(
+            "    - {name: CTO, users: [U0CTO]}\n",
+            "    - {name: CTO, users: [U0CTO]}\n  reopen_after: 0s\n",
+        ),
+        "escalation.reopen_after",
+        ["longer than zero"],
     ),
     "escalation user mention": (
         edited("users: [U0ONCALL]", "users: ['@oncall']"),

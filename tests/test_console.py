@@ -54,11 +54,21 @@ def test_health_all_then_press_button_then_exit(
     assert "connection refused" in report
     child.expect_exact(PROMPT)
 
+    # The report is updated in place, and its button keeps its number press after press.
     demo.set_faults(healthz_status=503)
     child.sendline(button)
     child.expect_exact("updated")
-    child.expect(r"\[\d+\] Check again")
+    child.expect(r"\[(\d+)\] Check again")
+    assert child.match.group(1) == button
     assert "staging — Unhealthy" in plain(child.before)
+    child.expect_exact(PROMPT)
+
+    demo.reset()
+    child.sendline(button)
+    child.expect_exact("updated")
+    child.expect(r"\[(\d+)\] Check again")
+    assert child.match.group(1) == button
+    assert "staging — Healthy" in plain(child.before)
     child.expect_exact(PROMPT)
 
     child.sendline("/health nosuchenv")

@@ -248,4 +248,10 @@ def test_healthz_and_metrics_endpoints(running_bot: BotProcess) -> None:
     assert health["version"]
     metrics = running_bot.http.get(f"{running_bot.url}/metrics")
     assert metrics.status_code == 200
-    assert "eventmesh_bot_build_info" in metrics.text
+    # Build info the Prometheus way: a gauge-typed sample at 1 whose labels carry the version.
+    families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
+    build = families["eventmesh_bot_build_info"]
+    assert build.type == "gauge"
+    assert [(s.name, s.labels, s.value) for s in build.samples] == [
+        ("eventmesh_bot_build_info", {"version": health["version"]}, 1.0)
+    ]

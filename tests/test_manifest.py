@@ -32,7 +32,7 @@ def test_manifest_is_socket_mode_with_interactivity_and_needed_scopes() -> None:
     assert settings["socket_mode_enabled"] is True
     assert settings["interactivity"]["is_enabled"] is True
     scopes = set(MANIFEST["oauth_config"]["scopes"]["bot"])
-    assert {"commands", "chat:write"} <= scopes
+    assert {"commands", "chat:write", "im:write"} <= scopes  # im:write: pages are DMs
     for command in MANIFEST["features"]["slash_commands"]:
         assert command["usage_hint"] and command["description"]
         assert "url" not in command  # Socket Mode: Slack delivers over the socket

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.scheduler import Scheduler, retry_delay
+from bot.scheduler import RetryLater, Scheduler, retry_delay
 from bot.store import Store, Timer
 from tests.support.clock import ManualClock
 
@@ -192,3 +192,53 @@ def test_the_running_scheduler_fires_a_timer_when_it_falls_due(tmp_path: Path) -
     asyncio.run(scenario())
     assert store.pending_timers() == []
     store.close()
+
+
+def test_a_handler_that_must_wait_is_retried_after_its_delay_without_an_error(
+    store: Store, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    tries: list[int] = []
+    scheduler = scheduler_on(store, clock)
+
+    async def post(timer: Timer) -> None:
+        tries.append(timer.attempts)
+        if len(tries) == 1:
+            raise RetryLater("another replica is posting", timedelta(seconds=2))
+
+    scheduler.on("incident.sync", post)
+    store.schedule_timer("incident.sync", "INC-1/1", clock())
+    with caplog.at_level(logging.INFO):
+        assert sweep(scheduler) == 1
+    assert "deferred: another replica is posting" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    clock.advance(seconds=1)
+    assert sweep(scheduler) == 0
+    clock.advance(seconds=1)
+    assert sweep(scheduler) == 1
+    assert tries == [1, 2]
+    assert store.pending_timers() == []
+
+
+def test_setting_a_timer_from_its_own_handler_leaves_the_running_one_to_finish(
+    store: Store, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An escalation step sets the next deadline under the same key while it runs.
+    fired: list[int] = []
+    scheduler = scheduler_on(store, clock)
+
+    async def step(timer: Timer) -> None:
+        fired.append(int(str(timer.payload["level"])))
+        store.schedule_timer(
+            "incident.deadline", "INC-1", clock() + timedelta(minutes=10), {"level": 2}
+        )
+
+    scheduler.on("incident.deadline", step)
+    store.schedule_timer("incident.deadline", "INC-1", clock(), {"level": 1})
+    with caplog.at_level(logging.WARNING):
+        assert sweep(scheduler) == 1
+    assert "lease was lost" not in caplog.text
+    (pending,) = store.pending_timers("incident.deadline")
+    assert pending.payload == {"level": 2}
+    clock.advance(minutes=10)
+    assert sweep(scheduler) == 1
+    assert fired[:2] == [1, 2]

@@ -68,6 +68,7 @@ def create_bolt_app(
             channel_id=container.get("channel_id") or (body.get("channel") or {}).get("id", ""),
             message_ts=container.get("message_ts"),
             response_url=body.get("response_url"),
+            block_id=pressed.get("block_id"),
             received_at=context.get(RECEIVED_AT) or time.perf_counter(),
         )
 

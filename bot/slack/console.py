@@ -38,6 +38,14 @@ EMOJI = {
     "x": "❌",
     "white_check_mark": "✅",
     "rotating_light": "🚨",
+    "eyes": "👀",
+    "arrow_double_up": "⏫",
+    "repeat": "🔁",
+    "alarm_clock": "⏰",
+    "zzz": "💤",
+    "leftwards_arrow_with_hook": "↩️",
+    "memo": "📝",
+    "information_source": "ℹ️",
 }
 
 
@@ -46,6 +54,7 @@ class Button:
     action_id: str
     value: str
     ref: MessageRef | None
+    block_id: str | None = None
 
 
 class TextRenderer:
@@ -61,6 +70,9 @@ class TextRenderer:
         text = text.replace("```", "")  # a code block is already its own lines here
         text = re.sub(r":([a-z0-9_+-]+):", lambda m: EMOJI.get(m.group(1), m.group(0)), text)
         text = re.sub(r"<@([A-Z0-9]+)>", r"@\1", text)
+        text = re.sub(
+            r"<#([A-Z0-9]+)(?:\|([^>]*))?>", lambda m: f"#{m.group(2) or m.group(1)}", text
+        )
         text = re.sub(r"<(https?://[^|>]+)\|([^>]+)>", r"\2 (\1)", text)
         text = re.sub(r"\*([^*\n]+)\*", lambda m: self._style(m.group(1), "1"), text)
         return html.unescape(text)
@@ -71,7 +83,7 @@ class TextRenderer:
         raw = str(obj.get("text", ""))
         return self.mrkdwn(raw) if obj.get("type") == "mrkdwn" else raw
 
-    def render(self, message: Message, press: Callable[[dict[str, Any]], int]) -> str:
+    def render(self, message: Message, press: Callable[[dict[str, Any], str | None], int]) -> str:
         if not message.blocks:
             return self.mrkdwn(message.text)
         lines: list[str] = []
@@ -82,7 +94,9 @@ class TextRenderer:
             elif kind == "section":
                 if block.get("text"):
                     lines.append(self._text(block["text"]))
-                lines.extend(f"  {self._text(f)}" for f in block.get("fields", []))
+                lines.extend(
+                    "  " + self._text(f).replace("\n", "\n    ") for f in block.get("fields", [])
+                )
             elif kind == "context":
                 joined = "  ".join(self._text(e) for e in block.get("elements", []))
                 lines.append(self._style(joined, "2"))
@@ -91,7 +105,7 @@ class TextRenderer:
             elif kind == "actions":
                 lines.append(
                     "   ".join(
-                        f"[{press(e)}] {self._text(e.get('text'))}"
+                        f"[{press(e, block.get('block_id'))}] {self._text(e.get('text'))}"
                         for e in block.get("elements", [])
                         if e.get("type") == "button"
                     )
@@ -115,14 +129,23 @@ class ConsoleChat:
         self.renderer = TextRenderer(out.isatty() if color is None else color)
         self.files_dir = files_dir
         self.buttons: dict[int, Button] = {}
+        self._numbers: dict[tuple[MessageRef | None, str, str], int] = {}
         self.prompting = False
         self._next_ts = 0
         self._files = 0
 
     def _print(self, message: Message, ref: MessageRef | None, note: str = "") -> None:
-        def press(element: dict[str, Any]) -> int:
-            number = len(self.buttons) + 1
-            self.buttons[number] = Button(element["action_id"], element.get("value", ""), ref)
+        def press(element: dict[str, Any], block_id: str | None) -> int:
+            # A button keeps its number for as long as it exists: the same message (updated in
+            # place), action and value is the same button, and a person re-types what they saw.
+            # Its block_id (the state it was drawn in) is the latest one shown.
+            identity = (ref, element["action_id"], element.get("value", ""))
+            number = self._numbers.get(identity)
+            if number is None:
+                number = self._numbers[identity] = len(self.buttons) + 1
+            self.buttons[number] = Button(
+                element["action_id"], element.get("value", ""), ref, block_id
+            )
             return number
 
         body = self.renderer.render(message, press)
@@ -186,7 +209,7 @@ class Console:
         chat: ConsoleChat,
         workers: WorkerPool,
         *,
-        stdin: TextIO = sys.stdin,
+        stdin: TextIO | None = sys.stdin,
         user_id: str = CONSOLE_USER,
         channel_id: str = CONSOLE_CHANNEL,
     ) -> None:
@@ -262,6 +285,7 @@ class Console:
             channel_id=button.ref.channel if button.ref else self.channel_id,
             message_ts=button.ref.ts if button.ref else None,
             response_url="console://ephemeral",
+            block_id=button.block_id,
         )
         await self.dispatcher.handle_action(request, self._ack)
 
@@ -294,16 +318,19 @@ class LineReader:
 
     A terminal or pipe is watched by the loop itself, so Ctrl-C and shutdown never wait on a
     thread stuck in input(); a regular file (which the loop cannot watch) is read in a thread,
-    where a read never blocks for long.
+    where a read never blocks for long. No stream at all (standard input closed, so Python's
+    sys.stdin is None) is end-of-file at once.
     """
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream
         self._loop = asyncio.get_running_loop()
         self._buffer = b""
         self._eof = False
         self._waiter: asyncio.Future[None] | None = None
         self._fd: int | None = None
+        if stream is None:
+            return
         try:
             fd = stream.fileno()
             self._loop.add_reader(fd, self._readable)
@@ -329,6 +356,8 @@ class LineReader:
 
     async def readline(self) -> str | None:
         if self._fd is None:
+            if self.stream is None:
+                return None
             line = await asyncio.to_thread(self.stream.readline)
             return line if line else None
         while b"\n" not in self._buffer and not self._eof:

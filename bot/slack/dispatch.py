@@ -21,6 +21,7 @@ from bot.runbook.watch import Watches
 from bot.scheduler import Scheduler
 from bot.slack import blocks
 from bot.slack.chat import Chat, Conversation, Message, MessageRef
+from bot.slack.incidents import Incidents
 from bot.store import Store, StoreError, Timer
 from bot.telemetry import Telemetry
 from bot.workers import Lane, WorkerPool
@@ -62,7 +63,12 @@ class CommandRequest:
 
 @dataclass(frozen=True)
 class ActionRequest:
-    """A button press: its action_id, the record id in its value, and the message it sits on."""
+    """A button press: its action_id, the record id in its value, and the message it sits on.
+
+    `block_id` is the id of the actions block the button was in; a builder may put the state
+    the buttons were shown for in it (an incident's `incident:INC-3:7`), so a press on an
+    older copy of a message can be told from a current one.
+    """
 
     action_id: str
     value: str
@@ -70,6 +76,7 @@ class ActionRequest:
     channel_id: str
     message_ts: str | None = None
     response_url: str | None = None
+    block_id: str | None = None
     received_at: float = field(default_factory=time.perf_counter)
 
     @property
@@ -100,6 +107,11 @@ class Services:
     workers: WorkerPool
     scheduler: Scheduler
     watches: Watches = field(default_factory=Watches)  # running watches, for their Stop button
+    # Made from the ones above: incidents page through this chat on this scheduler's timers.
+    incidents: Incidents = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.incidents = Incidents(self.config, self.store, self.chat, self.scheduler)
 
 
 @dataclass(frozen=True)
@@ -170,6 +182,13 @@ class Context:
         await self.ack(blocks.usage(self.request.name, allowed, problem))
         self.outcome = outcome
         self.result = problem or "help shown"
+
+    async def reply_privately(self, message: Message) -> None:
+        """After the ack: answer the asking user alone (Slack's response_url, ephemeral)."""
+        if self.request.response_url is None:
+            log.warning("%s: no response_url to answer %s with", self.request.name, self.user_id)
+            return
+        await self.services.chat.respond(self.request.response_url, message)
 
     async def deny(self, reason: str) -> None:
         await self.ack(blocks.denied(reason))

@@ -1,0 +1,169 @@
+"""/escalate: open an incident and walk the runbook's escalation path; its buttons and timers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.runbook.escalation import (
+    DEADLINE_TIMER,
+    DEFAULT_SEVERITY,
+    MAX_SUMMARY,
+    SEVERITIES,
+    SYNC_TIMER,
+    Action,
+    incident_name,
+)
+from bot.slack import incident_blocks
+from bot.slack.blocks import echo
+from bot.slack.dispatch import ActionRequest, Context, Services, Usage, action, command, timer
+from bot.store import Timer
+
+MAX_TEXT = MAX_SUMMARY + 40  # a summary at its limit plus --sev; anything longer is refused
+_SEV = re.compile(r"--sev(?:=|\s+)(\S+)")
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
+
+
+@dataclass(frozen=True)
+class Opening:
+    summary: str
+    severity: int
+
+
+def parse(text: str) -> Opening | Literal["help", "status"] | str:
+    """What /escalate's text asks for; a plain str is what is wrong with it."""
+    if len(text) > MAX_TEXT:
+        return (
+            f"That is {len(text):,} characters; keep the summary under {MAX_SUMMARY} "
+            "(the details go in the incident's thread)."
+        )
+    words = text.split()
+    if words == ["help"]:
+        return "help"
+    if words == ["status"]:
+        return "status"
+    severities = _SEV.findall(text)
+    if len(severities) > 1:
+        return "Give --sev once."
+    severity = DEFAULT_SEVERITY
+    if severities:
+        if severities[0] not in {str(s) for s in SEVERITIES}:
+            return f"--sev takes 1, 2 or 3, not {echo(severities[0])}."
+        severity = int(severities[0])
+    rest = _SEV.sub(" ", text).split()
+    options = [word for word in rest if word.startswith("--")]
+    if "--sev" in options:
+        return "--sev needs a value: 1, 2 or 3."
+    if options:
+        return f"Unknown option {echo(options[0])}: /escalate takes only --sev 1|2|3."
+    summary = _unquote(" ".join(rest))
+    if not summary:
+        return "An incident needs a summary, e.g. `/escalate api 5xx spike --sev 1`."
+    if len(summary) > MAX_SUMMARY:
+        return f"Keep the summary under {MAX_SUMMARY} characters (it is {len(summary):,})."
+    return Opening(summary, severity)
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
+        return text[1:-1].strip()
+    return text
+
+
+@command(
+    "/escalate",
+    Usage(
+        "/escalate <summary> [--sev 1|2|3]",
+        "open an incident and page the escalation path until someone acknowledges "
+        "(severity 2 unless given)",
+    ),
+    Usage("/escalate status", "the open incidents: level, age, who acknowledged"),
+    Usage("/escalate help", "show this help"),
+)
+async def escalate(ctx: Context) -> None:
+    """Open an incident and page the runbook's escalation path until someone acknowledges."""
+    wanted = parse(ctx.request.text)
+    if wanted == "help":
+        return await ctx.answer_help()
+    if wanted == "status":
+        await ctx.ack()
+        ctx.hand_off(lambda: _status(ctx))
+        return
+    if isinstance(wanted, str):
+        return await ctx.answer_usage(wanted)
+    await ctx.ack()
+    ctx.hand_off(lambda: _open(ctx, wanted))
+
+
+async def _open(ctx: Context, wanted: Opening) -> str:
+    incident, created = await ctx.services.incidents.open_incident(
+        wanted.summary,
+        wanted.severity,
+        "/escalate",
+        opened_by=ctx.user_id,
+        channel=ctx.request.channel_id,
+    )
+    await ctx.reply_privately(incident_blocks.opened(incident, created, incident.channel))
+    return f"{incident_name(incident.id)} opened (SEV {incident.severity})"
+
+
+async def _status(ctx: Context) -> str:
+    answer = await ctx.services.incidents.status()
+    await ctx.reply_privately(answer)
+    return answer.text
+
+
+async def _press(ctx: Context, pressed: Action) -> None:
+    """Ack at once; the press is judged and applied on the workers."""
+    await ctx.ack()
+    request = ctx.request
+    assert isinstance(request, ActionRequest)
+
+    async def work() -> str:
+        reply = await ctx.services.incidents.press(
+            pressed, request.value, request.block_id, ctx.user_id
+        )
+        if reply.denied:
+            ctx.outcome = "denied"
+        if reply.answer is not None:
+            await ctx.reply_privately(reply.answer)
+        return reply.result
+
+    ctx.hand_off(work)
+
+
+@action(incident_blocks.ACKNOWLEDGE)
+async def acknowledge(ctx: Context) -> None:
+    """Acknowledge: stops the escalation; the acknowledger is reminded if it stays open."""
+    await _press(ctx, Action.ACKNOWLEDGE)
+
+
+@action(incident_blocks.ESCALATE)
+async def escalate_now(ctx: Context) -> None:
+    """Escalate: page the next level now (the last level again, past the end)."""
+    await _press(ctx, Action.ESCALATE)
+
+
+@action(incident_blocks.RESOLVE)
+async def resolve(ctx: Context) -> None:
+    """Resolve: close the incident; every copy of its message shows the outcome."""
+    await _press(ctx, Action.RESOLVE)
+
+
+@action(incident_blocks.SNOOZE)
+async def still_working(ctx: Context) -> None:
+    """Still working: the reminder's answer; asks again after escalation.ack_reminder."""
+    await _press(ctx, Action.SNOOZE)
+
+
+@timer(DEADLINE_TIMER)
+async def deadline(services: Services, due: Timer) -> None:
+    """An incident's deadline passed: page the next level, remind, or re-open."""
+    await services.incidents.on_deadline_timer(due)
+
+
+@timer(SYNC_TIMER)
+async def sync(services: Services, due: Timer) -> None:
+    """Post what an incident's step needs: card, thread line, pages, updates."""
+    await services.incidents.on_sync_timer(due)
