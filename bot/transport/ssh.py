@@ -54,7 +54,7 @@ from bot.transport.base import (
     command_line,
 )
 from bot.transport.files import CHUNK, sha256_file, temp_name
-from bot.transport.known_hosts import PinnedKeys, entry_name, pinned_keys
+from bot.transport.known_hosts import PinnedKeys, pinned_keys
 from bot.transport.output import OutputTail
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ def remote_command(command: Command, cwd: str | None, timeout_s: float) -> str:
     script = command_line(command)
     if cwd is not None:
         script = f"cd {shlex.quote(cwd)} || exit 2\n{script}"
-    seconds = f"{timeout_s:.3f}".rstrip("0").rstrip(".")
+    # `timeout 0` would mean no limit at all
+    seconds = f"{max(timeout_s, 0.001):.3f}".rstrip("0").rstrip(".")
     return f"timeout -k {KILL_AFTER_S} {seconds} sh -c {shlex.quote(script)}"
 
 
@@ -132,6 +133,12 @@ class SshTransport:
         """The cipher negotiated with the host, once connected."""
         client = self._client
         return client.local_cipher if client is not None else None
+
+    @property
+    def host_key_type(self) -> str | None:
+        """The host key algorithm negotiated (and checked against known_hosts), once connected."""
+        client = self._client
+        return client.host_key_type if client is not None else None
 
     # --- the contract ---------------------------------------------------------------------
 
@@ -372,8 +379,9 @@ class SshTransport:
         stdin: bytes | None,
     ) -> CommandResult:
         shown = command_line(command)
-        started = time.monotonic()
-        with self._start(job, remote_command(command, cwd, timeout_s), shown, timeout_s) as session:
+        session = self._start(job, remote_command(command, cwd, timeout_s), shown, timeout_s)
+        started = time.monotonic()  # the command's time, not the connection's
+        with session:
             if stdin:
                 session.feed(stdin)
             status = session.finish()
@@ -734,4 +742,4 @@ def _short(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-__all__ = ["MAX_OPENING", "SshTransport", "entry_name", "gcm_first", "remote_command"]
+__all__ = ["MAX_OPENING", "SshTransport", "gcm_first", "remote_command"]
