@@ -113,6 +113,8 @@ async def run_bot(
             # Timers left by a previous run fire as soon as there is a chat to report to.
             scheduler.start()
             cleanup.push_async_callback(scheduler.stop)
+            # Unwound before the workers' grace period: watches end now, each with its summary.
+            cleanup.callback(services.watches.stop_all)
             return Dispatcher(services, commands, actions)
 
         if mode == "console":
@@ -123,7 +125,7 @@ async def run_bot(
             servers.append(demo)
             if "local" in config.environments:
                 config = config.with_base_url("local", demo.url)
-            console_chat = ConsoleChat()
+            console_chat = ConsoleChat(files_dir=settings.data_dir / "files")
             dispatcher = start_services(config, console_chat)
             web = _start_server(
                 create_web_app(telemetry, mode), _bind_web(settings, mode), settings.host

@@ -26,6 +26,7 @@ class Settings:
     signing_secret: str | None
     api_url: str | None
     config_path: Path
+    data_dir: Path
     database_url: str
     host: str
     port: int
@@ -55,6 +56,7 @@ class Settings:
             signing_secret=get("SLACK_SIGNING_SECRET"),
             api_url=get("SLACK_API_URL"),
             config_path=Path(get("EVENTMESH_CONFIG") or "config/eventmesh.yml"),
+            data_dir=data_dir,
             database_url=get("EVENTMESH_DATABASE_URL") or default_database_url(data_dir),
             host=get("HOST") or "127.0.0.1",
             port=port,

@@ -10,6 +10,7 @@ from handlers import escalate, health
 COMMANDS: tuple[CommandSpec, ...] = (health.health, escalate.escalate)
 ACTIONS: tuple[ActionSpec, ...] = (
     health.recheck,
+    health.stop_watch,
     escalate.acknowledge,
     escalate.escalate_now,
     escalate.resolve,

@@ -6,6 +6,7 @@ reaching the fake), never for a fixed time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -144,11 +145,16 @@ def demo_b(demo: DemoService, demo_services: tuple[DemoService, ...]) -> DemoSer
     return demo_services[1]
 
 
-def write_config(path: Path, environments: dict[str, str]) -> Path:
-    """A config like the example, with each environment pointed at a loopback URL."""
+def write_config(
+    path: Path, environments: dict[str, str], *, check_interval: str = "30s", **sections: Any
+) -> Path:
+    """A config like the example, with each environment pointed at a loopback URL.
+
+    `sections` adds or replaces top-level sections (e.g. metrics={"dir": ...}).
+    """
     envs = {}
     for name, url in environments.items():
-        env: dict[str, Any] = {"base_url": url, "check_interval": "30s"}
+        env: dict[str, Any] = {"base_url": url, "check_interval": check_interval}
         if name == "local":
             env["transport"] = "local"
         else:
@@ -160,6 +166,7 @@ def write_config(path: Path, environments: dict[str, str]) -> Path:
         "slack": {"alerts_channel": "C0ALERTS", "approvals_channel": "C0APPROVALS"},
         "access": {"deployers": ["U0DEPLOY1"], "approvers": ["U0APPROVER1"]},
         "environments": envs,
+        **sections,
     }
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     return path
@@ -286,12 +293,13 @@ def slack() -> Iterator[SlackFake]:
 
 
 def start_slack_bot(
-    workdir: Path, slack: SlackFake, config: Path, database_url: str | None = None
+    workdir: Path, slack: SlackFake, config: Path, database_url: str | None = None, **env: str
 ) -> BotProcess:
     """The real bot in HTTP mode with this config, talking to the Slack fake.
 
     Its store is a SQLite file in workdir unless database_url names another (a restarted
-    bot gets the same database_url and a fresh workdir for its log).
+    bot gets the same database_url and a fresh workdir for its log). `env` adds variables
+    (e.g. LOG_LEVEL="DEBUG").
     """
     database_url = database_url or f"sqlite:///{workdir / 'bot.db'}"
     process, url, log = start_bot(
@@ -301,8 +309,19 @@ def start_slack_bot(
         SLACK_API_URL=slack.api_url,
         EVENTMESH_CONFIG=str(config),
         EVENTMESH_DATABASE_URL=database_url,
+        **env,
     )
     return BotProcess(url, process, log, database_url, slack)
+
+
+@contextlib.contextmanager
+def http_bot(tmp: Path, slack: SlackFake, config: Path, **env: str) -> Iterator[BotProcess]:
+    """start_slack_bot for the length of a with-block; it must exit 0 on SIGTERM."""
+    bot = start_slack_bot(tmp, slack, config, **env)
+    yield bot
+    bot.http.close()
+    code = stop_process(bot.process)
+    assert code == 0, f"the bot exited with {code} on SIGTERM:\n{bot.log.read_text()}"
 
 
 @pytest.fixture(scope="session")
@@ -310,11 +329,8 @@ def running_bot(
     tmp_path_factory: pytest.TempPathFactory, slack: SlackFake, bot_config: Path
 ) -> Iterator[BotProcess]:
     """The real bot, in HTTP mode on uvicorn, talking to the Slack fake."""
-    bot = start_slack_bot(tmp_path_factory.mktemp("bot"), slack, bot_config)
-    yield bot
-    bot.http.close()
-    code = stop_process(bot.process)
-    assert code == 0, f"the bot exited with {code} on SIGTERM:\n{bot.log.read_text()}"
+    with http_bot(tmp_path_factory.mktemp("bot"), slack, bot_config) as bot:
+        yield bot
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pexpect
 import pytest
 
 from tests.conftest import REPO, DemoService, clean_env, free_port
+from tests.support.health_reports import png_size
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("eventmesh-bot")
 PROMPT = "eventmesh> "
@@ -90,6 +91,45 @@ def test_embedded_default_starts_the_demo_service_and_leaves_on_ctrl_d(tmp_path:
     assert "local — Healthy" in plain(child.before), child.before
     child.expect_exact(PROMPT)
     child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_health_report_prints_the_figures_and_saves_the_chart(tmp_path: Path) -> None:
+    # The embedded default: the repository's config and its sample metrics/ files.
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    shutil.copytree(REPO / "metrics", tmp_path / "metrics")
+    child = spawn_console(tmp_path)
+    child.sendline("/health report")
+    child.expect(r"saved to (\S+\.png)")
+    path = Path(child.match.group(1))
+    screen = plain(child.before)
+    assert "Metrics report · last 10 builds" in screen
+    assert "31.4 min · Warning" in screen and "41.8 min · Critical" in screen
+    assert "99.8%" in screen and "79.6%" in screen
+    assert path.is_relative_to(tmp_path / "data" / "files")
+    assert png_size(path.read_bytes()) == (800, 400)
+    child.expect_exact(PROMPT)
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_a_watch_reports_at_the_prompt_and_its_numbered_stop_button_ends_it(
+    tmp_path: Path, bot_config: Path, demo: DemoService
+) -> None:
+    child = spawn_console(tmp_path, EVENTMESH_CONFIG=str(bot_config), PORT=str(free_port()))
+    child.sendline("/health staging watch 1h")
+    # The watch runs in the long lane: the prompt is back at once, the watch prints below it.
+    child.expect(r"Watching staging(.|\n)*\[(\d+)\] Stop")
+    assert PROMPT in child.before  # printed while the person sits at the prompt
+    assert "Healthy" in plain(child.after)
+    child.sendline(child.match.group(2))
+    child.expect(r"Watch of staging · stopped(.|\n)*stopped by @UCONSOLE at")
+    assert "1 reading" in plain(child.before + child.after)
+    child.sendline("exit")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0

@@ -530,3 +530,62 @@ def test_block_actions_body_carries_the_click() -> None:
     assert payload["message"] == message and payload["response_url"] == "http://r"
     (action,) = payload["actions"]
     assert (action["action_id"], action["value"], action["type"]) == ("approve", "run-7", "button")
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+
+
+def test_files_upload_v2_takes_slacks_three_steps(fake: SlackFake, client: WebClient) -> None:
+    response = client.files_upload_v2(
+        channel="C0OPS", file=PNG, filename="chart.png", title="A chart", initial_comment="hi"
+    )
+    file_id = response["file"]["id"]
+    assert [c.method for c in fake.calls] == [
+        "files.getUploadURLExternal",
+        "files.completeUploadExternal",
+    ]
+    assert fake.calls[0].args == {"filename": "chart.png", "length": str(len(PNG))}
+    assert fake.upload_posts == [f"{file_id} 200 {len(PNG)} bytes"]
+    (shared,) = fake.files_in("C0OPS")
+    assert shared["content"] == PNG
+    assert (shared["title"], shared["mimetype"], shared["size"]) == (
+        "A chart",
+        "image/png",
+        len(PNG),
+    )
+    (message,) = fake.channel_messages("C0OPS")
+    assert message["text"] == "hi" and message["files"][0]["id"] == file_id
+
+
+def test_upload_steps_refuse_like_slack(fake: SlackFake, client: WebClient) -> None:
+    with pytest.raises(SlackApiError) as no_name:
+        client.files_getUploadURLExternal(filename="", length=10)
+    assert no_name.value.response["error"] == "invalid_arguments"
+
+    # Completing a file whose bytes never arrived, or that was completed already.
+    pending = client.files_getUploadURLExternal(filename="a.png", length=10)
+    with pytest.raises(SlackApiError) as early:
+        client.files_completeUploadExternal(files=[{"id": pending["file_id"]}], channel_id="C1")
+    assert early.value.response["error"] == "file_not_found"
+
+    done = client.files_upload_v2(channel="C1", content=b"0123456789", filename="a.txt")
+    with pytest.raises(SlackApiError) as twice:
+        client.files_completeUploadExternal(files=[{"id": done["file"]["id"]}], channel_id="C1")
+    assert twice.value.response["error"] == "file_not_found"
+
+
+def test_the_upload_url_takes_exactly_the_announced_length(fake: SlackFake) -> None:
+    async def scenario() -> tuple[int, str, int, str]:
+        client = AsyncWebClient(token=TOKEN, base_url=fake.api_url)
+        pending = await client.files_getUploadURLExternal(filename="a.png", length=10)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(pending["upload_url"], data=b"short") as short:
+                short_answer = (short.status, await short.text())
+            async with session.post(pending["upload_url"], data=b"0123456789") as whole:
+                whole_answer = (whole.status, await whole.text())
+        return (*short_answer, *whole_answer)
+
+    short_status, short_text, status, text = asyncio.run(scenario())
+    assert (short_status, status, text) == (400, 200, "OK - 10")
+    assert "length_mismatch" in short_text
+    assert any("length_mismatch" in r for r in fake.rejected)

@@ -8,9 +8,11 @@ User-supplied text is escaped before it goes into mrkdwn.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.runbook.health import Health, HealthResult
+from bot.runbook.levels import Level
 from bot.slack.chat import Message
 
 if TYPE_CHECKING:
@@ -20,6 +22,8 @@ Block = dict[str, Any]
 
 MAX_BLOCKS = 50
 SECTION_TEXT_MAX = 3000
+SECTION_FIELDS_MAX = 10
+SECTION_FIELD_MAX = 2000
 HEADER_MAX = 150
 CONTEXT_ELEMENTS_MAX = 10
 BUTTON_TEXT_MAX = 75
@@ -32,6 +36,11 @@ HEALTH_EMOJI = {
     Health.DEGRADED: ":large_yellow_circle:",
     Health.UNHEALTHY: ":red_circle:",
 }
+LEVEL_EMOJI = {
+    Level.NORMAL: ":large_green_circle:",
+    Level.WARNING: ":large_yellow_circle:",
+    Level.CRITICAL: ":red_circle:",
+}
 PENDING_EMOJI = ":hourglass_flowing_sand:"
 
 
@@ -42,6 +51,15 @@ def escape(text: str) -> str:
 
 def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def duration_text(duration: timedelta) -> str:
+    """A duration the way the config and the commands write it: 30s, 15m, 1h30m."""
+    seconds = max(0, round(duration.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (seconds, "s")) if n]
+    return "".join(parts) or "0s"
 
 
 def echo(user_text: str) -> str:
@@ -56,6 +74,17 @@ def header(text: str) -> Block:
 
 def section(text: str) -> Block:
     return {"type": "section", "text": {"type": "mrkdwn", "text": cut(text, SECTION_TEXT_MAX)}}
+
+
+def section_fields(*fields: str) -> Block:
+    """A section of short mrkdwn fields, shown two to a row (at most 10, each cut to fit)."""
+    return {
+        "type": "section",
+        "fields": [
+            {"type": "mrkdwn", "text": cut(f, SECTION_FIELD_MAX)}
+            for f in fields[:SECTION_FIELDS_MAX]
+        ],
+    }
 
 
 def context(*elements: str) -> Block:

@@ -24,6 +24,15 @@ class MessageRef:
     ts: str
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A file to share in a conversation (a chart): its name, bytes and title."""
+
+    filename: str
+    content: bytes
+    title: str
+
+
 class ChatError(Exception):
     """The chat refused a message; `error` is Slack's error code (e.g. not_in_channel)."""
 
@@ -47,6 +56,10 @@ class Chat(Protocol):
         """Answer only the user who asked (Slack's response_url, ephemeral)."""
         ...
 
+    async def upload(self, channel: str, upload: Upload, *, thread_ts: str | None = None) -> str:
+        """Share a file in a channel; returns where it went (Slack's file id, a saved path)."""
+        ...
+
 
 @dataclass
 class Conversation:
@@ -68,4 +81,18 @@ class Conversation:
             if self.response_url is None:
                 raise
             await self.chat.respond(self.response_url, message)
+            return None
+
+    async def upload(self, upload: Upload, *, thread_ts: str | None = None) -> str | None:
+        """Share a file in the channel; if the bot may not, tell the user privately why.
+
+        Returns where the file went, or None when it could not be shared.
+        """
+        try:
+            return await self.chat.upload(self.channel_id, upload, thread_ts=thread_ts)
+        except ChatError as exc:
+            if self.response_url is None:
+                raise
+            note = f"{upload.title} could not be shared in this channel ({exc.error})."
+            await self.chat.respond(self.response_url, Message(note))
             return None

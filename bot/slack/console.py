@@ -14,9 +14,11 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
-from bot.slack.chat import Message, MessageRef
+from bot.slack.chat import Message, MessageRef, Upload
 from bot.slack.dispatch import ActionRequest, CommandRequest, Dispatcher
 from bot.workers import WorkerPool
 
@@ -65,6 +67,7 @@ class TextRenderer:
         return f"\033[{code}m{text}\033[0m" if self.color else text
 
     def mrkdwn(self, text: str) -> str:
+        text = text.replace("```", "")  # a code block is already its own lines here
         text = re.sub(r":([a-z0-9_+-]+):", lambda m: EMOJI.get(m.group(1), m.group(0)), text)
         text = re.sub(r"<@([A-Z0-9]+)>", r"@\1", text)
         text = re.sub(
@@ -111,15 +114,25 @@ class TextRenderer:
 
 
 class ConsoleChat:
-    """Chat on a terminal: messages are printed; posts and updates are numbered like Slack's ts."""
+    """Chat on a terminal: messages are printed; posts and updates are numbered like Slack's ts.
 
-    def __init__(self, out: TextIO = sys.stdout, color: bool | None = None) -> None:
+    A shared file (a chart) is saved under `files_dir` and its path printed.
+    """
+
+    def __init__(
+        self,
+        out: TextIO = sys.stdout,
+        color: bool | None = None,
+        files_dir: Path = Path("data") / "files",
+    ) -> None:
         self.out = out
         self.renderer = TextRenderer(out.isatty() if color is None else color)
+        self.files_dir = files_dir
         self.buttons: dict[int, Button] = {}
         self._numbers: dict[tuple[MessageRef | None, str, str], int] = {}
         self.prompting = False
         self._next_ts = 0
+        self._files = 0
 
     def _print(self, message: Message, ref: MessageRef | None, note: str = "") -> None:
         def press(element: dict[str, Any], block_id: str | None) -> int:
@@ -163,6 +176,19 @@ class ConsoleChat:
 
     async def respond(self, response_url: str, message: Message) -> None:
         self._print(message, None, "only you can see this")
+
+    async def upload(self, channel: str, upload: Upload, *, thread_ts: str | None = None) -> str:
+        self._files += 1
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = (self.files_dir / f"{stamp}-{self._files}-{Path(upload.filename).name}").resolve()
+        await asyncio.to_thread(_save, path, upload.content)
+        self._print(Message(f"📎 {upload.title}: saved to {path}"), None, "file")
+        return str(path)
+
+
+def _save(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
 
 
 def dm_channel(user_id: str) -> str:

@@ -17,6 +17,7 @@ from typing import Literal
 
 from bot.config import Access, Config
 from bot.runbook.health import HealthChecker
+from bot.runbook.watch import Watches
 from bot.scheduler import Scheduler
 from bot.slack import blocks
 from bot.slack.chat import Chat, Conversation, Message, MessageRef
@@ -105,6 +106,7 @@ class Services:
     telemetry: Telemetry
     workers: WorkerPool
     scheduler: Scheduler
+    watches: Watches = field(default_factory=Watches)  # running watches, for their Stop button
     # Made from the ones above: incidents page through this chat on this scheduler's timers.
     incidents: Incidents = field(init=False)
 

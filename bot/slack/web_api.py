@@ -1,8 +1,8 @@
-"""Chat over Slack's Web API (chat.postMessage / chat.update, response_url)."""
+"""Chat over Slack's Web API (chat.postMessage / chat.update, files_upload_v2, response_url)."""
 
 from __future__ import annotations
 
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -11,7 +11,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.slack.chat import ChatError, Message, MessageRef
+from bot.slack.chat import ChatError, Message, MessageRef, Upload
 
 DEFAULT_API_URL = "https://slack.com/api/"
 
@@ -72,6 +72,23 @@ class SlackChat:
             channel = str(response["channel"]["id"])
             self._dm_channels[user_id] = channel
         return await self.post(channel, message)
+
+    async def upload(self, channel: str, upload: Upload, *, thread_ts: str | None = None) -> str:
+        """files_upload_v2: files.getUploadURLExternal, the upload, files.completeUploadExternal."""
+        try:
+            response = await self.client.files_upload_v2(
+                channel=channel,
+                file=upload.content,
+                filename=upload.filename,
+                title=upload.title,
+                thread_ts=thread_ts,
+            )
+        except SlackApiError as exc:
+            raise ChatError(_error_code(exc)) from exc
+        except SlackRequestError as exc:
+            # The upload URL answered other than 200: the bytes never reached Slack.
+            raise ChatError("upload_failed") from exc
+        return str(response["file"]["id"])
 
     async def respond(self, response_url: str, message: Message) -> None:
         webhook = AsyncWebhookClient(response_url, timeout=10)

@@ -6,6 +6,13 @@ handling all run for real over HTTP. The fake answers the way Slack does (``ok``
 ``ts``, ``invalid_blocks``, ``ratelimited`` with ``Retry-After``) and records every request so
 tests can assert on what the bot sent and wait for it without sleeping.
 
+File uploads (``files_upload_v2``) take Slack's three steps: ``files.getUploadURLExternal``
+answers an upload URL on this fake (``/upload/v1/<file id>``) and a file id; the bytes are
+POSTed there, unauthenticated (the URL is the credential), and must be exactly the announced
+``length``; ``files.completeUploadExternal`` then shares the uploaded files in ``channel_id``
+(a message with ``files``, as Slack posts it). ``fake.files`` holds every completed upload with
+its bytes.
+
 Socket Mode: ``apps.connections.open`` takes the app-level token (``xapp-``) and nothing else
 does, as in Slack; it answers with a URL of the ``SocketModeFake`` attached as
 ``fake.socket_mode`` (tests/support/socket_mode_fake.py).
@@ -40,7 +47,10 @@ MAX_BLOCKS = 50
 MAX_MESSAGE_TEXT = 40_000
 RESPONSE_URL_USES = 5  # Slack: a response_url works at most 5 times (within 30 minutes)
 _FIRST_TS_MICROS = 1_700_000_000_000_100  # first ts is '1700000000.000100'
-_JSON_ARGS = ("blocks", "attachments", "metadata")  # form-encoded callers send these as JSON text
+# Form-encoded (or query-string) callers send these as JSON text.
+_JSON_ARGS = ("blocks", "attachments", "metadata", "files")
+_FIRST_FILE_NUMBER = 1_000_001
+MAX_ALT_TEXT = 1000
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})  # Slack: app-level tokens only
 
@@ -255,6 +265,13 @@ class ApiCall:
 
 
 @dataclass
+class _PendingUpload:
+    filename: str
+    length: int
+    content: bytes | None = None
+
+
+@dataclass
 class _Failure:
     error: str
     retry_after: int | None
@@ -310,6 +327,10 @@ class SlackFake:
         self._failures: dict[str, list[_Failure]] = {}
         self._response_urls: dict[str, int] = {}
         self._next_ts = _FIRST_TS_MICROS
+        self.files: dict[str, dict[str, Any]] = {}
+        self.upload_posts: list[str] = []  # each POST to an upload URL: "<file id> <status> <n>"
+        self._uploads: dict[str, _PendingUpload] = {}
+        self._next_file = _FIRST_FILE_NUMBER
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -320,6 +341,8 @@ class SlackFake:
             "conversations.open": self._conversations_open,
             "users.info": self._users_info,
             "apps.connections.open": self._apps_connections_open,
+            "files.getUploadURLExternal": self._get_upload_url,
+            "files.completeUploadExternal": self._complete_upload,
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -371,6 +394,9 @@ class SlackFake:
             self._failures.clear()
             self._response_urls.clear()
             self._next_ts = _FIRST_TS_MICROS
+            self.files.clear()
+            self.upload_posts.clear()
+            self._uploads.clear()
 
     @property
     def base_url(self) -> str:
@@ -402,6 +428,11 @@ class SlackFake:
         """Copies of the messages in ``channel``, in post order, as they read now."""
         with self._cond:
             return [copy.deepcopy(m) for (ch, _), m in self.messages.items() if ch == channel]
+
+    def files_in(self, channel: str) -> list[dict[str, Any]]:
+        """Copies of the files shared in ``channel`` (with their ``content`` bytes), in order."""
+        with self._cond:
+            return [copy.deepcopy(f) for f in self.files.values() if channel in f["channels"]]
 
     def fail_next(
         self,
@@ -445,6 +476,7 @@ class SlackFake:
                     f"  +{call.at - start:.3f}s {call.method} -> {call.status} {outcome} "
                     f"{_brief(call.args)}"
                 )
+            lines.append(f"{len(self.upload_posts)} upload(s): {', '.join(self.upload_posts)}")
             lines.append(f"{len(self.responses)} response_url post(s):")
             lines += [f"  {_brief(r)}" for r in self.responses]
             lines.append(f"{len(self.rejected)} rejection(s):")
@@ -524,6 +556,23 @@ class SlackFake:
         self._response_urls[url_id] = uses_left - 1
         self.responses.append({**payload, "url": f"{self.base_url}/response/{url_id}"})
         return 200, "ok"
+
+    def _answer_upload(self, file_id: str, body: bytes) -> tuple[int, str]:
+        """The upload URL: raw bytes, exactly the length announced; Slack answers 'OK - <n>'."""
+        with self._cond:
+            pending = self._uploads.get(file_id)
+            if pending is None or pending.content is not None:
+                status, text = 404, "upload_url_not_found"
+            elif len(body) != pending.length:
+                status, text = 400, f"length_mismatch: announced {pending.length}, got {len(body)}"
+            else:
+                pending.content = body
+                status, text = 200, f"OK - {len(body)}"
+            self.upload_posts.append(f"{file_id} {status} {len(body)} bytes")
+            if status != 200:
+                self.rejected.append(f"upload {file_id}: {status} {text}")
+            self._cond.notify_all()
+            return status, text
 
     # -- Web API methods -------------------------------------------------------------------
 
@@ -607,6 +656,63 @@ class SlackFake:
             raise _SlackError("socket_mode_not_enabled")
         return {"url": self.socket_mode.connection_url()}
 
+    def _get_upload_url(self, args: dict[str, Any]) -> dict[str, Any]:
+        filename = str(args.get("filename") or "")
+        length = str(args.get("length") or "")
+        if not filename or not length.isdigit() or int(length) <= 0:
+            raise _SlackError("invalid_arguments")
+        if len(str(args.get("alt_txt") or "")) > MAX_ALT_TEXT:
+            raise _SlackError("alt_txt_too_large")
+        file_id = f"F{self._next_file}"
+        self._next_file += 1
+        self._uploads[file_id] = _PendingUpload(filename, int(length))
+        return {"upload_url": f"{self.base_url}/upload/v1/{file_id}", "file_id": file_id}
+
+    def _complete_upload(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Share uploaded files: each must have been uploaded, and is completed only once."""
+        files = args.get("files")
+        if not isinstance(files, list) or not files:
+            raise _SlackError("invalid_arguments")
+        channel_id = args.get("channel_id")
+        channel = _channel({"channel": channel_id}) if channel_id else None  # None: not shared
+        pending = []
+        for item in files:
+            file_id = item.get("id") if isinstance(item, dict) else None
+            upload = self._uploads.get(str(file_id))
+            if upload is None or upload.content is None:
+                raise _SlackError("file_not_found")
+            pending.append((str(file_id), str(item.get("title") or upload.filename), upload))
+        shared = []
+        for file_id, title, upload in pending:
+            del self._uploads[file_id]
+            png = upload.content is not None and upload.content.startswith(b"\x89PNG\r\n\x1a\n")
+            record = {
+                "id": file_id,
+                "name": upload.filename,
+                "title": title,
+                "mimetype": "image/png" if png else "application/octet-stream",
+                "filetype": "png" if png else "binary",
+                "size": upload.length,
+                "user": BOT_USER_ID,
+                "channels": [channel] if channel else [],
+            }
+            self.files[file_id] = {**record, "content": upload.content}
+            shared.append(record)
+        if channel is not None:
+            ts = self._new_ts()
+            message: dict[str, Any] = {
+                "type": "message",
+                "user": BOT_USER_ID,
+                "text": str(args.get("initial_comment") or ""),
+                "files": copy.deepcopy(shared),
+                "upload": True,
+                "ts": ts,
+            }
+            if args.get("thread_ts"):
+                message["thread_ts"] = str(args["thread_ts"])
+            self.messages[(channel, ts)] = message
+        return {"files": shared}
+
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user_id = str(args.get("user") or "")
         if not _USER_ID.match(user_id):
@@ -684,7 +790,8 @@ def _dm_id(user_id: str) -> str:
 
 
 def _brief(args: dict[str, Any]) -> str:
-    shown = {k: args[k] for k in ("channel", "ts", "thread_ts", "user", "url") if k in args}
+    keys = ("channel", "channel_id", "ts", "thread_ts", "user", "url", "filename", "length")
+    shown = {k: args[k] for k in keys if k in args}
     if "text" in args:
         shown["text"] = str(args["text"])[:80]
     if isinstance(args.get("blocks"), list):
@@ -722,6 +829,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
             payload = json.dumps(answer.body).encode()
             self._send(answer.status, payload, "application/json; charset=utf-8", answer.headers)
+        elif url.path.startswith("/upload/v1/") and self.command == "POST":
+            status, text = fake._answer_upload(url.path.removeprefix("/upload/v1/"), body)
+            self._send(status, text.encode(), "text/plain; charset=utf-8", {})
         elif url.path.startswith("/response/"):
             status, text = fake._answer_response(url.path.removeprefix("/response/"), body)
             self._send(status, text.encode(), "text/html", {})
