@@ -5,8 +5,15 @@ Adding a command: write a module with `@command` / `@action` handlers and list t
 """
 
 from bot.slack.dispatch import ActionSpec, CommandSpec, TimerSpec
-from handlers import health
+from handlers import approval, deploy, health
 
-COMMANDS: tuple[CommandSpec, ...] = (health.health,)
-ACTIONS: tuple[ActionSpec, ...] = (health.recheck,)
-TIMERS: tuple[TimerSpec, ...] = ()
+COMMANDS: tuple[CommandSpec, ...] = (health.health, deploy.deploy)
+ACTIONS: tuple[ActionSpec, ...] = (
+    health.recheck,
+    deploy.cancel,
+    deploy.roll_back,
+    deploy.unlock_confirm,
+    approval.approve,
+    approval.reject,
+)
+TIMERS: tuple[TimerSpec, ...] = (deploy.watch, deploy.remind, approval.expire)

@@ -47,6 +47,10 @@ class Chat(Protocol):
         """Answer only the user who asked (Slack's response_url, ephemeral)."""
         ...
 
+    async def permalink(self, ref: MessageRef) -> str | None:
+        """A link to the message (a lock refusal points at the deploy holding it), if any."""
+        ...
+
 
 @dataclass
 class Conversation:

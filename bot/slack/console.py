@@ -36,6 +36,15 @@ EMOJI = {
     "x": "❌",
     "white_check_mark": "✅",
     "rotating_light": "🚨",
+    "white_small_square": "▫️",
+    "heavy_minus_sign": "➖",
+    "memo": "📝",
+    "leftwards_arrow_with_hook": "↩️",
+    "lock": "🔒",
+    "unlock": "🔓",
+    "eyes": "👀",
+    "hourglass": "⌛",
+    "grey_question": "❔",
 }
 
 
@@ -140,6 +149,9 @@ class ConsoleChat:
 
     async def respond(self, response_url: str, message: Message) -> None:
         self._print(message, None, "only you can see this")
+
+    async def permalink(self, ref: MessageRef) -> str | None:
+        return None  # a terminal has no links; messages are referred to by channel and time
 
 
 def dm_channel(user_id: str) -> str:
