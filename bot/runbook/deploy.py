@@ -575,8 +575,9 @@ class Deploy:
             sent = await host.upload(package.path, remote)
             if sent.skipped:
                 return f"already there ({package.path.name}, same sha256): upload skipped"
-            rate = sent.size / sent.duration_s / 1e6 if sent.duration_s > 0 else 0.0
-            took = f"{sent.duration_s:.1f}s ({rate:.0f} MB/s)"
+            took = f"{sent.duration_s:.1f}s"
+            if sent.duration_s >= 0.1:
+                took += f" ({sent.size / sent.duration_s / 1e6:.0f} MB/s)"
             return f"{human_size(sent.size)} in {took}, sha256 verified"
 
         async for event in self._each_host("upload", hosts, upload):

@@ -238,7 +238,8 @@ class Layout:
         return [
             ["rm", "-rf", partial],
             ["mkdir", "-p", partial],
-            ["tar", "-xzf", package, "-C", partial],
+            # -m: files get the time they were installed, not the package's fixed one.
+            ["tar", "-xzmf", package, "-C", partial],
             ["sh", "-c", _CHECK_MANIFEST, "check-manifest", partial],
             ["mv", "-T", partial, self.release_dir(release_id)],
         ]

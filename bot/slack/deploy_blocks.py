@@ -212,7 +212,7 @@ class DeployView:
         if self.outcome is not None:
             emoji = OUTCOME_EMOJI.get(self.outcome.state, ":grey_question:")
             result = f"{emoji} *{escape(self.outcome.summary)}*"
-            if self.failures and not self.outcome.ok:
+            if any(f.output for f in self.failures) and not self.outcome.ok:
                 result += "\nThe failing step's last lines of output are in the thread."
             blocks.append(section(result))
         facts = []
@@ -220,7 +220,7 @@ class DeployView:
             facts.append(f"{self.kind} #{self.deployment_id}")
         if self.started_at is not None:
             facts.append(f"started {when(self.started_at)}")
-        if self.outcome is not None and self.outcome.seconds:
+        if self.outcome is not None and self.outcome.seconds >= 0.05:
             facts.append(f"took {human_duration(self.outcome.seconds)}")
         if facts:
             blocks.append(context(" · ".join(facts)))
