@@ -246,10 +246,19 @@ class BotProcess:
         response, seconds = self.post_signed(body, signed_headers(secret, body, timestamp))
         return Sent(response, seconds, channel)
 
-    def press(self, action_id: str, value: str, *, channel: str, message_ts: str) -> Sent:
+    def press(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        channel: str,
+        message_ts: str,
+        user_id: str = "U0USER",
+    ) -> Sent:
         body = block_actions_body(
             action_id,
             value,
+            user_id=user_id,
             channel_id=channel,
             message_ts=message_ts,
             response_url=self.slack.response_url(),
