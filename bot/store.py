@@ -565,7 +565,6 @@ class Store:
                 .values(due_at=due_at, claimed_by=None, claimed_until=None)
             )
 
-
     # --- deployments and environment locks -------------------------------------------------
 
     @_guarded
@@ -885,6 +884,7 @@ class Store:
         with self._session() as session:
             record = session.get(ApprovalRecord, approval_id)
             return _approval(record) if record is not None else None
+
 
 def _timer(row: TimerRecord) -> Timer:
     return Timer(

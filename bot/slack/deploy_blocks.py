@@ -571,6 +571,6 @@ def watch_passed(env: str, checks: int, duration: str, version: str | None) -> M
     on = f" on {escape(show_version(version))}" if version else ""
     text = (
         f":white_check_mark: {env} stayed healthy{on} for {duration} after the deploy "
-        f"({checks} checks)."
+        f"({checks} check{'s' if checks != 1 else ''})."
     )
     return message(text, [section(text)])

@@ -90,6 +90,8 @@ def owner_alive(owner: str) -> bool | None:
         return None
     try:
         process = psutil.Process(pid_number)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False  # dead, not yet reaped
         return abs(process.create_time() * 1000 - started_ms) < 1000
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
@@ -598,12 +600,10 @@ async def watch_tick(services: Services, payload: dict[str, object]) -> None:
     until = datetime.fromisoformat(str(payload["until"]))
     now = services.store.clock()
     next_at = now + env.check_interval
-    if next_at > until:
-        duration = (
-            human_duration((until - deployment.finished_at).total_seconds())
-            if (deployment.finished_at)
-            else human_duration(env.deploy.watch_duration(env.requires_approval).total_seconds())
-        )
+    # A check that falls due within a second of the end still counts: it is the last one.
+    if next_at > until + timedelta(seconds=1):
+        watched = env.deploy.watch_duration(env.requires_approval)
+        duration = human_duration(watched.total_seconds())
         if failures:
             final = deploy_blocks.watch_failed(
                 env.name, deployment_id, reason, final=True, checks=checks, failures=failures
