@@ -26,6 +26,8 @@ from sqlalchemy.exc import OperationalError
 
 from tests.support.slack_fake import SlackFake
 from tests.support.slack_signing import block_actions_body, signed_headers, slash_command_body
+from tests.support.sshd import Sshd, start_sshd
+from tests.support.sshd import missing_reason as sshd_missing_reason
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO / "tests" / "fixtures" / "eventmesh.example.yml"
@@ -330,3 +332,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'nested' / 'bot.db'}"
     return str(request.getfixturevalue("postgres_schema"))
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A real OpenSSH sshd on a loopback port (see tests/support/sshd.py), for the session."""
+    reason = sshd_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()

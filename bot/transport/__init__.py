@@ -30,6 +30,7 @@ from bot.transport.base import (
     command_line,
 )
 from bot.transport.local import LocalTransport
+from bot.transport.ssh import SshTransport
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ __all__ = [
     "HostKeyRejected",
     "LocalTransport",
     "Shell",
+    "SshTransport",
     "Transport",
     "TransportError",
     "UploadResult",
@@ -55,7 +57,7 @@ def transports_for(env: Environment, ssh: SshSettings) -> list[Transport]:
     timeout_s = ssh.command_timeout.total_seconds()
     if env.transport == "local":
         return [LocalTransport(command_timeout_s=timeout_s)]
-    raise NotImplementedError("the SSH transport is not in this commit yet")
+    return [SshTransport(host, ssh) for host in env.hosts]
 
 
 @asynccontextmanager
