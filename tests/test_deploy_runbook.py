@@ -19,58 +19,20 @@ import pytest
 
 from bot.config import Config
 from bot.runbook import releases
-from bot.runbook.deploy import Deploy, DeployOptions, DeployRequest
-from bot.runbook.progress import (
-    Event,
-    Finished,
-    Outcome,
-    StepDone,
-    StepFailed,
-    StepPlanned,
-    StepSkipped,
+from bot.runbook.deploy import DeployOptions, DeployRequest
+from bot.runbook.progress import StepDone, StepFailed, StepPlanned
+from bot.transport import LocalTransport
+from tests.support.deploy_env import (
+    DemoTarget,
+    demo_target,
+    hand_made_install,
+    tree_digest,
 )
-from bot.transport import LocalTransport, open_transports
-from tests.support.deploy_env import DemoTarget, demo_target, hand_made_install, tree_digest
+from tests.support.deploy_env import run_deploy as deploy
 
 
 def config_for(target: DemoTarget, **overrides: Any) -> Config:
     return Config.model_validate({"environments": {target.name: target.environment(**overrides)}})
-
-
-def deploy(
-    config: Config,
-    name: str,
-    version: str | None,
-    options: DeployOptions | None = None,
-    cancel_before: str | None = None,
-) -> tuple[list[Event], Outcome]:
-    async def go() -> list[Event]:
-        events: list[Event] = []
-        async with httpx.AsyncClient() as http:
-            procedure = Deploy(
-                DeployRequest(
-                    config.environments[name], version, options or DeployOptions(), "U0DEPLOY1"
-                ),
-                config,
-                http=http,
-                open_hosts=lambda env: open_transports(env, config.ssh),
-                local=LocalTransport(),
-            )
-            if cancel_before is not None:
-
-                async def cancelled() -> str | None:
-                    done = {e.step for e in events if isinstance(e, StepDone | StepSkipped)}
-                    return "U0APPROVER1" if cancel_before in done else None
-
-                procedure.cancel_requested = cancelled
-            async for event in procedure.run():
-                events.append(event)
-        return events
-
-    events = asyncio.run(go())
-    finished = [e for e in events if isinstance(e, Finished)]
-    assert len(finished) == 1 and events[-1] is finished[0], events
-    return events, finished[0].outcome
 
 
 def healthz(target: DemoTarget) -> dict[str, Any]:

@@ -38,9 +38,7 @@ def probe_beside_psutil(transport: Transport, disk_path: str) -> tuple[Resources
     async def main() -> tuple[Resources, float]:
         psutil.cpu_percent(None)
         try:
-            resources = await probe_resources(
-                transport, disk_path=disk_path, interval_s=INTERVAL_S
-            )
+            resources = await probe_resources(transport, disk_path=disk_path, interval_s=INTERVAL_S)
         finally:
             await transport.close()
         return resources, psutil.cpu_percent(None)
@@ -100,7 +98,8 @@ def test_figures_from_known_proc_text() -> None:
             "42 (busy one) R 1 42 42 0 -1 4194560 0 0 0 0 10 0 0 0 20 0 1 0 5 0 2560",
             "43 (my (odd) name) S 1 43 43 0 -1 4194560 0 0 0 0 4 1 0 0 20 0 1 0 5 0 10",
             "44 (gone soon) S 1 44 44 0 -1 4194560 0 0 0 0 90 9 0 0 20 0 1 0 5 0 10",
-            "45 (name with", "newline) S 1 45 45 0 -1 0 0 0 0 0 1 1 0 0 20 0 1 0 5 0 1",
+            "45 (name with",
+            "newline) S 1 45 45 0 -1 0 0 0 0 0 1 1 0 0 20 0 1 0 5 0 1",
         ],
         "stat2": ["cpu  160 0 70 900 70 0 0 0 0 0", "cpu0 80 0 35 450 35 0 0 0 0 0", "cpu1 x"],
         "procs2": [

@@ -9,6 +9,7 @@ local transport or over SSH on the loopback sshd.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shlex
@@ -19,6 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from bot.config import Config
+from bot.runbook.deploy import Deploy, DeployOptions, DeployRequest
+from bot.runbook.progress import Event, Finished, Outcome, StepDone, StepSkipped
+from bot.transport import LocalTransport, open_transports
 from tests.conftest import free_port
 
 PYTHON = shlex.quote(sys.executable)
@@ -126,3 +133,39 @@ def hand_made_install(target: DemoTarget, version: str) -> None:
 
     bin_dir = target.install_dir / "bin"
     build(bin_dir, version)
+
+
+def run_deploy(
+    config: Config,
+    name: str,
+    version: str | None,
+    options: DeployOptions | None = None,
+    cancel_before: str | None = None,
+) -> tuple[list[Event], Outcome]:
+    async def go() -> list[Event]:
+        events: list[Event] = []
+        async with httpx.AsyncClient() as http:
+            procedure = Deploy(
+                DeployRequest(
+                    config.environments[name], version, options or DeployOptions(), "U0DEPLOY1"
+                ),
+                config,
+                http=http,
+                open_hosts=lambda env: open_transports(env, config.ssh),
+                local=LocalTransport(),
+            )
+            if cancel_before is not None:
+
+                async def cancelled() -> str | None:
+                    done = {e.step for e in events if isinstance(e, StepDone | StepSkipped)}
+                    return "U0APPROVER1" if cancel_before in done else None
+
+                procedure.cancel_requested = cancelled
+            async for event in procedure.run():
+                events.append(event)
+        return events
+
+    events = asyncio.run(go())
+    finished = [e for e in events if isinstance(e, Finished)]
+    assert len(finished) == 1 and events[-1] is finished[0], events
+    return events, finished[0].outcome
