@@ -142,7 +142,10 @@ def test_production_approval_walked_through_alone_with_as(tmp_path: Path) -> Non
     child.sendline(approve)
     child.expect_exact("by @U0APPROVER1 at")
     # production's hosts do not resolve from here: the deploy says so and changes nothing.
-    child.expect(r"Deploy of v2\.0\.0 to production failed at Reach the hosts")
+    child.expect(
+        r"Deploy of v2\.0\.0 to production did not start: none of production's 2 hosts can be "
+        r"reached from this machine"
+    )
     child.expect_exact(PROMPT)
     child.sendline("exit")
     child.expect(pexpect.EOF)

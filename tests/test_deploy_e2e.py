@@ -38,6 +38,7 @@ from tests.support.deploy_reports import (
 )
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S
 from tests.support.slack_fake import SlackFake, block_kit_errors
+from tests.support.sshd import Sshd
 
 DEPLOYER, OTHER_DEPLOYER = "U0DEPLOY1", "U0DEPLOY2"
 APPROVER, OTHER_APPROVER = "U0APPROVER1", "U0APPROVER2"
@@ -67,13 +68,22 @@ def open_gate(gate: Path) -> None:
         writer.write("go\n")
 
 
-def write_config(path: Path, targets: dict[str, DemoTarget], gate: Path) -> Path:
+def over_ssh(env: dict[str, Any], sshd: Sshd) -> dict[str, Any]:
+    del env["transport"]
+    env["hosts"] = [str(sshd.host)]
+    return env
+
+
+def write_config(path: Path, targets: dict[str, DemoTarget], gate: Path, sshd: Sshd) -> Path:
+    """staging and production are reached over SSH (the loopback sshd); qa and dev locally."""
     staging, production, qa, dev = (targets[n] for n in ("staging", "production", "qa", "dev"))
     dev_env = dev.environment()
     dev_env["build"] = f"cat {gate} > /dev/null && {dev_env['build']}"
     environments: dict[str, Any] = {
-        "staging": staging.environment(lock_reminder="2s"),
-        "production": production.environment(requires_approval=True, approval_timeout="30m"),
+        "staging": over_ssh(staging.environment(lock_reminder="2s"), sshd),
+        "production": over_ssh(
+            production.environment(requires_approval=True, approval_timeout="30m"), sshd
+        ),
         "canary": production.environment(
             requires_approval=True, approval_timeout="2s", build="false"
         ),
@@ -81,6 +91,12 @@ def write_config(path: Path, targets: dict[str, DemoTarget], gate: Path) -> Path
         "dev": dev_env,
     }
     config = {
+        "ssh": {
+            "key_file": str(sshd.client_key),
+            "known_hosts": str(sshd.known_hosts()),
+            "connect_timeout": "5s",
+            "command_timeout": "60s",
+        },
         "slack": {"alerts_channel": "C0ALERTS", "approvals_channel": APPROVALS},
         "access": {
             "deployers": [DEPLOYER, OTHER_DEPLOYER, BOTH],
@@ -98,9 +114,10 @@ def bot(
     slack: SlackFake,
     targets: dict[str, DemoTarget],
     gate: Path,
+    sshd: Sshd,
 ) -> Iterator[BotProcess]:
     tmp = tmp_path_factory.mktemp("deploy-bot")
-    config = write_config(tmp / "eventmesh.yml", targets, gate)
+    config = write_config(tmp / "eventmesh.yml", targets, gate, sshd)
     database_url = f"sqlite:///{tmp / 'bot.db'}"
     process, url, log = start_bot(
         tmp,
@@ -195,7 +212,7 @@ def test_staging_end_to_end(bot: BotProcess, targets: dict[str, DemoTarget]) -> 
 
 
 def test_a_release_that_fails_its_health_check_is_rolled_back(
-    bot: BotProcess, targets: dict[str, DemoTarget]
+    bot: BotProcess, targets: dict[str, DemoTarget], sshd: Sshd
 ) -> None:
     staging = targets["staging"]
     final_deploy(bot.slack, deploy(bot, "staging 2.0.0 --skip-tests"))
@@ -203,7 +220,8 @@ def test_a_release_that_fails_its_health_check_is_rolled_back(
     final = final_deploy(bot.slack, channel)
     text = text_of(final)
     assert final["text"].startswith(
-        "Rolled back to v2.0.0: v2.0.1-broken failed its health check on host local"
+        f"Rolled back to v2.0.0: v2.0.1-broken failed its health check on host {sshd.host}: "
+        "healthz answered HTTP 503"
     ), text
     assert ":leftwards_arrow_with_hook:" in text and "*Roll back*" in text
     assert healthz(staging) == {"status": "healthy", "version": "2.0.0"}

@@ -118,7 +118,11 @@ def test_a_changed_host_key_is_refused_before_anything_changes(
     assert failure.error.startswith(f"{sshd.host}: HOST KEY CHANGED")
     assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}' -f {known}" in failure.error
     assert "\n" not in failure.error
-    assert outcome.state == "failed" and "Nothing the service runs was changed" in outcome.summary
+    assert outcome.state == "failed"
+    assert outcome.summary.startswith(
+        "Deploy of v1.0.0 to staging did not start: staging's host cannot be reached"
+    )
+    assert outcome.summary.endswith("Nothing was changed.")
     assert not target.install_dir.exists()
 
 

@@ -69,7 +69,14 @@ from bot.runbook.progress import (
     tail,
 )
 from bot.runbook.releases import HostState, Layout, RemoteCommandFailed, shown
-from bot.transport.base import CommandResult, Shell, Transport, TransportError
+from bot.transport.base import (
+    CommandResult,
+    ConnectFailed,
+    HostKeyRejected,
+    Shell,
+    Transport,
+    TransportError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +213,7 @@ class Deploy:
         self.release_id: str | None = None
         self.package: Package | None = None
         self.hosts: dict[str, HostPlan] = {}
+        self.unreachable: list[str] = []  # hosts that could not be logged into
         self.started = time.monotonic()
         self.secrets = self.ci.secrets if self.ci else ()
         self.activator = Activator(
@@ -331,6 +339,19 @@ class Deploy:
             f"Deploy of {what} to {self.env.name} failed at {TITLES[failure.step]}{where}: "
             f"{failure.error}. Nothing the service runs was changed."
         )
+        unreachable = self.unreachable
+        if failure.step == "hosts" and unreachable:
+            total, name = len(self.hosts), self.env.name
+            if total == 1:
+                which = f"{name}'s host cannot be reached"
+            elif len(unreachable) == total:
+                which = f"none of {name}'s {total} hosts can be reached"
+            else:
+                which = f"{len(unreachable)} of {name}'s {total} hosts cannot be reached"
+            summary = (
+                f"Deploy of {what} to {name} did not start: {which} from this machine "
+                f"({failure.error}). Nothing was changed."
+            )
         return self._outcome("failed", summary, failure)
 
     async def _stopped_before(
@@ -518,6 +539,8 @@ class Deploy:
                         if isinstance(exc, RemoteCommandFailed)
                         else ""
                     )
+                    if isinstance(exc, ConnectFailed | HostKeyRejected):
+                        self.unreachable.append(host.target)
                     failure = StepFailed(step, host.target, clocked.seconds, one_line(exc), output)
                 else:
                     queue.put_nowait(StepDone(step, host.target, clocked.seconds, detail))

@@ -259,7 +259,8 @@ class DeployView:
         for target, host in hosts:
             entry = f"\n        › `{escape(target)}` {STATE_EMOJI[host.state]}"
             if host.detail:
-                entry += f" {escape(host.detail)}"
+                # A transport's error starts with the host, already named on this line.
+                entry += f" {escape(host.detail.removeprefix(f'{target}: '))}"
             if host.seconds is not None and host.seconds >= 0.05:
                 entry += f" ({human_duration(host.seconds)})"
             text += entry

@@ -68,6 +68,8 @@ HEARTBEAT_EVERY = timedelta(seconds=10)
 # A running deployment whose heartbeat is older than this belongs to a bot that is gone.
 STALE_AFTER = timedelta(seconds=90)
 RECOVERY_EVERY = timedelta(seconds=30)
+# Failures told in the thread one by one; past this (a hundred hosts down) the checklist says it.
+MAX_THREAD_FAILURES = 10
 REVERT_STEPS = (("lock", "Lock"), ("rollback", "Roll back"), ("unlock", "Unlock"))
 
 
@@ -168,7 +170,7 @@ class Run:
             async for event in events:
                 self.view.apply(event)
                 await recorder.record(event)
-                if isinstance(event, StepFailed):
+                if isinstance(event, StepFailed) and len(self.view.failures) <= MAX_THREAD_FAILURES:
                     await _in_thread(self.services, live.ref, deploy_blocks.failure_detail(event))
                 if isinstance(event, Finished):
                     outcome = event.outcome

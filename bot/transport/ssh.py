@@ -75,7 +75,6 @@ GCM_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 _TIMED_OUT = (124, 137)  # `timeout`: 124 after SIGTERM, 128+9 when SIGKILL was needed
 
 
-
 def gcm_first(ciphers: Sequence[str]) -> tuple[str, ...]:
     """The same ciphers with AES-GCM first: hosts without it still get the rest, in order."""
     preferred = tuple(c for c in GCM_CIPHERS if c in ciphers)
