@@ -36,6 +36,7 @@ from tests.support.deploy_reports import (
     wait_for_response,
     wait_in_thread,
 )
+from tests.support.github_fake import GitHubFake, run
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S
 from tests.support.slack_fake import SlackFake, block_kit_errors
 from tests.support.sshd import Sshd
@@ -43,6 +44,7 @@ from tests.support.sshd import Sshd
 DEPLOYER, OTHER_DEPLOYER = "U0DEPLOY1", "U0DEPLOY2"
 APPROVER, OTHER_APPROVER = "U0APPROVER1", "U0APPROVER2"
 BOTH = "U0BOTH"  # a deployer who is also an approver: never of their own request
+GITHUB_TOKEN = "ghp_" + "e2eTokenThatMustNeverShow" * 2
 APPROVALS = "C0APPROVALS"
 
 
@@ -53,6 +55,12 @@ def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Demo
     yield made
     for target in made.values():
         target.stop()
+
+
+@pytest.fixture(scope="module")
+def github() -> Iterator[GitHubFake]:
+    with GitHubFake(token=GITHUB_TOKEN) as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +82,9 @@ def over_ssh(env: dict[str, Any], sshd: Sshd) -> dict[str, Any]:
     return env
 
 
-def write_config(path: Path, targets: dict[str, DemoTarget], gate: Path, sshd: Sshd) -> Path:
+def write_config(
+    path: Path, targets: dict[str, DemoTarget], gate: Path, sshd: Sshd, github: GitHubFake
+) -> Path:
     """staging and production are reached over SSH (the loopback sshd); qa and dev locally."""
     staging, production, qa, dev = (targets[n] for n in ("staging", "production", "qa", "dev"))
     dev_env = dev.environment()
@@ -98,6 +108,13 @@ def write_config(path: Path, targets: dict[str, DemoTarget], gate: Path, sshd: S
             "command_timeout": "60s",
         },
         "slack": {"alerts_channel": "C0ALERTS", "approvals_channel": APPROVALS},
+        "ci": {
+            "provider": "github",
+            "repository": github.repository,
+            "workflow": github.workflow,
+            "api_url": github.url,
+            "token_env": "GH_TEST_TOKEN",
+        },
         "access": {
             "deployers": [DEPLOYER, OTHER_DEPLOYER, BOTH],
             "approvers": [APPROVER, OTHER_APPROVER, BOTH],
@@ -115,9 +132,10 @@ def bot(
     targets: dict[str, DemoTarget],
     gate: Path,
     sshd: Sshd,
+    github: GitHubFake,
 ) -> Iterator[BotProcess]:
     tmp = tmp_path_factory.mktemp("deploy-bot")
-    config = write_config(tmp / "eventmesh.yml", targets, gate, sshd)
+    config = write_config(tmp / "eventmesh.yml", targets, gate, sshd, github)
     database_url = f"sqlite:///{tmp / 'bot.db'}"
     process, url, log = start_bot(
         tmp,
@@ -126,12 +144,14 @@ def bot(
         SLACK_API_URL=slack.api_url,
         EVENTMESH_CONFIG=str(config),
         EVENTMESH_DATABASE_URL=database_url,
+        GH_TEST_TOKEN=GITHUB_TOKEN,
     )
     running = BotProcess(url, process, log, database_url, slack)
     yield running
     running.http.close()
     code = stop_process(process)
     assert code == 0, f"the bot exited with {code}:\n{log.read_text()}"
+    assert GITHUB_TOKEN not in log.read_text()
 
 
 def deploy(bot: BotProcess, text: str, user: str = DEPLOYER, channel: str | None = None) -> str:
@@ -556,3 +576,27 @@ def test_a_failure_in_the_watch_offers_a_roll_back_that_works(
     lines = [json.loads(x) for x in (qa.install_dir / "releases.log").read_text().splitlines()]
     assert lines[-1]["event"] == "bad" and lines[-1]["release"].endswith("-8.0.1")
     assert thread(bot.slack, channel, final["ts"])  # the watch's messages stayed in the thread
+
+
+def test_a_red_ci_stops_the_deploy_and_status_lists_the_last_runs(
+    bot: BotProcess, github: GitHubFake, targets: dict[str, DemoTarget]
+) -> None:
+    github.set_runs(run(12, "failure", sha="feedface00"), run(11, "success"), run(10, "success"))
+    try:
+        channel = deploy(bot, "staging 9.0.0")
+        final = final_deploy(bot.slack, channel)
+        assert final["text"].startswith(
+            "Deploy of v9.0.0 to staging failed at Checklist: CI: CI is not green: the latest "
+            "ci.yml run on main (feedfac) ended: failure"
+        ), text_of(final)
+        assert "9.0.0" not in json.dumps(targets["staging"].current_files())
+
+        mark = responses_so_far(bot.slack)
+        bot.command("/deploy", "status staging", user_id="U0NOBODY")
+        status = text_of(wait_for_response(bot.slack, "Deploy status · staging", since=mark))
+        assert "CI: last 3 runs of ci.yml on main" in status
+        assert ":x: <https://github.example/eventmesh/eventmesh/actions/runs/12|CI>" in status
+        assert github.requests[-1].headers["authorization"] == f"Bearer {GITHUB_TOKEN}"
+        assert GITHUB_TOKEN not in json.dumps(bot.slack.summary())
+    finally:
+        github.set_runs(run(1, "success"))

@@ -238,3 +238,35 @@ def test_packages_are_reproducible_and_their_manifest_checks_out(tmp_path: Path)
         member = package.getmember("bin/riptide-api")
         assert member.mode == 0o755
     assert names == ["bin", "bin/riptide-api", "MANIFEST", "VERSION"]
+
+
+def test_a_failed_smoke_test_fails_the_deploy_and_rolls_it_back(target: DemoTarget) -> None:
+    config = config_for(target)
+    deploy(config, "staging", "1.0.0", DeployOptions(skip_tests=True))
+    smoke = 'echo "smoke against $EVENTMESH_BASE_URL for $EVENTMESH_VERSION"; exit 1'
+    failing = config_for(target, smoke=smoke)
+    _, outcome = deploy(failing, "staging", "1.0.1", DeployOptions(skip_tests=True))
+    assert outcome.state == "rolled_back", outcome.summary
+    assert outcome.failed_step == "smoke"
+    assert f"smoke against {target.url} for 1.0.1" in outcome.output
+    assert outcome.summary.startswith("Rolled back to v1.0.0: v1.0.1 failed at smoke tests")
+    assert healthz(target)["version"] == "1.0.0"
+
+
+def test_without_a_release_folder_to_go_back_to_the_backup_is_restored(
+    target: DemoTarget,
+) -> None:
+    config = config_for(target)
+    deploy(config, "staging", "1.0.0", DeployOptions(skip_tests=True))
+    # The smoke test fails after someone deleted the old release's folder by hand: only this
+    # deploy's backup can bring 1.0.0 back.
+    releases_dir = target.install_dir / "releases"
+    smoke = f"rm -rf {releases_dir}/*-1.0.0; exit 1"
+    _, outcome = deploy(config_for(target, smoke=smoke), "staging", "1.0.1")
+    assert outcome.state == "rolled_back", outcome.summary
+    current = target.install_dir / "current"
+    assert current.readlink().name.endswith("-restored")
+    assert "--version 1.0.0" in target.current_files()["eventmesh-api"]
+    assert healthz(target) == {"status": "healthy", "version": "1.0.0"}
+    restored = [e for e in log_events(target) if e["event"] == "restored"]
+    assert restored and restored[0]["note"].startswith("restored from eventmesh-backup-staging-")

@@ -619,10 +619,11 @@ class Deploy:
                 adopted = await releases.adopt(host, self.layout, self.clock())
                 plan.previous, plan.previous_version = adopted, None
                 notes.append(f"adopted the hand-made bin/ as release {adopted}")
-            elif state.current:
+            elif state.current_release is not None:
                 plan.previous = state.current
-                current = state.current_release
-                plan.previous_version = current.version if current else None
+                plan.previous_version = state.current_release.version
+            # else: nothing to switch back to on this host (or its folder is gone): a rollback
+            # restores this deploy's backup instead.
             (checked,) = await releases.run_checked(host, [["sha256sum", remote]])
             found = checked.stdout.split()[0] if checked.stdout.split() else ""
             if found != package.sha256:
@@ -803,11 +804,15 @@ class Deploy:
     ) -> tuple[str | None, str | None]:
         """The release to go back to: the one that ran before, else this deploy's backup."""
         if plan.previous is not None:
-            return plan.previous, plan.previous_version
+            state, _ = await releases.inspect(host, self.layout)
+            if state.release(plan.previous) is not None:
+                return plan.previous, plan.previous_version
+            log.warning("%s: %s is gone; restoring the backup", host.target, plan.previous)
         if plan.backup is None:
             return None, None
         release_id = await releases.restore(host, self.layout, plan.backup, self.clock())
-        return release_id, None
+        # The backup is of what ran before this deploy: the same version.
+        return release_id, plan.previous_version
 
     async def _mark_bad(self, hosts: list[Transport], reason: str) -> None:
         if self.release_id is None:
