@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,14 @@ from tests.conftest import BOT_TOKEN, SIGNING_SECRET, BotProcess, start_bot, sto
 from tests.support.deploy_env import DemoTarget, demo_target
 from tests.support.deploy_reports import final_deploy, text_of, wait_in_thread
 from tests.support.slack_fake import SlackFake
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for a condition on this machine's files (not for a time)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 def building_in(fake: SlackFake, channel: str) -> dict[str, Any] | None:
@@ -99,10 +108,17 @@ def test_a_bot_killed_mid_deploy_reports_it_interrupted_and_frees_the_lock(
         finally:
             store.close()
 
+        # SIGKILL left the killed bot's build running on its own; let it end first, or it
+        # would write its 1.0.0 launcher over the next build's.
+        with gate.open("w") as writer:
+            writer.write("go\n")
+        launcher = dev.workdir / "build" / "eventmesh-api"
+        wait_until(lambda: launcher.exists() and "--version 1.0.0" in launcher.read_text())
+
         # The environment is free again: a new deploy starts (and finishes) normally.
         again = second.command("/deploy", "dev 1.0.1 --skip-tests", user_id="U0DEPLOY1").channel
         slack.wait_for(lambda fake: building_in(fake, again), timeout=60)
-        with gate.open("w") as writer:  # lets this build (and the killed bot's) go on
+        with gate.open("w") as writer:
             writer.write("go\n")
         assert final_deploy(slack, again)["text"].startswith("Deployed v1.0.1 to dev")
     finally:
