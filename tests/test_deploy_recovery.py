@@ -93,7 +93,7 @@ def test_a_bot_killed_mid_deploy_reports_it_interrupted_and_frees_the_lock(
     second = BotProcess(url, process, log, database_url, slack)
     try:
         note = wait_in_thread(slack, channel, message["ts"], "was interrupted")
-        assert "during *build*" in text_of(note)
+        assert "during *Build*" in text_of(note)
         assert "The lock on dev is released" in text_of(note)
         updated = final_deploy(slack, channel)
         assert ":warning:" in text_of(updated) and "interrupted during Build" in updated["text"]

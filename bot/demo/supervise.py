@@ -85,10 +85,10 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _choose_port(host: str, recorded: int | None, wanted: int) -> int:
-    if recorded is not None:
-        return recorded
-    if _port_free(host, wanted):
-        return wanted
+    """The port of the last run (a restart keeps its URL), else --port, else any free one."""
+    for port in (recorded, wanted):
+        if port is not None and _port_free(host, port):
+            return port
     sock = bind(host, 0)
     try:
         return int(sock.getsockname()[1])

@@ -13,7 +13,7 @@ from datetime import datetime
 from bot.runbook.activate import human_duration, show_version
 from bot.runbook.checklist import ChecklistItem
 from bot.runbook.ci import CiRun
-from bot.runbook.deploy import ROLLBACK, STEPS
+from bot.runbook.deploy import ROLLBACK, STEPS, TITLES
 from bot.runbook.progress import (
     Event,
     Finished,
@@ -468,7 +468,8 @@ def deploy_status(
             lines.append(
                 f":hourglass_flowing_sand: {d.kind} #{d.id} of "
                 f"*{escape(show_version(d.version)) if d.version else 'a new version'}* to "
-                f"*{d.environment}* by <@{d.requested_by}> — at {escape(d.step)}, since "
+                f"*{d.environment}* by <@{d.requested_by}> — at "
+                f"{escape(TITLES.get(d.step, d.step).lower())}, since "
                 f"{when(d.started_at)} ({link(d.permalink, 'progress')})"
             )
         blocks.extend(sections_for_lines(lines))
@@ -524,9 +525,10 @@ def deploy_history(env: str, deployments: Sequence[Deployment]) -> Message:
 
 
 def interrupted(deployment: Deployment) -> Message:
+    step = escape(TITLES.get(deployment.step, deployment.step))
     text = (
         f":warning: {deployment.kind.capitalize()} #{deployment.id} was interrupted: the bot "
-        f"stopped (a restart or a crash) during *{escape(deployment.step)}*. The lock on "
+        f"stopped (a restart or a crash) during *{step}*. The lock on "
         f"{deployment.environment} is released. The hosts may be part-way: check with "
         f"`/health {deployment.environment}` and `/deploy status {deployment.environment}`, and "
         f"use `/rollback {deployment.environment}` if needed."
