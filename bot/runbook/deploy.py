@@ -936,9 +936,15 @@ class Deploy:
         ]
         yield StepPlanned(
             "install",
-            tuple(f"{t}: {shown(c)}" for t in targets for c in install),
-            "first, only where bin/ is a plain folder (a hand-made install): "
-            + "; ".join(shown(c) for c in adopt),
+            tuple(
+                line
+                for t in targets
+                for line in (
+                    *(f"{t} (only if bin/ is a plain folder): {shown(c)}" for c in adopt),
+                    *(f"{t}: {shown(c)}" for c in install),
+                )
+            ),
+            "a hand-made bin/ is first adopted as a release of its own",
         )
         restart = [*layout.switch_commands(release_id)]
         yield StepPlanned(

@@ -300,39 +300,30 @@ def _check_release_id(release_id: str) -> None:
         raise ValueError(f"{release_id!r} is not a release id")
 
 
-# Prints the state of an install_dir in lines the parser below reads. Values come in as $1.
-_INSPECT = r"""
-d=$1
-if [ ! -d "$d" ]; then echo absent; exit 0; fi
-cd "$d" || exit 1
-echo present
-if [ -L current ]; then printf 'current %s\n' "$(readlink current)"; fi
-if [ -L bin ]; then echo 'bin link'; elif [ -d bin ]; then echo 'bin dir'; fi
-if [ -d releases ]; then
-  for r in releases/*; do
-    if [ -d "$r" ]; then printf 'release %s\n' "${r#releases/}"; fi
-  done
-  for p in packages/*.tar.gz; do
-    if [ -f "$p" ]; then printf 'package %s\n' "${p#packages/}"; fi
-  done
-fi
-echo log
-if [ -f releases.log ]; then cat releases.log; fi
-"""
+# Scripts are one line with double quotes inside, so a dry run shows them readably. Values come
+# in as positional parameters ($1, $2), never inside the script text.
 
-_LIST_BACKUPS = r"""
-cd "$1" 2>/dev/null || exit 0
-for f in "eventmesh-backup-$2-"*.tar.gz; do
-  if [ -f "$f" ]; then printf '%s %s\n' "$f" "$(wc -c < "$f")"; fi
-done
-"""
+# Prints the state of an install_dir in lines parse_inspect reads.
+_INSPECT = (
+    'd=$1; if [ ! -d "$d" ]; then echo absent; exit 0; fi; cd "$d" || exit 1; echo present; '
+    'if [ -L current ]; then printf "current %s\\n" "$(readlink current)"; fi; '
+    'if [ -L bin ]; then echo "bin link"; elif [ -d bin ]; then echo "bin dir"; fi; '
+    'for r in releases/*; do if [ -d "$r" ]; then printf "release %s\\n" "${r#releases/}"; fi; '
+    "done; "
+    'for p in packages/*.tar.gz; do if [ -f "$p" ]; then printf "package %s\\n" '
+    '"${p#packages/}"; fi; done; echo log; if [ -f releases.log ]; then cat releases.log; fi'
+)
+
+_LIST_BACKUPS = (
+    'cd "$1" 2>/dev/null || exit 0; for f in "eventmesh-backup-$2-"*.tar.gz; do '
+    'if [ -f "$f" ]; then printf "%s %s\\n" "$f" "$(wc -c < "$f")"; fi; done'
+)
 
 # A release built by /deploy carries MANIFEST (sha256sum lines); a hand-made or restored one
 # may not, and then there is nothing to check it against.
-_CHECK_MANIFEST = r"""
-cd "$1" || exit 1
-if [ -f MANIFEST ]; then sha256sum -c --quiet --strict MANIFEST; fi
-"""
+_CHECK_MANIFEST = (
+    'cd "$1" || exit 1; if [ -f MANIFEST ]; then sha256sum -c --quiet --strict MANIFEST; fi'
+)
 
 
 def parse_inspect(target: str, output: str) -> tuple[HostState, list[str]]:
