@@ -58,7 +58,7 @@ def human_duration(seconds: float) -> str:
     if minutes < 60:
         return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
 
 
 @dataclass
