@@ -9,9 +9,14 @@ them all alike:
   AES-GCM is moved first in paramiko's cipher list (the default).
 - transport, paramiko's cipher order: the same with paramiko's own order, which negotiates
   aes128-ctr + hmac-sha2-256 (paramiko lists AES-GCM last). The lever, shown on its own.
-- scp: OpenSSH's scp of the same file (a new connection each time, as the transport makes).
+- scp: OpenSSH's scp of the same file, with its defaults (a new connection each time, as the
+  transport makes); the ratio column is against this one. OpenSSH prefers
+  chacha20-poly1305, so scp forced to AES-GCM is shown too, for reference.
 - transport, already there: the same file again at the same place: hashed on both ends,
   nothing sent.
+- bare transfer, AES-GCM first / paramiko's cipher order: the bytes alone, into
+  `cat > /dev/null` over one exec channel of a connection opened beforehand: no file, no
+  hashing, no set-up. This isolates the cipher lever that the full uploads dilute.
 
 Each way starts from no file at the destination (except "already there") and includes its
 connection set-up. Best of N rounds per way, MB/s = 10^6 bytes per second.
@@ -35,9 +40,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import paramiko
 
+from bot.transport import Shell
 from bot.transport.ssh import SshTransport, gcm_first
 from tests.support.sshd import Sshd, missing_reason, start_sshd
 
@@ -46,7 +53,9 @@ from tests.support.sshd import Sshd, missing_reason, start_sshd
 class Way:
     name: str
     upload: Callable[[Path, str], str | None]  # returns the cipher used, when known
-    keep_destination: bool = False
+    # before each round the destination is made absent, left present (the skip case), or is
+    # not a file at all (the bare transfers)
+    destination: Literal["absent", "present", "none"] = "absent"
     seconds: list[float] = field(default_factory=list)
     ciphers: set[str] = field(default_factory=set)
 
@@ -71,15 +80,29 @@ def transport_upload(server: Sshd, ciphers: Callable[[Sequence[str]], Sequence[s
     return upload
 
 
-def scp_upload(server: Sshd):  # type: ignore[no-untyped-def]
+def stream_only(transport: SshTransport, payload: bytes):  # type: ignore[no-untyped-def]
+    """The bare transfer: the bytes into `cat > /dev/null` over one exec channel of an open
+    connection (no file, no hashing, no connection set-up): what the cipher alone decides."""
+
+    def upload(source: Path, destination: str) -> str | None:
+        result = asyncio.run(transport.run(Shell("cat > /dev/null"), stdin=payload))
+        assert result.ok, result
+        return transport.cipher
+
+    return upload
+
+
+def scp_upload(server: Sshd, cipher: str | None = None):  # type: ignore[no-untyped-def]
+    choice = ["-c", cipher] if cipher else []
+
     def upload(source: Path, destination: str) -> str | None:
         subprocess.run(
-            ["scp", "-q", *server.openssh_options(), "-P", str(server.port), str(source),
-             f"{server.user}@127.0.0.1:{destination}"],
+            ["scp", "-q", *server.openssh_options(), *choice, "-P", str(server.port),
+             str(source), f"{server.user}@127.0.0.1:{destination}"],
             check=True,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
-        return None
+        return cipher
 
     return upload
 
@@ -129,30 +152,48 @@ def run(server: Sshd, work: Path, size_mb: int, rounds: int) -> int:
     with source.open("wb") as file:
         for _ in range(size_mb):
             file.write(os.urandom(1_000_000))
-    expected = sha256(source)
-    size = source.stat().st_size
-    host_dir = work / "host"
+    payload = source.read_bytes()
+    # Connected before the clock starts: the bare transfers measure the bytes alone.
+    gcm = SshTransport(server.host, server.settings(), ciphers=gcm_first)
+    ctr = SshTransport(server.host, server.settings(), ciphers=tuple)
+    for transport in (gcm, ctr):
+        asyncio.run(transport.run(["true"]))
     ways = [
         Way("transport (AES-GCM first, the default)", transport_upload(server, gcm_first)),
         Way("transport, paramiko's cipher order", transport_upload(server, tuple)),
         Way("OpenSSH scp", scp_upload(server)),
+        Way("OpenSSH scp -c aes128-gcm (for reference)",
+            scp_upload(server, "aes128-gcm@openssh.com")),
         Way("transport, file already there (skipped)", transport_upload(server, gcm_first),
-            keep_destination=True),
+            destination="present"),
+        Way("bare transfer, AES-GCM first", stream_only(gcm, payload), destination="none"),
+        Way("bare transfer, paramiko's cipher order", stream_only(ctr, payload),
+            destination="none"),
     ]  # fmt: skip
+    try:
+        return measure(server, source, ways, rounds)
+    finally:
+        for transport in (gcm, ctr):
+            asyncio.run(transport.close())
+
+
+def measure(server: Sshd, source: Path, ways: list[Way], rounds: int) -> int:
+    expected, size = sha256(source), source.stat().st_size
+    destination = source.parent / "host" / "releases" / source.name
+    destination.parent.mkdir(parents=True)  # scp needs it; the transport would make it
     load_before = os.getloadavg()
     started = time.monotonic()
     for round_number in range(1, rounds + 1):
         for way in ways:
-            destination = host_dir / "releases" / source.name
-            destination.parent.mkdir(parents=True, exist_ok=True)  # scp needs it
-            if not way.keep_destination:
+            if way.destination == "absent":
                 destination.unlink(missing_ok=True)
-            elif not destination.exists() or sha256(destination) != expected:
+            elif way.destination == "present" and not destination.exists():
                 shutil.copyfile(source, destination)
             t0 = time.perf_counter()
             cipher = way.upload(source, str(destination))
             seconds = time.perf_counter() - t0
-            assert sha256(destination) == expected, f"{way.name}: the host's copy is wrong"
+            if way.destination != "none":
+                assert sha256(destination) == expected, f"{way.name}: the host's copy is wrong"
             way.seconds.append(seconds)
             if cipher:
                 way.ciphers.add(cipher)
@@ -162,8 +203,8 @@ def run(server: Sshd, work: Path, size_mb: int, rounds: int) -> int:
     scp = next(w for w in ways if w.name == "OpenSSH scp")
     scp.ciphers.add(f"{openssh_default_cipher(server)} (OpenSSH's default)")
     print(
-        f"{size_mb} MB (random bytes) to a loopback OpenSSH sshd, best of {rounds} interleaved "
-        f"rounds per way, connection set-up included\n"
+        f"{size // 1_000_000} MB (random bytes) to a loopback OpenSSH sshd, best of {rounds} "
+        f"interleaved rounds per way\n"
         f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after; Python {platform.python_version()}, "
         f"paramiko {paramiko.__version__}, {openssh_version()}; {total:.0f} s total\n"

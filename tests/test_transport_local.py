@@ -48,6 +48,12 @@ def test_cwd_and_stdin(tmp_path: Path) -> None:
     assert result.stdout == f"{tmp_path}\nfed in"
 
 
+def test_a_command_that_does_not_read_its_stdin_still_gives_its_result() -> None:
+    data = os.urandom(8 * 1024 * 1024)  # more than a pipe holds
+    result = run(LocalTransport().run(Shell("echo ignored; exit 4"), stdin=data))
+    assert (result.exit_status, result.stdout) == (4, "ignored\n")
+
+
 def test_a_missing_program_or_directory_is_a_failed_result(tmp_path: Path) -> None:
     missing = run(LocalTransport().run(["no-such-program-here"]))
     assert missing.exit_status == 127 and "command not found" in missing.stderr

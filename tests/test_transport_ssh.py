@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -112,6 +113,12 @@ def test_stdin_larger_than_the_window_echoed_back_does_not_deadlock(sshd: Sshd) 
     result = with_transport(sshd, lambda t: t.run(Shell("cat; echo done >&2"), stdin=data))
     assert result.ok and result.stderr == "done\n"
     assert result.stdout.endswith(data[-1000:].decode())
+
+
+def test_a_command_that_does_not_read_its_stdin_still_gives_its_result(sshd: Sshd) -> None:
+    data = os.urandom(8 * 1024 * 1024)  # more than the channel's window
+    result = with_transport(sshd, lambda t: t.run(Shell("echo ignored; exit 4"), stdin=data))
+    assert (result.exit_status, result.stdout) == (4, "ignored\n")
 
 
 def test_the_remote_command_runs_under_timeout_with_a_kill_after() -> None:
@@ -233,12 +240,12 @@ def test_a_host_pinned_by_any_one_key_type_is_checked_against_that_key(
 ) -> None:
     """paramiko prefers ed25519: the negotiation is narrowed to the types known_hosts has."""
 
-    async def negotiated(t: SshTransport) -> str:
+    async def negotiated(t: SshTransport) -> str | None:
         await t.run(["true"])
-        assert t._client is not None
-        return t._client.host_key_type
+        return t.host_key_type
 
     kind = with_transport(sshd, negotiated, known_hosts=sshd.known_hosts(types=(key_type,)))
+    assert kind is not None
     assert kind.startswith({"rsa": "rsa-sha2", "ecdsa": "ecdsa-sha2", "ed25519": "ssh-ed25519"}
                            [key_type])  # fmt: skip
 
@@ -275,6 +282,44 @@ def test_a_refused_connection_is_one_line(sshd: Sshd) -> None:
         f"deploy@127.0.0.1:{port}: connection refused at 127.0.0.1:{port} "
         "(is sshd running on that port?)"
     )
+
+
+def test_a_port_that_never_speaks_ssh_times_out_in_one_line(sshd: Sshd) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does), says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        host = Host(user="deploy", hostname="127.0.0.1", port=port)
+        transport = SshTransport(host, sshd.settings(connect_timeout="1s"))
+
+        async def main() -> None:
+            try:
+                await transport.run(["true"])
+            finally:
+                await transport.close()
+
+        started = time.monotonic()
+        with pytest.raises(ConnectFailed) as caught:
+            asyncio.run(main())
+    assert time.monotonic() - started < 10
+    assert str(caught.value).startswith(
+        f"deploy@127.0.0.1:{port}: no SSH banner from 127.0.0.1:{port} within 1s"
+    )
+
+
+def test_an_unresolvable_host_is_one_line(sshd: Sshd) -> None:
+    host = Host(user="deploy", hostname="no-such-host.invalid")
+    transport = SshTransport(host, sshd.settings())
+
+    async def main() -> None:
+        try:
+            await transport.run(["true"])
+        finally:
+            await transport.close()
+
+    with pytest.raises(ConnectFailed) as caught:
+        asyncio.run(main())
+    assert str(caught.value).startswith("deploy@no-such-host.invalid: cannot resolve no-such-host")
 
 
 def test_a_key_the_host_does_not_accept_is_one_line(sshd: Sshd, tmp_path: Path) -> None:

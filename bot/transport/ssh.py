@@ -54,10 +54,13 @@ from bot.transport.base import (
     command_line,
 )
 from bot.transport.files import CHUNK, sha256_file, temp_name
-from bot.transport.known_hosts import PinnedKeys, entry_name, pinned_keys
+from bot.transport.known_hosts import PinnedKeys, pinned_keys
 from bot.transport.output import OutputTail
 
 log = logging.getLogger(__name__)
+# paramiko logs each failed connection as a multi-line traceback at ERROR from its own thread;
+# every failure here becomes one TransportError line that names the host and the fix instead.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 T = TypeVar("T")
 
@@ -90,7 +93,8 @@ def remote_command(command: Command, cwd: str | None, timeout_s: float) -> str:
     script = command_line(command)
     if cwd is not None:
         script = f"cd {shlex.quote(cwd)} || exit 2\n{script}"
-    seconds = f"{timeout_s:.3f}".rstrip("0").rstrip(".")
+    # `timeout 0` would mean no limit at all
+    seconds = f"{max(timeout_s, 0.001):.3f}".rstrip("0").rstrip(".")
     return f"timeout -k {KILL_AFTER_S} {seconds} sh -c {shlex.quote(script)}"
 
 
@@ -112,7 +116,8 @@ class SshTransport:
         self._executor = ThreadPoolExecutor(
             max_workers=THREADS_PER_HOST, thread_name_prefix=f"ssh {host}"
         )
-        self._lock = threading.Lock()  # one connection per host, opened once
+        self._opening = threading.Lock()  # held while connecting: one connection per host
+        self._state = threading.Lock()  # guards _client and _closed; never held during I/O
         self._client: paramiko.Transport | None = None
         self._closed = False
 
@@ -128,6 +133,12 @@ class SshTransport:
         """The cipher negotiated with the host, once connected."""
         client = self._client
         return client.local_cipher if client is not None else None
+
+    @property
+    def host_key_type(self) -> str | None:
+        """The host key algorithm negotiated (and checked against known_hosts), once connected."""
+        client = self._client
+        return client.host_key_type if client is not None else None
 
     # --- the contract ---------------------------------------------------------------------
 
@@ -149,12 +160,25 @@ class SshTransport:
         return await self._in_thread(job, self._upload, job, Path(local_path), remote_path)
 
     async def close(self) -> None:
-        self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            # Transport.close() joins paramiko's reader thread: not on the event loop.
-            await asyncio.get_running_loop().run_in_executor(self._executor, client.close)
+        with self._state:
+            self._closed = True
+            client, self._client = self._client, None
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if client is not None:
+            # Closing joins paramiko's reader thread (it ends as soon as its socket closes):
+            # brief, but not for the event loop, nor queued behind this host's busy threads or
+            # asyncio's default executor (the store's): a thread of its own.
+            loop = asyncio.get_running_loop()
+            closed: asyncio.Future[None] = loop.create_future()
+
+            def close_client() -> None:
+                try:
+                    client.close()
+                finally:
+                    loop.call_soon_threadsafe(_set_done, closed)
+
+            threading.Thread(target=close_client, name=f"ssh close {self.host}").start()
+            await closed
 
     # --- threads --------------------------------------------------------------------------
 
@@ -172,12 +196,21 @@ class SshTransport:
             raise
 
     def _connection(self) -> paramiko.Transport:
-        with self._lock:
-            if self._closed:
+        with self._opening:
+            with self._state:
+                if self._closed:
+                    raise TransportError(self.target, "this connection is closed")
+                if self._client is not None and self._client.is_active():
+                    return self._client
+            client = self._open()
+            with self._state:
+                closed_meanwhile = self._closed
+                if not closed_meanwhile:
+                    self._client = client
+            if closed_meanwhile:
+                client.close()
                 raise TransportError(self.target, "this connection is closed")
-            if self._client is None or not self._client.is_active():
-                self._client = self._open()
-            return self._client
+            return client
 
     def _open(self) -> paramiko.Transport:
         key = self._client_key()
@@ -266,9 +299,10 @@ class SshTransport:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ConnectFailed(self.target, self._handshake_problem(exc)) from None
         if not client.initial_kex_done:
+            if not client.remote_version:
+                raise ConnectFailed(self.target, self._handshake_problem(EOFError("no banner")))
             raise ConnectFailed(
-                self.target,
-                f"SSH handshake did not finish within {self._connect_timeout:g}s",
+                self.target, f"SSH handshake did not finish within {self._connect_timeout:g}s"
             )
         self._check_host_key(client.get_remote_server_key(), pinned)
 
@@ -345,8 +379,9 @@ class SshTransport:
         stdin: bytes | None,
     ) -> CommandResult:
         shown = command_line(command)
-        started = time.monotonic()
-        with self._start(job, remote_command(command, cwd, timeout_s), shown, timeout_s) as session:
+        session = self._start(job, remote_command(command, cwd, timeout_s), shown, timeout_s)
+        started = time.monotonic()  # the command's time, not the connection's
+        with session:
             if stdin:
                 session.feed(stdin)
             status = session.finish()
@@ -385,13 +420,17 @@ class SshTransport:
     def _upload(self, job: _Job, local: Path, remote: str) -> UploadResult:
         """Stream the file into a temporary name, check its sha256 on the host, rename it.
 
-        Two commands on the host, started together. The receiver says what the destination
-        already holds (the sha256 of a file of the same size), then writes the stream to the
-        temporary name and prints that file's sha256 and size. The committer waits for one
-        word: `commit` (chmod, then mv into place) or anything else, or nothing at all because
-        the client is gone: it removes the temporary file. Started at once, the committer's
-        shell start-up hides behind the transfer, and nothing is left behind on any failure.
-        One exec channel streams as fast as SFTP does (FIELD-NOTES), with one round trip.
+        Two commands on the host. The receiver says what the destination already holds (the
+        sha256 of a file of the same size: then nothing is sent), then writes the stream to
+        the temporary name and prints that file's sha256 and size. The committer, started as
+        the transfer begins so that its shell start-up hides behind it, waits for one word:
+        `commit` (chmod, then mv into place); anything else, or nothing because the client
+        failed, was cancelled or is gone, removes the temporary file. So a failed upload
+        never replaces the destination nor leaves a stray file.
+
+        One exec channel carries the bytes (faster than paramiko's SFTP here, see
+        benchmarks/README.md); the hash is taken on the host after the write (hashing the
+        stream through `tee` on the way in was slower still).
         """
         started = time.monotonic()
         try:
@@ -409,20 +448,35 @@ class SshTransport:
             **names, hash_dest=_hash(names["dest"]), hash_tmp=_hash(names["tmp"])
         )
         timeout_s = self.settings.command_timeout.total_seconds()
-        with (
-            self._start(job, remote_command(Shell(receive), None, timeout_s),
-                        f"receive {remote}", timeout_s) as receiver,
-            self._start(job, remote_command(Shell(_COMMIT.format(**names)), None, timeout_s),
-                        f"commit {remote}", timeout_s) as committer,
-        ):  # fmt: skip
-            try:
-                digest, skipped = self._transfer(receiver, local, size, remote)
-            except BaseException:
-                committer.close_quietly(b"abort\n")
-                raise
-            if skipped:
-                committer.close_quietly(b"abort\n")
-            else:
+
+        def start(script: str, what: str) -> _Session:
+            return self._start(job, remote_command(Shell(script), None, timeout_s), what,
+                               timeout_s)  # fmt: skip
+
+        # Hashed on another thread from the start (hashlib releases the GIL): ready by the time
+        # the host has hashed its copy, or computed while the file travels.
+        local_digest = _hashing.submit(sha256_file, local)
+        with start(receive, f"receive {remote}") as receiver:
+            have = receiver.read_line()
+            if have is None or not have.startswith("have "):
+                receiver.finish()
+                problem = _one_line(receiver.stderr.text()) or "no answer"
+                raise TransportError(self.target, f"cannot prepare {remote}: {problem}")
+            if have != "have -" and have == f"have {self._digest(local_digest, local)}":
+                receiver.feed(b"skip\n")
+                receiver.finish()
+                duration = time.monotonic() - started
+                log.debug("%s: %s already held (%.2fs)", self.target, remote, duration)
+                return UploadResult(
+                    self.target, remote, size, self._digest(local_digest, local), True, duration
+                )
+            # Started now, the committer's shell start-up overlaps the transfer.
+            with start(_COMMIT.format(**names), f"commit {remote}") as committer:
+                try:
+                    digest = self._send(receiver, local, size, remote, local_digest)
+                except BaseException:
+                    committer.close_quietly()  # no word: it removes the temporary file
+                    raise
                 committer.feed(b"commit\n")
                 if committer.finish() != 0:
                     raise TransportError(
@@ -431,29 +485,14 @@ class SshTransport:
                         f"{_one_line(committer.stderr.text()) or 'failed'}",
                     )
         duration = time.monotonic() - started
-        log.debug("%s: %s %s (%d bytes, %.2fs)", self.target,
-                  "already held" if skipped else "uploaded", remote, size, duration)  # fmt: skip
-        return UploadResult(self.target, remote, size, digest, skipped, duration)
+        log.debug("%s: uploaded %s to %s (%d bytes, %.2fs)", self.target, local, remote, size,
+                  duration)  # fmt: skip
+        return UploadResult(self.target, remote, size, digest, False, duration)
 
-    def _transfer(
-        self, receiver: _Session, local: Path, size: int, remote: str
-    ) -> tuple[str, bool]:
-        """(sha256, skipped): the client's side of the receiver's script."""
-        have = receiver.read_line()
-        if have is None or not have.startswith("have "):
-            receiver.finish()
-            problem = _one_line(receiver.stderr.text()) or "no answer"
-            raise TransportError(self.target, f"cannot prepare {remote}: {problem}")
-        if have != "have -":
-            digest = sha256_file(local)
-            if have == f"have {digest}":
-                receiver.feed(b"skip\n")
-                receiver.finish()
-                return digest, True
-            local_digest = _done(digest)
-        else:
-            # Hashed beside the transfer, on another thread (hashlib releases the GIL).
-            local_digest = _hashing.submit(sha256_file, local)
+    def _send(
+        self, receiver: _Session, local: Path, size: int, remote: str, local_digest: Future[str]
+    ) -> str:
+        """Stream the file to the receiver; its sha256, once the host's copy matches it."""
         receiver.feed(b"send\n")
         try:
             with local.open("rb") as file:
@@ -462,7 +501,7 @@ class SshTransport:
         except OSError as exc:
             raise TransportError(self.target, f"cannot read {local}: {exc.strerror}") from None
         status = receiver.finish()
-        digest = local_digest.result()
+        digest = self._digest(local_digest, local)
         got = receiver.stdout.text().splitlines()[-1:]
         if status != 0 or got != [f"got {digest} {size}"]:
             seen = _one_line(receiver.stderr.text()) or _one_line(" ".join(got)) or "no answer"
@@ -471,7 +510,13 @@ class SshTransport:
                 f"upload of {local} to {remote} failed verification on the host (expected "
                 f"sha256 {digest} and {size} bytes; the host says: {seen}); nothing was replaced",
             )
-        return digest, False
+        return digest
+
+    def _digest(self, future: Future[str], local: Path) -> str:
+        try:
+            return future.result()
+        except OSError as exc:
+            raise TransportError(self.target, f"cannot read {local}: {exc.strerror}") from None
 
 
 # The receiver: what the destination holds (when its size matches), then the file itself.
@@ -532,17 +577,21 @@ class _Session:
         self.channel.close()
 
     def feed(self, data: bytes) -> None:
+        """Send to the command's stdin; what a command that has ended did not read is dropped."""
         view = memoryview(data)
         try:
             while view:
                 self._drain()
                 if self.channel.closed or self.channel.exit_status_ready():
-                    raise self.lost(EOFError("the command stopped reading its input"))
+                    return  # finish() tells how it ended
                 self._check_deadline()
                 try:
-                    view = view[self.channel.send(view[:CHUNK]) :]
+                    sent = self.channel.send(view[:CHUNK])
                 except TimeoutError:
                     continue  # the window stayed shut for a moment: drain output, try again
+                if sent == 0:
+                    return  # the channel is closing
+                view = view[sent:]
         except (paramiko.SSHException, OSError) as exc:
             raise self.lost(exc) from None
 
@@ -598,10 +647,9 @@ class _Session:
             raise self.lost(EOFError("connection closed"))
         return status
 
-    def close_quietly(self, last_words: bytes) -> None:
-        """Best effort: tell the command something and close its stdin; don't wait for it."""
-        with contextlib.suppress(paramiko.SSHException, OSError, TransportError):
-            self.feed(last_words)
+    def close_quietly(self) -> None:
+        """Best effort: close the command's stdin, and don't wait for it to end."""
+        with contextlib.suppress(paramiko.SSHException, OSError):
             self.channel.shutdown_write()
 
     def lost(self, exc: BaseException) -> TransportError:
@@ -637,10 +685,9 @@ _SEND_WAIT_S = 0.05  # how long one send waits for the host's window before outp
 _LINE_LIMIT = 64 * 1024  # stdout kept for read_line (only the upload reads lines)
 
 
-def _done(value: str) -> Future[str]:
-    future: Future[str] = Future()
-    future.set_result(value)
-    return future
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _Job:
@@ -695,4 +742,4 @@ def _short(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-__all__ = ["MAX_OPENING", "SshTransport", "entry_name", "gcm_first", "remote_command"]
+__all__ = ["MAX_OPENING", "SshTransport", "gcm_first", "remote_command"]
