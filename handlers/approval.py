@@ -30,9 +30,10 @@ async def _decide(ctx: Context, state: str) -> None:
         return await ctx.deny("Only approvers (access.approvers in the config) may decide this.")
     await ctx.ack()
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
+    pressed = ctx.request.message_ref
 
     async def work() -> str:
-        decision = await approvals.decide(services, int(value), user, state)
+        decision = await approvals.decide(services, int(value), user, state, pressed)
         if decision.refusal is not None:
             ctx.outcome = "denied"
             await deployments.tell(conversation, deploy_blocks.approval_refused(decision.refusal))

@@ -108,7 +108,13 @@ async def ask(
     await services.scheduler.schedule(
         EXPIRE_TIMER, str(approval.id), approval.expires_at, {"approval": approval.id}
     )
-    return Asked(await asyncio.to_thread(store.approval, approval.id))
+    current = await asyncio.to_thread(store.approval, approval.id)
+    assert current is not None
+    if current.state != "pending":
+        # Decided in the moment between posting and recording where the request is: the
+        # decider could not update the message, so it is done here.
+        await show_decision(services, current, tell_requester=False)
+    return Asked(current)
 
 
 @dataclass(frozen=True)
@@ -120,8 +126,18 @@ class Decision:
     refusal: str | None = None
 
 
-async def decide(services: Services, approval_id: int, user_id: str, state: str) -> Decision:
-    """An approver's press. The requester and anyone not in access.approvers are refused."""
+async def decide(
+    services: Services,
+    approval_id: int,
+    user_id: str,
+    state: str,
+    pressed: MessageRef | None = None,
+) -> Decision:
+    """An approver's press. The requester and anyone not in access.approvers are refused.
+
+    `pressed` is the message the button was on: the request, whose place in the store may not
+    be recorded yet when the press comes a moment after the post.
+    """
     store = services.store
     approval = await asyncio.to_thread(store.approval, approval_id)
     if approval is None:
@@ -150,7 +166,7 @@ async def decide(services: Services, approval_id: int, user_id: str, state: str)
             False, approval, f"Request #{approval_id} is already {approval.state}{by}{at}."
         )
     await services.scheduler.cancel(EXPIRE_TIMER, str(approval_id))
-    await show_decision(services, approval)
+    await show_decision(services, approval, fallback=pressed)
     return Decision(True, approval)
 
 
@@ -165,14 +181,27 @@ async def expire(services: Services, approval_id: int) -> bool:
     return True
 
 
-async def show_decision(services: Services, approval: Approval) -> None:
+async def show_decision(
+    services: Services,
+    approval: Approval,
+    *,
+    fallback: MessageRef | None = None,
+    tell_requester: bool = True,
+) -> None:
     """Update the request in place and tell the requester. Slack failing is logged, not fatal."""
     chat = services.chat
-    if approval.channel and approval.message_ts:
+    ref = (
+        MessageRef(approval.channel, approval.message_ts)
+        if approval.channel and approval.message_ts
+        else fallback
+    )
+    if ref is not None:
         try:
-            await chat.update(MessageRef(approval.channel, approval.message_ts), render(approval))
+            await chat.update(ref, render(approval))
         except ChatError as exc:
             log.warning("approval #%d: request message not updated: %s", approval.id, exc.error)
+    if not tell_requester:
+        return
     what = f"{approval.kind} of {approval.environment}"
     try:
         await chat.dm(approval.requested_by, deploy_blocks.approval_told(approval, what))

@@ -84,7 +84,7 @@ class DemoTarget:
             "stop": self.supervise("stop"),
             "restart": self.supervise("restart"),
             "verify_interval": "1s",
-            "verify_timeout": "6s",
+            "verify_timeout": "10s",
             "check_interval": "1s",
             "watch_for": "2s",
             "keep_releases": 3,
