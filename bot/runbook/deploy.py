@@ -322,7 +322,7 @@ class Deploy:
             summary=summary,
             version=self.version,
             failed_step=failure.step if failure else None,
-            failed_host=failure.host or None if failure else None,
+            failed_host=(failure.host or None) if failure else None,
             error=failure.error if failure else None,
             output=failure.output if failure else "",
             seconds=self._seconds,

@@ -146,11 +146,12 @@ class Run:
     deployment: Deployment
     view: DeployView
     conversation: Conversation
+    cancellable: bool = True  # a deploy checks for Cancel between steps; a revert does not
 
     async def execute(self, events: AsyncIterator[Event]) -> Outcome:
         store = self.services.store
         live = LiveMessage(self.conversation)
-        await live.show(self.view.message(cancellable=True))
+        await live.show(self.view.message(cancellable=self.cancellable))
         if live.ref is not None:
             permalink = await self.services.chat.permalink(live.ref)
             try:
@@ -174,7 +175,7 @@ class Run:
                     await _in_thread(self.services, live.ref, deploy_blocks.failure_detail(event))
                 if isinstance(event, Finished):
                     outcome = event.outcome
-                await live.show(self.view.message(cancellable=True))
+                await live.show(self.view.message(cancellable=self.cancellable))
         except asyncio.CancelledError:
             # The bot is stopping: say so now and free the lock, rather than leave it to the
             # next start-up's recovery.
@@ -517,7 +518,7 @@ async def revert(
         conversation.response_url,
     )
     await services.scheduler.cancel(WATCH_TIMER, str(deployment_id))
-    outcome = await Run(services, began, view, where).execute(procedure.run())
+    outcome = await Run(services, began, view, where, cancellable=False).execute(procedure.run())
     return outcome.summary
 
 
