@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--version", dest="service_version", default="0.1.0")
+    demo.add_argument(
+        "--unhealthy",
+        action="store_true",
+        help="start with a critical component down (healthz 503), as a broken release would",
+    )
     return parser
 
 
@@ -62,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.demo.service import run_demo_service
 
         try:
-            run_demo_service(args.host, args.port, args.service_version)
+            run_demo_service(args.host, args.port, args.service_version, broken=args.unhealthy)
         except PortInUse as exc:
             print(f"eventmesh-bot demo-service: {exc} (choose another --port)", file=sys.stderr)
             return EXIT_USAGE

@@ -285,6 +285,24 @@ class DeploySettings(_Model):
     restart: NonEmpty = "sudo systemctl restart eventmesh-api"
     verify_timeout: Duration = timedelta(seconds=60)
     auto_rollback: bool = True
+    keep_releases: int = Field(5, ge=2)
+    # The runbook's staging smoke tests; run in workdir after verification, a failure fails
+    # the deploy (and rolls it back).
+    smoke: NonEmpty | None = None
+    # How often verify polls /healthz while it waits for 3 passes in a row.
+    verify_interval: Duration = timedelta(seconds=5)
+    # A production request nobody decides within this is closed as expired.
+    approval_timeout: Duration = timedelta(minutes=30)
+    # The runbook's "monitor closely" after a deploy: 5 minutes for an environment that
+    # requires approval (production), 2 for the others, unless set here.
+    watch_for: Duration | None = None
+    # A lock taken by hand with /deploy lock: its holder is reminded by DM this often.
+    lock_reminder: Duration = timedelta(hours=1)
+
+    def watch_duration(self, requires_approval: bool) -> timedelta:
+        if self.watch_for is not None:
+            return self.watch_for
+        return timedelta(minutes=5) if requires_approval else timedelta(minutes=2)
 
 
 _ENV_PATH_KEYS = ("workdir", "install_dir", "backup_dir")

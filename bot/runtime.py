@@ -10,6 +10,7 @@ import asyncio
 import functools
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -17,11 +18,17 @@ from collections.abc import Awaitable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+import httpx
 from starlette.types import ASGIApp
 
 from bot import __version__
 from bot.config import Config
-from bot.demo.service import create_demo_app
+from bot.demo.local_env import (
+    LocalServiceError,
+    start_local_service,
+    stop_local_service,
+    supervised,
+)
 from bot.runbook.health import HealthChecker
 from bot.runbook.probe import Prober
 from bot.scheduler import Scheduler
@@ -29,17 +36,17 @@ from bot.settings import Mode, Settings
 from bot.slack.bolt_app import create_bolt_app, socket_mode_handler, verify_tokens
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
+from bot.slack.deployments import RECOVERY_EVERY, recover_interrupted
 from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, Services, TimerSpec
 from bot.slack.web import create_web_app
 from bot.slack.web_api import SlackChat, create_web_client
 from bot.store import Store
 from bot.telemetry import Telemetry
+from bot.transport.local import LocalTransport
 from bot.webserver import EmbeddedServer, bind, bind_preferring, bound_port, embedded_server
 from bot.workers import WorkerPool
 
 log = logging.getLogger(__name__)
-
-DEMO_PORT = 8080
 
 
 @dataclass
@@ -90,6 +97,7 @@ async def run_bot(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    prefer_own_python()
     telemetry = Telemetry()
     store = Store(settings.database_url)
     workers = WorkerPool()
@@ -100,6 +108,10 @@ async def run_bot(
         cleanup.callback(store.close)
         # Health probes run on their own thread and loop: a fan-out never delays an ack here.
         prober = cleanup.enter_context(Prober())
+        http = await cleanup.enter_async_context(httpx.AsyncClient(follow_redirects=False))
+        # What must outlive running work (the local demo service a deploy restarts) unwinds
+        # after the workers have had their grace.
+        after_work = await cleanup.enter_async_context(AsyncExitStack())
         workers.start()
         cleanup.push_async_callback(workers.stop)
         cleanup.push_async_callback(_stop_servers, servers)
@@ -107,9 +119,15 @@ async def run_bot(
         def start_services(config: Config, chat: Chat) -> Dispatcher:
             """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
             checker = HealthChecker(prober, config.thresholds, store, telemetry)
-            services = Services(config, store, chat, checker, telemetry, workers, scheduler)
+            services = Services(config, store, chat, checker, telemetry, workers, scheduler, http)
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))
+            # Deployments a crashed bot left 'running': interrupted, said so, lock freed.
+            scheduler.every(
+                "recover-interrupted",
+                RECOVERY_EVERY,
+                functools.partial(recover_interrupted, services),
+            )
             # Timers left by a previous run fire as soon as there is a chat to report to.
             scheduler.start()
             cleanup.push_async_callback(scheduler.stop)
@@ -118,13 +136,7 @@ async def run_bot(
             return Dispatcher(services, commands, actions)
 
         if mode == "console":
-            # The embedded default: a demo EventMesh service for 'local' to point at.
-            demo = _start_server(
-                create_demo_app(), bind_preferring("127.0.0.1", DEMO_PORT), "127.0.0.1"
-            )
-            servers.append(demo)
-            if "local" in config.environments:
-                config = config.with_base_url("local", demo.url)
+            config, local_line = await _start_local_service(config, http, after_work)
             console_chat = ConsoleChat(files_dir=settings.data_dir / "files")
             dispatcher = start_services(config, console_chat)
             web = _start_server(
@@ -133,7 +145,7 @@ async def run_bot(
             servers.append(web)
             print(
                 f"EventMesh ChatOps {__version__} — local console (no Slack tokens set)\n"
-                f"  demo EventMesh service: {demo.url} (environment 'local' points here)\n"
+                f"  {local_line}\n"
                 f"  bot health and metrics: {web.url}/healthz  {web.url}/metrics\n"
                 f"  config: {settings.config_path}",
                 flush=True,
@@ -161,6 +173,47 @@ async def run_bot(
         await stop.wait()
         log.info("stopping: no new requests; letting running work finish")
         return 0
+
+
+async def _start_local_service(
+    config: Config, http: httpx.AsyncClient, cleanup: AsyncExitStack
+) -> tuple[Config, str]:
+    """The embedded default: run 'local's demo service from its installed release.
+
+    Only when 'local' is managed by the demo supervisor (config/eventmesh.yml); with another
+    config the console leaves 'local' as configured. Returns the config (base_url pointed at
+    the service) and the line the banner shows.
+    """
+    env = config.environments.get("local")
+    if env is None or env.transport != "local" or supervised(env) is None:
+        where = f"environment 'local' → {env.base_url}" if env else "no 'local' environment"
+        return config, where
+    host = LocalTransport(command_timeout_s=config.ssh.command_timeout.total_seconds())
+    cleanup.push_async_callback(host.close)
+    try:
+        url = await start_local_service(env, host, http)
+    except LocalServiceError as exc:
+        log.warning("the local demo service did not start: %s", exc)
+        return config, f"local demo service NOT running: {exc}"
+    cleanup.push_async_callback(stop_local_service, env, host)
+    install_dir = env.deploy.install_dir
+    return (
+        config.with_base_url("local", url),
+        f"demo EventMesh service: {url}, run from {install_dir}/current "
+        "(environment 'local'; /deploy local installs new releases)",
+    )
+
+
+def prefer_own_python() -> None:
+    """Put this interpreter's bin directory first on PATH, for the commands in the config.
+
+    The embedded default's build and restart commands run `python -m bot.demo…`: they must
+    find the bot's own Python (a virtualenv's), not whatever `python` the shell has.
+    """
+    own = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[:1] != [own]:
+        os.environ["PATH"] = os.pathsep.join([own, path]) if path else own
 
 
 def _bind_web(settings: Settings, mode: Mode) -> socket.socket:

@@ -5,15 +5,26 @@ Adding a command: write a module with `@command` / `@action` handlers and list t
 """
 
 from bot.slack.dispatch import ActionSpec, CommandSpec, TimerSpec
-from handlers import escalate, health
+from handlers import approval, deploy, escalate, health
 
-COMMANDS: tuple[CommandSpec, ...] = (health.health, escalate.escalate)
+COMMANDS: tuple[CommandSpec, ...] = (health.health, deploy.deploy, escalate.escalate)
 ACTIONS: tuple[ActionSpec, ...] = (
     health.recheck,
     health.stop_watch,
+    deploy.cancel,
+    deploy.roll_back,
+    deploy.unlock_confirm,
+    approval.approve,
+    approval.reject,
     escalate.acknowledge,
     escalate.escalate_now,
     escalate.resolve,
     escalate.still_working,
 )
-TIMERS: tuple[TimerSpec, ...] = (escalate.deadline, escalate.sync)
+TIMERS: tuple[TimerSpec, ...] = (
+    deploy.watch,
+    deploy.remind,
+    approval.expire,
+    escalate.deadline,
+    escalate.sync,
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -133,3 +134,68 @@ def test_a_watch_reports_at_the_prompt_and_its_numbered_stop_button_ends_it(
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_deploy_local_for_real_then_health_shows_the_new_version(tmp_path: Path) -> None:
+    # The embedded default on a fresh machine: the first release is the package's own, then
+    # /deploy local builds, installs and restarts a new one through the local transport.
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    child = spawn_console(tmp_path, PORT=str(free_port()))
+    child.timeout = 90
+    child.sendline("/health local")
+    child.expect(r"\[\d+\] Check again")
+    assert "local — Healthy" in plain(child.before) and "v0.1.0" in plain(child.before)
+    child.expect_exact(PROMPT)
+
+    child.sendline("/deploy local 1.4.2")
+    child.expect(r"Deployed v1\.4\.2 to local \(1 host\)")
+    child.expect_exact(PROMPT)
+    child.sendline("/health local")
+    child.expect(r"\[\d+\] Check again")
+    assert re.search(r"local — Healthy · \d+ ms · v1\.4\.2", plain(child.before))
+    child.expect_exact(PROMPT)
+    installed = tmp_path / "data" / "local" / "eventmesh"
+    assert (installed / "current").readlink().name.endswith("-1.4.2")
+    assert (installed / "bin").readlink() == Path("current/bin")
+
+    child.sendline("/deploy local 1.4.3-broken --skip-tests")
+    child.expect(r"Rolled back to v1\.4\.2: v1\.4\.3-broken failed its health check")
+    child.expect_exact(PROMPT)
+    child.sendline("/health local")
+    child.expect(r"\[\d+\] Check again")
+    assert re.search(r"local — Healthy · \d+ ms · v1\.4\.2", plain(child.before))
+    child.expect_exact(PROMPT)
+
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    service = json.loads((tmp_path / "data" / "local" / "service.json").read_text())
+    assert service["pid"] is None  # the console stopped the service it ran
+
+
+def test_production_approval_walked_through_alone_with_as(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    child = spawn_console(tmp_path, PORT=str(free_port()))
+    child.timeout = 90
+    child.sendline("/deploy production 2.0.0")
+    child.expect(r"Approval needed: deploy v2\.0\.0 to production")
+    child.expect(r"\[(\d+)\] Approve\s+\[(\d+)\] Reject")
+    approve = child.match.group(1)
+    child.expect_exact(PROMPT)
+    child.sendline(approve)
+    child.expect_exact("Only approvers (access.approvers in the config) may decide this.")
+    child.expect_exact(PROMPT)
+    child.sendline("as U0APPROVER1")
+    child.expect_exact("You are now U0APPROVER1.")
+    child.expect_exact(PROMPT)
+    child.sendline(approve)
+    child.expect_exact("by @U0APPROVER1 at")
+    # production's hosts do not resolve from here: the deploy says so and changes nothing.
+    child.expect(
+        r"Deploy of v2\.0\.0 to production did not start: none of production's 2 hosts can be "
+        r"reached from this machine"
+    )
+    child.expect_exact(PROMPT)
+    child.sendline("exit")
+    child.expect(pexpect.EOF)

@@ -6,6 +6,7 @@ import asyncio
 import io
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.config import load_config
@@ -66,6 +67,7 @@ def run(
         workers = WorkerPool(size=2)
         workers.start()
         with Prober() as prober:
+            http = httpx.AsyncClient()
             config = load_config(EXAMPLE_CONFIG)
             services = Services(
                 config=config,
@@ -75,6 +77,7 @@ def run(
                 telemetry=telemetry,
                 workers=workers,
                 scheduler=Scheduler(store),
+                http=http,
             )
             dispatcher = Dispatcher(services, [deploy])
 
@@ -84,6 +87,7 @@ def run(
             request = CommandRequest("/deploy", text, user, "C1", response_url="console://x")
             await dispatcher.handle_command(request, ack)
             await workers.join()
+            await http.aclose()
         await workers.stop()
 
     asyncio.run(scenario())

@@ -99,3 +99,25 @@ def test_when_the_bot_may_not_post_the_user_gets_the_final_state_privately(
     private = [r.get("text") for r in slack.responses[before:]]
     assert private == ["checking", "final"]
     assert slack.channel_messages(channel) == []
+
+
+def test_a_held_update_goes_out_when_the_interval_has_passed(slack: SlackFake) -> None:
+    # A long step that starts right after the previous update must not stay invisible.
+    channel = new_channel()
+
+    async def scenario() -> None:
+        message = live(slack, channel, min_interval_s=0.2)
+        await message.show(Message("step 1 running"))
+        await message.show(Message("step 1 done"))  # too soon: held
+        await message.show(Message("step 2 running"))  # replaces the held one
+        await asyncio.to_thread(
+            slack.wait_for,
+            lambda fake: [c for c in fake.calls_to("chat.update") if c.args["channel"] == channel],
+        )
+        await message.finish(Message("final"))
+
+    asyncio.run(scenario())
+    updates = [
+        c.args["text"] for c in slack.calls_to("chat.update") if c.args["channel"] == channel
+    ]
+    assert updates == ["step 2 running", "final"]

@@ -170,11 +170,15 @@ _CHECKS: dict[str, Callable[[object], str | None]] = {
 class _DemoState:
     """One service's faults, request log and metrics."""
 
-    def __init__(self, version: str, clock: Callable[[], float]) -> None:
+    def __init__(self, version: str, clock: Callable[[], float], broken: bool = False) -> None:
         self.initial_version = version
         self.clock = clock
         self.started_at = clock()
-        self.faults = Faults(version=version)
+        # What DELETE /admin/faults returns to: a broken release stays broken without faults.
+        self.baseline = Faults(version=version)
+        if broken:
+            self.baseline = self.baseline.merged({"components": {"event_store": "down"}})
+        self.faults = self.baseline
         self.requests: deque[dict[str, Any]] = deque(maxlen=_REQUEST_LOG_SIZE)
         self._error_fraction = Fraction(0)
         self._since_rate_set = 0
@@ -303,13 +307,14 @@ class _FaultInjection:
 
 
 def create_demo_app(
-    version: str = "0.1.0", *, clock: Callable[[], float] = time.monotonic
+    version: str = "0.1.0", *, clock: Callable[[], float] = time.monotonic, broken: bool = False
 ) -> Starlette:
     """A fresh service with its own state and metrics registry.
 
     `clock` (monotonic seconds) drives uptime and request durations, so tests can set it.
+    `broken` starts it with a critical component down (healthz 503), as a bad release would.
     """
-    state = _DemoState(version, clock)
+    state = _DemoState(version, clock, broken)
 
     async def healthz(request: Request) -> Response:
         faults = state.faults
@@ -366,7 +371,7 @@ def create_demo_app(
         return JSONResponse(asdict(state.faults))
 
     async def delete_faults(request: Request) -> Response:
-        state.set_faults(Faults(version=state.initial_version))
+        state.set_faults(state.baseline)
         return JSONResponse(asdict(state.faults))
 
     async def get_requests(request: Request) -> Response:
@@ -394,7 +399,12 @@ def create_demo_app(
 
 
 async def serve_demo(
-    host: str, port: int, version: str = "0.1.0", *, ready: asyncio.Event | None = None
+    host: str,
+    port: int,
+    version: str = "0.1.0",
+    *,
+    ready: asyncio.Event | None = None,
+    broken: bool = False,
 ) -> None:
     """Serve a demo service in the running event loop until cancelled.
 
@@ -404,7 +414,9 @@ async def serve_demo(
     """
     sock = bind(host, port)
     server = embedded_server(
-        create_demo_app(version), ready=ready, graceful_shutdown_s=_SHUTDOWN_GRACE_SECONDS
+        create_demo_app(version, broken=broken),
+        ready=ready,
+        graceful_shutdown_s=_SHUTDOWN_GRACE_SECONDS,
     )
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     logger.info("demo EventMesh service %s listening on %s", version, sock.getsockname()[:2])
@@ -418,14 +430,14 @@ async def serve_demo(
         sock.close()
 
 
-def run_demo_service(host: str, port: int, version: str) -> None:
+def run_demo_service(host: str, port: int, version: str, *, broken: bool = False) -> None:
     """Serve until Ctrl-C or SIGTERM, both a normal exit, for `eventmesh-bot demo-service`."""
 
     async def serve_until_signalled() -> None:
         # Everything imported so far lives as long as the process: out of the collector's
         # sight, a full collection no longer stalls requests for tens of milliseconds.
         gc.freeze()
-        serving = asyncio.create_task(serve_demo(host, port, version))
+        serving = asyncio.create_task(serve_demo(host, port, version, broken=broken))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, serving.cancel)

@@ -141,6 +141,10 @@ class Prober:
             await self._session.close()
             self._session = None
 
+    async def fetch(self, url: str, timeout_s: float) -> Probe:
+        """`get` from any event loop: the request runs on the probe thread (a deploy's verify)."""
+        return await asyncio.wrap_future(self.submit(self.get(url, timeout_s)))
+
     async def get(self, url: str, timeout_s: float) -> Probe:
         """GET url, bounded by timeout_s in total once a connection slot is held."""
         assert self._session is not None and self._slots is not None, "Prober not started"

@@ -60,6 +60,10 @@ class Chat(Protocol):
         """Share a file in a channel; returns where it went (Slack's file id, a saved path)."""
         ...
 
+    async def permalink(self, ref: MessageRef) -> str | None:
+        """A link to the message (a lock refusal points at the deploy holding it), if any."""
+        ...
+
 
 @dataclass
 class Conversation:

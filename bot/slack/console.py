@@ -46,6 +46,12 @@ EMOJI = {
     "leftwards_arrow_with_hook": "↩️",
     "memo": "📝",
     "information_source": "ℹ️",
+    "white_small_square": "▫️",
+    "heavy_minus_sign": "➖",
+    "lock": "🔒",
+    "unlock": "🔓",
+    "hourglass": "⌛",
+    "grey_question": "❔",
 }
 
 
@@ -176,6 +182,9 @@ class ConsoleChat:
 
     async def respond(self, response_url: str, message: Message) -> None:
         self._print(message, None, "only you can see this")
+
+    async def permalink(self, ref: MessageRef) -> str | None:
+        return None  # a terminal has no links; messages are referred to by channel and time
 
     async def upload(self, channel: str, upload: Upload, *, thread_ts: str | None = None) -> str:
         self._files += 1

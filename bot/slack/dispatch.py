@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import httpx
+
 from bot.config import Access, Config
 from bot.runbook.health import HealthChecker
 from bot.runbook.watch import Watches
@@ -106,6 +108,8 @@ class Services:
     telemetry: Telemetry
     workers: WorkerPool
     scheduler: Scheduler
+    # Outbound HTTP that is not a health probe (the CI provider's API).
+    http: httpx.AsyncClient
     watches: Watches = field(default_factory=Watches)  # running watches, for their Stop button
     # Made from the ones above: incidents page through this chat on this scheduler's timers.
     incidents: Incidents = field(init=False)

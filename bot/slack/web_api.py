@@ -90,6 +90,14 @@ class SlackChat:
             raise ChatError("upload_failed") from exc
         return str(response["file"]["id"])
 
+    async def permalink(self, ref: MessageRef) -> str | None:
+        try:
+            response = await self.client.chat_getPermalink(channel=ref.channel, message_ts=ref.ts)
+        except SlackApiError:
+            return None  # a refusal without a link still names who holds the lock
+        link = response.get("permalink")
+        return str(link) if link else None
+
     async def respond(self, response_url: str, message: Message) -> None:
         webhook = AsyncWebhookClient(response_url, timeout=10)
         response = await webhook.send(

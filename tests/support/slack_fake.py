@@ -340,6 +340,7 @@ class SlackFake:
             "chat.postEphemeral": self._post_ephemeral,
             "conversations.open": self._conversations_open,
             "users.info": self._users_info,
+            "chat.getPermalink": self._get_permalink,
             "apps.connections.open": self._apps_connections_open,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
@@ -627,6 +628,14 @@ class SlackFake:
             "text": message["text"],
             "message": copy.deepcopy(message),
         }
+
+    def _get_permalink(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = _channel(args)
+        ts = str(args.get("message_ts") or "")
+        if (channel, ts) not in self.messages:
+            raise _SlackError("message_not_found")
+        link = f"https://eventmesh-test.slack.com/archives/{channel}/p{ts.replace('.', '')}"
+        return {"channel": channel, "permalink": link}
 
     def _post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         _channel(args)

@@ -1,0 +1,175 @@
+"""The CI gate: the latest run of the configured workflow on the default branch must be green.
+
+GitHub Actions REST API over httpx (the runbook's `gh run list --workflow=ci.yml --limit 5`):
+`GET {api_url}/repos/{repository}` for the default branch, then
+`GET {api_url}/repos/{repository}/actions/workflows/{workflow}/runs?branch=…&per_page=5`.
+The token comes from the environment variable `ci.token_env` names; it goes in a header and
+nowhere else (never into a log line, an error, or a message).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from bot.config import CiSettings
+
+TIMEOUT_S = 10.0
+RUNS_SHOWN = 5
+
+
+class CiError(Exception):
+    """GitHub could not be asked or refused; str() is one line naming what to fix."""
+
+
+@dataclass(frozen=True)
+class CiRun:
+    id: int
+    title: str
+    branch: str
+    sha: str
+    status: str  # queued | in_progress | completed
+    conclusion: str | None  # success | failure | cancelled | … once completed
+    url: str
+    created_at: datetime | None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "completed" and self.conclusion == "success"
+
+    @property
+    def outcome(self) -> str:
+        return self.conclusion if self.status == "completed" and self.conclusion else self.status
+
+
+@dataclass(frozen=True)
+class CiVerdict:
+    passed: bool
+    summary: str
+    run: CiRun | None
+
+
+class CiClient:
+    def __init__(
+        self,
+        settings: CiSettings,
+        http: httpx.AsyncClient,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        self.settings = settings
+        self.http = http
+        self._token = environ.get(settings.token_env, "").strip() or None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What must be redacted from anything shown (the token, when set)."""
+        return (self._token,) if self._token else ()
+
+    def runs_url(self, branch: str) -> str:
+        return (
+            f"{self._repo_url}/actions/workflows/{quote(self.settings.workflow, safe='')}/runs"
+            f"?branch={quote(branch, safe='')}&per_page={RUNS_SHOWN}"
+        )
+
+    @property
+    def _repo_url(self) -> str:
+        return f"{self.settings.api_url}/repos/{self.settings.repository}"
+
+    async def _get(self, url: str) -> Any:
+        headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+        }
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            response = await self.http.get(url, headers=headers, timeout=TIMEOUT_S)
+        except httpx.TimeoutException:
+            raise CiError(f"GitHub did not answer within {TIMEOUT_S:.0f}s") from None
+        except httpx.HTTPError as exc:
+            where = self.settings.api_url
+            raise CiError(f"cannot reach GitHub at {where}: {_cause(exc)}") from None
+        if response.status_code in (401, 403):
+            raise CiError(
+                f"GitHub refused the request (HTTP {response.status_code}): check the token in "
+                f"${self.settings.token_env}"
+            )
+        if response.status_code == 404:
+            hint = "" if self._token else f" (private? set ${self.settings.token_env})"
+            raise CiError(
+                f"GitHub has no workflow {self.settings.workflow} in "
+                f"{self.settings.repository}{hint}"
+            )
+        if response.status_code != 200:
+            raise CiError(f"GitHub answered HTTP {response.status_code}")
+        try:
+            return response.json()
+        except ValueError:
+            raise CiError("GitHub answered something that is not JSON") from None
+
+    async def default_branch(self) -> str:
+        repo = await self._get(self._repo_url)
+        branch = repo.get("default_branch") if isinstance(repo, dict) else None
+        if not isinstance(branch, str) or not branch:
+            repository = self.settings.repository
+            raise CiError(f"GitHub did not say which branch of {repository} is the default")
+        return branch
+
+    async def recent_runs(self) -> tuple[str, list[CiRun]]:
+        """The default branch and its last runs of the workflow, newest first."""
+        branch = await self.default_branch()
+        body = await self._get(self.runs_url(branch))
+        raw_runs = body.get("workflow_runs") if isinstance(body, dict) else None
+        if not isinstance(raw_runs, list):
+            raise CiError("GitHub's answer has no workflow_runs")
+        return branch, [_run(r) for r in raw_runs[:RUNS_SHOWN] if isinstance(r, dict)]
+
+    async def gate(self) -> CiVerdict:
+        """Green only when the newest run on the default branch completed successfully."""
+        branch, runs = await self.recent_runs()
+        workflow = self.settings.workflow
+        if not runs:
+            return CiVerdict(False, f"{workflow} has no runs on {branch}", None)
+        latest = runs[0]
+        sha = latest.sha[:7]
+        if latest.passed:
+            return CiVerdict(True, f"{workflow} passed on {branch} ({sha})", latest)
+        if latest.status != "completed":
+            return CiVerdict(
+                False,
+                f"the latest {workflow} run on {branch} ({sha}) is still {latest.status}",
+                latest,
+            )
+        return CiVerdict(
+            False, f"the latest {workflow} run on {branch} ({sha}) ended: {latest.outcome}", latest
+        )
+
+
+def _run(raw: dict[str, Any]) -> CiRun:
+    created = raw.get("created_at")
+    try:
+        created_at = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    except ValueError:
+        created_at = None
+    return CiRun(
+        id=int(raw.get("id") or 0),
+        title=str(raw.get("display_title") or raw.get("name") or ""),
+        branch=str(raw.get("head_branch") or ""),
+        sha=str(raw.get("head_sha") or ""),
+        status=str(raw.get("status") or "unknown"),
+        conclusion=raw.get("conclusion") if isinstance(raw.get("conclusion"), str) else None,
+        url=str(raw.get("html_url") or ""),
+        created_at=created_at,
+    )
+
+
+def _cause(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection failed"
+    return type(exc).__name__

@@ -1,0 +1,216 @@
+"""/deploy: the runbook's deployment, its locks, status and history; the deploy's buttons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.config import Config, Environment
+from bot.runbook.deploy import DeployOptions, DeployRequest
+from bot.runbook.releases import is_version
+from bot.slack import deploy_blocks, deployments
+from bot.slack.blocks import echo
+from bot.slack.dispatch import Context, Services, Usage, action, command, timer
+from bot.store import Timer
+
+MAX_TEXT = 300  # longer than any valid /deploy text (a lock reason included)
+MAX_REASON = 200
+FLAGS = {"--dry-run": "dry_run", "--skip-tests": "skip_tests", "--no-backup": "no_backup"}
+DEPLOY_USAGE = "/deploy <env> [<version>] [--dry-run] [--skip-tests] [--no-backup]"
+
+
+def environment(word: str, config: Config) -> Environment | str:
+    env = config.environments.get(word.lower())
+    if env is None:
+        return f"Unknown environment {echo(word)}. Known: {', '.join(config.environments)}."
+    return env
+
+
+@dataclass(frozen=True)
+class Parsed:
+    env: Environment
+    version: str | None
+    options: DeployOptions
+
+
+def parse_deploy(words: list[str], config: Config) -> Parsed | str:
+    """`<env> [<version>] [flags]` or what is wrong with it."""
+    env = environment(words[0], config)
+    if isinstance(env, str):
+        return env
+    version: str | None = None
+    options: dict[str, bool] = {}
+    for word in words[1:]:
+        if word.startswith("-"):
+            flag = FLAGS.get(word.lower())
+            if flag is None:
+                return f"Unknown option {echo(word)}. Options: {', '.join(FLAGS)}."
+            options[flag] = True
+        elif version is not None:
+            return f"One version at most: {echo(version)} and then {echo(word)}."
+        elif not is_version(word):
+            return (
+                f"{echo(word)} is not a version: 1 to 64 of letters, digits and . _ - "
+                "(like 1.4.2 or v2.0.0-rc1)."
+            )
+        else:
+            version = word
+    return Parsed(env, version, DeployOptions(**options))
+
+
+@command(
+    "/deploy",
+    Usage(
+        DEPLOY_USAGE,
+        "build, test, back up, install and restart one host at a time, verified; "
+        "production waits for an approver",
+        role="deployers",
+    ),
+    Usage("/deploy status [<env>]", "what runs now, the locks, the last CI runs"),
+    Usage("/deploy history <env>", "the last 10 deployments: who, version, result, approver"),
+    Usage(
+        "/deploy lock <env> [reason]", "hold an environment by hand (a freeze)", role="deployers"
+    ),
+    Usage("/deploy unlock <env>", "free an environment held by hand", role="deployers"),
+    Usage("/deploy help", "show this help"),
+)
+async def deploy(ctx: Context) -> None:
+    """Deploy EventMesh by the runbook: build, test, back up, install, restart, verify."""
+    text = ctx.request.text
+    if len(text) > MAX_TEXT:
+        return await ctx.answer_usage(f"That is {len(text):,} characters; too long for /deploy.")
+    words = text.split()
+    if not words:
+        return await ctx.answer_usage("Which environment?")
+    sub = words[0].lower()
+    if words == ["help"] or sub == "help":
+        return await ctx.answer_help()
+    if sub == "status":
+        return await _status(ctx, words[1:])
+    if sub == "history":
+        return await _history(ctx, words[1:])
+    if sub in ("lock", "unlock"):
+        return await _lock(ctx, sub, words[1:], text)
+    parsed = parse_deploy(words, ctx.config)
+    if isinstance(parsed, str):
+        return await ctx.answer_usage(parsed)
+    if not ctx.may("deployers"):
+        return await ctx.deny("Only deployers (access.deployers in the config) may run /deploy.")
+    request = DeployRequest(parsed.env, parsed.version, parsed.options, ctx.user_id)
+    conversation = ctx.conversation
+    services = ctx.services
+    if parsed.env.requires_approval and not parsed.options.dry_run:
+        await ctx.ack(
+            deploy_blocks.simple(
+                f"{parsed.env.name} needs an approver: checking CI and the hosts, then asking.",
+                ":hourglass_flowing_sand:",
+            )
+        )
+        ctx.hand_off(lambda: deployments.ask_approval(services, request, conversation), lane="long")
+        return
+    await ctx.ack()
+    ctx.hand_off(lambda: deployments.deploy(services, request, conversation), lane="long")
+
+
+async def _status(ctx: Context, rest: list[str]) -> None:
+    if len(rest) > 1:
+        return await ctx.answer_usage("/deploy status takes one environment at most.")
+    env_name: str | None = None
+    if rest:
+        env = environment(rest[0], ctx.config)
+        if isinstance(env, str):
+            return await ctx.answer_usage(env)
+        env_name = env.name
+    await ctx.ack()
+    services, conversation = ctx.services, ctx.conversation
+    ctx.hand_off(lambda: deployments.status(services, env_name, conversation))
+
+
+async def _history(ctx: Context, rest: list[str]) -> None:
+    if len(rest) != 1:
+        return await ctx.answer_usage("/deploy history takes one environment.")
+    env = environment(rest[0], ctx.config)
+    if isinstance(env, str):
+        return await ctx.answer_usage(env)
+    await ctx.ack()
+    services, conversation = ctx.services, ctx.conversation
+    ctx.hand_off(lambda: deployments.history(services, env.name, conversation))
+
+
+async def _lock(ctx: Context, sub: str, rest: list[str], text: str) -> None:
+    if not rest:
+        return await ctx.answer_usage(f"/deploy {sub} needs an environment.")
+    env = environment(rest[0], ctx.config)
+    if isinstance(env, str):
+        return await ctx.answer_usage(env)
+    if sub == "unlock" and len(rest) > 1:
+        return await ctx.answer_usage("/deploy unlock takes only the environment.")
+    # The reason as typed (spacing kept), after the subcommand and the environment.
+    reason = text.split(None, 2)[2].strip() if len(rest) > 1 else ""
+    if len(reason) > MAX_REASON:
+        return await ctx.answer_usage(f"Keep the reason under {MAX_REASON} characters.")
+    if not ctx.may("deployers"):
+        return await ctx.deny(f"Only deployers (access.deployers) may {sub} environments.")
+    await ctx.ack()
+    services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
+    if sub == "lock":
+        ctx.hand_off(lambda: deployments.lock(services, env, reason, user, conversation))
+    else:
+        ctx.hand_off(lambda: deployments.unlock(services, env, user, conversation))
+
+
+def _record_id(ctx: Context) -> int | None:
+    value = ctx.request.text
+    return int(value) if value.isdigit() and len(value) < 12 else None
+
+
+@action(deploy_blocks.CANCEL)
+async def cancel(ctx: Context) -> None:
+    """The progress message's Cancel button: stop before the next step."""
+    deployment_id = _record_id(ctx)
+    if deployment_id is None:
+        return await ctx.answer_usage("That button carries no deployment.")
+    await ctx.ack()
+    services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
+
+    async def work() -> str:
+        answer = await deployments.cancel(services, deployment_id, user)
+        await deployments.tell(conversation, deploy_blocks.simple(answer))
+        return answer
+
+    ctx.hand_off(work)
+
+
+@action(deploy_blocks.ROLL_BACK)
+async def roll_back(ctx: Context) -> None:
+    """The post-deploy watch's Roll back button: undo that deploy."""
+    deployment_id = _record_id(ctx)
+    if deployment_id is None:
+        return await ctx.answer_usage("That button carries no deployment.")
+    if not ctx.may("deployers"):
+        return await ctx.deny("Only deployers (access.deployers) may roll back.")
+    await ctx.ack()
+    services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
+    ctx.hand_off(
+        lambda: deployments.revert(services, deployment_id, user, conversation), lane="long"
+    )
+
+
+@action(deploy_blocks.UNLOCK_CONFIRM)
+async def unlock_confirm(ctx: Context) -> None:
+    """Free someone else's lock, after being asked to confirm."""
+    if not ctx.may("deployers"):
+        return await ctx.deny("Only deployers (access.deployers) may unlock environments.")
+    await ctx.ack()
+    services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
+    value = ctx.request.text
+    ctx.hand_off(lambda: deployments.free_anyway(services, value, user, conversation))
+
+
+@timer(deployments.WATCH_TIMER)
+async def watch(services: Services, due: Timer) -> None:
+    await deployments.watch_tick(services, due.payload)
+
+
+@timer(deployments.LOCK_REMINDER_TIMER)
+async def remind(services: Services, due: Timer) -> None:
+    await deployments.remind_lock_holder(services, due.key, str(due.payload.get("token", "")))

@@ -1,0 +1,178 @@
+"""Deploy targets for tests: a demo EventMesh service installed and restarted for real.
+
+Each environment gets its own install_dir, backup_dir, build workdir and service port. Its
+`restart` runs the demo supervisor (bot/demo/supervise.py) with this interpreter, so the
+service is started from `<install_dir>/bin/eventmesh-api` — the installed release — and its
+/healthz reports the version that release was built with. The same commands run through the
+local transport or over SSH on the loopback sshd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shlex
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bot.config import Config
+from bot.runbook.deploy import Deploy, DeployOptions, DeployRequest
+from bot.runbook.probe import Prober
+from bot.runbook.progress import Event, Finished, Outcome, StepDone, StepSkipped
+from bot.transport import LocalTransport, open_transports
+from tests.conftest import free_port
+
+PYTHON = shlex.quote(sys.executable)
+
+
+@dataclass
+class DemoTarget:
+    """One environment's files and service on this machine."""
+
+    name: str
+    root: Path
+    port: int
+
+    @property
+    def install_dir(self) -> Path:
+        return self.root / "install"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.root / "backups"
+
+    @property
+    def workdir(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "service.json"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def supervise(self, action: str) -> str:
+        command = (
+            f"{PYTHON} -m bot.demo.supervise {action} --state {shlex.quote(str(self.state_file))}"
+        )
+        if action in ("start", "restart"):
+            command += f" --install-dir {shlex.quote(str(self.install_dir))} --port {self.port}"
+        return command
+
+    def environment(self, **overrides: Any) -> dict[str, Any]:
+        """The environment's entry for a config file."""
+        build_dir = shlex.quote(str(self.workdir / "build"))
+        env: dict[str, Any] = {
+            "base_url": self.url,
+            "transport": "local",
+            "workdir": str(self.workdir),
+            "build": f"{PYTHON} -m bot.demo.release build --out {build_dir}",
+            "test": f"{PYTHON} -m bot.demo.release test {build_dir}/eventmesh-api",
+            "version": "echo 9.9.9",
+            "artifacts": ["build/eventmesh-api"],
+            "install_dir": str(self.install_dir),
+            "backup_dir": str(self.backup_dir),
+            "start": self.supervise("start"),
+            "stop": self.supervise("stop"),
+            "restart": self.supervise("restart"),
+            "verify_interval": "1s",
+            "verify_timeout": "10s",
+            "check_interval": "1s",
+            "watch_for": "2s",
+            "keep_releases": 3,
+            "keep_backups": 2,
+        }
+        env.update(overrides)
+        return env
+
+    def stop(self) -> None:
+        subprocess.run(shlex.split(self.supervise("stop")), check=False, capture_output=True)
+
+    def current_files(self) -> dict[str, str]:
+        """What <install_dir>/bin holds, through the links, as {name: content}."""
+        bin_dir = self.install_dir / "bin"
+        return {p.name: p.read_text() for p in sorted(bin_dir.iterdir())}
+
+
+def demo_target(root: Path, name: str) -> DemoTarget:
+    target = DemoTarget(name, root / name, free_port())
+    target.workdir.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def tree_digest(*roots: Path) -> dict[str, str]:
+    """Every entry under roots: type, mode, link target or content hash, mtime — byte for byte."""
+    entries: dict[str, str] = {}
+    for root in roots:
+        if not root.exists():
+            entries[str(root)] = "absent"
+            continue
+        for path in sorted([root, *root.rglob("*")]):
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                what = f"link {os.readlink(path)}"
+            elif stat.S_ISDIR(info.st_mode):
+                what = "dir"
+            else:
+                what = f"file {hashlib.sha256(path.read_bytes()).hexdigest()}"
+            entries[str(path)] = f"{what} mode={oct(info.st_mode)} mtime={info.st_mtime_ns}"
+    return entries
+
+
+def hand_made_install(target: DemoTarget, version: str) -> None:
+    """An install_dir laid out by hand, as the runbook's scp into bin/ leaves it."""
+    from bot.demo.release import build
+
+    bin_dir = target.install_dir / "bin"
+    build(bin_dir, version)
+
+
+def run_deploy(
+    config: Config,
+    name: str,
+    version: str | None,
+    options: DeployOptions | None = None,
+    cancel_before: str | None = None,
+) -> tuple[list[Event], Outcome]:
+    async def go() -> list[Event]:
+        events: list[Event] = []
+        async with httpx.AsyncClient() as http:
+            prober = Prober()
+            prober.start()  # stopped below, after the procedure's last event
+            procedure = Deploy(
+                DeployRequest(
+                    config.environments[name], version, options or DeployOptions(), "U0DEPLOY1"
+                ),
+                config,
+                http=http,
+                prober=prober,
+                open_hosts=lambda env: open_transports(env, config.ssh),
+                local=LocalTransport(),
+            )
+            if cancel_before is not None:
+
+                async def cancelled() -> str | None:
+                    done = {e.step for e in events if isinstance(e, StepDone | StepSkipped)}
+                    return "U0APPROVER1" if cancel_before in done else None
+
+                procedure.cancel_requested = cancelled
+            try:
+                async for event in procedure.run():
+                    events.append(event)
+            finally:
+                prober.close()
+        return events
+
+    events = asyncio.run(go())
+    finished = [e for e in events if isinstance(e, Finished)]
+    assert len(finished) == 1 and events[-1] is finished[0], events
+    return events, finished[0].outcome
