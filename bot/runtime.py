@@ -107,9 +107,23 @@ async def run_bot(
         def start_services(config: Config, chat: Chat) -> Dispatcher:
             """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
             checker = HealthChecker(prober, config.thresholds, store, telemetry)
-            services = Services(config, store, chat, checker, telemetry, workers, scheduler)
+            services = Services(
+                config,
+                store,
+                chat,
+                checker,
+                telemetry,
+                workers,
+                scheduler,
+                paced=mode != "console",
+            )
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))
+            _schedule_checks(config, scheduler, services)
+            # Unwound in reverse: no more ticks or timers, then the checks under way end and
+            # the kept SSH connections close, then whatever still waits to be posted.
+            cleanup.push_async_callback(services.pacer.close)
+            cleanup.push_async_callback(services.monitor.close)
             # Timers left by a previous run fire as soon as there is a chat to report to.
             scheduler.start()
             cleanup.push_async_callback(scheduler.stop)
@@ -161,6 +175,21 @@ async def run_bot(
         await stop.wait()
         log.info("stopping: no new requests; letting running work finish")
         return 0
+
+
+def _schedule_checks(config: Config, scheduler: Scheduler, services: Services) -> None:
+    """The scheduled checks behind the threshold alerts, one job per check_interval."""
+    if not config.alerts.scheduled_checks:
+        log.info("scheduled checks are off in this bot (alerts.scheduled_checks: false)")
+        return
+    jobs = services.monitor.jobs()
+    for name, interval, job in jobs:
+        scheduler.every(name, interval, job)
+    log.info(
+        "scheduled checks of %d environment(s): %s",
+        len(config.environments),
+        ", ".join(name for name, _, _ in jobs),
+    )
 
 
 def _bind_web(settings: Settings, mode: Mode) -> socket.socket:

@@ -951,9 +951,14 @@ class Store:
         event: NewAlertEvent | None = None,
         timers: Sequence[NewTimer] = (),
         cancel: Sequence[tuple[str, str]] = (),
+        *,
+        bump: bool = True,
     ) -> Alert | None:
         """Apply a change (a press, a timer's) if the alert is still at expected_version, with
-        its event and timers in the same transaction; None if it moved on meanwhile."""
+        its event and timers in the same transaction; None if it moved on meanwhile.
+
+        `bump`: the message must show the change (its version goes up).
+        """
         unknown = set(values) - ALERT_FIELDS
         if unknown:
             raise ValueError(f"not alert fields: {sorted(unknown)}")
@@ -962,7 +967,7 @@ class Store:
             result = session.execute(
                 update(AlertRecord)
                 .where(AlertRecord.id == alert_id, AlertRecord.version == expected_version)
-                .values(**values, version=expected_version + 1)
+                .values(**values, version=expected_version + (1 if bump else 0))
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return None

@@ -5,7 +5,7 @@ Adding a command: write a module with `@command` / `@action` handlers and list t
 """
 
 from bot.slack.dispatch import ActionSpec, CommandSpec, TimerSpec
-from handlers import escalate, health
+from handlers import alerts, escalate, health
 
 COMMANDS: tuple[CommandSpec, ...] = (health.health, escalate.escalate)
 ACTIONS: tuple[ActionSpec, ...] = (
@@ -15,5 +15,14 @@ ACTIONS: tuple[ActionSpec, ...] = (
     escalate.escalate_now,
     escalate.resolve,
     escalate.still_working,
+    alerts.acknowledge,
+    alerts.silence,
+    alerts.escalate,
 )
-TIMERS: tuple[TimerSpec, ...] = (escalate.deadline, escalate.sync)
+TIMERS: tuple[TimerSpec, ...] = (
+    escalate.deadline,
+    escalate.sync,
+    alerts.sync,
+    alerts.remind,
+    alerts.unsilence,
+)

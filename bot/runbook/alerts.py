@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 
 from bot.clock import Clock, utc_now
 from bot.config import AlertSettings, Config, Threshold, Thresholds
@@ -303,9 +304,7 @@ def threshold_text(metric: Metric, threshold: Threshold) -> str:
     )
 
 
-def change_text(
-    metric: Metric, transition: Transition, state: AlertState, policy: Policy
-) -> str:
+def change_text(metric: Metric, transition: Transition, state: AlertState, policy: Policy) -> str:
     """The thread line for a change."""
     now = reading_text(metric, state.value, state.problem)
     change = transition.change
@@ -466,9 +465,7 @@ class Alerts:
             log.warning("%s/%s changed (%s) with no alert on record", env, metric, change)
             if transition.after == Level.NORMAL:
                 return None
-            return self._write(
-                state, Transition(Change.FIRED, Level.NORMAL, transition.after), now
-            )
+            return self._write(state, Transition(Change.FIRED, Level.NORMAL, transition.after), now)
         text = change_text(state.metric, transition, state, self.policy)
         line = NewAlertEvent(change.value, text)
         if change in (Change.RAISED, Change.LOWERED):
@@ -525,9 +522,7 @@ class Alerts:
                 "level": Level.NORMAL.value,
                 "resolved_at": now,
             }
-            return AlertWrite(
-                env, metric, state.alert_id, {**values, **reading}, line, timers=sync
-            )
+            return AlertWrite(env, metric, state.alert_id, {**values, **reading}, line, timers=sync)
         values = {
             "status": Status.FIRING.value,
             "level": transition.after.value,
@@ -607,12 +602,36 @@ class Alerts:
                     silence_key(alert.environment, alert.metric),
                     until,
                     {"until": until.isoformat()},
-                ),
-                NewTimer(SYNC_TIMER, str(alert_id), now),
+                )
             ],
         )
-        self.wake(now)
+        # The message shows the silence: a change for it to catch up with.
+        alert = await self._touch(alert_id) or alert
         return Pressed(alert, True, "", silence)
+
+    async def _touch(
+        self, alert_id: int, event: NewAlertEvent | None = None, timers: Sequence[NewTimer] = ()
+    ) -> Alert | None:
+        """A change to the alert's message with nothing else changed (a silence set or over),
+        its thread line and timers, and the sync that shows it."""
+        for _ in range(_PRESS_TRIES):
+            alert = await self.get(alert_id)
+            if alert is None:
+                return None
+            now = self.clock()
+            changed = await asyncio.to_thread(
+                self.store.change_alert,
+                alert_id,
+                alert.version,
+                {},
+                event,
+                [*timers, NewTimer(SYNC_TIMER, str(alert_id), now)],
+            )
+            if changed is not None:
+                self.wake(now)
+                return changed
+        log.warning("alert %d kept changing; its message catches up with the next change", alert_id)
+        return None
 
     async def link_incident(self, alert_id: int, incident_id: int) -> Alert | None:
         """Record the incident opened for the alert (once: a link already made is kept)."""
@@ -639,7 +658,13 @@ class Alerts:
             if alert is None or alert.incident_noted:
                 return
             changed = await asyncio.to_thread(
-                self.store.change_alert, alert_id, alert.version, {"incident_noted": True}
+                partial(
+                    self.store.change_alert,
+                    alert_id,
+                    alert.version,
+                    {"incident_noted": True},
+                    bump=False,
+                )
             )
             if changed is not None:
                 return
@@ -693,17 +718,14 @@ class Alerts:
         alert = await self.get(state.alert_id)
         if alert is None:
             return None
-        now = self.clock()
         event = None
+        timers = []
         if alert.status == Status.FIRING and alert.ts is not None:
             event = NewAlertEvent("unsilenced", f"Silence over; still {alert.level}")
-        timers = [NewTimer(SYNC_TIMER, str(alert.id), now)]
         if alert.status == Status.FIRING and alert.level == Level.CRITICAL:
             # Reminders skipped while silenced start again from now.
             timers.append(self._reminder(alert.id, alert.level_since))
-        await asyncio.to_thread(self.store.add_alert_event, alert.id, event, timers)
-        self.wake(now)
-        return alert
+        return await self._touch(alert.id, event, timers)
 
 
 _PRESS_TRIES = 5
@@ -770,4 +792,3 @@ def _state(row: AlertStateRow) -> AlertState:
         checked_at=row.checked_at,
         alert_id=row.alert_id,
     )
-

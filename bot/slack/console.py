@@ -46,6 +46,8 @@ EMOJI = {
     "leftwards_arrow_with_hook": "↩️",
     "memo": "📝",
     "information_source": "ℹ️",
+    "arrow_down": "⬇️",
+    "bell": "🔔",
 }
 
 
