@@ -104,6 +104,8 @@ async def run_bot(
         cleanup.push_async_callback(workers.stop)
         cleanup.push_async_callback(_stop_servers, servers)
 
+        watching: list[str] = []  # what the scheduled checks watch, for the start-up line
+
         def start_services(config: Config, chat: Chat) -> Dispatcher:
             """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
             checker = HealthChecker(prober, config.thresholds, store, telemetry)
@@ -119,7 +121,7 @@ async def run_bot(
             )
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))
-            _schedule_checks(config, scheduler, services)
+            watching.append(_schedule_checks(config, scheduler, services))
             # Unwound in reverse: no more ticks or timers, then the checks under way end and
             # the kept SSH connections close, then whatever still waits to be posted.
             cleanup.push_async_callback(services.pacer.close)
@@ -149,7 +151,8 @@ async def run_bot(
                 f"EventMesh ChatOps {__version__} — local console (no Slack tokens set)\n"
                 f"  demo EventMesh service: {demo.url} (environment 'local' points here)\n"
                 f"  bot health and metrics: {web.url}/healthz  {web.url}/metrics\n"
-                f"  config: {settings.config_path}",
+                f"  config: {settings.config_path}\n"
+                f"  {watching[0]}; alerts print here",
                 flush=True,
             )
             if not await _first(Console(dispatcher, console_chat, workers).run(), stop.wait()):
@@ -171,25 +174,24 @@ async def run_bot(
             # While Slack is unreachable the client retries forever: a stop must still work.
             if not await _first(handler.connect_async(), stop.wait()):
                 return 0
-        log.info("serving Slack in %s mode; health and metrics on %s", mode, web.url)
+        log.info(
+            "serving Slack in %s mode; health and metrics on %s; %s", mode, web.url, watching[0]
+        )
         await stop.wait()
         log.info("stopping: no new requests; letting running work finish")
         return 0
 
 
-def _schedule_checks(config: Config, scheduler: Scheduler, services: Services) -> None:
-    """The scheduled checks behind the threshold alerts, one job per check_interval."""
+def _schedule_checks(config: Config, scheduler: Scheduler, services: Services) -> str:
+    """The scheduled checks behind the threshold alerts, two jobs per check_interval; returns
+    what they watch, in words."""
     if not config.alerts.scheduled_checks:
-        log.info("scheduled checks are off in this bot (alerts.scheduled_checks: false)")
-        return
-    jobs = services.monitor.jobs()
-    for name, interval, job in jobs:
+        return "scheduled checks off (alerts.scheduled_checks: false)"
+    for name, interval, job in services.monitor.jobs():
         scheduler.every(name, interval, job)
-    log.info(
-        "scheduled checks of %d environment(s): %s",
-        len(config.environments),
-        ", ".join(name for name, _, _ in jobs),
-    )
+    intervals = sorted({env.check_interval for env in config.environments.values()})
+    every = ", ".join(f"{i.total_seconds():g}s" for i in intervals)
+    return f"scheduled checks of {len(config.environments)} environment(s) every {every}"
 
 
 def _bind_web(settings: Settings, mode: Mode) -> socket.socket:

@@ -886,13 +886,14 @@ class Store:
             ]
             if rows:
                 keys = [(row["environment"], row["metric"]) for row in rows]
-                existing = set(
-                    session.execute(
+                existing = {
+                    (environment, metric)
+                    for environment, metric in session.execute(
                         select(AlertStateRecord.environment, AlertStateRecord.metric).where(
                             tuple_(AlertStateRecord.environment, AlertStateRecord.metric).in_(keys)
                         )
-                    ).tuples()
-                )
+                    )
+                }
                 old = [row for row in rows if (row["environment"], row["metric"]) in existing]
                 new = [row for row in rows if (row["environment"], row["metric"]) not in existing]
                 if new:

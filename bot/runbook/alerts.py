@@ -719,13 +719,10 @@ class Alerts:
         if alert is None:
             return None
         event = None
-        timers = []
         if alert.status == Status.FIRING and alert.ts is not None:
             event = NewAlertEvent("unsilenced", f"Silence over; still {alert.level}")
-        if alert.status == Status.FIRING and alert.level == Level.CRITICAL:
-            # Reminders skipped while silenced start again from now.
-            timers.append(self._reminder(alert.id, alert.level_since))
-        return await self._touch(alert.id, event, timers)
+        # A Critical alert's reminders kept their schedule through the silence (skipped).
+        return await self._touch(alert.id, event)
 
 
 _PRESS_TRIES = 5
