@@ -7,10 +7,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import httpx
 import pexpect
 import pytest
 
 from tests.conftest import REPO, DemoService, clean_env, free_port
+from tests.support.alerts import alerts_config
 from tests.support.health_reports import png_size
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("eventmesh-bot")
@@ -129,6 +131,34 @@ def test_a_watch_reports_at_the_prompt_and_its_numbered_stop_button_ends_it(
     child.sendline(child.match.group(2))
     child.expect(r"Watch of staging · stopped(.|\n)*stopped by @UCONSOLE at")
     assert "1 reading" in plain(child.before + child.after)
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_an_alert_prints_at_the_prompt_and_its_buttons_work(tmp_path: Path) -> None:
+    config = alerts_config(
+        tmp_path / "eventmesh.yml",
+        {"local": "http://127.0.0.1:1"},  # the console points 'local' at its demo service
+        alerts_channel="C0ALERTS",
+        incidents_channel="C0INCIDENTS",
+    )
+    child = spawn_console(tmp_path, EVENTMESH_CONFIG=str(config), PORT=str(free_port()))
+    banner = (tmp_path / "console.log").read_text()
+    demo = re.search(r"demo EventMesh service: (http://\S+)", banner)
+    assert demo is not None, banner
+    assert "scheduled checks of 1 environment(s) every 1s; alerts print here" in banner
+    httpx.post(
+        f"{demo.group(1)}/admin/faults", json={"path_latency_ms": {"/healthz": 700}}, timeout=5
+    ).raise_for_status()
+    child.expect(r"Health check response(.|\n)*\[(\d+)\] Acknowledge", timeout=30)
+    screen = plain(child.before + child.after)
+    assert "Warning · local · Health check response" in screen
+    assert "warning at 500 ms, critical over 2,000 ms" in screen
+    child.sendline(child.match.group(2))
+    child.expect_exact("no more reminders for this alert")  # the answer, to the presser
+    child.expect(r"updated(.|\n)*Acknowledged by @UCONSOLE")  # the alert, for everyone
     child.sendline("exit")
     child.expect(pexpect.EOF)
     child.close()
