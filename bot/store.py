@@ -723,6 +723,16 @@ class Store:
         return recent[0], streak
 
     @_guarded
+    def prune_health_checks(self, before: datetime) -> int:
+        """Drop the health check history from before `before` (the streaks stay); returns how
+        many rows went. The scheduled checks add a row per environment per check_interval."""
+        with self._session() as session, session.begin():
+            result = session.execute(
+                delete(HealthCheckRecord).where(HealthCheckRecord.checked_at < before)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    @_guarded
     def health_check_count(self, environment: str | None = None) -> int:
         with self._session() as session:
             query = select(func.count(HealthCheckRecord.id))

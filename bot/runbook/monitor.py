@@ -38,6 +38,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bot.clock import utc_now
 from bot.config import Config, Environment
 from bot.runbook.alerts import CI, Alerts, Metric, Observation, Reading
 from bot.runbook.error_rate import Counters, error_rate
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
 READ_GRACE_S = 15.0  # a host read may take connect_timeout plus this, then it is a finding
+HISTORY = timedelta(days=30)  # health check rows kept
+PRUNE_EVERY = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,20 @@ class Monitor:
             jobs.append((f"resources:{label}", interval, partial(self.check_resources, envs)))
         if groups:
             jobs.append(("checks:builds", min(groups), self.check_builds))
+            jobs.append(("checks:history", PRUNE_EVERY, self.prune_history))
         return jobs
+
+    async def prune_history(self) -> None:
+        """Keep HISTORY of health check rows: the scheduled checks write one per environment
+        per check_interval (200 environments at 15 s: over a million a day)."""
+        before = utc_now() - HISTORY
+        try:
+            pruned = await asyncio.to_thread(self.checker.store.prune_health_checks, before)
+        except StoreError as exc:
+            log.error("old health checks not pruned: %s — check the database", exc)
+            return
+        if pruned:
+            log.info("pruned %d health check(s) older than %s", pruned, before.date())
 
     async def close(self) -> None:
         """Stop what is under way and close the kept connections."""
@@ -213,6 +229,7 @@ class Monitor:
         if self._closed:
             return
         reads: dict[str, asyncio.Task[HostUsage]] = {}
+        ready: list[tuple[Environment, list[str]]] = []
         for env in envs:
             targets = self._hosts_of(env)
             if any(t in self._reading and t not in reads for t in targets):
@@ -220,7 +237,9 @@ class Monitor:
             for target in targets:
                 if target not in reads:
                     reads[target] = self._spawn(self._read_host(self._transports[target]))
-            self._spawn(self._observe_resources(env, [reads[t] for t in targets]))
+            ready.append((env, targets))
+        if ready:
+            self._spawn(self._observe_resources(ready, reads))
 
     def _hosts_of(self, env: Environment) -> list[str]:
         targets = self._targets.get(env.name)
@@ -255,10 +274,26 @@ class Monitor:
         return HostUsage(target, usage.memory_percent, cpu)
 
     async def _observe_resources(
-        self, env: Environment, reads: Sequence[asyncio.Task[HostUsage]]
+        self,
+        envs: Sequence[tuple[Environment, list[str]]],
+        reads: dict[str, asyncio.Task[HostUsage]],
     ) -> None:
-        hosts = await asyncio.gather(*reads)
-        await self._observe(resource_observations(env.name, hosts))
+        """Each environment's readings as soon as all its hosts are read, together with the
+        others ready then (200 environments on one host: one batch, one transaction)."""
+        waiting = list(envs)
+        while waiting:
+            unread = {reads[t] for _, targets in waiting for t in targets if not reads[t].done()}
+            if unread:
+                await asyncio.wait(unread, return_when=asyncio.FIRST_COMPLETED)
+            done = [(env, t) for env, t in waiting if all(reads[x].done() for x in t)]
+            waiting = [(env, t) for env, t in waiting if not all(reads[x].done() for x in t)]
+            await self._observe(
+                observation
+                for env, targets in done
+                for observation in resource_observations(
+                    env.name, [reads[target].result() for target in targets]
+                )
+            )
 
     # --- build time ---------------------------------------------------------------------------
 
