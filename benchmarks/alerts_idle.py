@@ -12,7 +12,9 @@ from outside the process with psutil on its pid:
    /proc/<pid>/maps (it must not be: it is imported only for a /health report chart).
 2. **Alert latency.** `--trials` times: one environment's service starts answering healthz with
    503 (the moment of the POST to its /admin/faults), and the clock stops when the alert's
-   message reaches the Slack fake. With `alerts.breaches_to_fire` checks needed, the expected
+   message reaches the Slack fake; each fault comes at a random moment of the interval (a
+   trial starts right after the previous alert resolved, on a check). With
+   `alerts.breaches_to_fire` checks needed, the expected
    latency is between (breaches − 1) × interval (the first failing check came right after the
    fault) and breaches × interval; the goal is within one interval of breaches × interval.
    Between trials the service is healthy again and the alert resolved.
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import threading
@@ -125,6 +128,8 @@ def main() -> int:
                     target = services[trial % len(services)]
                     name = ENVIRONMENTS[trial % len(services)]
                     words = f"*Critical* · *{name}*"
+                    # Faults come at any moment of a check interval, not just after a check.
+                    time.sleep(random.uniform(0, interval))
                     faulted = time.monotonic()
                     target.set_faults(healthz_status=503)
                     slack.wait_for(lambda f, w=words: alert_in(f, alerts, w), timeout=6 * interval)

@@ -635,7 +635,7 @@ def _describe(error: ErrorDetails) -> str:
     if kind == "less_than_equal":
         return f"must be at most {ctx['le']} (got {_show(value)})"
     if kind == "less_than":
-        return f"must be less than {ctx['lt']} (got {_show(value)})"
+        return f"must be less than {ctx['lt']:g} (got {_show(value)})"
     if kind == "too_short":
         return "must not be empty"
     if kind == "extra_forbidden":

@@ -83,6 +83,7 @@ class Alerting:
 
     async def _round(self, alert: Alert) -> bool:
         """One pass; True if the alert changed meanwhile (another pass shows that too)."""
+        seen = alert.version
         silence = await self.alerts.silence_of(alert.environment, alert.metric)
         if (
             self.config.alerts.page_on_critical
@@ -107,7 +108,7 @@ class Alerting:
         if failures:
             raise DeliveryFailed(f"alert {alert.id}: " + "; ".join(failures))
         latest = await self.alerts.get(alert.id)
-        return latest is not None and latest.version != alert.version
+        return latest is not None and latest.version != seen
 
     async def _page(self, alert: Alert) -> None:
         incident, _ = await self.incidents.open_incident(
