@@ -884,8 +884,8 @@ class Store:
                         session.execute(
                             update(AlertRecord).where(AlertRecord.id == alert_id).values(**values)
                         )
-                self._alert_effects(session, alert_id, write.event, write.timers(alert_id),
-                                    write.cancel(alert_id), now)  # fmt: skip
+                timers, cancel = write.timers(alert_id), write.cancel(alert_id)
+                self._alert_effects(session, alert_id, write.event, timers, cancel, now)
             rows = [
                 _alert_state_values(
                     replace(state, alert_id=created[(state.environment, state.metric)])

@@ -114,7 +114,7 @@ def test_alternating_posts_nothing_and_hovering_at_the_threshold_does_not_toggle
         # Every other check breaches: never two in a row.
         started = time.time()
         demo.set_faults(path_latency_ms={"/healthz": [700, 5]})
-        served(demo, "/healthz", 8, since=started)
+        served(demo, "/healthz", 6, since=started)
         # Then two in a row: the first alert, so anything the alternation had posted would be
         # before it in this channel.
         demo.set_faults(path_latency_ms={"/healthz": 700})
@@ -125,7 +125,7 @@ def test_alternating_posts_nothing_and_hovering_at_the_threshold_does_not_toggle
         # Hovering around 500 ms, never below 475 ms (500 less 5 %): it stays a Warning.
         started = time.time()
         demo.set_faults(path_latency_ms={"/healthz": [480, 520, 490, 510, 476]})
-        served(demo, "/healthz", 10, since=started)
+        served(demo, "/healthz", 7, since=started)
         demo.set_faults(path_latency_ms={"/healthz": 5})
         resolved = slack.wait_for(lambda f: alert_in(f, alerts, "Resolved"), timeout=WAIT_S)
         assert resolved["ts"] == ts

@@ -26,7 +26,7 @@ from tests.support.slack_fake import SlackFake
 HEALTHZ_MS = 800
 INTERVAL = "2s"
 COMMANDED = env_names()[:10]  # /health is sent for these; the other 190 only see the cycles
-RUN_S = 10.0  # about five cycles
+RUN_S = 8.0  # about four cycles
 CYCLE_REQUESTS = 40  # of a service's 50 healthz requests per cycle, at least this many together
 
 

@@ -171,11 +171,20 @@ def test_memory_and_cpu_of_local_read_once_for_all_environments_sharing_it(
             assert first.detail == "local"
             assert await w.alerts.state("env7", Metric.CPU) is None  # no interval yet
             assert list(w.monitor._transports) == ["local"]  # one host for the twenty
+            await _cpu_time_passes()
             await w.monitor.check_resources(envs)
             cpu = await w.state("env19", Metric.CPU)
             assert cpu.value is not None and 0 <= cpu.value <= 100
 
     asyncio.run(main())
+
+
+async def _cpu_time_passes() -> None:
+    """Until the machine's CPU time counters have moved (they tick every 10 ms or so): a CPU
+    share needs some time between its two readings."""
+    start = sum(psutil.cpu_times())
+    while sum(psutil.cpu_times()) - start < 0.5:
+        await asyncio.sleep(0.02)  # a condition on the counters, not a fixed time
 
 
 def test_hosts_over_ssh_are_read_from_proc_and_a_refused_host_is_a_finding(
@@ -209,6 +218,7 @@ def test_hosts_over_ssh_are_read_from_proc_and_a_refused_host_is_a_finding(
             assert production.value == pytest.approx(staging.value, abs=5)  # the host it read
             assert production.recent == (Level.WARNING,)
 
+            await _cpu_time_passes()
             await w.monitor.check_resources(envs)
             cpu = await w.state("staging", Metric.CPU)
             assert cpu.value is not None

@@ -66,8 +66,9 @@ class HostUsage:
 
 
 class Monitor:
-    def __init__(self, config: Config, checker: HealthChecker, alerts: Alerts,
-                 telemetry: Telemetry) -> None:  # fmt: skip
+    def __init__(
+        self, config: Config, checker: HealthChecker, alerts: Alerts, telemetry: Telemetry
+    ) -> None:
         self.config = config
         self.checker = checker
         self.alerts = alerts
