@@ -329,6 +329,14 @@ def test_escalate_opens_one_incident_for_the_alert(store_url: str, slack: SlackF
         assert len(w.cards()) == 1
         await w.read(2500, 2500)  # Critical: the alert already has its incident
         assert len(w.cards()) == 1
+        # Resolved, its message has no buttons; a press from an older copy changes nothing.
+        await w.read(5, 5)
+        (alert,) = w.alert_rows()
+        reply = await w.alerting.press("alert_escalate", str(alert.id), "U0USER")
+        assert reply.answer is not None and "already resolved" in reply.answer.text
+        assert len(w.cards()) == 1
+        reply = await w.alerting.press("alert_ack", "not-an-id", "U0USER")
+        assert reply.answer is not None and reply.answer.text == "That is not an alert."
 
     scenario(store_url, slack, body)
 

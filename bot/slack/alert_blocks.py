@@ -100,7 +100,7 @@ def alert_message(
             f"({at(alert.opened_at)} – {at(alert.resolved_at)})"
         )
     else:
-        since = f"*Since*\n{at(alert.opened_at)} ({span(now - alert.opened_at)})"
+        since = f"*Since*\n{at(alert.opened_at)}"
         if alert.level_since != alert.opened_at and status == Status.FIRING:
             since += f"; {alert.level} since {at(alert.level_since)}"
         fields.append(since)

@@ -215,7 +215,11 @@ class Alerting:
                 alert_blocks.silenced(alert, pressed.silence),
                 f"{alert.environment}/{alert.metric} silenced until {pressed.silence.until:%H:%M}",
             )
-        # Escalate: an incident for this alert now, whatever its level.
+        # Escalate: an incident for this alert now, whatever its level (an older copy of a
+        # resolved alert's message may still show the button).
+        if alert.status == Status.RESOLVED:
+            answer = alert_blocks.answer("That alert is already resolved: nothing to escalate.")
+            return PressReply(answer, f"alert {alert_id} already resolved")
         severity = 1 if alert.level == Level.CRITICAL else 2
         incident, created = await self.incidents.open_incident(
             alert_blocks.incident_summary(alert),
