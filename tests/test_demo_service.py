@@ -180,9 +180,15 @@ def test_simulated_traffic_is_counted_and_fails_at_the_error_rate(client: httpx.
         key = ("eventmesh_http_requests_total", (("code", code), ("path", "/api/v1")))
         return scrape.get(key, 0) - before.get(key, 0)
 
-    while api(samples(client), "200") < 500:  # a condition: traffic counted so far
+    def count() -> float:
+        # A scrape fails one time in ten too (the error rate is the whole service's).
+        while (response := client.get("/metrics")).status_code != 200:
+            assert response.json() == {"error": "injected"}
+        return api(parse_samples(response.text), "200")
+
+    while count() < 500:  # a condition: traffic counted so far
         time.sleep(0.05)
-    set_faults(client, traffic_rps=0)
+    set_faults(client, traffic_rps=0, error_rate=0)
     after = samples(client)
     ok, errors = api(after, "200"), api(after, "500")
     # The pattern is shared with the scrapes above, a few requests among hundreds.
@@ -225,9 +231,13 @@ def samples(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]
     """Every sample of one /metrics scrape, keyed by name and sorted labels."""
     response = client.get("/metrics")
     assert response.status_code == 200
+    return parse_samples(response.text)
+
+
+def parse_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
 
