@@ -115,7 +115,7 @@ def test_alternating_posts_nothing_and_hovering_at_the_threshold_does_not_toggle
         # Every other check breaches: never two in a row.
         started = time.time()
         demo.set_faults(path_latency_ms={"/healthz": [700, 5]})
-        served(demo, "/healthz", 6, since=started)
+        served(demo, "/healthz", 5, since=started)
         # Then two in a row: the first alert, so anything the alternation had posted would be
         # before it in this channel.
         demo.set_faults(path_latency_ms={"/healthz": 700})
@@ -126,7 +126,7 @@ def test_alternating_posts_nothing_and_hovering_at_the_threshold_does_not_toggle
         # Hovering around 500 ms, never below 475 ms (500 less 5 %): it stays a Warning.
         started = time.time()
         demo.set_faults(path_latency_ms={"/healthz": [480, 520, 490, 510, 476]})
-        served(demo, "/healthz", 7, since=started)
+        served(demo, "/healthz", 5, since=started)
         demo.set_faults(path_latency_ms={"/healthz": 5})
         resolved = slack.wait_for(lambda f: alert_in(f, alerts, "Resolved"), timeout=WAIT_S)
         assert resolved["ts"] == ts
@@ -171,8 +171,9 @@ def test_a_silence_stops_posts_and_outlives_a_restart_that_reposts_nothing(
             lambda f: "Silenced by <@U0USER>" in shown(alert_in(f, alerts, "*staging*") or {})
         )
 
-        # Critical while silenced: the message shows it, nothing is posted, nobody is paged.
-        demo.set_faults(path_latency_ms={"/healthz": 2500})
+        # Critical while silenced (healthz failing): the message shows it, nothing is posted,
+        # nobody is paged.
+        demo.set_faults(healthz_status=503)
         slack.wait_for(
             lambda f: "*Critical*" in shown(alert_in(f, alerts, "*staging*") or {}), timeout=WAIT_S
         )
@@ -187,7 +188,7 @@ def test_a_silence_stops_posts_and_outlives_a_restart_that_reposts_nothing(
     try:
         # dev goes Critical after the restart: its thread line and its page are the barrier
         # (the restarted bot has been through several cycles of both environments by then).
-        demo_b.set_faults(path_latency_ms={"/healthz": 2500})
+        demo_b.set_faults(healthz_status=503)
         slack.wait_for(
             lambda f: any("Warning → Critical" in line for line in thread(f, alerts, dev["ts"])),
             timeout=WAIT_S,
@@ -204,7 +205,7 @@ def test_a_silence_stops_posts_and_outlives_a_restart_that_reposts_nothing(
         assert posted(slack, incidents, "staging") is None
         # Still silenced after the restart; back to normal it resolves in place, quietly.
         assert "Silenced by <@U0USER>" in shown(alert_in(slack, alerts, "*staging*") or {})
-        demo.set_faults(path_latency_ms={"/healthz": 5})
+        demo.reset()
         slack.wait_for(
             lambda f: "Resolved" in shown(alert_in(f, alerts, "*staging*") or {}), timeout=WAIT_S
         )
