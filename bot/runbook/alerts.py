@@ -366,6 +366,7 @@ class Alerts:
         self.policy = Policy.from_config(config.alerts)
         self._states: dict[tuple[str, str], AlertState] | None = None
         self._writing = asyncio.Lock()
+        self._loading = asyncio.Lock()
 
     # --- readings ---------------------------------------------------------------------------
 
@@ -412,9 +413,15 @@ class Alerts:
         return (await self._loaded()).get((environment, metric.value))
 
     async def _loaded(self) -> dict[tuple[str, str], AlertState]:
-        if self._states is None:
+        if self._states is not None:
+            return self._states
+        # Loaded once: a second load finishing after a batch was applied would bring back the
+        # states from before it.
+        async with self._loading:
+            if self._states is not None:
+                return self._states
             rows = await asyncio.to_thread(self.store.alert_states)
-            self._states = {}
+            states: dict[tuple[str, str], AlertState] = {}
             for row in rows:
                 try:
                     state = _state(row)
@@ -425,8 +432,9 @@ class Alerts:
                         row.metric,
                     )
                     continue
-                self._states[state.key] = state
-        return self._states
+                states[state.key] = state
+            self._states = states
+            return states
 
     def _write(self, state: AlertState, transition: Transition, now: datetime) -> AlertWrite | None:
         """The alert change a transition makes, with its thread line and timers."""
