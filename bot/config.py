@@ -418,10 +418,26 @@ class SshSettings(_Model):
 
 
 class AlertSettings(_Model):
+    """How the scheduled checks turn readings into alerts (README "Alerts").
+
+    An alert fires after `breaches_to_fire` breaching checks in a row and resolves after
+    `passes_to_resolve` passing ones; it leaves a level only once the value is
+    `hysteresis_percent` of that level's threshold below it; `flapping_changes` changes of
+    level within `flapping_window` mark it flapping (quiet until the window passes without
+    one). `silence_for` is how long the Silence button silences. `scheduled_checks: false`
+    runs no scheduled checks in this bot: a second replica on the same database, say, whose
+    readings would count twice.
+    """
+
     breaches_to_fire: int = Field(2, ge=1)
     passes_to_resolve: int = Field(2, ge=1)
     repeat_every: Duration = timedelta(hours=1)
     page_on_critical: bool = True
+    hysteresis_percent: float = Field(5.0, ge=0, lt=100)
+    flapping_changes: int = Field(4, ge=2)
+    flapping_window: Duration = timedelta(minutes=15)
+    silence_for: Duration = timedelta(hours=1)
+    scheduled_checks: bool = True
 
 
 class EscalationLevel(_Model):
@@ -636,6 +652,8 @@ def _describe(error: ErrorDetails) -> str:
         return f"must be at least {ctx['ge']} (got {_show(value)})"
     if kind == "less_than_equal":
         return f"must be at most {ctx['le']} (got {_show(value)})"
+    if kind == "less_than":
+        return f"must be less than {ctx['lt']:g} (got {_show(value)})"
     if kind == "too_short":
         return "must not be empty"
     if kind == "extra_forbidden":

@@ -116,12 +116,29 @@ async def run_bot(
         cleanup.push_async_callback(workers.stop)
         cleanup.push_async_callback(_stop_servers, servers)
 
+        watching: list[str] = []  # what the scheduled checks watch, for the start-up line
+
         def start_services(config: Config, chat: Chat) -> Dispatcher:
             """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
             checker = HealthChecker(prober, config.thresholds, store, telemetry)
-            services = Services(config, store, chat, checker, telemetry, workers, scheduler, http)
+            services = Services(
+                config,
+                store,
+                chat,
+                checker,
+                telemetry,
+                workers,
+                scheduler,
+                http,
+                paced=mode != "console",
+            )
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))
+            watching.append(_schedule_checks(config, scheduler, services))
+            # Unwound in reverse: no more ticks or timers, then the checks under way end and
+            # the kept SSH connections close, then whatever still waits to be posted.
+            cleanup.push_async_callback(services.pacer.close)
+            cleanup.push_async_callback(services.monitor.close)
             # Deployments a crashed bot left 'running': interrupted, said so, lock freed.
             scheduler.every(
                 "recover-interrupted",
@@ -147,7 +164,8 @@ async def run_bot(
                 f"EventMesh ChatOps {__version__} — local console (no Slack tokens set)\n"
                 f"  {local_line}\n"
                 f"  bot health and metrics: {web.url}/healthz  {web.url}/metrics\n"
-                f"  config: {settings.config_path}",
+                f"  config: {settings.config_path}\n"
+                f"  {watching[0]}; alerts print here",
                 flush=True,
             )
             if not await _first(Console(dispatcher, console_chat, workers).run(), stop.wait()):
@@ -173,6 +191,18 @@ async def run_bot(
         await stop.wait()
         log.info("stopping: no new requests; letting running work finish")
         return 0
+
+
+def _schedule_checks(config: Config, scheduler: Scheduler, services: Services) -> str:
+    """The scheduled checks behind the threshold alerts, two jobs per check_interval; returns
+    what they watch, in words."""
+    if not config.alerts.scheduled_checks:
+        return "scheduled checks off (alerts.scheduled_checks: false)"
+    for name, interval, job in services.monitor.jobs():
+        scheduler.every(name, interval, job)
+    intervals = sorted({env.check_interval for env in config.environments.values()})
+    every = ", ".join(f"{i.total_seconds():g}s" for i in intervals)
+    return f"scheduled checks of {len(config.environments)} environment(s) every {every}"
 
 
 async def _start_local_service(

@@ -41,6 +41,24 @@ class Telemetry:
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
             registry=self.registry,
         )
+        self.check_cycles = Counter(
+            "eventmesh_bot_check_cycles_total",
+            "Scheduled health check cycles completed, by check_interval.",
+            ["interval"],
+            registry=self.registry,
+        )
+        self.check_cycle_seconds = Histogram(
+            "eventmesh_bot_check_cycle_seconds",
+            "Time from the start of a scheduled health check cycle to its last result.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.alert_changes = Counter(
+            "eventmesh_bot_alert_changes_total",
+            "Alert state changes (fired, raised, lowered, resolved, flapping ...), by metric.",
+            ["metric", "change"],
+            registry=self.registry,
+        )
         # Exposed as eventmesh_bot_build_info{version="…"} 1, the usual shape of build info.
         build = Info("eventmesh_bot_build", "The running bot's version.", registry=self.registry)
         build.info({"version": __version__})

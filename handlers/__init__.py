@@ -5,7 +5,7 @@ Adding a command: write a module with `@command` / `@action` handlers and list t
 """
 
 from bot.slack.dispatch import ActionSpec, CommandSpec, TimerSpec
-from handlers import approval, deploy, escalate, health
+from handlers import alerts, approval, deploy, escalate, health
 
 COMMANDS: tuple[CommandSpec, ...] = (health.health, deploy.deploy, escalate.escalate)
 ACTIONS: tuple[ActionSpec, ...] = (
@@ -20,6 +20,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
     escalate.escalate_now,
     escalate.resolve,
     escalate.still_working,
+    alerts.acknowledge,
+    alerts.silence,
+    alerts.escalate,
 )
 TIMERS: tuple[TimerSpec, ...] = (
     deploy.watch,
@@ -27,4 +30,7 @@ TIMERS: tuple[TimerSpec, ...] = (
     approval.expire,
     escalate.deadline,
     escalate.sync,
+    alerts.sync,
+    alerts.remind,
+    alerts.unsilence,
 )

@@ -150,7 +150,9 @@ def write_config(
 ) -> Path:
     """A config like the example, with each environment pointed at a loopback URL.
 
-    `sections` adds or replaces top-level sections (e.g. metrics={"dir": ...}).
+    `sections` adds or replaces top-level sections (e.g. metrics={"dir": ...}). The scheduled
+    checks are off unless `alerts` is given: their requests would land in the demo services'
+    request logs that tests count, and their alerts in the Slack fake.
     """
     envs = {}
     for name, url in environments.items():
@@ -166,6 +168,7 @@ def write_config(
         "slack": {"alerts_channel": "C0ALERTS", "approvals_channel": "C0APPROVALS"},
         "access": {"deployers": ["U0DEPLOY1"], "approvers": ["U0APPROVER1"]},
         "environments": envs,
+        "alerts": {"scheduled_checks": False},
         **sections,
     }
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML

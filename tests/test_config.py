@@ -85,6 +85,12 @@ def test_example_loads_with_its_values() -> None:
     assert config.thresholds.cpu_percent.critical == 80
     assert config.thresholds.health_response_ms.critical == 2000
     assert config.alerts.repeat_every == timedelta(hours=1)
+    # Not in the example: the defaults.
+    assert config.alerts.hysteresis_percent == 5
+    assert config.alerts.flapping_changes == 4
+    assert config.alerts.flapping_window == timedelta(minutes=15)
+    assert config.alerts.silence_for == timedelta(hours=1)
+    assert config.alerts.scheduled_checks is True
 
     levels = config.escalation.levels
     assert [level.name for level in levels] == [
@@ -208,6 +214,16 @@ BROKEN = {
         edited("repeat_every: 1h", "repeat_every: 60"),
         "alerts.repeat_every",
         ["60 is not a duration"],
+    ),
+    "hysteresis of a whole threshold": (
+        edited("page_on_critical: true", "page_on_critical: true\n  hysteresis_percent: 100"),
+        "alerts.hysteresis_percent",
+        ["must be less than 100 (got 100)"],
+    ),
+    "flapping at one change": (
+        edited("page_on_critical: true", "page_on_critical: true\n  flapping_changes: 1"),
+        "alerts.flapping_changes",
+        ["must be at least 2 (got 1)"],
     ),
     "zero duration": (
         edited("check_interval: 15s", "check_interval: 0s"),

@@ -12,6 +12,7 @@ import pexpect
 import pytest
 
 from tests.conftest import REPO, DemoService, clean_env, free_port
+from tests.support.alerts import alerts_config
 from tests.support.health_reports import png_size
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("eventmesh-bot")
@@ -199,3 +200,29 @@ def test_production_approval_walked_through_alone_with_as(tmp_path: Path) -> Non
     child.expect_exact(PROMPT)
     child.sendline("exit")
     child.expect(pexpect.EOF)
+
+
+def test_an_alert_prints_at_the_prompt_and_its_buttons_work(
+    tmp_path: Path, demo: DemoService
+) -> None:
+    config = alerts_config(
+        tmp_path / "eventmesh.yml",
+        {"local": demo.url},
+        alerts_channel="C0ALERTS",
+        incidents_channel="C0INCIDENTS",
+    )
+    child = spawn_console(tmp_path, EVENTMESH_CONFIG=str(config), PORT=str(free_port()))
+    banner = (tmp_path / "console.log").read_text()
+    assert "scheduled checks of 1 environment(s) every 1s; alerts print here" in banner
+    demo.set_faults(path_latency_ms={"/healthz": 700})
+    child.expect(r"Health check response(.|\n)*\[(\d+)\] Acknowledge", timeout=30)
+    screen = plain(child.before + child.after)
+    assert "Warning · local · Health check response" in screen
+    assert "warning at 500 ms, critical over 2,000 ms" in screen
+    child.sendline(child.match.group(2))
+    child.expect_exact("no more reminders for this alert")  # the answer, to the presser
+    child.expect(r"updated(.|\n)*Acknowledged by @UCONSOLE")  # the alert, for everyone
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

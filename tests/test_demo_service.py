@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,6 +153,50 @@ def test_path_latency_overrides_the_service_latency_for_its_paths(client: httpx.
     assert set_faults(client, path_latency_ms={})["path_latency_ms"] == {}
 
 
+def test_a_latency_pattern_is_taken_in_turn_by_the_paths_requests(client: httpx.Client) -> None:
+    set_faults(client, path_latency_ms={"/healthz": [300, 0]})
+    for _ in range(4):
+        client.get("/healthz")
+        client.get("/api/v1/status")  # another path: not a turn of the pattern
+    times = [
+        r["finished"] - r["started"]
+        for r in client.get("/admin/requests").json()
+        if r["path"] == "/healthz"
+    ]
+    assert [t >= 0.3 for t in times] == [True, False, True, False]
+    # A new pattern starts at its first turn.
+    set_faults(client, path_latency_ms={"/healthz": [0, 300]})
+    client.delete("/admin/requests")
+    client.get("/healthz")
+    (first,) = client.get("/admin/requests").json()
+    assert first["finished"] - first["started"] < 0.3
+
+
+def test_simulated_traffic_is_counted_and_fails_at_the_error_rate(client: httpx.Client) -> None:
+    before = samples(client)
+    set_faults(client, traffic_rps=2000, error_rate=0.1)
+
+    def api(scrape: dict[tuple[str, tuple[tuple[str, str], ...]], float], code: str) -> float:
+        key = ("eventmesh_http_requests_total", (("code", code), ("path", "/api/v1")))
+        return scrape.get(key, 0) - before.get(key, 0)
+
+    def count() -> float:
+        # A scrape fails one time in ten too (the error rate is the whole service's).
+        while (response := client.get("/metrics")).status_code != 200:
+            assert response.json() == {"error": "injected"}
+        return api(parse_samples(response.text), "200")
+
+    while count() < 500:  # a condition: traffic counted so far
+        time.sleep(0.05)
+    set_faults(client, traffic_rps=0, error_rate=0)
+    after = samples(client)
+    ok, errors = api(after, "200"), api(after, "500")
+    # The pattern is shared with the scrapes above, a few requests among hundreds.
+    assert abs(errors / (ok + errors) - 0.1) < 0.02
+    # Not in the request log: that is for requests that came over HTTP.
+    assert all(r["path"] != "/api/v1" for r in client.get("/admin/requests").json())
+
+
 def test_slow_requests_are_served_concurrently(client: httpx.Client, service: RunningDemo) -> None:
     """Injected latency sleeps without blocking the loop: the bot's parallel checks rely on it."""
     set_faults(client, latency_ms=300)
@@ -186,9 +231,13 @@ def samples(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]
     """Every sample of one /metrics scrape, keyed by name and sorted labels."""
     response = client.get("/metrics")
     assert response.status_code == 200
+    return parse_samples(response.text)
+
+
+def parse_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
 
@@ -237,6 +286,10 @@ def test_metrics_and_status_down(client: httpx.Client) -> None:
         (b'{"path_latency_ms": {"healthz": 200}}', "paths start with '/'"),
         (b'{"path_latency_ms": {"/healthz": -1}}', "['/healthz'] must be integers >= 0"),
         (b'{"path_latency_ms": {"/healthz": true}}', "must be integers >= 0"),
+        (b'{"path_latency_ms": {"/healthz": []}}', "non-empty lists of them"),
+        (b'{"path_latency_ms": {"/healthz": [5, -1]}}', "non-empty lists of them"),
+        (b'{"traffic_rps": -1}', "traffic_rps must be an integer from 0 to 10000"),
+        (b'{"traffic_rps": 2.5}', "traffic_rps must be an integer"),
     ],
 )
 def test_invalid_faults_are_rejected_and_change_nothing(

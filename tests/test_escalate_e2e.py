@@ -154,7 +154,8 @@ def write_config(
         "slack": {"incidents_channel": channel, "alerts_channel": "C0ALERTS"},
         "access": {"approvers": ["U0APPROVER1"]},
         "environments": {"local": {"base_url": "http://127.0.0.1:1", "transport": "local"}},
-        "alerts": {"repeat_every": repeat_every},
+        # Only /escalate opens incidents here: no scheduled checks of the dead 'local'.
+        "alerts": {"repeat_every": repeat_every, "scheduled_checks": False},
         "escalation": {
             "levels": levels,
             "ack_reminder": ack_reminder,

@@ -52,6 +52,7 @@ def resources_bot(
                 "check_interval": "1s",
             },
         },
+        "alerts": {"scheduled_checks": False},  # only the commands read these hosts
         "ssh": {
             "key_file": str(settings.key_file),
             "known_hosts": str(settings.known_hosts),
@@ -208,6 +209,7 @@ def test_an_unreachable_host_is_named_not_fatal(
                 "check_interval": "1s",
             }
         },
+        "alerts": {"scheduled_checks": False},  # only the commands read these hosts
         "ssh": {
             "key_file": str(settings.key_file),
             "known_hosts": str(settings.known_hosts),

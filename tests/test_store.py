@@ -96,6 +96,15 @@ def test_a_batch_is_recorded_at_once_with_each_checks_streak(store: Store) -> No
     assert store.record_health_checks([]) == []
 
 
+def test_old_history_is_pruned_and_the_streaks_stay(store: Store) -> None:
+    old, recent = store.clock(), store.clock()
+    store.record_health_checks([check("staging", "Unhealthy", old)] * 3)
+    store.record_health_checks([check("staging", "Unhealthy", recent)])
+    assert store.prune_health_checks(recent) == 3
+    assert store.health_check_count() == 1
+    assert store.consecutive_results("staging", "Unhealthy") == 4
+
+
 def test_concurrent_batches_all_count(store: Store) -> None:
     # Two checks running at once (a report and a scheduled run) both record their batches.
     now = store.clock()

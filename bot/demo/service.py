@@ -52,6 +52,8 @@ _REQUEST_LOG_SIZE = 1000
 _SHUTDOWN_GRACE_SECONDS = 1.0
 # How often the process's CPU and memory are read for /metrics (see _LiveGauges).
 PROCESS_SAMPLE_S = 1.0
+MAX_TRAFFIC_RPS = 10_000
+TRAFFIC_TICK_S = 0.05  # simulated requests are counted in batches this often
 
 
 class FaultError(ValueError):
@@ -65,9 +67,14 @@ class Faults:
     version: str
     latency_ms: int = 0
     # Per-path latency, instead of latency_ms for the paths it names: a service whose healthz is
-    # slower than its API, as real ones are. A new map replaces the previous one.
-    path_latency_ms: dict[str, int] = field(default_factory=dict)
+    # slower than its API, as real ones are. A list is a pattern that the path's requests take
+    # in turn ([700, 0]: every other one slow). A new map replaces the previous one.
+    path_latency_ms: dict[str, int | list[int]] = field(default_factory=dict)
     error_rate: float = 0.0
+    # Simulated client traffic: requests a second to /api/v1, counted in
+    # eventmesh_http_requests_total and failing at error_rate like real ones (so a 3 % error
+    # rate is measurable from /metrics), but not in the request log.
+    traffic_rps: int = 0
     healthz_status: int | None = None
     components: dict[str, ComponentState] = field(
         default_factory=lambda: dict.fromkeys(COMPONENTS, "up")
@@ -97,9 +104,6 @@ class Faults:
             raise FaultError("invalid faults: " + "; ".join(problems))
         return replace(self, **updates)
 
-    def latency_s(self, path: str) -> float:
-        return self.path_latency_ms.get(path, self.latency_ms) / 1000
-
     def overall_status(self) -> str:
         """healthy / degraded / unhealthy from the components, as the runbook classifies."""
         down = [name for name, state in self.components.items() if state == "down"]
@@ -119,12 +123,24 @@ def _check_latency(value: object) -> str | None:
 
 def _check_path_latency(value: object) -> str | None:
     if not isinstance(value, dict):
-        return 'must be an object {"/path": milliseconds}'
+        return 'must be an object {"/path": milliseconds or [milliseconds, ...]}'
     bad_paths = sorted(str(p) for p in value if not (isinstance(p, str) and p.startswith("/")))
     if bad_paths:
         return f"has {bad_paths}: paths start with '/'"
-    bad = sorted(p for p, ms in value.items() if _check_latency(ms))
-    return f"{bad} must be integers >= 0" if bad else None
+    bad = sorted(p for p, ms in value.items() if not _latency_or_pattern(ms))
+    return f"{bad} must be integers >= 0 or non-empty lists of them" if bad else None
+
+
+def _latency_or_pattern(value: object) -> bool:
+    if isinstance(value, list):
+        return bool(value) and all(_check_latency(ms) is None for ms in value)
+    return _check_latency(value) is None
+
+
+def _check_traffic(value: object) -> str | None:
+    if _is_int(value) and 0 <= value <= MAX_TRAFFIC_RPS:
+        return None
+    return f"must be an integer from 0 to {MAX_TRAFFIC_RPS}"
 
 
 def _check_error_rate(value: object) -> str | None:
@@ -164,6 +180,7 @@ _CHECKS: dict[str, Callable[[object], str | None]] = {
     "components": _check_components,
     "metrics_down": _check_bool,
     "status_down": _check_bool,
+    "traffic_rps": _check_traffic,
 }
 
 
@@ -182,6 +199,8 @@ class _DemoState:
         self.requests: deque[dict[str, Any]] = deque(maxlen=_REQUEST_LOG_SIZE)
         self._error_fraction = Fraction(0)
         self._since_rate_set = 0
+        self._latency_turns: dict[str, int] = {}
+        self._traffic: asyncio.Task[None] | None = None
         self.registry = CollectorRegistry()
         self.requests_total = Counter(
             "eventmesh_http_requests",
@@ -201,12 +220,43 @@ class _DemoState:
         self.registry.register(_LiveGauges(self))
 
     def set_faults(self, faults: Faults) -> None:
-        """Install new faults; a new error rate restarts its pattern, so it is reproducible."""
+        """Install new faults; a new error rate or latency pattern restarts, so it is
+        reproducible. Call it on the serving loop: simulated traffic runs there."""
         if faults.error_rate != self.faults.error_rate:
             # limit_denominator turns 0.29 back into 29/100, so the pattern is exact.
             self._error_fraction = Fraction(faults.error_rate).limit_denominator(1_000_000)
             self._since_rate_set = 0
+        if faults.path_latency_ms != self.faults.path_latency_ms:
+            self._latency_turns.clear()
         self.faults = faults
+        if faults.traffic_rps and self._traffic is None:
+            self._traffic = asyncio.get_running_loop().create_task(self._simulate_traffic())
+
+    def latency_s(self, path: str) -> float:
+        """This request's injected latency: the path's own (its pattern's next turn) or the
+        service-wide one."""
+        latency = self.faults.path_latency_ms.get(path, self.faults.latency_ms)
+        if isinstance(latency, list):
+            turn = self._latency_turns.get(path, 0)
+            self._latency_turns[path] = turn + 1
+            latency = latency[turn % len(latency)]
+        return latency / 1000
+
+    async def _simulate_traffic(self) -> None:
+        """Clients' requests to /api/v1 at traffic_rps, until it is set back to 0."""
+        owed, last = 0.0, time.monotonic()
+        try:
+            while self.faults.traffic_rps:
+                await asyncio.sleep(TRAFFIC_TICK_S)
+                now = time.monotonic()
+                owed += self.faults.traffic_rps * (now - last)
+                last = now
+                for _ in range(int(owed)):
+                    code = "500" if self.inject_error() else "200"
+                    self.requests_total.labels(path="/api/v1", code=code).inc()
+                owed -= int(owed)
+        finally:
+            self._traffic = None
 
     def inject_error(self) -> bool:
         """Whether this request fails: the n-th does when n * rate crosses an integer.
@@ -289,7 +339,7 @@ class _FaultInjection:
             await send(message)
 
         try:
-            latency_s = state.faults.latency_s(path)
+            latency_s = state.latency_s(path)
             if latency_s:
                 await asyncio.sleep(latency_s)
             if state.inject_error():

@@ -31,6 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.clock import Clock, utc_now
 from bot.config import Environment, Thresholds
+from bot.runbook.error_rate import COUNTER as REQUEST_COUNTER
+from bot.runbook.error_rate import request_counters
 from bot.runbook.probe import Probe, Prober
 from bot.store import HealthCheck, Store, StoreError
 from bot.telemetry import Telemetry
@@ -53,6 +55,21 @@ def worst(*values: Health) -> Health:
 
 
 @dataclass(frozen=True)
+class Vitals:
+    """The figures the scheduled checks watch (README "Alerts"), from the same three probes.
+
+    A problem is set when that probe failed; it is None, with no figure, when the failure is
+    the outage healthz already reports (the host is down: once is enough).
+    """
+
+    healthz_problem: str | None = None  # no answer, not 200, or the service says unhealthy
+    api_latency_ms: float | None = None  # the status endpoint's answer time
+    api_problem: str | None = None
+    requests: Mapping[tuple[str, str], float] | None = None  # (path, code) -> answered so far
+    metrics_problem: str | None = None
+
+
+@dataclass(frozen=True)
 class HealthResult:
     environment: str
     health: Health
@@ -65,6 +82,7 @@ class HealthResult:
     metrics_available: bool = False
     # How many checks in a row, this one included, had this same result (from the store).
     streak: int = 1
+    vitals: Vitals = field(default_factory=Vitals)
 
 
 @dataclass(frozen=True)
@@ -163,6 +181,40 @@ def classify(
         r for h, r in findings if h != health
     )
     return Classification(health, reasons, version, components, metrics_available)
+
+
+def vitals(healthz: Probe, status: Probe, metrics: Probe, metrics_available: bool) -> Vitals:
+    """The scheduled checks' figures from one environment's three probes."""
+    healthz_problem: str | None = None
+    if not healthz.answered or healthz.status_code != 200:
+        healthz_problem = _describe_failure("healthz", healthz)
+    else:
+        try:
+            payload = healthz.json()
+        except ValueError:
+            payload = None
+        reported = str(payload.get("status", "")).lower() if isinstance(payload, dict) else None
+        if reported is None:
+            healthz_problem = "healthz did not return a JSON object"
+        elif reported not in ("healthy", "degraded"):
+            healthz_problem = f"service reports status '{reported or 'missing'}'"
+    api_latency_ms = api_problem = None
+    if status.answered and status.status_code == 200:
+        api_latency_ms = status.latency_ms
+    elif not _same_outage(status, healthz):
+        api_problem = _describe_failure("status endpoint", status)
+    requests = metrics_problem = None
+    if metrics_available:
+        requests = request_counters(metrics.body)
+        if requests is None:
+            metrics_problem = f"/metrics has no {REQUEST_COUNTER}"
+    elif not _same_outage(metrics, healthz):
+        metrics_problem = (
+            "metrics endpoint returned no Prometheus metrics"
+            if metrics.answered and metrics.status_code == 200
+            else _describe_failure("metrics endpoint", metrics)
+        )
+    return Vitals(healthz_problem, api_latency_ms, api_problem, requests, metrics_problem)
 
 
 def _same_outage(probe: Probe, healthz: Probe) -> bool:
@@ -276,6 +328,7 @@ class HealthChecker:
                 self.prober.get(env.metrics_url, self.timeout_s),
             )
             verdict = classify(healthz, status, metrics, self.thresholds)
+            figures = vitals(healthz, status, metrics, verdict.metrics_available)
         except Exception:
             # One environment's surprise must not sink the report on all the others.
             log.exception("checking %s failed inside the bot", env.name)
@@ -283,6 +336,7 @@ class HealthChecker:
             verdict = Classification(
                 Health.UNHEALTHY, ("the check itself failed (see the bot's log)",), None, {}, False
             )
+            figures = Vitals(healthz_problem="the check itself failed (see the bot's log)")
         result = HealthResult(
             environment=env.name,
             health=verdict.health,
@@ -293,6 +347,7 @@ class HealthChecker:
             reasons=verdict.reasons,
             components=verdict.components,
             metrics_available=verdict.metrics_available,
+            vitals=figures,
         )
         self.telemetry.checks.labels(environment=env.name, result=result.health.value).inc()
         recorder.add(result)

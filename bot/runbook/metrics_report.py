@@ -142,6 +142,33 @@ def read_metrics(directory: Path, builds: int, threshold: Threshold) -> MetricsR
     )
 
 
+def builds_since(
+    directory: Path, last_seen: str | None, threshold: Threshold, limit: int = MAX_BUILDS
+) -> list[Build]:
+    """The builds after `last_seen` in build_metrics.csv, oldest first (blocking I/O).
+
+    With no `last_seen`, or one no longer in the file (it was rotated), only the newest build:
+    a history is not news. At most `limit` builds, the newest ones. Raises MetricsError.
+    """
+    path = directory / BUILD_FILE
+    after: deque[_Row] = deque(maxlen=limit)
+    newest: _Row | None = None
+    seen = last_seen is None
+    for row in _rows(path, BUILD_COLUMNS):
+        newest = row
+        if seen:
+            after.append(row)
+        elif row.text("build_id") == last_seen:
+            seen = True
+    if newest is None:
+        return []
+    if last_seen is None or not seen:
+        rows: list[_Row] = [newest]
+    else:
+        rows = list(after)
+    return [_build(row, threshold) for row in rows]
+
+
 # --- reading the files -------------------------------------------------------------------------
 
 
@@ -244,18 +271,20 @@ def _last_builds(path: Path, count: int, threshold: Threshold) -> list[Build]:
                 path, f"build {build_id[:40]!r} is already on line {seen[build_id]}", row.line
             )
         seen[build_id] = row.line
-        status = row.text("status").lower()
-        if status not in BUILD_STATUSES:
-            raise MetricsError(
-                path,
-                f"status {status[:40]!r} is not one of {', '.join(BUILD_STATUSES)}",
-                row.line,
-            )
-        minutes = row.number("duration_seconds") / 60
-        builds.append(
-            Build(build_id, row.time("started_at"), minutes, status, level_of(minutes, threshold))
-        )
+        builds.append(_build(row, threshold))
     return builds
+
+
+def _build(row: _Row, threshold: Threshold) -> Build:
+    status = row.text("status").lower()
+    if status not in BUILD_STATUSES:
+        raise MetricsError(
+            row.path, f"status {status[:40]!r} is not one of {', '.join(BUILD_STATUSES)}", row.line
+        )
+    minutes = row.number("duration_seconds") / 60
+    return Build(
+        row.text("build_id"), row.time("started_at"), minutes, status, level_of(minutes, threshold)
+    )
 
 
 def _rows_for(

@@ -85,6 +85,70 @@ async def probe_resources(
     return await _probe_over(transport, disk_path, interval_s)
 
 
+# --- CPU and memory only, for the scheduled checks ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A host's CPU time counters and memory share at one moment.
+
+    The CPU % is what happened between two readings (`cpu_percent_since`): a scheduled check
+    reads each host once per check_interval and gets the CPU over the whole interval, with no
+    sampling sleep and no walk over the processes.
+    """
+
+    target: str
+    cpu: tuple[float, float]  # (busy, total) time of all CPUs, in any unit
+    memory_percent: float
+
+    def cpu_percent_since(self, earlier: Usage) -> float | None:
+        """Busy share of all CPUs between the readings; None if the counters went back (a
+        reboot) or did not move."""
+        busy, total = self.cpu[0] - earlier.cpu[0], self.cpu[1] - earlier.cpu[1]
+        if total <= 0 or busy < 0:
+            return None
+        return min(100.0, busy / total * 100)
+
+
+_USAGE_SCRIPT = """\
+m={marker}
+echo "$m:stat"; grep '^cpu ' /proc/stat
+echo "$m:meminfo"; cat /proc/meminfo
+"""
+
+
+async def read_usage(transport: Transport, *, timeout_s: float = 30.0) -> Usage:
+    """One reading of a host's CPU counters and memory (psutil for LocalTransport, /proc over
+    its transport otherwise, in one short command). Raises TransportError or ProbeFailed."""
+    if isinstance(transport, LocalTransport):
+        return await asyncio.to_thread(_local_usage, transport.target)
+    marker = f"@@eventmesh-usage-{secrets.token_hex(8)}"
+    result = await transport.run(Shell(_USAGE_SCRIPT.format(marker=marker)), timeout_s=timeout_s)
+    sections = _sections(result.stdout, marker)
+    try:
+        cpu, _ = _cpu_line(sections["stat"])
+        total, available = _memory(sections["meminfo"])
+        return Usage(transport.target, cpu, (total - available) / total * 100)
+    except (KeyError, ValueError, IndexError, ZeroDivisionError) as exc:
+        problem = result.stderr.strip().splitlines()[-1:] or [f"unexpected output ({exc})"]
+        raise ProbeFailed(
+            transport.target, f"cannot read CPU and memory from /proc: {problem[0]}"
+        ) from None
+
+
+def _local_usage(target: str) -> Usage:
+    memory = psutil.virtual_memory()
+    return Usage(target, _cpu_seconds(), (memory.total - memory.available) / memory.total * 100)
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(busy, total) seconds of all CPUs of this machine so far."""
+    times = psutil.cpu_times()
+    # psutil's own formula (psutil._cpu_busy_time): guest is already in user/nice.
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    return total - times.idle - getattr(times, "iowait", 0.0), total
+
+
 # --- this machine ----------------------------------------------------------------------------
 
 
@@ -140,10 +204,7 @@ _snapshotting = threading.Lock()
 
 
 def _walk() -> _LocalSnapshot:
-    times = psutil.cpu_times()
-    # psutil's own formula (psutil._cpu_busy_time): guest is already in user/nice.
-    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
-    busy = total - times.idle - getattr(times, "iowait", 0.0)
+    cpu = _cpu_seconds()
     processes: dict[int, tuple[str, float, float]] = {}
     for process in psutil.process_iter(["name", "cpu_times", "memory_percent"]):
         info = process.info
@@ -155,7 +216,7 @@ def _walk() -> _LocalSnapshot:
             cpu_times.user + cpu_times.system,
             info.get("memory_percent") or 0.0,
         )
-    return _LocalSnapshot((busy, total), processes)
+    return _LocalSnapshot(cpu, processes)
 
 
 def _existing_ancestor(path: str) -> str:
@@ -217,15 +278,7 @@ def parse_proc(target: str, sections: dict[str, list[str]], interval_s: float) -
     """Figures from the probe's sections of /proc text (KeyError/ValueError if malformed)."""
     cpu1, cpus = _cpu_line(sections["stat1"])
     cpu2, _ = _cpu_line(sections["stat2"])
-    meminfo = {
-        name: int(value.split()[0]) * 1024
-        for name, _, value in (line.partition(":") for line in sections["meminfo"])
-        if value.strip()
-    }
-    total = meminfo["MemTotal"]
-    available = meminfo.get("MemAvailable")
-    if available is None:  # kernels before 3.14
-        available = meminfo["MemFree"] + meminfo.get("Buffers", 0) + meminfo.get("Cached", 0)
+    total, available = _memory(sections["meminfo"])
     page_size = int(sections["pagesize"][0])
     disk_path, disk = sections["df"][0], _df(sections["df"][1:])
     used_kib, available_kib = disk[1], disk[2]
@@ -261,6 +314,20 @@ def parse_proc(target: str, sections: dict[str, list[str]], interval_s: float) -
         top_processes=_top(processes),
         interval_s=interval_s,
     )
+
+
+def _memory(lines: Sequence[str]) -> tuple[int, int]:
+    """(total, available) bytes from /proc/meminfo's lines."""
+    meminfo = {
+        name: int(value.split()[0]) * 1024
+        for name, _, value in (line.partition(":") for line in lines)
+        if value.strip()
+    }
+    total = meminfo["MemTotal"]
+    available = meminfo.get("MemAvailable")
+    if available is None:  # kernels before 3.14
+        available = meminfo["MemFree"] + meminfo.get("Buffers", 0) + meminfo.get("Cached", 0)
+    return total, available
 
 
 def _cpu_line(lines: Sequence[str]) -> tuple[tuple[float, float], int]:

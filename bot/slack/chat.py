@@ -34,11 +34,15 @@ class Upload:
 
 
 class ChatError(Exception):
-    """The chat refused a message; `error` is Slack's error code (e.g. not_in_channel)."""
+    """The chat refused a message; `error` is Slack's error code (e.g. not_in_channel).
 
-    def __init__(self, error: str) -> None:
+    `retry_after_s` is Slack's Retry-After when it rate-limited the call (`ratelimited`).
+    """
+
+    def __init__(self, error: str, retry_after_s: float | None = None) -> None:
         super().__init__(error)
         self.error = error
+        self.retry_after_s = retry_after_s
 
 
 class Chat(Protocol):

@@ -52,6 +52,8 @@ EMOJI = {
     "unlock": "🔓",
     "hourglass": "⌛",
     "grey_question": "❔",
+    "arrow_down": "⬇️",
+    "bell": "🔔",
 }
 
 

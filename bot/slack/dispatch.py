@@ -18,12 +18,16 @@ from typing import Literal
 import httpx
 
 from bot.config import Access, Config
+from bot.runbook.alerts import Alerts
 from bot.runbook.health import HealthChecker
+from bot.runbook.monitor import Monitor
 from bot.runbook.watch import Watches
 from bot.scheduler import Scheduler
 from bot.slack import blocks
+from bot.slack.alerting import Alerting
 from bot.slack.chat import Chat, Conversation, Message, MessageRef
 from bot.slack.incidents import Incidents
+from bot.slack.paced_chat import PacedChat, Priority
 from bot.store import Store, StoreError, Timer
 from bot.telemetry import Telemetry
 from bot.workers import Lane, WorkerPool
@@ -111,11 +115,34 @@ class Services:
     # Outbound HTTP that is not a health probe (the CI provider's API).
     http: httpx.AsyncClient
     watches: Watches = field(default_factory=Watches)  # running watches, for their Stop button
-    # Made from the ones above: incidents page through this chat on this scheduler's timers.
+    # Keep Slack's pace for alerts and incidents (the console has no rate limits to keep).
+    paced: bool = True
+    # Made from the ones above. Alerts and incidents post through one paced queue (incidents
+    # in its page lane, ahead of routine alert posts), on this scheduler's timers.
+    pacer: PacedChat = field(init=False)
     incidents: Incidents = field(init=False)
+    alerts: Alerts = field(init=False)
+    alerting: Alerting = field(init=False)
+    monitor: Monitor = field(init=False)
 
     def __post_init__(self) -> None:
-        self.incidents = Incidents(self.config, self.store, self.chat, self.scheduler)
+        self.pacer = (
+            PacedChat(self.chat)
+            if self.paced
+            else PacedChat(self.chat, post_interval_s=0, update_interval_s=0)
+        )
+        self.incidents = Incidents(
+            self.config, self.store, self.pacer.lane(Priority.PAGE), self.scheduler
+        )
+        self.alerts = Alerts(self.config, self.store, wake=self.scheduler.sweep_at)
+        self.alerting = Alerting(
+            self.config,
+            self.store,
+            self.pacer.lane(Priority.ROUTINE),
+            self.alerts,
+            self.incidents,
+        )
+        self.monitor = Monitor(self.config, self.health, self.alerts, self.telemetry)
 
 
 @dataclass(frozen=True)

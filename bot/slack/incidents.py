@@ -96,7 +96,7 @@ class PressReply:
     denied: bool = False
 
 
-class _KeyedLocks:
+class KeyedLocks:
     """One asyncio.Lock per incident, dropped when nobody holds or waits for it."""
 
     def __init__(self) -> None:
@@ -133,7 +133,7 @@ class Incidents:
         self.clock = clock
         self.owner = scheduler.owner
         self.escalations = Escalations(store, clock=clock, wake=scheduler.sweep_at)
-        self._locks = _KeyedLocks()
+        self._locks = KeyedLocks()
 
     # --- the way in -----------------------------------------------------------------------
 

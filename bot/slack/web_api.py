@@ -37,6 +37,20 @@ def _error_code(exc: SlackApiError) -> str:
     return str(exc.response.get("error", "unknown_error"))
 
 
+def _chat_error(exc: SlackApiError) -> ChatError:
+    """Slack's error code, and its Retry-After when it rate-limited the call."""
+    retry_after: float | None = None
+    headers = getattr(exc.response, "headers", None) or {}
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            text = value[0] if isinstance(value, list | tuple) and value else value
+            try:
+                retry_after = max(0.0, float(str(text)))
+            except ValueError:
+                retry_after = None
+    return ChatError(_error_code(exc), retry_after)
+
+
 class SlackChat:
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
@@ -51,7 +65,7 @@ class SlackChat:
                 channel=channel, text=message.text, blocks=message.blocks, thread_ts=thread_ts
             )
         except SlackApiError as exc:
-            raise ChatError(_error_code(exc)) from exc
+            raise _chat_error(exc) from exc
         return MessageRef(channel=str(response["channel"]), ts=str(response["ts"]))
 
     async def update(self, ref: MessageRef, message: Message) -> None:
@@ -60,7 +74,7 @@ class SlackChat:
                 channel=ref.channel, ts=ref.ts, text=message.text, blocks=message.blocks
             )
         except SlackApiError as exc:
-            raise ChatError(_error_code(exc)) from exc
+            raise _chat_error(exc) from exc
 
     async def dm(self, user_id: str, message: Message) -> MessageRef:
         channel = self._dm_channels.get(user_id)
@@ -68,7 +82,7 @@ class SlackChat:
             try:
                 response = await self.client.conversations_open(users=user_id)
             except SlackApiError as exc:
-                raise ChatError(_error_code(exc)) from exc
+                raise _chat_error(exc) from exc
             channel = str(response["channel"]["id"])
             self._dm_channels[user_id] = channel
         return await self.post(channel, message)
@@ -84,7 +98,7 @@ class SlackChat:
                 thread_ts=thread_ts,
             )
         except SlackApiError as exc:
-            raise ChatError(_error_code(exc)) from exc
+            raise _chat_error(exc) from exc
         except SlackRequestError as exc:
             # The upload URL answered other than 200: the bytes never reached Slack.
             raise ChatError("upload_failed") from exc

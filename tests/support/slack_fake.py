@@ -325,6 +325,8 @@ class SlackFake:
         self.rejected: list[str] = []
         self._cond = threading.Condition(threading.RLock())
         self._failures: dict[str, list[_Failure]] = {}
+        self._rate_limits: dict[str, float] = {}  # method -> seconds between calls per channel
+        self._last_accepted: dict[tuple[str, str], float] = {}
         self._response_urls: dict[str, int] = {}
         self._next_ts = _FIRST_TS_MICROS
         self.files: dict[str, dict[str, Any]] = {}
@@ -393,6 +395,8 @@ class SlackFake:
             self.messages.clear()
             self.rejected.clear()
             self._failures.clear()
+            self._rate_limits.clear()
+            self._last_accepted.clear()
             self._response_urls.clear()
             self._next_ts = _FIRST_TS_MICROS
             self.files.clear()
@@ -450,6 +454,30 @@ class SlackFake:
         """
         with self._cond:
             self._failures.setdefault(method, []).append(_Failure(error, retry_after, status))
+
+    def limit_rate(self, method: str, every_s: float) -> None:
+        """Enforce a per-channel rate limit on ``method``, as Slack does for chat.postMessage
+        (about one a second per channel): a call that comes less than ``every_s`` after the
+        last one accepted for its channel answers 429 ``ratelimited`` with ``Retry-After: 1``.
+        ``every_s`` 0 lifts the limit."""
+        with self._cond:
+            if every_s > 0:
+                self._rate_limits[method] = every_s
+            else:
+                self._rate_limits.pop(method, None)
+
+    def _rate_limited(self, method: str, args: dict[str, Any]) -> _Answer | None:
+        every_s = self._rate_limits.get(method)
+        if every_s is None:
+            return None
+        key = (method, str(args.get("channel") or ""))
+        now = time.monotonic()
+        last = self._last_accepted.get(key)
+        if last is not None and now - last < every_s:
+            body = {"ok": False, "error": "ratelimited"}
+            return _Answer(body, 429, {"Retry-After": "1"}, injected=True)
+        self._last_accepted[key] = now
+        return None
 
     def wait_for(self, predicate: Callable[[SlackFake], T], timeout: float = 10.0) -> T:
         """Block until ``predicate(fake)`` is truthy and return its value.
@@ -516,6 +544,9 @@ class SlackFake:
         wanted = self.app_token if method in _APP_TOKEN_METHODS else self.bot_token
         if token != wanted:
             raise _SlackError("not_allowed_token_type")
+        limited = self._rate_limited(method, args)
+        if limited is not None:
+            return limited
         queued = self._failures.get(method)
         if queued:
             failure = queued.pop(0)
