@@ -362,7 +362,7 @@ def test_backups_a_bad_archive_and_an_unhealthy_target(target: DemoTarget) -> No
     assert failed.step == "verify" and "healthz answered HTTP 503" in failed.error
     assert "Rolled back" not in outcome.summary
     assert outcome.summary.endswith(
-        "Now: local run v3.0.0-broken, which failed its health check (marked bad)."
+        "Now: local runs v3.0.0-broken, which failed its health check (marked bad)."
     )
     bad = log_events(target)[-1]
     assert bad["event"] == "bad" and bad["release"].endswith("-restored")

@@ -1140,7 +1140,8 @@ class Rollback:
 
     def where(self) -> str:
         """Which hosts run which version now, host groups by what happened to them."""
-        groups: dict[str, list[str]] = {}
+        groups: dict[HostFate | Literal["already"], list[str]] = {}
+        words: dict[HostFate | Literal["already"], tuple[str, str]] = {}
         for target, run in self.runs.items():
             before = (
                 show_version(run.move.current_version)
@@ -1148,18 +1149,28 @@ class Rollback:
                 else (run.current or "what it ran")
             )
             after = show_version(run.version) if run.version else f"release {run.release}"
-            phrase = {
-                "rolled_back": f"run {after}, rolled back and healthy",
-                "unhealthy": f"run {after}, which failed its health check (marked bad)",
-                "start_failed": f"were switched to {after}, whose start failed (marked bad)",
-                "stop_failed": f"still run {before}; its stop command failed",
-                "switch_failed": f"still run {before}; the switch failed",
-                "untouched": f"still run {before} (not reached)",
+            words[run.fate] = {
+                "rolled_back": (f"runs {after}", "rolled back and healthy"),
+                "unhealthy": (f"runs {after}", "which failed its health check (marked bad)"),
+                "start_failed": (f"is switched to {after}", "whose start failed (marked bad)"),
+                "stop_failed": (f"still runs {before}", "its stop command failed"),
+                "switch_failed": (f"still runs {before}", "the switch failed"),
+                "untouched": (f"still runs {before}", "not reached"),
             }[run.fate]
-            groups.setdefault(phrase, []).append(target)
+            groups.setdefault(run.fate, []).append(target)
         if self.plan.staying:
-            groups.setdefault(f"already ran {self.plan.to_text}", []).extend(self.plan.staying)
-        return "; ".join(f"{_hosts_text(hosts)} {phrase}" for phrase, hosts in groups.items())
+            words["already"] = (f"already ran {self.plan.to_text}", "")
+            groups["already"] = list(self.plan.staying)
+        parts = []
+        for fate, hosts in groups.items():
+            verb, how = words[fate]
+            if len(hosts) > 1:  # 'runs' → 'run', 'is' → 'are'
+                verb = verb.replace("still runs", "still run").replace(
+                    "is switched", "are switched"
+                )
+                verb = "run" + verb.removeprefix("runs") if verb.startswith("runs") else verb
+            parts.append(f"{_hosts_text(hosts)} {verb}" + (f", {how}" if how else ""))
+        return "; ".join(parts)
 
 
 # --- /rollback backup ---------------------------------------------------------------------

@@ -501,9 +501,14 @@ async def watch_tick(services: Services, payload: dict[str, object]) -> None:
     env = services.config.environments.get(deployment.environment)
     if env is None:
         return
-    latest = await _to_thread(services.store.deployments, env.name, limit=1)
+    # A newer deploy has its own watch, a rollback its follow-up checks; a backup changes nothing.
+    latest = [
+        d
+        for d in await _to_thread(services.store.deployments, env.name, limit=10)
+        if d.kind != "backup"
+    ]
     if latest and latest[0].id != deployment_id:
-        return  # a newer deployment has its own watch
+        return
     result = await services.health.check(env)
     checks = int(payload.get("checks", 0)) + 1  # type: ignore[call-overload]
     failures = int(payload.get("failures", 0))  # type: ignore[call-overload]

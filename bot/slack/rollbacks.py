@@ -277,9 +277,10 @@ async def undo_deploy(
         text = f"Deploy #{deployment_id} {ended}: there is nothing of it to roll back from here."
         await tell(conversation, deploy_blocks.simple(text))
         return "refused: not a succeeded deploy"
-    latest = [
-        d for d in await _to_thread(store.deployments, env.name, limit=20) if d.kind != "backup"
-    ]
+    # What changed the environment since (a backup changes nothing; a deploy that failed
+    # before its switch neither, and a host it did change fails the plan below).
+    succeeded = await _to_thread(store.deployments, env.name, state="succeeded", limit=20)
+    latest = [d for d in succeeded if d.kind != "backup"]
     if latest and latest[0].id != deployment_id:
         text = (
             f"{latest[0].kind.capitalize()} #{latest[0].id} changed {env.name} after deploy "

@@ -35,7 +35,7 @@ def is_deploy_message(message: dict[str, Any]) -> bool:
     if not blocks or blocks[0].get("type") != "header" or "thread_ts" in message:
         return False
     title = blocks[0]["text"]["text"]
-    return title.startswith(("Deploy ", "Dry run: ", "Roll back "))
+    return title.startswith(("Deploy ", "Dry run: ", "Roll back ", "Back up "))
 
 
 def finished(message: dict[str, Any]) -> bool:
