@@ -606,7 +606,35 @@ async def recover_interrupted(services: Services) -> int:
             except ChatError as exc:
                 log.warning("deployment #%d message not updated: %s", ended.id, exc.error)
             await _in_thread(services, ref, deploy_blocks.interrupted(ended))
+        if ended.kind == "rollback":
+            await page_interrupted_rollback(services, ended)
     return recovered
+
+
+async def page_interrupted_rollback(services: Services, deployment: Deployment) -> None:
+    """A rollback cut short by its bot stopping may have left a host stopped or half-way: that
+    is a failed rollback, and a failed rollback opens an incident (which pages)."""
+    env = services.config.environments.get(deployment.environment)
+    step = deploy_blocks.STEP_TITLES.get(deployment.step, deployment.step)
+    try:
+        await services.incidents.open_incident(
+            f"Rollback #{deployment.id} of {deployment.environment} was interrupted during "
+            f"{step}: the bot stopped. Its hosts may be part-way; check them.",
+            1 if env is not None and env.requires_approval else 2,
+            source="rollback",
+            link=deployment.permalink,
+            opened_by=deployment.requested_by,
+            channel=deployment.channel,
+            dedupe_key=f"rollback:{deployment.id}",
+        )
+    except (StoreError, ValueError) as exc:
+        log.error(
+            "rollback #%d of %s was interrupted and no incident could be opened (%s): page "
+            "someone by hand",
+            deployment.id,
+            deployment.environment,
+            exc,
+        )
 
 
 def view_from_store(deployment: Deployment, steps: Sequence[DeploymentStep]) -> DeployView:

@@ -25,6 +25,7 @@ path for a rollback that worked would page people for nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +48,7 @@ from bot.slack.deployments import (
     apply_recorded,
     blank_view,
     hosts_opener,
+    page_interrupted_rollback,
     tell,
 )
 from bot.slack.dispatch import Services
@@ -354,9 +356,16 @@ async def start(
         steps=rollback.STEPS,
         title=plan.title,
     )
-    outcome = await Run(services, began, view, conversation, cancellable=False).execute(
-        procedure.run()
-    )
+    run = Run(services, began, view, conversation, cancellable=False)
+    try:
+        outcome = await run.execute(procedure.run())
+    except asyncio.CancelledError:
+        # The bot is stopping mid-rollback: Run marked it interrupted; it still pages.
+        interrupted = await _to_thread(services.store.deployment, began.id)
+        if interrupted is not None and interrupted.state == "interrupted":
+            with contextlib.suppress(Exception):
+                await asyncio.shield(page_interrupted_rollback(services, interrupted))
+        raise
     await _after(services, began.id, env, outcome)
     return outcome.summary
 

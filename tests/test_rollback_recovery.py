@@ -1,9 +1,12 @@
-"""A rollback's follow-up checks: they outlive a bot restart (and say so), and a failing one
-raises an alert in the alerts channel, and its recovery another."""
+"""Rollbacks across bot restarts: the follow-up checks outlive one (and say so; a failing check
+raises an alert in the alerts channel, and its recovery another), and a rollback whose bot was
+killed half-way is reported interrupted and opens an incident."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +17,11 @@ from bot.config import Config
 from tests.conftest import BotProcess, start_slack_bot, stop_process
 from tests.support.deploy_env import DemoTarget, demo_target, run_deploy
 from tests.support.deploy_reports import final_deploy, text_of, thread, wait_in_thread
+from tests.support.incident_messages import shown
 from tests.support.slack_fake import SlackFake
 
 ALERTS = "C0FOLLOWUPALERTS"
+INCIDENTS = "C0RECOVERYINCIDENTS"
 
 
 @pytest.fixture
@@ -98,3 +103,78 @@ def test_follow_up_checks_survive_a_restart_and_alert_on_a_failure(
             if bot is not None:
                 bot.http.close()
                 stop_process(bot.process)
+
+
+def test_a_rollback_whose_bot_was_killed_is_reported_interrupted_and_pages(
+    tmp_path: Path, slack: SlackFake, qa: DemoTarget
+) -> None:
+    env = qa.environment()
+    local = Config.model_validate({"environments": {"qa": env}})
+    for version in ("1.0.0", "1.0.1"):
+        assert run_deploy(local, "qa", version)[1].ok
+    gate = tmp_path / "stop-gate"
+    os.mkfifo(gate)
+    env["stop"] = f"cat {gate} > /dev/null && {env['stop']}"  # the stop waits for the test
+    config = tmp_path / "eventmesh.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "slack": {"incidents_channel": INCIDENTS},
+                "access": {"deployers": ["U0DEPLOY1"]},
+                "escalation": {"levels": [{"name": "On-call", "users": ["U0ONCALL"]}]},
+                "environments": {"qa": env},
+            }
+        )
+    )
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = start_slack_bot(first_dir, slack, config)
+    second: BotProcess | None = None
+    try:
+        channel = first.command("/rollback", "qa", user_id="U0DEPLOY1").channel
+        stopping = slack.wait_for(
+            lambda fake: next(
+                (
+                    m
+                    for m in fake.channel_messages(channel)
+                    if ":hourglass_flowing_sand: *Stop the service*" in text_of(m)
+                ),
+                None,
+            ),
+            timeout=60,
+        )
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+
+        second = start_slack_bot(second_dir, slack, config, database_url=first.database_url)
+        told = wait_in_thread(slack, channel, stopping["ts"], "was interrupted")
+        assert "during *Stop the service*" in text_of(told)
+        incident = slack.wait_for(
+            lambda fake: next(
+                (
+                    m
+                    for m in fake.channel_messages(INCIDENTS)
+                    if "of qa was interrupted during Stop the service" in shown(m)
+                ),
+                None,
+            ),
+            timeout=30,
+        )
+        assert "Rollback #" in shown(incident) and "SEV 2" in shown(incident)
+    finally:
+        release_gate(gate)  # lets the orphaned stop command finish
+        for bot in (first, second):
+            if bot is not None:
+                bot.http.close()
+                stop_process(bot.process)
+
+
+def release_gate(gate: Path) -> None:
+    """Write to the fifo if its reader is there (no reader: nothing waits on it)."""
+    try:
+        fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    with os.fdopen(fd, "w") as writer:
+        writer.write("go\n")
