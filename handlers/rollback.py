@@ -3,7 +3,7 @@ manual backups."""
 
 from __future__ import annotations
 
-from bot.runbook.rollback import parse_target
+from bot.runbook.rollback_plan import parse_target
 from bot.slack import deploy_blocks, rollbacks
 from bot.slack.blocks import echo
 from bot.slack.dispatch import Context, Services, Usage, command, timer

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
+import shutil
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,20 +27,20 @@ from bot.config import Config
 from bot.runbook import releases
 from bot.runbook.progress import Finished, StepDone, StepFailed, StepSkipped
 from bot.runbook.releases import Backup, HostState, Release
-from bot.runbook.rollback import (
+from bot.runbook.rollback import ManualBackup, missing_artifacts
+from bot.runbook.rollback_plan import (
     HostView,
-    ManualBackup,
     Move,
     Named,
     Plan,
     Refused,
     Survey,
     choose,
-    missing_artifacts,
     parse_target,
     plan_rollback,
 )
 from bot.transport import open_transports
+from tests.conftest import free_port
 from tests.support.deploy_env import (
     DemoTarget,
     backup_archive,
@@ -45,6 +49,9 @@ from tests.support.deploy_env import (
     run_rollback,
     tree_digest,
 )
+from tests.support.sshd import Sshd, start_sshd
+
+PYTHON = [sys.executable]
 
 R1, R2, R3 = "20261101T100000Z-1.0.0", "20261102T100000Z-1.1.0", "20261103T100000Z-1.2.0"
 B1 = "eventmesh-backup-staging-20261102T095959Z.tar.gz"
@@ -382,3 +389,106 @@ def test_a_plan_names_its_target_and_versions() -> None:
     plan = Plan("staging", "release", R1, "1.0.0", (move,))
     assert plan.target_line() == f"release {R1} (v1.0.0)"
     assert plan.title == "Roll back staging: v1.1.0 → v1.0.0"
+
+
+# --- several hosts, over SSH ----------------------------------------------------------------
+
+
+@pytest.fixture
+def three_hosts(tmp_path: Path, sshd: Sshd) -> Iterator[list[tuple[Sshd, Path]]]:
+    """Three sshds for one client key, each running commands in a folder of its own: three
+    hosts whose relative install_dir, backups and service are their own."""
+    made = []
+    for name in ("a", "b", "c"):
+        home = tmp_path / f"host-{name}"
+        home.mkdir()
+        force = f'ForceCommand cd {home} && exec sh -c "$SSH_ORIGINAL_COMMAND"'
+        made.append(
+            (
+                start_sshd(
+                    tmp_path / f"sshd-{name}", client_key=sshd.client_key, extra_config=[force]
+                ),
+                home,
+            )
+        )
+    yield made
+    for server, home in made:
+        subprocess.run(
+            [*PYTHON, "-m", "bot.demo.supervise", "stop", "--state", str(home / "service.json")],
+            capture_output=True,
+            check=False,
+        )
+        server.stop()
+
+
+def test_hosts_go_back_one_at_a_time_and_a_failure_stops_there(
+    tmp_path: Path, sshd: Sshd, three_hosts: list[tuple[Sshd, Path]]
+) -> None:
+    port = free_port()
+    supervise = f"{shlex.join(PYTHON)} -m bot.demo.supervise"
+    work = tmp_path / "work"
+    work.mkdir()
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        "".join(
+            f"{server.known_hosts_name} {line}\n"
+            for server, _ in three_hosts
+            for line in server.host_keys.values()
+        )
+    )
+    env = {
+        "base_url": f"http://127.0.0.1:{port}",  # host a's service: the one behind the URL
+        "hosts": [str(server.host) for server, _ in three_hosts],
+        "workdir": str(work),
+        "build": f"{shlex.join(PYTHON)} -m bot.demo.release build --out build",
+        "test": "true",
+        "version": "echo 1.0.0",
+        "artifacts": ["build/eventmesh-api"],
+        "install_dir": "install",  # relative: in each host's own folder
+        "backup_dir": "backups",
+        "start": f"{supervise} start --install-dir install --state service.json --port {port}",
+        # b's stop fails: a marker file only b's folder has.
+        "stop": f"test ! -e fail-stop && {supervise} stop --state service.json",
+        "restart": f"{supervise} restart --install-dir install --state service.json --port {port}",
+        "verify_interval": "1s",
+        "verify_timeout": "10s",
+    }
+    config = Config.model_validate(
+        {
+            "ssh": {"key_file": str(sshd.client_key), "known_hosts": str(known)},
+            "environments": {"staging": env},
+        }
+    )
+    _, deployed = run_deploy(config, "staging", "1.0.0")
+    assert deployed.ok, deployed.summary
+    homes = [home for _, home in three_hosts]
+    (homes[1] / "fail-stop").touch()
+    old = DemoTarget("staging", tmp_path / "archive", port)
+    taken = datetime.now(UTC) - timedelta(hours=1)
+    archive = backup_archive(old, "0.9.0", taken)
+    for home in homes:  # the same backup on every host, as a /deploy leaves it
+        (home / "backups").mkdir(exist_ok=True)
+        shutil.copy(archive, home / "backups" / archive.name)
+
+    plan, events, outcome = run_rollback(config, "staging", Named("backup", archive.name))
+    assert isinstance(plan, Plan) and outcome is not None
+    a, b, c = (str(server.host) for server, _ in three_hosts)
+    assert outcome.state == "rollback_failed", outcome.summary
+    assert outcome.summary.startswith(
+        f"Rollback of staging to v0.9.0 failed at Stop the service on {b}: `test ! -e fail-stop"
+    )
+    assert outcome.summary.endswith(
+        f"It stopped there. Now: {a} runs v0.9.0, rolled back and healthy; {b} still runs "
+        f"v1.0.0, its stop command failed; {c} still runs v1.0.0, not reached."
+    )
+    # One host at a time, in order, and nothing after the failure.
+    order = [(e.step, e.host) for e in events if isinstance(e, StepDone | StepFailed)]
+    one_at_a_time = [x for x in order if x[0] in ("stop", "switch", "start", "verify")]
+    assert one_at_a_time == [("stop", a), ("switch", a), ("start", a), ("verify", a), ("stop", b)]
+    assert {h for s, h in order if s == "files"} == {a, b, c}  # checked everywhere first
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["version"] == "0.9.0"
+    currents = [(home / "install" / "current").readlink().name for home in homes]
+    assert currents[0].endswith("-restored")
+    assert [c.endswith("-1.0.0") for c in currents[1:]] == [True, True]
+    for home in homes[1:]:  # unpacked for nothing: removed again
+        assert not any(p.name.endswith("-restored") for p in (home / "install/releases").iterdir())

@@ -1,15 +1,9 @@
 """The runbook's Rollback Procedures (Quick Rollback, Rollback Checklist) and Manual Backups.
 
-    survey → choose (a Plan, or why not) → [approval] → lock → Rollback.run():
+    plan (bot/runbook/rollback_plan.py) → [approval] → lock → Rollback.run():
       lock → reach the hosts (does the plan still hold?) → restore the backup (every host,
       up to 5 at once) → check the files → one host at a time: stop → switch → start →
       health checks → unlock
-
-Choosing is a pure function of what the hosts run and keep (`survey`, then `choose`, or
-`undo` for the deploy message's Roll back button). It happens before any lock or message, so a
-request that cannot run ("no such release", "nothing to roll back to") is answered at once and
-changes nothing. The Plan is pinned: an approver approves exactly it, and the run refuses it if
-a host changed since.
 
 Where this departs from the runbook's Quick Rollback, and why:
 - The runbook stops the service and untars a backup over the install. Here the archive is
@@ -17,30 +11,24 @@ Where this departs from the runbook's Quick Rollback, and why:
   while the service still runs; only then is each host stopped, switched and started. A
   corrupt or incomplete archive is found before anything stops, the downtime is a switch and a
   start, and the release left stays on disk: the rollback itself can be undone by naming it.
-- Without an id, the target is the newest release on every host that ran and was neither
-  marked bad nor rolled back from — an instant switch of `current` — and only where there is
-  none the newest backup archive every host has.
-- A target that fails its health check is marked bad in the release log (a restored release
-  carries the archive's name, so the archive counts as bad too): no later rollback lands on it.
-  The release rolled back from is marked `rolled_back`: the next `/rollback` goes further back.
+- A target that fails its health check (or whose start fails) is marked bad in the release
+  log (a restored release carries the archive's name, so the archive counts as bad too): no
+  later rollback lands on it. The release rolled back from is marked `rolled_back`: the next
+  `/rollback` goes further back, not back to it.
 - A failure stops the rollback at that host: nothing more is changed, and the outcome says
   which host runs which version. Opening an incident for it is the Slack side's (it pages).
 
-Every remote command is an argv list or a constant script (bot/runbook/releases.py); ids are
-checked against strict patterns before anything is planned, and against what the hosts have.
+Every remote command is an argv list or a constant script (bot/runbook/releases.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fnmatch
 import logging
 import posixpath
-import re
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Literal
 
 from bot.clock import Clock, utc_now
@@ -56,7 +44,7 @@ from bot.runbook.activate import (
     short,
     show_version,
 )
-from bot.runbook.deploy import MAX_PARALLEL_HOSTS, OpenHosts, StepError, each_host
+from bot.runbook.deploy import OpenHosts, StepError, each_host
 from bot.runbook.probe import Prober
 from bot.runbook.progress import (
     Event,
@@ -71,7 +59,8 @@ from bot.runbook.progress import (
     redact,
     tail,
 )
-from bot.runbook.releases import Backup, HostState, Layout, RemoteCommandFailed
+from bot.runbook.releases import Backup, Layout, RemoteCommandFailed
+from bot.runbook.rollback_plan import Move, Plan, hosts_text, look, still_holds
 from bot.transport.base import CommandResult, Shell, Transport, TransportError
 
 log = logging.getLogger(__name__)
@@ -100,628 +89,10 @@ BACKUP_STEPS: tuple[tuple[str, str], ...] = (
 )
 TITLES = dict((*STEPS, *BACKUP_STEPS))
 
-STAMP_ONLY = re.compile(r"[0-9]{8}T[0-9]{6}Z")
-MAX_ID = 120  # longer than any release id or backup name
-HOSTS_NAMED = 5  # a summary names this many hosts of a group, then counts the rest
 
 HostFate = Literal[
     "untouched", "stop_failed", "switch_failed", "start_failed", "unhealthy", "rolled_back"
 ]
-
-
-# --- what was asked for ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Named:
-    """`/rollback <env> <id>`: exactly this release, or exactly this backup archive."""
-
-    kind: Literal["release", "backup"]
-    id: str
-
-
-def parse_target(text: str, environment: str) -> Named | None:
-    """A release id, a backup name of this environment, or a backup's bare timestamp."""
-    if len(text) > MAX_ID:
-        return None
-    if releases.is_release_id(text):
-        return Named("release", text)
-    match = releases.BACKUP_NAME.fullmatch(text)
-    if match is not None and match[1] == environment:
-        return Named("backup", text)
-    if STAMP_ONLY.fullmatch(text):
-        return Named("backup", f"eventmesh-backup-{environment}-{text}.tar.gz")
-    return None
-
-
-# --- what the hosts have ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HostView:
-    target: str
-    state: HostState | None = None
-    backups: tuple[Backup, ...] = ()
-    error: str | None = None
-
-    def backup(self, name: str) -> Backup | None:
-        return next((b for b in self.backups if b.name == name), None)
-
-
-@dataclass(frozen=True)
-class ReleaseRow:
-    """One release id across the hosts that have it."""
-
-    id: str
-    version: str | None
-    installed_at: datetime | None
-    on: tuple[str, ...]
-    current_on: tuple[str, ...]
-    ran: bool
-    good: bool
-    bad: str | None  # why it was marked bad ('' when no reason was given); None: it was not
-    rolled_back: str | None  # the same for a rollback away from it
-    backup: str | None  # the archive a restored release came from
-
-
-@dataclass(frozen=True)
-class BackupRow:
-    name: str
-    taken_at: datetime
-    size: int
-    on: tuple[str, ...]
-    bad: bool
-    release: str | None = None  # what it was taken of, where a release log says
-    version: str | None = None
-
-
-@dataclass(frozen=True)
-class Survey:
-    """Every host of an environment: its releases and release log, and its backups."""
-
-    environment: str
-    hosts: tuple[HostView, ...]
-
-    @property
-    def unreadable(self) -> list[HostView]:
-        return [v for v in self.hosts if v.state is None]
-
-    def everywhere(self, row: ReleaseRow | BackupRow) -> bool:
-        return len(row.on) == len(self.hosts)
-
-    def releases(self) -> list[ReleaseRow]:
-        """Newest first (ids start with their UTC time)."""
-        found: dict[str, list[tuple[str, releases.Release, bool]]] = {}
-        for view in self.hosts:
-            if view.state is None:
-                continue
-            for release in view.state.releases:
-                current = view.state.current == release.id
-                found.setdefault(release.id, []).append((view.target, release, current))
-        rows = []
-        for release_id, entries in found.items():
-            known = [r for _, r, _ in entries]
-            bad = next((r.note for r in known if r.status == "bad"), None)
-            rolled = next((r.note for r in known if r.rolled_back), None)
-            rows.append(
-                ReleaseRow(
-                    id=release_id,
-                    version=next((r.version for r in known if r.version), None),
-                    installed_at=min(
-                        (r.installed_at for r in known if r.installed_at), default=None
-                    ),
-                    on=tuple(t for t, _, _ in entries),
-                    current_on=tuple(t for t, _, c in entries if c),
-                    ran=any(r.ran for r in known),
-                    good=any(r.status == "good" for r in known),
-                    bad=bad,
-                    rolled_back=rolled,
-                    backup=next((r.backup for r in known if r.backup), None),
-                )
-            )
-        return sorted(rows, key=lambda r: r.id, reverse=True)
-
-    @property
-    def bad_backups(self) -> frozenset[str]:
-        return frozenset(n for v in self.hosts if v.state for n in v.state.bad_backups)
-
-    def backups(self) -> list[BackupRow]:
-        """Newest first."""
-        found: dict[str, list[tuple[str, Backup]]] = {}
-        for view in self.hosts:
-            for backup in view.backups:
-                found.setdefault(backup.name, []).append((view.target, backup))
-        bad = self.bad_backups
-        rows = []
-        for name, entries in found.items():
-            source = next(
-                (
-                    v.state.backup_of[name]
-                    for v in self.hosts
-                    if v.state and name in v.state.backup_of
-                ),
-                (None, None),
-            )
-            rows.append(
-                BackupRow(
-                    name=name,
-                    taken_at=entries[0][1].taken_at,
-                    size=max(b.size for _, b in entries),
-                    on=tuple(t for t, _ in entries),
-                    bad=name in bad,
-                    release=source[0],
-                    version=source[1],
-                )
-            )
-        return sorted(rows, key=lambda r: r.name, reverse=True)
-
-    def runs_already(self, row: BackupRow) -> bool:
-        """Every host runs the very release the archive was taken of: restoring it changes
-        nothing."""
-        return all(
-            v.state is not None
-            and v.state.current is not None
-            and v.state.backup_of.get(row.name, (None, None))[0] == v.state.current
-            for v in self.hosts
-        )
-
-
-async def look(host: Transport, layout: Layout) -> HostView:
-    """One host's releases and backups; a host that cannot be read says why."""
-    try:
-        state, _ = await releases.inspect(host, layout)
-        backups = await releases.list_backups(host, layout)
-    except (TransportError, RemoteCommandFailed) as exc:
-        return HostView(host.target, error=one_line(exc))
-    return HostView(host.target, state, tuple(backups))
-
-
-async def survey(env: Environment, open_hosts: OpenHosts) -> Survey:
-    """Read every host of env (up to MAX_PARALLEL_HOSTS at once). Changes nothing."""
-    async with open_hosts(env) as hosts:
-        return await _survey(env, hosts)
-
-
-async def _survey(env: Environment, hosts: Sequence[Transport]) -> Survey:
-    layout = Layout.of(env)
-    gate = asyncio.Semaphore(MAX_PARALLEL_HOSTS)
-
-    async def one(host: Transport) -> HostView:
-        async with gate:
-            return await look(host, layout)
-
-    views = await asyncio.gather(*(one(h) for h in hosts))
-    return Survey(env.name, tuple(views))
-
-
-async def plan_rollback(
-    env: Environment, open_hosts: OpenHosts, choice: Named | None
-) -> Plan | Refused:
-    """Read the hosts and choose; a backup's version is read from the archive on one host, so
-    the request (and an approver) names the version it goes back to. Changes nothing."""
-    async with open_hosts(env) as hosts:
-        chosen = choose(await _survey(env, hosts), choice)
-        if not isinstance(chosen, Plan) or chosen.kind != "backup" or chosen.version:
-            return chosen
-        first = next(h for h in hosts if h.target == chosen.moves[0].host)
-        try:
-            version = await releases.peek_version(first, Layout.of(env), chosen.target)
-        except (TransportError, RemoteCommandFailed) as exc:
-            log.warning("version of %s not read on %s: %s", chosen.target, first.target, exc)
-            return chosen
-    if version is None:
-        return chosen
-    moves = tuple(replace(m, version=version) for m in chosen.moves)
-    return replace(chosen, version=version, moves=moves)
-
-
-# --- the plan ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Refused:
-    """Why a rollback cannot be planned; nothing was changed."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Move:
-    """One host: what it runs now, and what it goes back to."""
-
-    host: str
-    current: str | None  # release id current when planned (None: nothing, or a hand-made bin/)
-    current_version: str | None
-    release: str | None = None  # switch to this release kept on the host …
-    backup: str | None = None  # … or restore this archive into a new release and switch to it
-    version: str | None = None  # the target's version, where known
-    adopt: bool = False  # the host has a hand-made bin/: it becomes a release first
-
-    @property
-    def target(self) -> str:
-        return self.release or self.backup or ""
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "host": self.host,
-            "current": self.current,
-            "current_version": self.current_version,
-            "release": self.release,
-            "backup": self.backup,
-            "version": self.version,
-            "adopt": self.adopt,
-        }
-
-    @classmethod
-    def from_dict(cls, data: object) -> Move:
-        if not isinstance(data, dict):
-            raise ValueError("a move is a mapping")
-        move = cls(
-            host=str(data["host"]),
-            current=_optional(data.get("current"), releases.is_release_id),
-            current_version=_optional(data.get("current_version"), releases.is_version),
-            release=_optional(data.get("release"), releases.is_release_id),
-            backup=_optional(
-                data.get("backup"), lambda v: releases.BACKUP_NAME.fullmatch(v) is not None
-            ),
-            version=_optional(data.get("version"), releases.is_version),
-            adopt=bool(data.get("adopt")),
-        )
-        if (move.release is None) == (move.backup is None):
-            raise ValueError("a move goes to one release or one backup")
-        return move
-
-
-def _optional(value: object, valid: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not valid(value):  # type: ignore[operator]
-        raise ValueError(f"{str(value)[:80]!r} is not valid here")
-    return value
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a rollback does, host by host: pinned when asked, checked again when it runs."""
-
-    environment: str
-    kind: Literal["release", "backup"]
-    target: str  # the release id, or the backup name
-    version: str | None
-    moves: tuple[Move, ...]
-    staying: tuple[str, ...] = ()  # hosts that already run the target
-    # How the release left is marked: 'rolled_back' for /rollback, 'bad' when the deploy
-    # message's Roll back button undoes a deploy its watch saw fail.
-    verdict: Literal["rolled_back", "bad"] = "rolled_back"
-    undoing: int | None = None  # that deploy's id
-
-    @property
-    def from_text(self) -> str:
-        return _from_text([(m.current, m.current_version) for m in self.moves])
-
-    @property
-    def to_text(self) -> str:
-        if self.version:
-            return show_version(self.version)
-        return f"release {self.target}" if self.kind == "release" else f"backup {self.target}"
-
-    @property
-    def title(self) -> str:
-        return f"Roll back {self.environment}: {self.from_text} → {self.to_text}"
-
-    def target_line(self) -> str:
-        """'release 2026…-1.4.1 (v1.4.1)' or 'backup eventmesh-backup-… (v1.4.1)'."""
-        version = f" ({show_version(self.version)})" if self.version else ""
-        what = "release" if self.kind == "release" else "backup"
-        return f"{what} {self.target}{version}"
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "environment": self.environment,
-            "kind": self.kind,
-            "target": self.target,
-            "version": self.version,
-            "moves": [m.as_dict() for m in self.moves],
-            "staying": list(self.staying),
-            "verdict": self.verdict,
-            "undoing": self.undoing,
-        }
-
-    @classmethod
-    def from_dict(cls, data: object) -> Plan:
-        """Raises ValueError (or KeyError, TypeError) for anything that is not a plan."""
-        if not isinstance(data, dict):
-            raise ValueError("a plan is a mapping")
-        kind = data["kind"]
-        verdict = data.get("verdict", "rolled_back")
-        if kind not in ("release", "backup") or verdict not in ("rolled_back", "bad"):
-            raise ValueError("not a plan")
-        undoing = data.get("undoing")
-        moves = tuple(Move.from_dict(m) for m in data["moves"])
-        if not moves:
-            raise ValueError("a plan moves at least one host")
-        return cls(
-            environment=str(data["environment"]),
-            kind=kind,
-            target=str(data["target"]),
-            version=_optional(data.get("version"), releases.is_version),
-            moves=moves,
-            staying=tuple(str(h) for h in data.get("staying", [])),
-            verdict=verdict,
-            undoing=int(undoing) if isinstance(undoing, int) else None,
-        )
-
-
-def _from_text(currents: Sequence[tuple[str | None, str | None]]) -> str:
-    """What the hosts ran, in a few words: 'v1.4.2', 'release <id>', 'what each host ran'."""
-    versions = {version for _, version in currents}
-    if len(versions) == 1 and None not in versions:
-        return show_version(str(versions.pop()))
-    ids = {current for current, _ in currents}
-    if len(ids) == 1:
-        current = ids.pop()
-        return f"release {current}" if current else "a hand-made install"
-    return "what each host ran"
-
-
-def recorded_title(
-    environment: str, hosts: dict[str, dict[str, object]], version: str | None
-) -> str:
-    """A rollback's title again, from what its deployment record keeps (after a restart)."""
-    moved = [h for h in hosts.values() if h.get("state") != "already"]
-    currents = [(_text_or_none(h.get("from")), _text_or_none(h.get("from_version"))) for h in moved]
-    if version:
-        to = show_version(version)
-    else:
-        backups = {_text_or_none(h.get("backup")) for h in moved}
-        targets = {_text_or_none(h.get("to")) for h in moved}
-        if len(backups) == 1 and None not in backups:
-            to = f"backup {backups.pop()}"
-        elif len(targets) == 1 and None not in targets:
-            to = f"release {targets.pop()}"
-        else:
-            to = "the chosen release"
-    return f"Roll back {environment}: {_from_text(currents) if moved else 'nothing'} → {to}"
-
-
-def backup_title(environment: str) -> str:
-    return f"Back up {environment}"
-
-
-def _text_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _hosts_text(hosts: Sequence[str]) -> str:
-    named = ", ".join(hosts[:HOSTS_NAMED])
-    more = len(hosts) - HOSTS_NAMED
-    return f"{named} and {more} more" if more > 0 else named
-
-
-def _unreadable(survey: Survey) -> Refused | None:
-    broken = survey.unreadable
-    if not broken:
-        return None
-    first = broken[0]
-    more = f" (and {len(broken) - 1} more host(s))" if len(broken) > 1 else ""
-    return Refused(
-        f"Cannot read {first.target}{more}, so {survey.environment} cannot be rolled back: "
-        f"{first.error}. Nothing was changed."
-    )
-
-
-def choose(survey: Survey, choice: Named | None) -> Plan | Refused:
-    """The plan for `/rollback <env> [<id>]`, or why there is none. Pure: reads the survey."""
-    env = survey.environment
-    refused = _unreadable(survey)
-    if refused is not None:
-        return refused
-    views = survey.hosts
-    states = [v.state for v in views if v.state is not None]
-    if not any(s.has_deployment for s in states):
-        return Refused(f"Nothing is installed on {env} yet: there is nothing to roll back to.")
-    rows, backups = survey.releases(), survey.backups()
-    listing = f"`/rollback list {env}` shows what each host has."
-    if choice is None:
-        release = next(
-            (
-                r
-                for r in rows
-                if survey.everywhere(r)
-                and r.ran
-                and r.bad is None
-                and r.rolled_back is None
-                and len(r.current_on) < len(views)
-            ),
-            None,
-        )
-        if release is not None:
-            return _to_release(survey, release)
-        backup = next(
-            (
-                b
-                for b in backups
-                if survey.everywhere(b) and not b.bad and not survey.runs_already(b)
-            ),
-            None,
-        )
-        if backup is not None:
-            return _to_backup(survey, backup)
-        undo = next(
-            (r for r in rows if survey.everywhere(r) and r.rolled_back is not None and not r.bad),
-            None,
-        )
-        hint = (
-            f" Release {undo.id} was rolled back from: `/rollback {env} {undo.id}` goes back to it."
-            if undo is not None
-            else ""
-        )
-        return Refused(
-            f"Nothing to roll back to on {env}: no earlier release that ran (and was neither "
-            "marked bad nor rolled back from) is on every host, and no backup archive of "
-            f"something else is on every host.{hint} {listing}"
-        )
-    if choice.kind == "release":
-        row = next((r for r in rows if r.id == choice.id), None)
-        if row is None:
-            return Refused(f"There is no release {choice.id} on {env}'s hosts. {listing}")
-        missing = [v.target for v in views if v.target not in row.on]
-        if missing:
-            return Refused(
-                f"Release {choice.id} is not on {_hosts_text(missing)} (it is on "
-                f"{_hosts_text(list(row.on))}): a rollback goes to the same release on every "
-                f"host. {listing}"
-            )
-        if row.bad is not None:
-            why = f": {row.bad}" if row.bad else ""
-            return Refused(
-                f"Release {choice.id} was marked bad{why}. A rollback never goes back to a "
-                "release that failed its health check."
-            )
-        if not row.ran:
-            return Refused(
-                f"Release {choice.id} never ran on {env} (a deploy unpacked it and stopped "
-                "before switching to it): it is no rollback target. Deploy its version instead."
-            )
-        if len(row.current_on) == len(views):
-            return Refused(f"{env} already runs release {choice.id} on every host.")
-        return _to_release(survey, row)
-    backup_row = next((b for b in backups if b.name == choice.id), None)
-    if backup_row is None:
-        return Refused(f"There is no backup {choice.id} on {env}'s hosts. {listing}")
-    missing = [v.target for v in views if v.target not in backup_row.on]
-    if missing:
-        return Refused(
-            f"Backup {choice.id} is not on {_hosts_text(missing)}: a rollback restores the same "
-            f"archive on every host. {listing}"
-        )
-    if backup_row.bad:
-        return Refused(
-            f"Backup {choice.id} was restored before and failed its health check: a rollback "
-            "never lands on it again."
-        )
-    return _to_backup(survey, backup_row)
-
-
-def _to_release(survey: Survey, row: ReleaseRow) -> Plan:
-    moves, staying = [], []
-    for view in survey.hosts:
-        state = view.state
-        assert state is not None
-        if state.current == row.id:
-            staying.append(view.target)
-            continue
-        current = state.current_release
-        moves.append(
-            Move(
-                view.target,
-                state.current,
-                current.version if current else None,
-                release=row.id,
-                version=row.version,
-                adopt=state.needs_adoption,
-            )
-        )
-    return Plan(survey.environment, "release", row.id, row.version, tuple(moves), tuple(staying))
-
-
-def _to_backup(survey: Survey, row: BackupRow) -> Plan:
-    moves = []
-    for view in survey.hosts:
-        state = view.state
-        assert state is not None
-        current = state.current_release
-        moves.append(
-            Move(
-                view.target,
-                state.current,
-                current.version if current else None,
-                backup=row.name,
-                version=row.version,
-                adopt=state.needs_adoption,
-            )
-        )
-    return Plan(survey.environment, "backup", row.name, row.version, tuple(moves))
-
-
-def undo(
-    survey: Survey,
-    *,
-    deployment_id: int,
-    release_id: str | None,
-    version: str | None,
-    hosts: dict[str, dict[str, object]],
-) -> Plan | Refused:
-    """The plan that undoes one deploy: each host it switched goes back to what it ran before
-    (or the deploy's backup where that release is gone); the deployed release is marked bad."""
-    env = survey.environment
-    refused = _unreadable(survey)
-    if refused is not None:
-        return refused
-    views = {v.target: v for v in survey.hosts}
-    moves: list[Move] = []
-    for target, info in hosts.items():
-        if not info.get("changed"):
-            continue
-        view = views.get(target)
-        if view is None or view.state is None:
-            return Refused(f"{target} is no longer one of {env}'s hosts: use /rollback {env}.")
-        state = view.state
-        if release_id is None or state.current != release_id:
-            return Refused(
-                f"{target} runs {state.current or 'no release'} now, not {release_id} from deploy "
-                f"#{deployment_id}: something changed it since. Use /rollback {env}."
-            )
-        previous = info.get("previous")
-        previous_version = info.get("previous_version")
-        back_version = previous_version if isinstance(previous_version, str) else None
-        backup = info.get("backup")
-        if isinstance(previous, str) and state.release(previous) is not None:
-            moves.append(Move(target, release_id, version, release=previous, version=back_version))
-        elif isinstance(backup, str) and view.backup(backup) is not None:
-            moves.append(Move(target, release_id, version, backup=backup, version=back_version))
-        else:
-            return Refused(
-                f"{target} has nothing to go back to: the release it ran before deploy "
-                f"#{deployment_id} is gone and that deploy left no backup there."
-            )
-    if not moves:
-        return Refused(f"Deploy #{deployment_id} switched no host: there is nothing to undo.")
-    first = moves[0]
-    versions = {m.version for m in moves}
-    return Plan(
-        env,
-        "release" if first.release else "backup",
-        first.target,
-        versions.pop() if len(versions) == 1 else None,
-        tuple(moves),
-        verdict="bad",
-        undoing=deployment_id,
-    )
-
-
-def _still_holds(move: Move, view: HostView) -> str | None:
-    """Why a pinned move no longer fits its host (None: it does)."""
-    state = view.state
-    if state is None:
-        return view.error or "cannot be read"
-    if state.current != move.current:
-        return (
-            f"it runs {state.current or 'no release'} now, not {move.current or 'nothing'} as "
-            "when this rollback was asked for: nothing was changed; ask again"
-        )
-    if move.release is not None:
-        release = state.release(move.release)
-        if release is None:
-            return f"release {move.release} is no longer there"
-        if release.status == "bad":
-            return f"release {move.release} was marked bad since: {release.note or 'no reason'}"
-    elif move.backup is not None:
-        if view.backup(move.backup) is None:
-            return f"backup {move.backup} is no longer there"
-        if move.backup in state.bad_backups:
-            return f"backup {move.backup} was marked bad since"
-    return None
 
 
 def artifact_names(env: Environment) -> list[str]:
@@ -793,7 +164,7 @@ class Rollback:
                 "hosts",
                 gone[0],
                 0.0,
-                f"{_hosts_text(gone)} is no longer one of {self.env.name}'s hosts in the config: "
+                f"{hosts_text(gone)} is no longer one of {self.env.name}'s hosts in the config: "
                 "ask again",
             )
             yield failure
@@ -855,7 +226,7 @@ class Rollback:
         view = await look(host, self.layout)
         if view.error is not None:
             raise StepError(StepFailed("hosts", host.target, 0.0, view.error))
-        problem = _still_holds(run.move, view)
+        problem = still_holds(run.move, view)
         if problem is not None:
             raise StepError(StepFailed("hosts", host.target, 0.0, problem))
         move = run.move
@@ -1052,7 +423,7 @@ class Rollback:
         """Releases unpacked for hosts this rollback never switched go again."""
         for host in hosts:
             run = self.runs[host.target]
-            if run.restored is None or run.fate != "untouched":
+            if run.restored is None or run.fate not in ("untouched", "stop_failed"):
                 continue
             try:
                 await releases.run_checked(
@@ -1118,7 +489,7 @@ class Rollback:
         if self.plan.kind == "backup":
             summary += f" (restored from {self.plan.target})"
         if self.plan.staying:
-            summary += f"; {_hosts_text(list(self.plan.staying))} already ran it"
+            summary += f"; {hosts_text(list(self.plan.staying))} already ran it"
         return self._outcome("succeeded", summary + ".")
 
     def _untouched(self, failure: StepFailed) -> Outcome:
@@ -1169,8 +540,12 @@ class Rollback:
                     "is switched", "are switched"
                 )
                 verb = "run" + verb.removeprefix("runs") if verb.startswith("runs") else verb
-            parts.append(f"{_hosts_text(hosts)} {verb}" + (f", {how}" if how else ""))
+            parts.append(f"{hosts_text(hosts)} {verb}" + (f", {how}" if how else ""))
         return "; ".join(parts)
+
+
+def backup_title(environment: str) -> str:
+    return f"Back up {environment}"
 
 
 # --- /rollback backup ---------------------------------------------------------------------
@@ -1223,7 +598,7 @@ class ManualBackup:
                 summary = f"Backup of {name} failed on {event.host}: {event.error}"
                 made = [t for t, b in self.taken.items() if b is not None]
                 if made:
-                    summary += f" ({_hosts_text(made)} did get it)"
+                    summary += f" ({hosts_text(made)} did get it)"
                 yield Finished(
                     Outcome(
                         "failed",

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 import psutil
 
 from bot.config import Environment
-from bot.runbook import rollback
+from bot.runbook import rollback, rollback_plan
 from bot.runbook.activate import human_duration, show_version
 from bot.runbook.checklist import pre_deployment_checklist
 from bot.runbook.ci import CiClient, CiError
@@ -653,7 +653,7 @@ def blank_view(deployment: Deployment) -> DeployView:
     ]
     title = None
     if deployment.kind == "rollback":
-        title = rollback.recorded_title(
+        title = rollback_plan.recorded_title(
             deployment.environment, deployment.hosts, deployment.version
         )
     elif deployment.kind == "backup":

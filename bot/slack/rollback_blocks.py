@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from bot.runbook.activate import human_duration, human_size, show_version
 from bot.runbook.health import Health, HealthResult
-from bot.runbook.rollback import BackupRow, Plan, Refused, ReleaseRow, Survey
+from bot.runbook.rollback_plan import BackupRow, Plan, Refused, ReleaseRow, Survey
 from bot.slack.blocks import (
     HEALTH_EMOJI,
     Block,

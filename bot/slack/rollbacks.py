@@ -4,7 +4,7 @@ deploy, and the follow-up checks after a rollback.
 - `listing`: what each host keeps, newest first, and what `/rollback <env>` would do now.
 - `backup`: the runbook's Manual Backups, under the environment lock, shown like a deploy.
 - `rollback_to`: the lock (refused at once with who holds it) → read the hosts and plan
-  (bot/runbook/rollback.py; an unknown id or nothing to roll back to is answered privately and
+  (bot/runbook/rollback_plan.py; an unknown id or nothing to roll back to is answered privately and
   changes nothing) → production asks an approver (`start_approved` runs it, once) → `start`.
 - `undo_deploy`: the deploy watch's Roll back button: the same procedure, planned from what
   that deploy changed (the deployed release is marked bad).
@@ -31,13 +31,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.config import Environment
-from bot.runbook import rollback
+from bot.runbook import rollback, rollback_plan
 from bot.runbook.activate import human_duration, show_version
 from bot.runbook.checklist import ChecklistItem
 from bot.runbook.escalation import incident_name
 from bot.runbook.health import Health
 from bot.runbook.progress import Finished, Outcome
-from bot.runbook.rollback import ManualBackup, Named, Plan, Refused, Rollback
+from bot.runbook.rollback import ManualBackup, Rollback
+from bot.runbook.rollback_plan import Move, Named, Plan, Refused
 from bot.slack import approvals, deploy_blocks, rollback_blocks
 from bot.slack.chat import ChatError, Conversation, Message, MessageRef
 from bot.slack.deploy_blocks import DeployView
@@ -82,8 +83,8 @@ async def _in_thread(services: Services, ref: MessageRef | None, message: Messag
 
 
 async def listing(services: Services, env: Environment, conversation: Conversation) -> str:
-    found = await rollback.survey(env, hosts_opener(services))
-    message = rollback_blocks.listing(found, rollback.choose(found, None))
+    found = await rollback_plan.survey(env, hosts_opener(services))
+    message = rollback_blocks.listing(found, rollback_plan.choose(found, None))
     await tell(conversation, message)
     return message.text
 
@@ -173,7 +174,7 @@ async def rollback_to(
     if held is not None:
         await tell(conversation, deploy_blocks.locked(env.name, held, "rollback"))
         return f"refused: {env.name} is locked by {held.holder}"
-    planned = await rollback.plan_rollback(env, hosts_opener(services), choice)
+    planned = await rollback_plan.plan_rollback(env, hosts_opener(services), choice)
     if isinstance(planned, Refused):
         await tell(conversation, deploy_blocks.simple(planned.reason, ":no_entry:"))
         return f"refused: {planned.reason}"
@@ -228,7 +229,7 @@ async def _ask(
     return f"approval #{asked.approval.id} requested for a rollback to {plan.target_line()}"
 
 
-def _ran(move: rollback.Move) -> str:
+def _ran(move: Move) -> str:
     if move.current_version:
         return show_version(move.current_version)
     return f"release {move.current}" if move.current else "a hand-made install"
@@ -291,8 +292,8 @@ async def undo_deploy(
         await tell(conversation, deploy_blocks.simple(text))
         return "refused: a later deployment"
     released = {str(info["release"]) for info in deployment.hosts.values() if info.get("release")}
-    found = await rollback.survey(env, hosts_opener(services))
-    planned = rollback.undo(
+    found = await rollback_plan.survey(env, hosts_opener(services))
+    planned = rollback_plan.undo(
         found,
         deployment_id=deployment_id,
         release_id=released.pop() if len(released) == 1 else None,

@@ -31,7 +31,8 @@ from bot.runbook.deploy import Deploy, DeployOptions, DeployRequest
 from bot.runbook.probe import Prober
 from bot.runbook.progress import Event, Finished, Outcome, StepDone, StepSkipped
 from bot.runbook.releases import backup_name
-from bot.runbook.rollback import Named, Plan, Refused, Rollback, plan_rollback
+from bot.runbook.rollback import Rollback
+from bot.runbook.rollback_plan import Named, Plan, Refused, plan_rollback
 from bot.transport import LocalTransport, Transport, open_transports
 from tests.conftest import free_port
 
