@@ -26,7 +26,7 @@ from tests.support.deploy_env import (
     DemoTarget,
     backup_archive,
     demo_target,
-    run_deploy,
+    install_release,
     tree_digest,
 )
 from tests.support.deploy_reports import (
@@ -343,11 +343,10 @@ def test_production_waits_for_an_approver_and_runs_once(
     bot: BotProcess, targets: dict[str, DemoTarget]
 ) -> None:
     production = targets["production"]
-    # Two releases installed beforehand, the same way (the local transport, the same folders).
+    # Two releases installed beforehand, as /deploy leaves them (the same folders, locally).
     local = Config.model_validate({"environments": {"production": fast(production)}})
     for version in ("5.0.0", "5.0.1"):
-        assert run_deploy(local, "production", version)[1].ok
-    assert healthz(production)["version"] == "5.0.1"
+        install_release(local, "production", version)
 
     mark = responses_so_far(bot.slack)
     channel = send(bot, "/rollback", "production", user=BOTH)

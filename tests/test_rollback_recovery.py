@@ -15,7 +15,7 @@ import pytest
 
 from bot.config import Config
 from tests.conftest import BotProcess, start_slack_bot, stop_process
-from tests.support.deploy_env import DemoTarget, demo_target, run_deploy
+from tests.support.deploy_env import DemoTarget, demo_target, install_release
 from tests.support.deploy_reports import final_deploy, text_of, thread, wait_in_thread
 from tests.support.incident_messages import shown
 from tests.support.slack_fake import SlackFake
@@ -34,10 +34,10 @@ def qa(tmp_path: Path) -> Iterator[DemoTarget]:
 def test_follow_up_checks_survive_a_restart_and_alert_on_a_failure(
     tmp_path: Path, slack: SlackFake, qa: DemoTarget
 ) -> None:
-    env = qa.environment(followup_every="1s", followup_for="15s")
+    env = qa.environment(followup_every="1s", followup_for="12s")
     local = Config.model_validate({"environments": {"qa": env}})
     for version in ("1.0.0", "1.0.1"):
-        assert run_deploy(local, "qa", version)[1].ok
+        install_release(local, "qa", version)
     config = tmp_path / "eventmesh.yml"
     config.write_text(
         json.dumps(
@@ -57,7 +57,7 @@ def test_follow_up_checks_survive_a_restart_and_alert_on_a_failure(
         channel = first.command("/rollback", "qa", user_id="U0DEPLOY1").channel
         final = final_deploy(slack, channel)
         assert final["text"] == "Rolled back qa from v1.0.1 to v1.0.0.", text_of(final)
-        wait_in_thread(slack, channel, final["ts"], "Follow-up check 1 of 15")
+        wait_in_thread(slack, channel, final["ts"], "Follow-up check 1 of 12")
         assert stop_process(first.process) == 0
 
         second = start_slack_bot(second_dir, slack, config, database_url=first.database_url)
@@ -94,7 +94,7 @@ def test_follow_up_checks_survive_a_restart_and_alert_on_a_failure(
             m for m in thread(slack, channel, final["ts"]) if "Follow-up check " in text_of(m)
         ]
         numbers = [int(text_of(m).split("Follow-up check ")[1].split(" ")[0]) for m in checks]
-        assert numbers == sorted(numbers) and numbers[-1] <= 15
+        assert numbers == sorted(numbers) and numbers[-1] <= 12
         # Only one alert for the failing stretch: on the change, not on every failing check.
         failing = [m for m in slack.channel_messages(ALERTS) if "fails its follow-up" in text_of(m)]
         assert len(failing) == 1
@@ -111,7 +111,7 @@ def test_a_rollback_whose_bot_was_killed_is_reported_interrupted_and_pages(
     env = qa.environment()
     local = Config.model_validate({"environments": {"qa": env}})
     for version in ("1.0.0", "1.0.1"):
-        assert run_deploy(local, "qa", version)[1].ok
+        install_release(local, "qa", version)
     gate = tmp_path / "stop-gate"
     os.mkfifo(gate)
     env["stop"] = f"cat {gate} > /dev/null && {env['stop']}"  # the stop waits for the test

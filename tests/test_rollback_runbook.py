@@ -37,7 +37,6 @@ from bot.runbook.rollback_plan import (
     Survey,
     choose,
     parse_target,
-    plan_rollback,
 )
 from bot.transport import open_transports
 from tests.conftest import free_port
@@ -45,7 +44,7 @@ from tests.support.deploy_env import (
     DemoTarget,
     backup_archive,
     demo_target,
-    run_deploy,
+    install_release,
     run_rollback,
     tree_digest,
 )
@@ -285,9 +284,8 @@ def target(tmp_path: Path) -> Iterator[DemoTarget]:
 
 def test_back_to_the_previous_release_keeping_the_one_left(target: DemoTarget) -> None:
     config = config_for(target)
-    assert run_deploy(config, "staging", "1.0.0")[1].ok
-    assert run_deploy(config, "staging", "1.0.1")[1].ok
-    left = (target.install_dir / "current").readlink().name
+    install_release(config, "staging", "1.0.0")
+    left = install_release(config, "staging", "1.0.1")
 
     plan, events, outcome = run_rollback(config, "staging")
     assert isinstance(plan, Plan) and outcome is not None
@@ -314,10 +312,9 @@ def test_back_to_the_previous_release_keeping_the_one_left(target: DemoTarget) -
     assert f"`/rollback staging {left}` goes back to it" in again.reason
 
 
-def test_backups_a_bad_archive_and_an_unhealthy_target(target: DemoTarget) -> None:
-    config = config_for(target, verify_timeout="4s")
-    assert run_deploy(config, "staging", "1.0.0")[1].ok
-    current = (target.install_dir / "current").readlink().name
+def test_a_manual_backup_and_an_archive_without_the_artifacts(target: DemoTarget) -> None:
+    config = config_for(target)
+    current = install_release(config, "staging", "1.0.0")
 
     # The runbook's Manual Backups: named and logged like /deploy's.
     async def back_up() -> list[Any]:
@@ -350,7 +347,7 @@ def test_backups_a_bad_archive_and_an_unhealthy_target(target: DemoTarget) -> No
         archive.add(wrong_tree, arcname=".")
     kept = target.install_dir / "releases"
     before = (sorted(kept.iterdir()), tree_digest(kept / current, target.install_dir / "current"))
-    plan, events, outcome = run_rollback(config, "staging", Named("backup", wrong.name))
+    _, events, outcome = run_rollback(config, "staging", Named("backup", wrong.name))
     assert outcome is not None and outcome.state == "failed", outcome
     failed = next(e for e in events if isinstance(e, StepFailed))
     assert failed.step == "files" and "no eventmesh-api" in failed.error
@@ -358,30 +355,7 @@ def test_backups_a_bad_archive_and_an_unhealthy_target(target: DemoTarget) -> No
     assert outcome.summary.endswith("Nothing the service runs was changed.")
     after = (sorted(kept.iterdir()), tree_digest(kept / current, target.install_dir / "current"))
     assert after == before  # the unpacked archive was removed again
-    assert healthz(target) == {"status": "healthy", "version": "1.0.0"}
-
-    # An archive whose service starts unhealthy: reported, marked bad, never chosen again.
-    broken = backup_archive(target, "3.0.0-broken", now - timedelta(days=1))
-    plan, events, outcome = run_rollback(config, "staging", Named("backup", broken.name))
-    assert isinstance(plan, Plan) and plan.version == "3.0.0-broken"  # read from the archive
-    assert outcome is not None and outcome.state == "rollback_failed", outcome
-    failed = next(e for e in events if isinstance(e, StepFailed))
-    assert failed.step == "verify" and "healthz answered HTTP 503" in failed.error
-    assert "Rolled back" not in outcome.summary
-    assert outcome.summary.endswith(
-        "Now: local runs v3.0.0-broken, which failed its health check (marked bad)."
-    )
-    bad = log_events(target)[-1]
-    assert bad["event"] == "bad" and bad["release"].endswith("-restored")
-    again, _, _ = run_rollback(config, "staging", Named("backup", broken.name))
-    assert isinstance(again, Refused) and "never lands on it again" in again.reason
-    back = choose_now(config, target)
-    assert isinstance(back, Plan) and (back.kind, back.target) == ("release", current)
-
-
-def choose_now(config: Config, target: DemoTarget) -> Plan | Refused:
-    env = config.environments[target.name]
-    return asyncio.run(plan_rollback(env, lambda e: open_transports(e, config.ssh), None))
+    assert (target.install_dir / "current").readlink().name == current
 
 
 def test_a_plan_names_its_target_and_versions() -> None:
@@ -459,8 +433,7 @@ def test_hosts_go_back_one_at_a_time_and_a_failure_stops_there(
             "environments": {"staging": env},
         }
     )
-    _, deployed = run_deploy(config, "staging", "1.0.0")
-    assert deployed.ok, deployed.summary
+    install_release(config, "staging", "1.0.0")
     homes = [home for _, home in three_hosts]
     (homes[1] / "fail-stop").touch()
     old = DemoTarget("staging", tmp_path / "archive", port)

@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +235,36 @@ def backup_archive(target: DemoTarget, version: str, at: datetime) -> Path:
         with tarfile.open(path, "w:gz") as archive:
             archive.add(tree, arcname=".")
     return path
+
+
+def install_release(config: Config, name: str, version: str) -> str:
+    """A release of the demo service installed and made current on every host of `name` the
+    way /deploy's install and switch leave it (package, MANIFEST, release log) — without the
+    restart: for tests that need releases to roll back between, not a running deploy."""
+    from bot.demo.release import build
+    from bot.runbook import releases
+    from bot.runbook.packaging import build_package
+
+    env = config.environments[name]
+    layout = releases.Layout.of(env)
+    now = datetime.now(UTC)
+    release_id = releases.new_release_id(now, version)
+
+    async def go() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            package = build_package(version, [build(work / "build", version)], work)
+            remote = layout.package_path(version)
+            async with open_transports(env, config.ssh) as hosts:
+                for host in hosts:
+                    await releases.run_checked(host, [["mkdir", "-p", layout.path("packages")]])
+                    await host.upload(package.path, remote)
+                    await releases.run_checked(host, layout.unpack_commands(release_id, remote))
+                    event = releases.log_event("installed", release_id, now, version=version)
+                    await releases.run_checked(host, [layout.log_command(event)])
+                    await releases.switch(host, layout, release_id, now)
+                    good = releases.log_event("good", release_id, now)
+                    await releases.run_checked(host, [layout.log_command(good)])
+
+    asyncio.run(go())
+    return release_id
