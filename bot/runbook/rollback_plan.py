@@ -372,10 +372,13 @@ class Plan:
         moves = tuple(Move.from_dict(m) for m in data["moves"])
         if not moves:
             raise ValueError("a plan moves at least one host")
+        target = str(data["target"])
+        if not (releases.is_release_id(target) or releases.BACKUP_NAME.fullmatch(target)):
+            raise ValueError(f"{target[:80]!r} is not a release id or a backup name")
         return cls(
             environment=str(data["environment"]),
             kind=kind,
-            target=str(data["target"]),
+            target=target,
             version=_optional(data.get("version"), releases.is_version),
             moves=moves,
             staying=tuple(str(h) for h in data.get("staying", [])),

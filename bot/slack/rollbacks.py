@@ -237,15 +237,7 @@ def _ran(move: Move) -> str:
 
 async def start_approved(services: Services, approval: Approval) -> str:
     """Run the rollback an approver just approved (only the winning press calls this)."""
-    env = services.config.environments.get(approval.environment)
-    if env is None:
-        return f"approval #{approval.id}: {approval.environment} is no longer in the config"
     payload = approval.payload
-    try:
-        plan = Plan.from_dict(payload.get("plan"))
-    except (KeyError, TypeError, ValueError) as exc:
-        log.error("approval #%d: its rollback plan cannot be read (%s)", approval.id, exc)
-        return f"approval #{approval.id}: the plan cannot be read"
     channel = str(payload.get("channel") or approval.channel or "")
     response_url = payload.get("response_url")
     conversation = Conversation(
@@ -254,9 +246,24 @@ async def start_approved(services: Services, approval: Approval) -> str:
         approval.requested_by,
         str(response_url) if isinstance(response_url, str) else None,
     )
-    return await start(
-        services, env, plan, approval.requested_by, approval.decided_by, conversation
-    )
+    env = services.config.environments.get(approval.environment)
+    if env is None:
+        problem = f"{approval.environment} is no longer in the config"
+    else:
+        try:
+            plan = Plan.from_dict(payload.get("plan"))
+            if plan.environment != env.name:
+                raise ValueError(f"the plan is for {plan.environment}, not {env.name}")
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("approval #%d: its rollback plan cannot be read (%s)", approval.id, exc)
+            problem = "its plan cannot be read (the bot's log has why)"
+        else:
+            return await start(
+                services, env, plan, approval.requested_by, approval.decided_by, conversation
+            )
+    text = f"The rollback approved in request #{approval.id} did not start: {problem}."
+    await tell(conversation, deploy_blocks.simple(text, ":x:"))
+    return f"approval #{approval.id}: {problem}"
 
 
 # --- the deploy watch's Roll back button ------------------------------------------------------
