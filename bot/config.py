@@ -120,7 +120,7 @@ BaseUrl = Annotated[str, AfterValidator(_base_url)]
 
 # Words that follow the command name in /deploy, /health and /rollback: an environment
 # called 'status' could never be addressed.
-RESERVED_NAMES = frozenset({"all", "status", "history", "help", "list", "report"})
+RESERVED_NAMES = frozenset({"all", "status", "history", "help", "list", "report", "backup"})
 _ENV_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
@@ -298,6 +298,10 @@ class DeploySettings(_Model):
     watch_for: Duration | None = None
     # A lock taken by hand with /deploy lock: its holder is reminded by DM this often.
     lock_reminder: Duration = timedelta(hours=1)
+    # The Rollback Checklist's "monitor for 10-15 minutes": after a rollback, a health check
+    # this often for this long, each posted in the rollback's thread.
+    followup_every: Duration = timedelta(minutes=1)
+    followup_for: Duration = timedelta(minutes=15)
 
     def watch_duration(self, requires_approval: bool) -> timedelta:
         if self.watch_for is not None:

@@ -5,9 +5,14 @@ Adding a command: write a module with `@command` / `@action` handlers and list t
 """
 
 from bot.slack.dispatch import ActionSpec, CommandSpec, TimerSpec
-from handlers import alerts, approval, deploy, escalate, health
+from handlers import alerts, approval, deploy, escalate, health, rollback
 
-COMMANDS: tuple[CommandSpec, ...] = (health.health, deploy.deploy, escalate.escalate)
+COMMANDS: tuple[CommandSpec, ...] = (
+    health.health,
+    deploy.deploy,
+    rollback.rollback,
+    escalate.escalate,
+)
 ACTIONS: tuple[ActionSpec, ...] = (
     health.recheck,
     health.stop_watch,
@@ -26,6 +31,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
 )
 TIMERS: tuple[TimerSpec, ...] = (
     deploy.watch,
+    rollback.followup,
     deploy.remind,
     approval.expire,
     escalate.deadline,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from bot.slack import approvals, deploy_blocks, deployments
+from bot.slack import approvals, deploy_blocks, deployments, rollbacks
 from bot.slack.dispatch import Context, Services, action, timer
 from bot.store import Approval, Timer
 
-# What an approved request of each kind starts. /rollback adds its own kind here.
-STARTERS: dict[str, approvals.Starter] = {"deploy": deployments.start_approved}
+# What an approved request of each kind starts.
+STARTERS: dict[str, approvals.Starter] = {
+    "deploy": deployments.start_approved,
+    "rollback": rollbacks.start_approved,
+}
 
 
 @action(deploy_blocks.APPROVE)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from bot.config import Config, Environment
 from bot.runbook.deploy import DeployOptions, DeployRequest
 from bot.runbook.releases import is_version
-from bot.slack import deploy_blocks, deployments
+from bot.slack import deploy_blocks, deployments, rollbacks
 from bot.slack.blocks import echo
 from bot.slack.dispatch import Context, Services, Usage, action, command, timer
 from bot.store import Timer
@@ -182,7 +182,7 @@ async def cancel(ctx: Context) -> None:
 
 @action(deploy_blocks.ROLL_BACK)
 async def roll_back(ctx: Context) -> None:
-    """The post-deploy watch's Roll back button: undo that deploy."""
+    """The post-deploy watch's Roll back button: undo that deploy (a /rollback planned from it)."""
     deployment_id = _record_id(ctx)
     if deployment_id is None:
         return await ctx.answer_usage("That button carries no deployment.")
@@ -191,7 +191,7 @@ async def roll_back(ctx: Context) -> None:
     await ctx.ack()
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
     ctx.hand_off(
-        lambda: deployments.revert(services, deployment_id, user, conversation), lane="long"
+        lambda: rollbacks.undo_deploy(services, deployment_id, user, conversation), lane="long"
     )
 
 

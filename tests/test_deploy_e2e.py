@@ -119,6 +119,7 @@ def write_config(
             "deployers": [DEPLOYER, OTHER_DEPLOYER, BOTH],
             "approvers": [APPROVER, OTHER_APPROVER, BOTH],
         },
+        "alerts": {"scheduled_checks": False},  # this test is about commands, not alerts
         "environments": environments,
     }
     path.write_text(json.dumps(config, indent=2))

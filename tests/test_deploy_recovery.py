@@ -56,6 +56,7 @@ def test_a_bot_killed_mid_deploy_reports_it_interrupted_and_frees_the_lock(
         json.dumps(
             {
                 "access": {"deployers": ["U0DEPLOY1"], "approvers": ["U0APPROVER1"]},
+                "alerts": {"scheduled_checks": False},  # this test is about commands, not alerts
                 "environments": {"dev": env, "qa": dev.environment()},
             }
         )

@@ -519,54 +519,10 @@ class Deploy:
         hosts: Sequence[Transport],
         work: Callable[[Transport], Awaitable[str]],
     ) -> AsyncIterator[Event]:
-        """Run work on every host, up to MAX_PARALLEL_HOSTS at once, yielding as they go.
-
-        Every host is tried; if any failed, StepError carries the first failure (announced).
-        """
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-        gate = asyncio.Semaphore(MAX_PARALLEL_HOSTS)
-        failures: list[StepFailed] = []
-
-        async def one(host: Transport) -> None:
-            async with gate:
-                clocked = Clocked()
-                queue.put_nowait(StepStarted(step, host.target))
-                try:
-                    detail = await work(host)
-                except StepError as exc:
-                    failure = exc.event
-                except (TransportError, RemoteCommandFailed) as exc:
-                    output = (
-                        self.activator.output(exc.result)
-                        if isinstance(exc, RemoteCommandFailed)
-                        else ""
-                    )
-                    if isinstance(exc, ConnectFailed | HostKeyRejected):
-                        self.unreachable.append(host.target)
-                    failure = StepFailed(step, host.target, clocked.seconds, one_line(exc), output)
-                else:
-                    queue.put_nowait(StepDone(step, host.target, clocked.seconds, detail))
-                    return
-                failures.append(failure)
-                queue.put_nowait(failure)
-
-        tasks = [asyncio.create_task(one(host)) for host in hosts]
-        finished = asyncio.gather(*tasks)
-        try:
-            while not (finished.done() and queue.empty()):
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getter, finished}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                else:
-                    getter.cancel()
-            await finished  # re-raises a bug in work (anything but the failures above)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if failures:
-            raise StepError(failures[0], announced=True)
+        async for event in each_host(
+            step, hosts, work, output=self.activator.output, unreachable=self.unreachable
+        ):
+            yield event
 
     def _plan_of(self, host: Transport) -> HostPlan:
         return self.hosts.setdefault(host.target, HostPlan())
@@ -983,6 +939,64 @@ class Deploy:
             f"host{'s' if count != 1 else ''}: nothing was built, copied or restarted."
         )
         yield Finished(Outcome("planned", summary, version=version, seconds=self._seconds))
+
+
+async def each_host(
+    step: str,
+    hosts: Sequence[Transport],
+    work: Callable[[Transport], Awaitable[str]],
+    *,
+    output: Callable[[CommandResult], str],
+    unreachable: list[str] | None = None,
+) -> AsyncIterator[Event]:
+    """Run work on every host, up to MAX_PARALLEL_HOSTS at once, yielding as they go.
+
+    Every host is tried; if any failed, StepError carries the first failure (announced).
+    `output` shows a failing command's last lines; hosts that could not be logged into are
+    added to `unreachable`.
+    """
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    gate = asyncio.Semaphore(MAX_PARALLEL_HOSTS)
+    failures: list[StepFailed] = []
+
+    async def one(host: Transport) -> None:
+        async with gate:
+            clocked = Clocked()
+            queue.put_nowait(StepStarted(step, host.target))
+            try:
+                detail = await work(host)
+            except StepError as exc:
+                failure = exc.event
+            except (TransportError, RemoteCommandFailed) as exc:
+                shown_output = output(exc.result) if isinstance(exc, RemoteCommandFailed) else ""
+                if unreachable is not None and isinstance(exc, ConnectFailed | HostKeyRejected):
+                    unreachable.append(host.target)
+                failure = StepFailed(
+                    step, host.target, clocked.seconds, one_line(exc), shown_output
+                )
+            else:
+                queue.put_nowait(StepDone(step, host.target, clocked.seconds, detail))
+                return
+            failures.append(failure)
+            queue.put_nowait(failure)
+
+    tasks = [asyncio.create_task(one(host)) for host in hosts]
+    finished = asyncio.gather(*tasks)
+    try:
+        while not (finished.done() and queue.empty()):
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait({getter, finished}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+        await finished  # re-raises a bug in work (anything but the failures above)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if failures:
+        raise StepError(failures[0], announced=True)
 
 
 def describe_host(state: HostState) -> str:

@@ -7,7 +7,8 @@ On every host of an environment, `install_dir` looks like this:
       current -> releases/<release-id>       switched atomically: a new link, then rename over it
       bin -> current/bin                     so <install_dir>/bin/<artifact> is the current one
       packages/eventmesh-<version>.tar.gz    what was uploaded (a re-deploy skips the upload)
-      releases.log                           one JSON line per event: installed, current, good, bad
+      releases.log                           one JSON line per event: installed, adopted, restored,
+                                             current, good, bad, rolled_back, backed_up
 
 A running binary is never overwritten ("Text file busy"): a new release is unpacked into its
 own folder and becomes current by a rename(2) of the `current` link. Rolling back is the same
@@ -108,6 +109,20 @@ class Release:
     # Was it ever current? A release unpacked by a deploy that stopped before its restart
     # never ran, and is no target for a rollback.
     was_current: bool = False
+    # A /rollback went away from it (and nothing has proved it good since): a later rollback
+    # goes further back, not to it; naming it (`/rollback <env> <id>`) undoes that rollback.
+    rolled_back: bool = False
+    backup: str | None = None  # the archive a restored release was unpacked from
+    backed_up_as: tuple[str, ...] = ()  # archives taken of it while it was current
+
+    @property
+    def ran(self) -> bool:
+        return self.was_current or self.status == "good"
+
+    @property
+    def usable(self) -> bool:
+        """A target for a rollback that picks by itself: it ran, and nothing speaks against it."""
+        return self.ran and self.status != "bad" and not self.rolled_back
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,10 @@ class HostState:
     current: str | None
     bin: BinKind
     releases: tuple[Release, ...]  # on disk, newest first
+    # Backups whose restored release failed its health check: no rollback lands on them again.
+    bad_backups: frozenset[str] = frozenset()
+    # What each backup archive was taken of, where the log says: (release id, version).
+    backup_of: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     @property
     def needs_adoption(self) -> bool:
@@ -137,16 +156,10 @@ class HostState:
         return self.release(self.current) if self.current else None
 
     def previous_good(self, *, excluding: Iterable[str] = ()) -> Release | None:
-        """The newest release on disk, other than current, that ran and was not marked bad."""
+        """The newest release on disk, other than current, that ran, was not marked bad and
+        was not rolled back from."""
         skip = {self.current, *excluding}
-        return next(
-            (
-                r
-                for r in self.releases
-                if r.id not in skip and r.status != "bad" and (r.was_current or r.status == "good")
-            ),
-            None,
-        )
+        return next((r for r in self.releases if r.id not in skip and r.usable), None)
 
 
 @dataclass(frozen=True)
@@ -271,6 +284,27 @@ class Layout:
             ["ln", "-sfn", posixpath.join("current", "bin"), self.path(".bin.new")],
         ]
 
+    def read_version_command(self, release_id: str) -> list[str]:
+        """Prints the release's VERSION file (nothing when it has none)."""
+        version = posixpath.join(self.release_dir(release_id), VERSION_FILE)
+        return ["sh", "-c", 'if [ -f "$1" ]; then head -c 200 "$1"; fi', "read-version", version]
+
+    def peek_version_command(self, backup: str) -> list[str]:
+        """Prints the VERSION file inside a backup archive (nothing when it has none); GNU tar
+        stops reading at the first match."""
+        return [
+            "sh",
+            "-c",
+            'tar -xzOf "$1" --occurrence=1 ./VERSION 2>/dev/null | head -c 200',
+            "peek-version",
+            self.backup_path(backup),
+        ]
+
+    def check_files_command(self, release_id: str) -> list[str]:
+        """Checks the release's files against its MANIFEST ('manifest checked', or 'manifest
+        none' without one), then lists bin/: 'x name' for an executable file, '- name' else."""
+        return ["sh", "-c", _CHECK_FILES, "check-files", self.release_dir(release_id)]
+
     def log_command(self, event: dict[str, object]) -> list[str]:
         line = json.dumps(event, sort_keys=True, separators=(",", ":"))
         return ["sh", "-c", 'printf "%s\\n" "$1" >> "$2"', "log", line, self.log]
@@ -326,6 +360,27 @@ _CHECK_MANIFEST = (
 )
 
 
+# The restored (or kept) tree a rollback is about to run: its files as MANIFEST says, and what
+# bin/ holds, so the config's artifacts can be looked for in it.
+_CHECK_FILES = (
+    'cd "$1" || exit 1; if [ -f MANIFEST ]; then sha256sum -c --quiet --strict MANIFEST || '
+    'exit 1; echo "manifest checked"; else echo "manifest none"; fi; '
+    'if [ ! -d bin ]; then echo "no bin/ folder in $1" >&2; exit 3; fi; cd bin; '
+    'for f in * .[!.]*; do if [ -f "$f" ]; then if [ -x "$f" ]; then printf "x %s\\n" "$f"; '
+    'else printf -- "- %s\\n" "$f"; fi; fi; done'
+)
+
+
+def parse_bin_listing(output: str) -> dict[str, bool]:
+    """{file name: executable} from the check-files script's output."""
+    files = {}
+    for line in output.splitlines():
+        mark, _, name = line.partition(" ")
+        if mark in ("x", "-") and name:
+            files[name] = mark == "x"
+    return files
+
+
 def parse_inspect(target: str, output: str) -> tuple[HostState, list[str]]:
     """The HostState and the package names from the inspect script's output."""
     lines = output.splitlines()
@@ -360,7 +415,12 @@ def parse_inspect(target: str, output: str) -> tuple[HostState, list[str]]:
         if release_id == current and not entry.was_current:
             entry = _with(entry, was_current=True)
         releases.append(entry)
-    return HostState(target, True, current, bin_kind, tuple(releases)), packages
+    # The whole log, not only the folders still on disk: a pruned release's verdict on its
+    # backup still counts.
+    bad_backups = frozenset(r.backup for r in known.values() if r.status == "bad" and r.backup)
+    backup_of = {name: (r.id, r.version) for r in known.values() for name in r.backed_up_as}
+    state = HostState(target, True, current, bin_kind, tuple(releases), bad_backups, backup_of)
+    return state, packages
 
 
 def _version_of(release_id: str) -> str | None:
@@ -388,20 +448,30 @@ def fold_log(lines: Iterable[str]) -> dict[str, Release]:
         known = releases.get(release_id)
         if kind in ("installed", "adopted", "restored"):
             version = event.get("version")
+            backup = event.get("backup")
+            if not (isinstance(backup, str) and BACKUP_NAME.fullmatch(backup)):
+                backup = None
             releases[release_id] = Release(
                 release_id,
                 str(version) if isinstance(version, str) else _version_of(release_id),
                 at,
                 note=str(event.get("note", "")),
+                backup=backup,
             )
         elif known is None:
             continue
         elif kind == "current":
             releases[release_id] = _with(known, was_current=True)
         elif kind == "good":
-            releases[release_id] = _with(known, status="good")
+            releases[release_id] = _with(known, status="good", rolled_back=False)
         elif kind == "bad":
             releases[release_id] = _with(known, status="bad", note=str(event.get("reason", "")))
+        elif kind == "rolled_back":
+            releases[release_id] = _with(known, rolled_back=True, note=str(event.get("reason", "")))
+        elif kind == "backed_up":
+            backup = event.get("backup")
+            if isinstance(backup, str) and BACKUP_NAME.fullmatch(backup):
+                releases[release_id] = _with(known, backed_up_as=(*known.backed_up_as, backup))
     return releases
 
 
@@ -508,15 +578,41 @@ async def adopt(host: Transport, layout: Layout, at: datetime, log: HostLog | No
     return release_id
 
 
+async def read_version(host: Transport, layout: Layout, release_id: str) -> str | None:
+    """The version a release's VERSION file names, if it has one that is a version."""
+    (result,) = await run_checked(host, [layout.read_version_command(release_id)])
+    text = result.stdout.strip()
+    return text if is_version(text) else None
+
+
+async def peek_version(host: Transport, layout: Layout, backup: str) -> str | None:
+    """The version a backup archive's VERSION file names, read without unpacking it."""
+    (result,) = await run_checked(host, [layout.peek_version_command(backup)])
+    text = result.stdout.strip()
+    return text if is_version(text) else None
+
+
+async def restore_release(
+    host: Transport, layout: Layout, backup: str, at: datetime, log: HostLog | None = None
+) -> tuple[str, str | None]:
+    """Unpack a backup archive into a new release '<stamp>-restored': its id and version."""
+    release_id = f"{stamp(at)}-{RESTORED}"
+    await run_checked(host, [["mkdir", "-p", layout.releases_dir]], log)
+    await run_checked(host, layout.restore_commands(release_id, backup), log)
+    version = await read_version(host, layout, release_id)
+    fields: dict[str, object] = {"note": f"restored from {backup}", "backup": backup}
+    if version is not None:
+        fields["version"] = version
+    event = log_event(RESTORED, release_id, at, **fields)
+    await run_checked(host, [layout.log_command(event)], log)
+    return release_id, version
+
+
 async def restore(
     host: Transport, layout: Layout, backup: str, at: datetime, log: HostLog | None = None
 ) -> str:
     """Unpack a backup archive into a new release '<stamp>-restored'; returns its id."""
-    release_id = f"{stamp(at)}-{RESTORED}"
-    await run_checked(host, [["mkdir", "-p", layout.releases_dir]], log)
-    await run_checked(host, layout.restore_commands(release_id, backup), log)
-    event = log_event(RESTORED, release_id, at, note=f"restored from {backup}")
-    await run_checked(host, [layout.log_command(event)], log)
+    release_id, _ = await restore_release(host, layout, backup, at, log)
     return release_id
 
 
@@ -533,6 +629,10 @@ async def take_backup(
     name = backup_name(layout.environment, at)
     source: Literal["current", "bin"] = "current" if state.current else "bin"
     await run_checked(host, layout.backup_commands(name, source), log)
+    if state.current:
+        # The log says what the archive holds: a rollback need not open it to know.
+        event = log_event("backed_up", state.current, at, backup=name)
+        await run_checked(host, [layout.log_command(event)], log)
     backups = await list_backups(host, layout)
     removed = [b.name for b in backups[layout.keep_backups :]]
     if removed:

@@ -1,4 +1,4 @@
-"""Requests that wait for an approver: production deploys now, rollbacks next.
+"""Requests that wait for an approver: production deploys and rollbacks.
 
 An approval is a row in the store (kind 'deploy' or 'rollback', what in its payload) and a
 message in `slack.approvals_channel` with Approve / Reject buttons (action ids
@@ -9,7 +9,8 @@ press racing the expiry decides exactly once; only that one caller starts the wo
 Payload keys every kind uses (the request message is drawn from them):
   version, flags, hosts, checklist (ChecklistItem dicts), plan (step titles),
   channel (where the requester asked), response_url (their ephemeral replies).
-A kind adds whatever its starter needs.
+A kind adds whatever its starter needs (a rollback: `target`, the line naming what it goes back
+to, and `plan`, the pinned Plan).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def render(approval: Approval) -> Message:
         checklist=[ChecklistItem.from_dict(i) for i in payload.get("checklist", []) or []],  # type: ignore[union-attr]
         plan=[str(p) for p in payload.get("plan", []) or []],  # type: ignore[union-attr]
         timeout_text=str(payload.get("timeout_text", "")),
+        target=str(payload.get("target") or ""),
     )
 
 

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bot.runbook import rollback
 from bot.runbook.activate import human_duration, show_version
 from bot.runbook.checklist import ChecklistItem
 from bot.runbook.ci import CiRun
-from bot.runbook.deploy import ROLLBACK, STEPS, TITLES
+from bot.runbook.deploy import ROLLBACK, STEPS
 from bot.runbook.progress import (
     Event,
     Finished,
@@ -68,6 +69,9 @@ OUTCOME_WORDS = {
     "interrupted": "interrupted",
     "running": "running",
 }
+# Every step's title by its key: a deploy's, its automatic rollback's, /rollback's and a backup's
+# (the keys they share have the same titles).
+STEP_TITLES: dict[str, str] = {**dict((*STEPS, ROLLBACK)), **rollback.TITLES}
 HOSTS_LISTED = 6  # more hosts than this are summed up per step, failures still named
 CANCEL = "deploy_cancel"
 ROLL_BACK = "deploy_rollback"
@@ -121,8 +125,10 @@ class DeployView:
         deployment_id: int | None = None,
         started_at: datetime | None = None,
         steps: Sequence[tuple[str, str]] = STEPS,
+        title: str | None = None,
     ) -> None:
         self.kind = kind
+        self._title = title
         self.environment = environment
         self.version = version
         self.requested_by = requested_by
@@ -152,8 +158,7 @@ class DeployView:
 
     def _line(self, key: str) -> StepLine:
         if key not in self.steps:
-            title = dict((*STEPS, ROLLBACK)).get(key, key)
-            self.steps[key] = StepLine(key, title)
+            self.steps[key] = StepLine(key, STEP_TITLES.get(key, key))
             if key == ROLLBACK[0] and "unlock" in self.steps:
                 # Rolling back comes before unlocking: keep the checklist in the order it ran.
                 unlock = self.steps.pop("unlock")
@@ -188,6 +193,8 @@ class DeployView:
 
     @property
     def title(self) -> str:
+        if self._title is not None:
+            return self._title
         version = show_version(self.version) if self.version else ""
         if self.kind == "rollback":
             return f"Roll back {self.environment}" + (f" from {version}" if version else "")
@@ -297,7 +304,7 @@ def code_block(text: str, limit: int = SECTION_TEXT_MAX - 200) -> str:
 
 
 def failure_detail(failure: StepFailed) -> Message:
-    title = dict((*STEPS, ROLLBACK)).get(failure.step, failure.step)
+    title = STEP_TITLES.get(failure.step, failure.step)
     where = f" on `{escape(failure.host)}`" if failure.host else ""
     text = f":x: *{title}* failed{where}: {escape(failure.error)}"
     blocks = [section(text)]
@@ -320,24 +327,35 @@ def approval_request(
     checklist: Sequence[ChecklistItem],
     plan: Sequence[str],
     timeout_text: str,
+    target: str = "",
 ) -> Message:
+    """A deploy's request shows the Pre-Deployment Checklist; a rollback's (`target` says what
+    it goes back to) shows its plan host by host."""
     env = approval.environment
-    what = f"{approval.kind} {show_version(version)} to {env}"
-    if approval.kind == "rollback":
-        what = f"roll back {env}" + (f" to {version}" if version else "")
-    blocks: list[Block] = [header(f"Approval needed: {what}")]
-    options = " ".join(f"`{f}`" for f in flags) or "none"
-    blocks.append(
-        section(
-            f"<@{approval.requested_by}> asks to {approval.kind} *{escape(show_version(version))}* "
-            f"to *{env}*.\nOptions: {options} · hosts: "
-            + ", ".join(f"`{escape(h)}`" for h in hosts[:10])
-            + (f" and {len(hosts) - 10} more" if len(hosts) > 10 else "")
-        )
+    shown_hosts = ", ".join(f"`{escape(h)}`" for h in hosts[:10]) + (
+        f" and {len(hosts) - 10} more" if len(hosts) > 10 else ""
     )
+    if approval.kind == "rollback":
+        to = show_version(version) if version else target
+        what = f"roll back {env} to {to}"
+        intro = (
+            f"<@{approval.requested_by}> asks to roll back *{env}* to *{escape(target or to)}*."
+            f"\nHosts: {shown_hosts}"
+        )
+        checklist_title = "*What each host runs, and what it goes back to*"
+    else:
+        what = f"{approval.kind} {show_version(version)} to {env}"
+        options = " ".join(f"`{f}`" for f in flags) or "none"
+        intro = (
+            f"<@{approval.requested_by}> asks to {approval.kind} "
+            f"*{escape(show_version(version))}* to *{env}*.\nOptions: {options} · hosts: "
+            + shown_hosts
+        )
+        checklist_title = "*Pre-Deployment Checklist* (runbook)"
+    blocks: list[Block] = [header(f"Approval needed: {what}"), section(intro)]
     if plan:
         blocks.append(section("*Plan:* " + escape(" → ".join(plan))))
-    lines = ["*Pre-Deployment Checklist* (runbook)"]
+    lines = [checklist_title]
     for item in checklist:
         entry = f"{CHECK_EMOJI[item.state]} {escape(item.label)}"
         if item.state == "confirm":
@@ -382,7 +400,7 @@ def approval_asked(approval: Approval, channel: str | None, timeout_text: str) -
     where = f"<#{channel}>" if channel else "this channel"
     text = (
         f":hourglass_flowing_sand: Approval requested in {where} (request #{approval.id}); "
-        f"it expires in {timeout_text}. The deploy starts when an approver approves."
+        f"it expires in {timeout_text}. The {approval.kind} starts when an approver approves."
     )
     return message(text, [section(text)])
 
@@ -469,7 +487,7 @@ def deploy_status(
                 f":hourglass_flowing_sand: {d.kind} #{d.id} of "
                 f"*{escape(show_version(d.version)) if d.version else 'a new version'}* to "
                 f"*{d.environment}* by <@{d.requested_by}> — at "
-                f"{escape(TITLES.get(d.step, d.step).lower())}, since "
+                f"{escape(STEP_TITLES.get(d.step, d.step).lower())}, since "
                 f"{when(d.started_at)} ({link(d.permalink, 'progress')})"
             )
         blocks.extend(sections_for_lines(lines))
@@ -525,7 +543,7 @@ def deploy_history(env: str, deployments: Sequence[Deployment]) -> Message:
 
 
 def interrupted(deployment: Deployment) -> Message:
-    step = escape(TITLES.get(deployment.step, deployment.step))
+    step = escape(STEP_TITLES.get(deployment.step, deployment.step))
     text = (
         f":warning: {deployment.kind.capitalize()} #{deployment.id} was interrupted: the bot "
         f"stopped (a restart or a crash) during *{step}*. The lock on "

@@ -3,7 +3,7 @@
 - `deploy`: lock (store) → the procedure (bot/runbook/deploy.py) → one checklist message
   updated in place, failing output in its thread → unlock → the post-deploy watch.
 - `ask_approval` / `start_approved`: production waits for an approver (bot/slack/approvals.py).
-- `revert`: the watch's Roll back button.
+  (The watch's Roll back button is a rollback: bot/slack/rollbacks.py `undo_deploy`.)
 - `recover_interrupted`: a deployment left 'running' by a bot that died is marked interrupted,
   said so in its thread, and its lock freed — at start-up and every half minute after.
 - Locks by hand: `lock`, `unlock`, `free_anyway`, and the holder's reminder.
@@ -25,10 +25,11 @@ from datetime import datetime, timedelta
 import psutil
 
 from bot.config import Environment
+from bot.runbook import rollback, rollback_plan
 from bot.runbook.activate import human_duration, show_version
 from bot.runbook.checklist import pre_deployment_checklist
 from bot.runbook.ci import CiClient, CiError
-from bot.runbook.deploy import STEPS, TITLES, Deploy, DeployOptions, DeployRequest, OpenHosts
+from bot.runbook.deploy import STEPS, Deploy, DeployOptions, DeployRequest, OpenHosts
 from bot.runbook.health import Health
 from bot.runbook.progress import (
     Event,
@@ -41,7 +42,6 @@ from bot.runbook.progress import (
     StepStarted,
 )
 from bot.runbook.releases import is_version
-from bot.runbook.revert import Revert
 from bot.slack import approvals, deploy_blocks
 from bot.slack.chat import ChatError, Conversation, Message, MessageRef
 from bot.slack.deploy_blocks import DeployView
@@ -70,7 +70,7 @@ STALE_AFTER = timedelta(seconds=90)
 RECOVERY_EVERY = timedelta(seconds=30)
 # Failures told in the thread one by one; past this (a hundred hosts down) the checklist says it.
 MAX_THREAD_FAILURES = 10
-REVERT_STEPS = (("lock", "Lock"), ("rollback", "Roll back"), ("unlock", "Unlock"))
+STEPS_BY_KIND = {"deploy": STEPS, "rollback": rollback.STEPS, "backup": rollback.BACKUP_STEPS}
 
 
 def _process_owner() -> str:
@@ -146,7 +146,7 @@ class Run:
     deployment: Deployment
     view: DeployView
     conversation: Conversation
-    cancellable: bool = True  # a deploy checks for Cancel between steps; a revert does not
+    cancellable: bool = True  # a deploy checks for Cancel between steps; a rollback does not
 
     async def execute(self, events: AsyncIterator[Event]) -> Outcome:
         store = self.services.store
@@ -231,7 +231,7 @@ class Run:
 def _interrupted_summary(deployment: Deployment) -> str:
     return (
         f"{deployment.kind.capitalize()} #{deployment.id} was interrupted during "
-        f"{TITLES.get(deployment.step, deployment.step)}: the bot stopped. "
+        f"{deploy_blocks.STEP_TITLES.get(deployment.step, deployment.step)}: the bot stopped. "
         f"{deployment.environment} is unlocked; check its hosts."
     )
 
@@ -455,74 +455,6 @@ async def cancel(services: Services, deployment_id: int, user_id: str) -> str:
     )
 
 
-async def revert(
-    services: Services, deployment_id: int, user_id: str, conversation: Conversation
-) -> str:
-    """The watch's Roll back button: undo exactly that deploy."""
-    store = services.store
-    deployment = await _to_thread(store.deployment, deployment_id)
-    if deployment is None or deployment.kind != "deploy":
-        await tell(conversation, deploy_blocks.simple(f"There is no deploy #{deployment_id}."))
-        return "refused: no such deploy"
-    env = services.config.environments.get(deployment.environment)
-    if env is None:
-        await tell(conversation, deploy_blocks.simple(f"{deployment.environment} is gone."))
-        return "refused: environment gone"
-    if deployment.state != "succeeded":
-        ended = deploy_blocks.OUTCOME_WORDS.get(deployment.state, deployment.state)
-        text = f"Deploy #{deployment_id} {ended}: there is nothing of it to roll back from here."
-        await tell(conversation, deploy_blocks.simple(text))
-        return "refused: not a succeeded deploy"
-    latest = await _to_thread(store.deployments, env.name, state="succeeded", limit=1)
-    if latest and latest[0].id != deployment_id:
-        text = (
-            f"{latest[0].kind.capitalize()} #{latest[0].id} changed {env.name} after deploy "
-            f"#{deployment_id}: use /rollback {env.name} to choose what to go back to."
-        )
-        await tell(conversation, deploy_blocks.simple(text))
-        return "refused: a later deployment"
-    began = await _to_thread(
-        store.begin_deployment,
-        kind="rollback",
-        environment=env.name,
-        requested_by=user_id,
-        version=deployment.version,
-        options={},
-        owner=OWNER,
-        channel=deployment.channel or conversation.channel_id,
-    )
-    if isinstance(began, LockHeld):
-        await tell(conversation, deploy_blocks.locked(env.name, began.lock, "rollback"))
-        return f"refused: {env.name} is locked by {began.lock.holder}"
-    procedure = Revert(
-        deployment,
-        env,
-        services.config,
-        prober=services.health.prober,
-        open_hosts=hosts_opener(services),
-        requested_by=user_id,
-        clock=store.clock,
-    )
-    view = DeployView(
-        kind="rollback",
-        environment=env.name,
-        version=deployment.version,
-        requested_by=user_id,
-        deployment_id=began.id,
-        started_at=began.started_at,
-        steps=REVERT_STEPS,
-    )
-    where = Conversation(
-        services.chat,
-        deployment.channel or conversation.channel_id,
-        user_id,
-        conversation.response_url,
-    )
-    await services.scheduler.cancel(WATCH_TIMER, str(deployment_id))
-    outcome = await Run(services, began, view, where, cancellable=False).execute(procedure.run())
-    return outcome.summary
-
-
 # --- after a deploy: watch its health -----------------------------------------------------
 
 
@@ -569,9 +501,14 @@ async def watch_tick(services: Services, payload: dict[str, object]) -> None:
     env = services.config.environments.get(deployment.environment)
     if env is None:
         return
-    latest = await _to_thread(services.store.deployments, env.name, limit=1)
+    # A newer deploy has its own watch, a rollback its follow-up checks; a backup changes nothing.
+    latest = [
+        d
+        for d in await _to_thread(services.store.deployments, env.name, limit=10)
+        if d.kind != "backup"
+    ]
     if latest and latest[0].id != deployment_id:
-        return  # a newer deployment has its own watch
+        return
     result = await services.health.check(env)
     checks = int(payload.get("checks", 0)) + 1  # type: ignore[call-overload]
     failures = int(payload.get("failures", 0))  # type: ignore[call-overload]
@@ -669,17 +606,59 @@ async def recover_interrupted(services: Services) -> int:
             except ChatError as exc:
                 log.warning("deployment #%d message not updated: %s", ended.id, exc.error)
             await _in_thread(services, ref, deploy_blocks.interrupted(ended))
+        if ended.kind == "rollback":
+            await page_interrupted_rollback(services, ended)
     return recovered
+
+
+async def page_interrupted_rollback(services: Services, deployment: Deployment) -> None:
+    """A rollback cut short by its bot stopping may have left a host stopped or half-way: that
+    is a failed rollback, and a failed rollback opens an incident (which pages)."""
+    env = services.config.environments.get(deployment.environment)
+    step = deploy_blocks.STEP_TITLES.get(deployment.step, deployment.step)
+    try:
+        await services.incidents.open_incident(
+            f"Rollback #{deployment.id} of {deployment.environment} was interrupted during "
+            f"{step}: the bot stopped. Its hosts may be part-way; check them.",
+            1 if env is not None and env.requires_approval else 2,
+            source="rollback",
+            link=deployment.permalink,
+            opened_by=deployment.requested_by,
+            channel=deployment.channel,
+            dedupe_key=f"rollback:{deployment.id}",
+        )
+    except (StoreError, ValueError) as exc:
+        log.error(
+            "rollback #%d of %s was interrupted and no incident could be opened (%s): page "
+            "someone by hand",
+            deployment.id,
+            deployment.environment,
+            exc,
+        )
 
 
 def view_from_store(deployment: Deployment, steps: Sequence[DeploymentStep]) -> DeployView:
     """Rebuild a deployment's checklist from its recorded steps (after a restart)."""
+    view = blank_view(deployment)
+    apply_recorded(view, steps)
+    return view
+
+
+def blank_view(deployment: Deployment) -> DeployView:
+    """A deployment's checklist with no step done yet: its title, who, its steps."""
     flags = [
         f"--{key.replace('_', '-')}"
         for key in ("dry_run", "skip_tests", "no_backup")
         if deployment.options.get(key)
     ]
-    view = DeployView(
+    title = None
+    if deployment.kind == "rollback":
+        title = rollback_plan.recorded_title(
+            deployment.environment, deployment.hosts, deployment.version
+        )
+    elif deployment.kind == "backup":
+        title = rollback.backup_title(deployment.environment)
+    return DeployView(
         kind=deployment.kind,
         environment=deployment.environment,
         version=deployment.version,
@@ -688,8 +667,12 @@ def view_from_store(deployment: Deployment, steps: Sequence[DeploymentStep]) -> 
         flags=flags,
         deployment_id=deployment.id,
         started_at=deployment.started_at,
-        steps=STEPS if deployment.kind == "deploy" else REVERT_STEPS,
+        steps=STEPS_BY_KIND.get(deployment.kind, STEPS),
+        title=title,
     )
+
+
+def apply_recorded(view: DeployView, steps: Sequence[DeploymentStep]) -> None:
     for step in steps:
         seconds = (step.finished_at - step.started_at).total_seconds() if step.finished_at else 0.0
         if step.state == "skipped":
@@ -700,7 +683,6 @@ def view_from_store(deployment: Deployment, steps: Sequence[DeploymentStep]) -> 
             view.apply(StepDone(step.step, step.host, seconds, step.detail))
         elif step.state == "failed":
             view.apply(StepFailed(step.step, step.host, seconds, step.detail, step.output))
-    return view
 
 
 # --- locks by hand ------------------------------------------------------------------------

@@ -16,17 +16,24 @@ import shlex
 import stat
 import subprocess
 import sys
+import tarfile
+import tempfile
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bot.config import Config
+from bot.config import Config, Environment
 from bot.runbook.deploy import Deploy, DeployOptions, DeployRequest
 from bot.runbook.probe import Prober
 from bot.runbook.progress import Event, Finished, Outcome, StepDone, StepSkipped
-from bot.transport import LocalTransport, open_transports
+from bot.runbook.releases import backup_name
+from bot.runbook.rollback import Rollback
+from bot.runbook.rollback_plan import Named, Plan, Refused, plan_rollback
+from bot.transport import LocalTransport, Transport, open_transports
 from tests.conftest import free_port
 
 PYTHON = shlex.quote(sys.executable)
@@ -176,3 +183,88 @@ def run_deploy(
     finished = [e for e in events if isinstance(e, Finished)]
     assert len(finished) == 1 and events[-1] is finished[0], events
     return events, finished[0].outcome
+
+
+def run_rollback(
+    config: Config, name: str, choice: Named | None = None, user: str = "U0DEPLOY1"
+) -> tuple[Plan | Refused, list[Event], Outcome | None]:
+    """Plan a rollback as /rollback does and, when there is a plan, run it to its end."""
+    env = config.environments[name]
+
+    def hosts(environment: Environment) -> AbstractAsyncContextManager[list[Transport]]:
+        return open_transports(environment, config.ssh)
+
+    async def go() -> tuple[Plan | Refused, list[Event]]:
+        planned = await plan_rollback(env, hosts, choice)
+        events: list[Event] = []
+        if isinstance(planned, Refused):
+            return planned, events
+        prober = Prober()
+        prober.start()
+        try:
+            procedure = Rollback(
+                planned, env, config, prober=prober, open_hosts=hosts, requested_by=user
+            )
+            async for event in procedure.run():
+                events.append(event)
+        finally:
+            prober.close()
+        return planned, events
+
+    planned, events = asyncio.run(go())
+    finished = [e for e in events if isinstance(e, Finished)]
+    if isinstance(planned, Refused):
+        return planned, events, None
+    assert len(finished) == 1 and events[-1] is finished[0], events
+    return planned, events, finished[0].outcome
+
+
+def backup_archive(target: DemoTarget, version: str, at: datetime) -> Path:
+    """A backup archive in target's backup_dir as /deploy's backup step leaves one
+    (./bin/eventmesh-api, MANIFEST, VERSION) — here of a release that was never deployed."""
+    from bot.demo.release import build
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp)
+        launcher = build(tree / "bin", version)
+        digest = hashlib.sha256(launcher.read_bytes()).hexdigest()
+        (tree / "MANIFEST").write_text(f"{digest}  bin/{launcher.name}\n")
+        (tree / "VERSION").write_text(f"{version}\n")
+        target.backup_dir.mkdir(parents=True, exist_ok=True)
+        path = target.backup_dir / backup_name(target.name, at)
+        with tarfile.open(path, "w:gz") as archive:
+            archive.add(tree, arcname=".")
+    return path
+
+
+def install_release(config: Config, name: str, version: str) -> str:
+    """A release of the demo service installed and made current on every host of `name` the
+    way /deploy's install and switch leave it (package, MANIFEST, release log) — without the
+    restart: for tests that need releases to roll back between, not a running deploy."""
+    from bot.demo.release import build
+    from bot.runbook import releases
+    from bot.runbook.packaging import build_package
+
+    env = config.environments[name]
+    layout = releases.Layout.of(env)
+    now = datetime.now(UTC)
+    release_id = releases.new_release_id(now, version)
+
+    async def go() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            package = build_package(version, [build(work / "build", version)], work)
+            remote = layout.package_path(version)
+            async with open_transports(env, config.ssh) as hosts:
+                for host in hosts:
+                    await releases.run_checked(host, [["mkdir", "-p", layout.path("packages")]])
+                    await host.upload(package.path, remote)
+                    await releases.run_checked(host, layout.unpack_commands(release_id, remote))
+                    event = releases.log_event("installed", release_id, now, version=version)
+                    await releases.run_checked(host, [layout.log_command(event)])
+                    await releases.switch(host, layout, release_id, now)
+                    good = releases.log_event("good", release_id, now)
+                    await releases.run_checked(host, [layout.log_command(good)])
+
+    asyncio.run(go())
+    return release_id

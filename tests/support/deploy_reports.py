@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.support.health_reports import report_text
 from tests.support.slack_fake import SlackFake
 
 DEPLOY_TIMEOUT_S = 90.0
 
 
 def text_of(message: dict[str, Any]) -> str:
-    """Fallback text, header, sections and context of a message, joined."""
-    parts = [message.get("text", "")]
+    """Fallback text, header, sections (text and fields) and context of a message, joined."""
+    parts = [report_text(message)]
     for block in message.get("blocks") or []:
-        if block.get("type") in ("section", "header"):
-            parts.append(block["text"]["text"])
-        elif block.get("type") == "context":
+        if block.get("type") == "context":
             parts.extend(e.get("text", "") for e in block.get("elements", []))
     return "\n".join(parts)
 
@@ -35,7 +34,7 @@ def is_deploy_message(message: dict[str, Any]) -> bool:
     if not blocks or blocks[0].get("type") != "header" or "thread_ts" in message:
         return False
     title = blocks[0]["text"]["text"]
-    return title.startswith(("Deploy ", "Dry run: ", "Roll back "))
+    return title.startswith(("Deploy ", "Dry run: ", "Roll back ", "Back up "))
 
 
 def finished(message: dict[str, Any]) -> bool:

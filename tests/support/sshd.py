@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,15 +133,25 @@ class Sshd:
                 self.process.wait()
 
 
-def start_sshd(directory: Path) -> Sshd:
-    """sshd -D on a free loopback port, configured entirely from files in `directory`."""
+def start_sshd(
+    directory: Path, *, client_key: Path | None = None, extra_config: Sequence[str] = ()
+) -> Sshd:
+    """sshd -D on a free loopback port, configured entirely from files in `directory`.
+
+    `client_key` lets in the same client as another sshd (several "hosts" for one key_file);
+    `extra_config` adds sshd_config lines (a ForceCommand that gives each its own directory).
+    """
     binary = sshd_binary()
     assert binary is not None, missing_reason()
     directory.mkdir(parents=True, exist_ok=True)
     host_keys = {t: keygen(directory / f"ssh_host_{t}_key", t) for t in KEY_TYPES}
-    client_key = directory / "client_ed25519"
     authorized = directory / "authorized_keys"
-    authorized.write_text(keygen(client_key, "ed25519") + "\n")
+    if client_key is None:
+        client_key = directory / "client_ed25519"
+        authorized.write_text(keygen(client_key, "ed25519") + "\n")
+    else:
+        public = client_key.with_suffix(".pub").read_text().split()[:2]
+        authorized.write_text(" ".join(public) + "\n")
     (directory / "known_hosts.all").write_text(
         "".join(f"[{HOSTNAME}]:{{port}} {line}\n" for line in host_keys.values())
     )
@@ -167,6 +178,7 @@ def start_sshd(directory: Path) -> Sshd:
                 "PrintMotd no",
                 "Subsystem sftp internal-sftp",
                 "LogLevel VERBOSE",
+                *extra_config,
                 "",
             ]
         )

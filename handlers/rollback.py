@@ -1,0 +1,93 @@
+"""/rollback: the runbook's rollback (a kept release or a backup), what it can go back to, and
+manual backups."""
+
+from __future__ import annotations
+
+from bot.runbook.rollback_plan import parse_target
+from bot.slack import deploy_blocks, rollbacks
+from bot.slack.blocks import echo
+from bot.slack.dispatch import Context, Services, Usage, command, timer
+from bot.store import Timer
+from handlers.deploy import environment
+
+MAX_TEXT = 200  # longer than any valid /rollback text: an environment and a backup name
+
+
+@command(
+    "/rollback",
+    Usage(
+        "/rollback <env> [<id>]",
+        "back to the previous good release (or the newest backup every host has), or to "
+        "exactly the release or backup named; checked, watched afterwards; production waits "
+        "for an approver",
+        role="deployers",
+    ),
+    Usage("/rollback list <env>", "the releases and backups to go back to, newest first"),
+    Usage(
+        "/rollback backup <env>",
+        "back up what runs now (the runbook's Manual Backups)",
+        role="deployers",
+    ),
+    Usage("/rollback help", "show this help"),
+)
+async def rollback(ctx: Context) -> None:
+    """Roll back by the runbook: stop, restore, start, health checks, follow-up checks."""
+    text = ctx.request.text
+    if len(text) > MAX_TEXT:
+        return await ctx.answer_usage(f"That is {len(text):,} characters; too long for /rollback.")
+    words = text.split()
+    if not words:
+        return await ctx.answer_usage("Which environment?")
+    sub = words[0].lower()
+    if sub == "help":
+        return await ctx.answer_help()
+    if sub in ("list", "backup"):
+        if len(words) != 2:
+            return await ctx.answer_usage(f"/rollback {sub} takes one environment.")
+        env = environment(words[1], ctx.config)
+        if isinstance(env, str):
+            return await ctx.answer_usage(env)
+        services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
+        if sub == "list":
+            await ctx.ack()
+            ctx.hand_off(lambda: rollbacks.listing(services, env, conversation))
+            return
+        if not ctx.may("deployers"):
+            return await ctx.deny("Only deployers (access.deployers) may take backups.")
+        await ctx.ack()
+        ctx.hand_off(lambda: rollbacks.backup(services, env, user, conversation), lane="long")
+        return
+    env = environment(words[0], ctx.config)
+    if isinstance(env, str):
+        return await ctx.answer_usage(env)
+    if len(words) > 2:
+        return await ctx.answer_usage("One id at most: `/rollback list` shows them.")
+    choice = None
+    if len(words) == 2:
+        choice = parse_target(words[1], env.name)
+        if choice is None:
+            return await ctx.answer_usage(
+                f"{echo(words[1])} is not a release id (like 20261127T120000Z-1.4.2) or a "
+                f"backup of {env.name} (eventmesh-backup-{env.name}-20261127T115959Z.tar.gz, "
+                f"or just 20261127T115959Z). `/rollback list {env.name}` shows them."
+            )
+    if not ctx.may("deployers"):
+        return await ctx.deny("Only deployers (access.deployers in the config) may roll back.")
+    if env.requires_approval:
+        await ctx.ack(
+            deploy_blocks.simple(
+                f"{env.name} needs an approver: reading its hosts, then asking.",
+                ":hourglass_flowing_sand:",
+            )
+        )
+    else:
+        await ctx.ack()
+    services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
+    ctx.hand_off(
+        lambda: rollbacks.rollback_to(services, env, choice, user, conversation), lane="long"
+    )
+
+
+@timer(rollbacks.FOLLOWUP_TIMER)
+async def followup(services: Services, due: Timer) -> None:
+    await rollbacks.followup_tick(services, due)
