@@ -10,6 +10,8 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.store import Store
 from tests.conftest import (
     DemoService,
@@ -101,6 +103,7 @@ def test_latency_warns_after_two_checks_turns_critical_pages_and_resolves_in_pla
         assert "Resolved" in shown(edits[-1].args)
 
 
+@pytest.mark.serial
 def test_alternating_posts_nothing_and_hovering_at_the_threshold_does_not_toggle(
     tmp_path: Path, slack: SlackFake, demo: DemoService
 ) -> None:

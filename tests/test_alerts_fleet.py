@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import DemoService, new_channel, start_slack_bot, stop_process
@@ -22,6 +23,9 @@ from tests.support.alerts import alert_posts, alerts_config
 from tests.support.fleet import FLEET_SIZE, env_names, percentile, start_services
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S
 from tests.support.slack_fake import SlackFake
+
+# Compares timings in one run: alone, after the parallel run (scripts/test).
+pytestmark = pytest.mark.serial
 
 HEALTHZ_MS = 800
 INTERVAL = "2s"

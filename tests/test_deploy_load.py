@@ -28,6 +28,9 @@ from tests.support.deploy_reports import final_deploy, text_of
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S, final_report
 from tests.support.slack_fake import SlackFake
 
+# Compares timings in one run: alone, after the parallel run (scripts/test).
+pytestmark = pytest.mark.serial
+
 HEALTH_COMMANDS = 20
 CHECK_LATENCY_MS = 300
 

@@ -80,6 +80,7 @@ def test_health_all_checks_every_environment_at_once(
     assert max(r["started"] for r in a + b) < min(r["finished"] for r in a + b)
 
 
+@pytest.mark.serial
 def test_acks_stay_immediate_while_many_checks_run(bot: BotProcess, demo: DemoService) -> None:
     # More slow commands at once than Bolt's 5 listener threads: the sixth must not wait.
     demo.set_faults(latency_ms=1500)

@@ -34,6 +34,9 @@ from tests.support.fleet import (
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S, final_report, report_text
 from tests.support.slack_fake import SlackFake, block_kit_errors
 
+# Compares timings in one run: alone, after the parallel run (scripts/test).
+pytestmark = pytest.mark.serial
+
 # What a reported latency may add to the service's own record of its slowest healthz (its
 # request log, which cannot see the service's own accept-and-parse queue). Measured: 1-25 ms
 # typically, up to ~110 ms while other suites load the 2 shared cores. Before the fix the bot

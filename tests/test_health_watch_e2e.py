@@ -149,6 +149,7 @@ def report_seconds(bot: BotProcess) -> tuple[float, str]:
     return update.at - started, report_text(report)
 
 
+@pytest.mark.serial
 def test_twenty_watches_do_not_delay_another_commands_report(
     bot: BotProcess, demo: DemoService
 ) -> None:

@@ -351,6 +351,7 @@ def test_twenty_transports_at_once_all_connect(sshd: Sshd) -> None:
     assert asyncio.run(many()) == [f"{i}\n" for i in range(20)]
 
 
+@pytest.mark.serial
 def test_a_long_remote_command_never_blocks_the_event_loop(sshd: Sshd) -> None:
     """A heartbeat on the loop keeps ticking while paramiko waits on the host."""
 

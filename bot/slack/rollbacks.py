@@ -718,15 +718,15 @@ async def followup_tick(services: Services, timer: Timer) -> None:
 
 
 def _done_text(env: str, deployment: Deployment, follow: FollowUp) -> str:
+    checks = f"{follow.checks} check{'s' if follow.checks != 1 else ''}"
     missed = f"; {follow.missed} missed while the bot was down" if follow.missed else ""
-    checks = f"{follow.checks} check{'s' if follow.checks != 1 else ''}{missed}"
     if follow.failures:
         return (
             f"Follow-up checks done: {follow.failures} of {checks} failed on {env} after the "
-            f"rollback (last: {follow.last_reason})."
+            f"rollback (last: {follow.last_reason}{missed})."
         )
     on = f" on {show_version(deployment.version)}" if deployment.version else ""
-    return f"Follow-up checks done: {env} stayed healthy{on} ({checks}, all passed)."
+    return f"Follow-up checks done: {env} stayed healthy{on} ({checks}, all passed{missed})."
 
 
 async def _finish_followup(
