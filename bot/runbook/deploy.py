@@ -5,7 +5,7 @@
 
 `Deploy.run()` yields progress events (bot/runbook/progress.py) and ends with `Finished`. It
 knows nothing about Slack. The environment lock is taken by the caller before it runs
-(bot/store.py begin_deployment) and released by the caller when it ends.
+(bot/store/deployments.py begin_deployment) and released by the caller when it ends.
 
 - build, test, version and smoke run on the bot's machine, in `workdir`, as the operator wrote
   them (`Shell`), with EVENTMESH_VERSION (and for smoke EVENTMESH_ENVIRONMENT and

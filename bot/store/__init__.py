@@ -1,0 +1,109 @@
+"""Persistence: what must outlive a restart, behind SQLAlchemy.
+
+SQLite by default (a file under EVENTMESH_DATA_DIR); any SQLAlchemy URL works, and the test
+suite runs the same tests on PostgreSQL. The methods are synchronous and short: callers on
+the event loop run them with `asyncio.to_thread` so a slow disk never delays an ack.
+
+One module per concern, each with its records (tables), the values it hands back and a mixin
+of Store's methods: audit, health, timers, incidents, deployments (with environment locks and
+approvals) and alerts; base holds the engine, the sessions and StoreError. Import from here.
+"""
+
+from __future__ import annotations
+
+from bot.store.alerts import (
+    ALERT_FIELDS,
+    Alert,
+    AlertEvent,
+    AlertEventRecord,
+    AlertRecord,
+    Alerts,
+    AlertSilence,
+    AlertSilenceRecord,
+    AlertStateRecord,
+    AlertStateRow,
+    AlertWrite,
+    NewAlertEvent,
+)
+from bot.store.audit import AuditEntry, AuditLog, AuditRecord
+from bot.store.base import MAX_AUDIT_TEXT, Base, StoreError, default_database_url
+from bot.store.deployments import (
+    FINISHED_STATES,
+    MAX_STEP_OUTPUT,
+    RUNNING,
+    Approval,
+    ApprovalRecord,
+    Deployment,
+    DeploymentRecord,
+    Deployments,
+    DeploymentStep,
+    DeploymentStepRecord,
+    EnvironmentLock,
+    EnvironmentLockRecord,
+    LockHeld,
+)
+from bot.store.health import HealthCheck, HealthCheckRecord, HealthHistory, HealthStreakRecord
+from bot.store.incidents import (
+    INCIDENT_STATE_FIELDS,
+    Incident,
+    IncidentEvent,
+    IncidentEventRecord,
+    IncidentMessage,
+    IncidentMessageRecord,
+    IncidentRecord,
+    Incidents,
+    NewEvent,
+)
+from bot.store.timers import NewTimer, Timer, TimerRecord, Timers
+
+
+class Store(AuditLog, HealthHistory, Timers, Incidents, Deployments, Alerts):
+    """The bot's database: every concern's methods over one engine (see the modules)."""
+
+
+__all__ = [
+    "ALERT_FIELDS",
+    "FINISHED_STATES",
+    "INCIDENT_STATE_FIELDS",
+    "MAX_AUDIT_TEXT",
+    "MAX_STEP_OUTPUT",
+    "RUNNING",
+    "Alert",
+    "AlertEvent",
+    "AlertEventRecord",
+    "AlertRecord",
+    "AlertSilence",
+    "AlertSilenceRecord",
+    "AlertStateRecord",
+    "AlertStateRow",
+    "AlertWrite",
+    "Approval",
+    "ApprovalRecord",
+    "AuditEntry",
+    "AuditRecord",
+    "Base",
+    "Deployment",
+    "DeploymentRecord",
+    "DeploymentStep",
+    "DeploymentStepRecord",
+    "EnvironmentLock",
+    "EnvironmentLockRecord",
+    "HealthCheck",
+    "HealthCheckRecord",
+    "HealthStreakRecord",
+    "Incident",
+    "IncidentEvent",
+    "IncidentEventRecord",
+    "IncidentMessage",
+    "IncidentMessageRecord",
+    "IncidentRecord",
+    "LockHeld",
+    "NewAlertEvent",
+    "NewEvent",
+    "NewTimer",
+    "Store",
+    "StoreError",
+    "Timer",
+    "TimerRecord",
+    "default_database_url",
+]

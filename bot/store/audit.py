@@ -1,0 +1,88 @@
+"""The audit log: who ran what, where, when, and how it ended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import DateTime, Integer, String, Text, select, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bot.store.base import MAX_AUDIT_TEXT, Base, StoreCore, _as_utc, _guarded
+
+
+class AuditRecord(Base):
+    """Who ran what, where, when, and how it ended: one row per command or button press."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    channel_id: Mapped[str] = mapped_column(String(64))
+    command: Mapped[str] = mapped_column(String(64), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")
+    result: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    user_id: str
+    channel_id: str
+    command: str
+    text: str
+    outcome: str
+    result: str
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class AuditLog(StoreCore):
+    """Store's audit log methods: a command's start and end, the latest entries."""
+
+    @_guarded
+    def audit_start(self, *, user_id: str, channel_id: str, command: str, text: str) -> int:
+        with self._session() as session, session.begin():
+            record = AuditRecord(
+                user_id=user_id,
+                channel_id=channel_id,
+                command=command,
+                text=text[:MAX_AUDIT_TEXT],
+                started_at=self.clock(),
+            )
+            session.add(record)
+            session.flush()
+            return record.id
+
+    @_guarded
+    def audit_finish(self, audit_id: int, *, outcome: str, result: str) -> None:
+        with self._session() as session, session.begin():
+            session.execute(
+                update(AuditRecord)
+                .where(AuditRecord.id == audit_id)
+                .values(outcome=outcome, result=result[:MAX_AUDIT_TEXT], finished_at=self.clock())
+            )
+
+    @_guarded
+    def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(AuditRecord).order_by(AuditRecord.id.desc()).limit(limit)
+            ).all()
+        return [
+            AuditEntry(
+                id=row.id,
+                user_id=row.user_id,
+                channel_id=row.channel_id,
+                command=row.command,
+                text=row.text,
+                outcome=row.outcome,
+                result=row.result,
+                started_at=_as_utc(row.started_at),  # type: ignore[arg-type]
+                finished_at=_as_utc(row.finished_at),
+            )
+            for row in rows
+        ]
