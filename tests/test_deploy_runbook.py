@@ -177,7 +177,8 @@ def test_cancel_stops_before_the_next_step_and_removes_the_unused_release(
     deploy(config, "staging", "1.0.0")
     _, outcome = deploy(config, "staging", "1.0.1", cancel_before="install")
     assert outcome.state == "cancelled"
-    assert outcome.summary.startswith("Cancelled by <@U0APPROVER1> before Restart and verify")
+    assert outcome.summary.startswith("Cancelled before Restart and verify")
+    assert outcome.cancelled_by == "U0APPROVER1"
     assert "nothing the service runs was changed" in outcome.summary
     assert healthz(target)["version"] == "1.0.0"
     releases_left = [p.name for p in (target.install_dir / "releases").iterdir()]

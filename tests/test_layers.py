@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -56,6 +57,18 @@ def test_the_bottom_layers_import_nothing_above_them() -> None:
         if o.split()[0] in ("bot/clock.py", "bot/telemetry.py", "bot/workers.py")
     ]
     assert friends == []
+
+
+def test_the_runbook_writes_no_slack_markup() -> None:
+    # Mentions (<@U…>, <!channel>) are the chat layer's to render: the runbook hands it ids.
+    markup = re.compile(r"<[@!#]")
+    found = [
+        f"{path.relative_to(REPO)}:{n}"
+        for path in sorted((REPO / "bot" / "runbook").rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), start=1)
+        if markup.search(line)
+    ]
+    assert found == []
 
 
 def test_only_the_composition_root_knows_the_handlers() -> None:

@@ -425,7 +425,7 @@ def test_a_rollback_while_a_deploy_holds_the_lock_is_refused(
     wait_for_response(bot.slack, "Cancel requested: deploy #", since=mark)
     with gate.open("w") as writer:
         writer.write("go\n")
-    assert final_deploy(bot.slack, channel)["text"].startswith("Cancelled by <@U0DEPLOY1>")
+    assert final_deploy(bot.slack, channel)["text"].endswith("(cancelled by <@U0DEPLOY1>)")
 
     # Nothing to roll back to: said privately, nothing changes.
     mark = responses_so_far(bot.slack)

@@ -336,6 +336,7 @@ class Pressed:
     changed: bool
     note: str
     silence: AlertSilence | None = None
+    by: str | None = None  # who had already done it (a user id; the chat layer names them)
 
 
 @dataclass
@@ -576,7 +577,7 @@ class Alerts:
             if alert.status == Status.RESOLVED:
                 return Pressed(alert, False, "That alert is already resolved.")
             if alert.acked_by is not None:
-                return Pressed(alert, False, f"Already acknowledged by <@{alert.acked_by}>.")
+                return Pressed(alert, False, "Already acknowledged", by=alert.acked_by)
             now = self.clock()
             changed = await asyncio.to_thread(
                 self.store.change_alert,

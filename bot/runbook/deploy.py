@@ -33,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -372,8 +372,8 @@ class Deploy:
         else:
             await self._remove_unused_release(hosts)
             state = "nothing the service runs was changed"
-        summary = f"Cancelled by <@{who}> before {TITLES[step]}: {state}."
-        return Finished(self._outcome("cancelled", summary))
+        summary = f"Cancelled before {TITLES[step]}: {state}."
+        return Finished(replace(self._outcome("cancelled", summary), cancelled_by=who))
 
     # --- steps on the bot's machine ----------------------------------------------------------
 

@@ -118,6 +118,7 @@ class Outcome:
     output: str = ""
     seconds: float = 0.0
     hosts: dict[str, dict[str, object]] = field(default_factory=dict)
+    cancelled_by: str | None = None  # a user id; the chat layer decides how to name people
 
     @property
     def ok(self) -> bool:

@@ -204,7 +204,8 @@ class Alerting:
         if action_id == alert_blocks.ACKNOWLEDGE:
             pressed = await self.alerts.acknowledge(alert_id, user_id)
             outcome = "acknowledged" if pressed.changed else "unchanged"
-            return PressReply(alert_blocks.answer(pressed.note), f"alert {alert_id} {outcome}")
+            note = f"{pressed.note} by <@{pressed.by}>." if pressed.by else pressed.note
+            return PressReply(alert_blocks.answer(note), f"alert {alert_id} {outcome}")
         alert = await self.alerts.get(alert_id)
         if alert is None:
             return PressReply(alert_blocks.answer("That alert is not on record."), "no such alert")

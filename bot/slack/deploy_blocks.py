@@ -218,7 +218,7 @@ class DeployView:
             blocks.append(section(f":leftwards_arrow_with_hook: {escape(note)}"))
         if self.outcome is not None:
             emoji = OUTCOME_EMOJI.get(self.outcome.state, ":grey_question:")
-            result = f"{emoji} *{escape(self.outcome.summary)}*"
+            result = f"{emoji} *{escape(self.outcome.summary)}*{_by(self.outcome)}"
             if any(f.output for f in self.failures) and not self.outcome.ok:
                 result += "\nThe failing step's last lines of output are in the thread."
             blocks.append(section(result))
@@ -243,7 +243,7 @@ class DeployView:
 
     def fallback(self) -> str:
         if self.outcome is not None:
-            return self.outcome.summary
+            return self.outcome.summary + _by(self.outcome)
         running = [line.title for line in self.steps.values() if line.state == "running"]
         doing = f": {running[0].lower()}…" if running else "…"
         return f"{self.title}{doing}"
@@ -521,6 +521,10 @@ def deploy_status(
     return message(f"Deploy status ({scope}): {summary}", blocks)
 
 
+def _by(outcome: Outcome) -> str:
+    return f" (cancelled by <@{outcome.cancelled_by}>)" if outcome.cancelled_by else ""
+
+
 def deploy_history(env: str, deployments: Sequence[Deployment]) -> Message:
     blocks: list[Block] = [header(f"Deploy history · {env}")]
     if not deployments:
@@ -531,6 +535,8 @@ def deploy_history(env: str, deployments: Sequence[Deployment]) -> Message:
         flags = [f"`--{k.replace('_', '-')}`" for k, on in sorted(d.options.items()) if on]
         took = human_duration(d.duration.total_seconds()) if d.duration else "—"
         approved = f" · approved by <@{d.approved_by}>" if d.approved_by else ""
+        if d.state == "cancelled" and d.cancel_requested_by:
+            approved += f" · cancelled by <@{d.cancel_requested_by}>"
         version = escape(show_version(d.version)) if d.version else "no version"
         lines.append(
             f"{OUTCOME_EMOJI.get(d.state, ':grey_question:')} {day_and_time(d.started_at)} · "

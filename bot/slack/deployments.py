@@ -126,7 +126,8 @@ async def tell(conversation: Conversation, message: Message) -> None:
     await conversation.chat.post(conversation.channel_id, message)
 
 
-async def _in_thread(services: Services, ref: MessageRef | None, message: Message) -> None:
+async def in_thread(services: Services, ref: MessageRef | None, message: Message) -> None:
+    """A line in the thread of ref's message; a reply Slack refuses is logged, not raised."""
     if ref is None:
         return
     try:
@@ -172,7 +173,7 @@ class Run:
                 self.view.apply(event)
                 await recorder.record(event)
                 if isinstance(event, StepFailed) and len(self.view.failures) <= MAX_THREAD_FAILURES:
-                    await _in_thread(self.services, live.ref, deploy_blocks.failure_detail(event))
+                    await in_thread(self.services, live.ref, deploy_blocks.failure_detail(event))
                 if isinstance(event, Finished):
                     outcome = event.outcome
                 await live.show(self.view.message(cancellable=self.cancellable))
@@ -225,7 +226,7 @@ class Run:
         if ended is not None:
             self.view.apply(Finished(Outcome("interrupted", _interrupted_summary(ended))))
             await live.finish(self.view.message())
-            await _in_thread(self.services, live.ref, deploy_blocks.interrupted(ended))
+            await in_thread(self.services, live.ref, deploy_blocks.interrupted(ended))
 
 
 def _interrupted_summary(deployment: Deployment) -> str:
@@ -336,7 +337,7 @@ async def _dry_run(
             outcome = event.outcome
     await live.finish(view.message())
     for part in view.plan_messages():
-        await _in_thread(services, live.ref, part)
+        await in_thread(services, live.ref, part)
     if live.ref is None:
         for part in view.plan_messages():
             await tell(conversation, part)
@@ -473,8 +474,8 @@ async def _start_watch(
         "last_reason": "",
     }
     deployment = await _to_thread(services.store.deployment, deployment_id)
-    ref = _message_ref(deployment)
-    await _in_thread(
+    ref = message_ref(deployment)
+    await in_thread(
         services,
         ref,
         deploy_blocks.watch_started(
@@ -486,7 +487,8 @@ async def _start_watch(
     await services.scheduler.schedule(WATCH_TIMER, str(deployment_id), now + interval, payload)
 
 
-def _message_ref(deployment: Deployment | None) -> MessageRef | None:
+def message_ref(deployment: Deployment | None) -> MessageRef | None:
+    """Where a deployment's checklist message is, once it was posted."""
     if deployment is None or not deployment.channel or not deployment.message_ts:
         return None
     return MessageRef(deployment.channel, deployment.message_ts)
@@ -528,9 +530,9 @@ async def watch_tick(services: Services, payload: dict[str, object]) -> None:
         reason = result.reasons[0] if result.reasons else "unhealthy"
     if failed:
         failures += 1
-    ref = _message_ref(deployment)
+    ref = message_ref(deployment)
     if failed and not payload.get("alerted"):
-        await _in_thread(
+        await in_thread(
             services,
             ref,
             deploy_blocks.watch_failed(
@@ -551,7 +553,7 @@ async def watch_tick(services: Services, payload: dict[str, object]) -> None:
             )
         else:
             final = deploy_blocks.watch_passed(env.name, checks, duration, deployment.version)
-        await _in_thread(services, ref, final)
+        await in_thread(services, ref, final)
         return
     await services.scheduler.schedule(
         WATCH_TIMER,
@@ -597,7 +599,7 @@ async def recover_interrupted(services: Services) -> int:
             ended.environment,
             ended.owner,
         )
-        ref = _message_ref(ended)
+        ref = message_ref(ended)
         if ref is not None:
             view = view_from_store(ended, steps)
             view.apply(Finished(Outcome("interrupted", summary, ended.version)))
@@ -605,7 +607,7 @@ async def recover_interrupted(services: Services) -> int:
                 await services.chat.update(ref, view.message())
             except ChatError as exc:
                 log.warning("deployment #%d message not updated: %s", ended.id, exc.error)
-            await _in_thread(services, ref, deploy_blocks.interrupted(ended))
+            await in_thread(services, ref, deploy_blocks.interrupted(ended))
         if ended.kind == "rollback":
             await page_interrupted_rollback(services, ended)
     return recovered

@@ -49,6 +49,8 @@ from bot.slack.deployments import (
     apply_recorded,
     blank_view,
     hosts_opener,
+    in_thread,
+    message_ref,
     page_interrupted_rollback,
     tell,
 )
@@ -59,25 +61,6 @@ from bot.store import RUNNING, Approval, Deployment, LockHeld, StoreError, Timer
 log = logging.getLogger(__name__)
 
 FOLLOWUP_TIMER = "rollback.followup"
-
-
-async def _to_thread(function, *args, **kwargs):  # type: ignore[no-untyped-def]
-    return await asyncio.to_thread(function, *args, **kwargs)
-
-
-def _ref(deployment: Deployment | None) -> MessageRef | None:
-    if deployment is None or not deployment.channel or not deployment.message_ts:
-        return None
-    return MessageRef(deployment.channel, deployment.message_ts)
-
-
-async def _in_thread(services: Services, ref: MessageRef | None, message: Message) -> None:
-    if ref is None:
-        return
-    try:
-        await services.chat.post(ref.channel, message, thread_ts=ref.ts)
-    except ChatError as exc:
-        log.warning("thread reply under %s not posted: %s", ref, exc.error)
 
 
 # --- /rollback list -------------------------------------------------------------------------
@@ -105,7 +88,7 @@ async def _begin(
 ) -> Deployment | str:
     """Lock the environment and record the run; else tell the requester why not (returned)."""
     try:
-        began = await _to_thread(
+        began = await asyncio.to_thread(
             services.store.begin_deployment,
             kind=kind,
             environment=env.name,
@@ -171,7 +154,7 @@ async def rollback_to(
     user_id: str,
     conversation: Conversation,
 ) -> str:
-    held = await _to_thread(services.store.environment_lock, env.name)
+    held = await asyncio.to_thread(services.store.environment_lock, env.name)
     if held is not None:
         await tell(conversation, deploy_blocks.locked(env.name, held, "rollback"))
         return f"refused: {env.name} is locked by {held.holder}"
@@ -275,7 +258,7 @@ async def undo_deploy(
 ) -> str:
     """Undo exactly that deploy: its hosts go back to what they ran before it."""
     store = services.store
-    deployment = await _to_thread(store.deployment, deployment_id)
+    deployment = await asyncio.to_thread(store.deployment, deployment_id)
     if deployment is None or deployment.kind != "deploy":
         await tell(conversation, deploy_blocks.simple(f"There is no deploy #{deployment_id}."))
         return "refused: no such deploy"
@@ -290,7 +273,7 @@ async def undo_deploy(
         return "refused: not a succeeded deploy"
     # What changed the environment since (a backup changes nothing; a deploy that failed
     # before its switch neither, and a host it did change fails the plan below).
-    succeeded = await _to_thread(store.deployments, env.name, state="succeeded", limit=20)
+    succeeded = await asyncio.to_thread(store.deployments, env.name, state="succeeded", limit=20)
     latest = [d for d in succeeded if d.kind != "backup"]
     if latest and latest[0].id != deployment_id:
         text = (
@@ -370,7 +353,7 @@ async def start(
         outcome = await run.execute(procedure.run())
     except asyncio.CancelledError:
         # The bot is stopping mid-rollback: Run marked it interrupted; it still pages.
-        interrupted = await _to_thread(services.store.deployment, began.id)
+        interrupted = await asyncio.to_thread(services.store.deployment, began.id)
         if interrupted is not None and interrupted.state == "interrupted":
             with contextlib.suppress(Exception):
                 await asyncio.shield(page_interrupted_rollback(services, interrupted))
@@ -385,9 +368,9 @@ async def _step(
     """A line of the checklist done after the run (it shows after the outcome)."""
     store = services.store
     try:
-        step_id = await _to_thread(store.record_step, deployment_id, step, "", state, detail)
+        step_id = await asyncio.to_thread(store.record_step, deployment_id, step, "", state, detail)
         if state != "running":
-            await _to_thread(store.finish_step, step_id, state, detail)
+            await asyncio.to_thread(store.finish_step, step_id, state, detail)
     except StoreError as exc:
         log.error("rollback #%d: step %s not recorded: %s", deployment_id, step, exc)
         return None
@@ -399,14 +382,14 @@ async def _after(
 ) -> None:
     store = services.store
     try:
-        deployment = await _to_thread(store.deployment, deployment_id)
+        deployment = await asyncio.to_thread(store.deployment, deployment_id)
     except StoreError as exc:
         log.error("rollback #%d: not read back (%s); no summary or follow-up", deployment_id, exc)
         deployment = None
     if deployment is None or deployment.state == RUNNING:
         return
     ok = deployment.state == "succeeded"
-    ref = _ref(deployment)
+    ref = message_ref(deployment)
     incident = await _incident(services, deployment, env, ok, ref)
     summary_ref = await _notify(services, deployment, incident)
     if ok:
@@ -458,7 +441,7 @@ async def _incident(
             env.name,
             exc,
         )
-        await _in_thread(
+        await in_thread(
             services, ref, rollback_blocks.page_someone(env.name, deployment.id, str(exc))
         )
         await _step(
@@ -513,19 +496,27 @@ async def refresh(services: Services, deployment_id: int) -> None:
     done after it (follow-up, summary, incident)."""
     store = services.store
     try:
-        deployment = await _to_thread(store.deployment, deployment_id)
-        steps = await _to_thread(store.deployment_steps, deployment_id)
+        deployment = await asyncio.to_thread(store.deployment, deployment_id)
+        steps = await asyncio.to_thread(store.deployment_steps, deployment_id)
     except StoreError as exc:
         log.error("rollback #%d: checklist not refreshed: %s", deployment_id, exc)
         return
-    ref = _ref(deployment)
+    ref = message_ref(deployment)
     if deployment is None or ref is None:
         return
     view = blank_view(deployment)
     apply_recorded(view, [s for s in steps if s.step not in rollback.AFTER_RUN])
     if deployment.state != RUNNING:
         took = deployment.duration.total_seconds() if deployment.duration else 0.0
-        outcome = Outcome(deployment.state, deployment.summary, deployment.version, seconds=took)
+        outcome = Outcome(
+            deployment.state,
+            deployment.summary,
+            deployment.version,
+            seconds=took,
+            cancelled_by=(
+                deployment.cancel_requested_by if deployment.state == "cancelled" else None
+            ),
+        )
         view.apply(Finished(outcome))
     apply_recorded(view, [s for s in steps if s.step in rollback.AFTER_RUN])
     try:
@@ -625,9 +616,9 @@ async def _start_followup(
                 services, follow.step, "failed", "not scheduled: the bot's database failed"
             )
         return
-    await _in_thread(
+    await in_thread(
         services,
-        _ref(deployment),
+        message_ref(deployment),
         rollback_blocks.followup_started(
             env.name, every, until, total, services.config.slack.alerts_channel
         ),
@@ -636,7 +627,7 @@ async def _start_followup(
 
 async def _finish_step(services: Services, step_id: int, state: str, detail: str) -> None:
     try:
-        await _to_thread(services.store.finish_step, step_id, state, detail)
+        await asyncio.to_thread(services.store.finish_step, step_id, state, detail)
     except StoreError as exc:
         log.error("follow-up step not recorded: %s", exc)
 
@@ -645,7 +636,7 @@ async def followup_tick(services: Services, timer: Timer) -> None:
     """One follow-up check: post it, alert on a change to failing, schedule the next or end."""
     follow = FollowUp.from_payload(timer.payload)
     store = services.store
-    deployment = await _to_thread(store.deployment, follow.deployment)
+    deployment = await asyncio.to_thread(store.deployment, follow.deployment)
     if deployment is None or deployment.state != "succeeded":
         return
     env = services.config.environments.get(deployment.environment)
@@ -656,11 +647,11 @@ async def followup_tick(services: Services, timer: Timer) -> None:
             deployment.environment,
         )
         return
-    ref = _ref(deployment)
+    ref = message_ref(deployment)
     now = store.clock()
     newer = [
         d
-        for d in await _to_thread(store.deployments, env.name, limit=20)
+        for d in await asyncio.to_thread(store.deployments, env.name, limit=20)
         if d.kind != "backup" and d.id > deployment.id
     ]
     if newer:
@@ -674,7 +665,7 @@ async def followup_tick(services: Services, timer: Timer) -> None:
     if follow.owner != OWNER:
         missed = max(0, int((now - follow.due) / follow.every))
         follow.missed += missed
-        await _in_thread(
+        await in_thread(
             services, ref, rollback_blocks.followup_resumed(missed, follow.due, now, follow.until)
         )
         follow.owner = OWNER
@@ -687,7 +678,7 @@ async def followup_tick(services: Services, timer: Timer) -> None:
         reason = f"it reports {show_version(result.version)}, not {show_version(expected)}"
     follow.checks += 1
     number = follow.checks + follow.missed
-    await _in_thread(
+    await in_thread(
         services, ref, rollback_blocks.followup_check(number, follow.total, result, failed, reason)
     )
     if failed:
@@ -733,7 +724,7 @@ async def _finish_followup(
     services: Services, deployment: Deployment, follow: FollowUp, text: str
 ) -> None:
     failed = follow.failures > 0
-    await _in_thread(services, _ref(deployment), rollback_blocks.followup_done(text, failed))
+    await in_thread(services, message_ref(deployment), rollback_blocks.followup_done(text, failed))
     if follow.step is not None:
         await _finish_step(services, follow.step, "failed" if failed else "ok", text)
     if follow.summary is not None:
