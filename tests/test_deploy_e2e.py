@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,15 @@ from tests.conftest import (
     new_channel,
     start_bot,
     stop_process,
+)
+from tests.support.approvals import (
+    APPROVER,
+    BOTH,
+    DEPLOYER,
+    OTHER_APPROVER,
+    OTHER_DEPLOYER,
+    newest_request,
+    refuse_then_approve,
 )
 from tests.support.deploy_env import DemoTarget, demo_target
 from tests.support.deploy_reports import (
@@ -41,9 +49,6 @@ from tests.support.health_reports import SLACK_ACK_DEADLINE_S
 from tests.support.slack_fake import SlackFake, block_kit_errors
 from tests.support.sshd import Sshd
 
-DEPLOYER, OTHER_DEPLOYER = "U0DEPLOY1", "U0DEPLOY2"
-APPROVER, OTHER_APPROVER = "U0APPROVER1", "U0APPROVER2"
-BOTH = "U0BOTH"  # a deployer who is also an approver: never of their own request
 GITHUB_TOKEN = "ghp_" + "e2eTokenThatMustNeverShow" * 2
 APPROVALS = "C0APPROVALS"
 
@@ -261,24 +266,12 @@ def approval_message(slack: SlackFake, request_id: str) -> dict[str, Any]:
     return slack.wait_for(found)
 
 
-def newest_request(slack: SlackFake, asked_by: str, words: str) -> dict[str, Any]:
-    def found(fake: SlackFake) -> dict[str, Any] | None:
-        mine = [
-            m
-            for m in fake.channel_messages(APPROVALS)
-            if f"<@{asked_by}> asks" in text_of(m) and words in text_of(m)
-        ]
-        return mine[-1] if mine else None
-
-    return slack.wait_for(found, timeout=60)
-
-
 def test_production_waits_for_an_approver_and_runs_once(
     bot: BotProcess, targets: dict[str, DemoTarget]
 ) -> None:
     mark = responses_so_far(bot.slack)
     channel = deploy(bot, "production 3.0.0", user=BOTH)
-    request = newest_request(bot.slack, BOTH, "3.0.0")
+    request = newest_request(bot.slack, APPROVALS, BOTH, "3.0.0")
     text = text_of(request)
     assert "Approval needed: deploy v3.0.0 to production" in text
     assert ":white_check_mark: Tests run before the deploy" in text
@@ -293,28 +286,7 @@ def test_production_waits_for_an_approver_and_runs_once(
     )
     assert bot.slack.channel_messages(channel) == []  # nothing runs before the decision
 
-    def press(user: str) -> None:
-        sent = bot.press(
-            "approval_approve",
-            request_id,
-            channel=APPROVALS,
-            message_ts=request["ts"],
-            user_id=user,
-        )
-        assert sent.response.status_code == 200 and sent.seconds < SLACK_ACK_DEADLINE_S
-
-    mark = responses_so_far(bot.slack)
-    press(BOTH)  # the requester, though an approver
-    wait_for_response(bot.slack, f"You asked for request #{request_id} yourself", since=mark)
-    mark = responses_so_far(bot.slack)
-    press(DEPLOYER)  # not an approver
-    wait_for_response(bot.slack, "Only approvers (access.approvers in the config)", since=mark)
-    assert bot.slack.channel_messages(channel) == []
-
-    # An approver pressing, a duplicate delivery and a second approver, all at once.
-    mark = responses_so_far(bot.slack)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        list(pool.map(press, [APPROVER, APPROVER, OTHER_APPROVER]))
+    refuse_then_approve(bot, request, approvals=APPROVALS, channel=channel)
     final = final_deploy(bot.slack, channel)
     assert final["text"].startswith("Deployed v3.0.0 to production"), text_of(final)
     assert "approved by <@U0APPROVER" in text_of(final)
@@ -355,7 +327,7 @@ def decided_as(slack: SlackFake, request_id: str, words: str) -> dict[str, Any]:
 
 def test_a_rejected_request_runs_nothing(bot: BotProcess) -> None:
     channel = deploy(bot, "production 3.1.0 --no-backup")
-    request = newest_request(bot.slack, DEPLOYER, "3.1.0")
+    request = newest_request(bot.slack, APPROVALS, DEPLOYER, "3.1.0")
     assert ":x: Backup before anything changes — --no-backup" in text_of(request)
     request_id = buttons(request)["approval_reject"]
     bot.press(
@@ -377,7 +349,7 @@ def test_a_rejected_request_runs_nothing(bot: BotProcess) -> None:
 
 def test_an_undecided_request_expires(bot: BotProcess) -> None:
     channel = deploy(bot, "canary 4.0.0")
-    request = newest_request(bot.slack, DEPLOYER, "canary")
+    request = newest_request(bot.slack, APPROVALS, DEPLOYER, "canary")
     request_id = buttons(request)["approval_approve"]
     expired = decided_as(bot.slack, request_id, "*Expired*")
     assert "nobody decided within 2s" in text_of(expired)

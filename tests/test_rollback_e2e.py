@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,15 @@ import pytest
 from bot.config import Config
 from bot.store import Deployment, Store
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, BotProcess, start_bot, stop_process
+from tests.support.approvals import (
+    APPROVER,
+    BOTH,
+    DEPLOYER,
+    OTHER_APPROVER,
+    OTHER_DEPLOYER,
+    newest_request,
+    refuse_then_approve,
+)
 from tests.support.deploy_env import (
     DemoTarget,
     backup_archive,
@@ -42,9 +50,6 @@ from tests.support.incident_messages import shown
 from tests.support.slack_fake import SlackFake, block_kit_errors
 from tests.support.sshd import Sshd
 
-DEPLOYER, OTHER_DEPLOYER = "U0DEPLOY1", "U0DEPLOY2"
-APPROVER, OTHER_APPROVER = "U0APPROVER1", "U0APPROVER2"
-BOTH = "U0BOTH"  # a deployer who is also an approver: never of their own request
 ALERTS, APPROVALS, INCIDENTS = "C0ALERTS", "C0APPROVALS", "C0INCIDENTS"
 
 
@@ -328,18 +333,6 @@ def test_a_target_that_stays_unhealthy_fails_opens_an_incident_and_claims_nothin
     assert healthz(staging) == {"status": "healthy", "version": "1.0.0"}
 
 
-def newest_request(slack: SlackFake, asked_by: str, words: str) -> dict[str, Any]:
-    def found(fake: SlackFake) -> dict[str, Any] | None:
-        mine = [
-            m
-            for m in fake.channel_messages(APPROVALS)
-            if f"<@{asked_by}> asks" in text_of(m) and words in text_of(m)
-        ]
-        return mine[-1] if mine else None
-
-    return slack.wait_for(found, timeout=60)
-
-
 def test_production_waits_for_an_approver_and_runs_once(
     bot: BotProcess, targets: dict[str, DemoTarget]
 ) -> None:
@@ -351,7 +344,7 @@ def test_production_waits_for_an_approver_and_runs_once(
 
     mark = responses_so_far(bot.slack)
     channel = send(bot, "/rollback", "production", user=BOTH)
-    request = newest_request(bot.slack, BOTH, "roll back *production*")
+    request = newest_request(bot.slack, APPROVALS, BOTH, "roll back *production*")
     text = text_of(request)
     assert "Approval needed: roll back production to v5.0.0" in text
     assert "runs v5.0.1 → v5.0.0 (an instant switch)" in text
@@ -360,26 +353,7 @@ def test_production_waits_for_an_approver_and_runs_once(
     wait_for_response(bot.slack, f"(request #{request_id}); it expires in 30m", since=mark)
     assert bot.slack.channel_messages(channel) == []  # nothing runs before the decision
 
-    def press(user: str) -> None:
-        sent = bot.press(
-            "approval_approve",
-            request_id,
-            channel=APPROVALS,
-            message_ts=request["ts"],
-            user_id=user,
-        )
-        assert sent.response.status_code == 200 and sent.seconds < SLACK_ACK_DEADLINE_S
-
-    mark = responses_so_far(bot.slack)
-    press(BOTH)  # the requester, though an approver
-    wait_for_response(bot.slack, f"You asked for request #{request_id} yourself", since=mark)
-    mark = responses_so_far(bot.slack)
-    press(DEPLOYER)  # not an approver
-    wait_for_response(bot.slack, "Only approvers (access.approvers in the config)", since=mark)
-    assert bot.slack.channel_messages(channel) == []
-
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        list(pool.map(press, [APPROVER, APPROVER, OTHER_APPROVER]))
+    refuse_then_approve(bot, request, approvals=APPROVALS, channel=channel)
     final = final_deploy(bot.slack, channel)
     assert final["text"] == "Rolled back production from v5.0.1 to v5.0.0.", text_of(final)
     assert "approved by <@U0APPROVER" in text_of(final)
