@@ -38,7 +38,7 @@ from typing import Any
 
 from bot.clock import Clock, utc_now
 from bot.config import AlertSettings, Escalation
-from bot.store import Incident, IncidentEvent, NewEvent, NewTimer, Store
+from bot.store import Incident, NewEvent, NewTimer, Store
 
 DEADLINE_TIMER = "incident.deadline"
 SYNC_TIMER = "incident.sync"
@@ -448,9 +448,6 @@ class Escalations:
 
     async def unresolved(self) -> list[Incident]:
         return await asyncio.to_thread(self.store.unresolved_incidents, 1000)
-
-    async def timeline(self, incident_id: int) -> list[IncidentEvent]:
-        return await asyncio.to_thread(self.store.incident_events, incident_id)
 
     async def note(self, incident_id: int, text: str, *, user_id: str | None = None) -> bool:
         """Add a line to the incident's timeline (and its thread); False if there is none."""

@@ -463,11 +463,6 @@ class Alerts(StoreCore):
             return _alert_silence(row) if row is not None else None
 
     @_guarded
-    def alert_silences(self) -> list[AlertSilence]:
-        with self._session() as session:
-            return [_alert_silence(row) for row in session.scalars(select(AlertSilenceRecord))]
-
-    @_guarded
     def end_alert_silence(self, environment: str, metric: str, until: datetime) -> bool:
         """Lift the silence that was set until `until`; False if it was replaced or lifted."""
         with self._session() as session, session.begin():
