@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bot.runbook.metrics_report import percentile
+from bot.runbook.health.metrics_report import percentile
 from tests.conftest import (
     BotProcess,
     http_bot,

@@ -29,14 +29,14 @@ from bot.demo.local_env import (
     stop_local_service,
     supervised,
 )
-from bot.runbook.health import HealthChecker
-from bot.runbook.probe import Prober
+from bot.runbook.health.health import HealthChecker
+from bot.runbook.health.probe import Prober
 from bot.scheduler import Scheduler
 from bot.settings import Mode, Settings
 from bot.slack.bolt_app import create_bolt_app, socket_mode_handler, verify_tokens
+from bot.slack.changes.deployments import RECOVERY_EVERY, recover_interrupted
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
-from bot.slack.deployments import RECOVERY_EVERY, recover_interrupted
 from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, Services, TimerSpec
 from bot.slack.web import create_web_app
 from bot.slack.web_api import SlackChat, create_web_client

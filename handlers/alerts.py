@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from bot.runbook.alerts import (
+from bot.runbook.alerts.alerts import (
     REMIND_TIMER,
     SYNC_TIMER,
     UNSILENCE_TIMER,
     parse_silence_key,
 )
-from bot.slack import alert_blocks
-from bot.slack.alerting import parse_alert_id
+from bot.slack.alerts import alert_blocks
+from bot.slack.alerts.alerting import parse_alert_id
 from bot.slack.dispatch import Context, Services, action, timer
 from bot.store import Timer
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.slack import approvals, deploy_blocks, deployments, rollbacks
+from bot.slack.changes import approvals, deploy_blocks, deployments, rollbacks
 from bot.slack.dispatch import Context, Services, action, timer
 from bot.store import Approval, Timer
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.config import Config, Environment
-from bot.runbook.deploy import DeployOptions, DeployRequest
-from bot.runbook.releases import is_version
-from bot.slack import deploy_blocks, deployments, rollbacks
+from bot.runbook.changes.deploy import DeployOptions, DeployRequest
+from bot.runbook.changes.releases import is_version
 from bot.slack.blocks import echo
+from bot.slack.changes import deploy_blocks, deployments, rollbacks
 from bot.slack.dispatch import Context, Services, Usage, action, command, timer
 from bot.store import Timer
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.runbook.escalation import (
+from bot.runbook.incidents.escalation import (
     DEADLINE_TIMER,
     DEFAULT_SEVERITY,
     MAX_SUMMARY,
@@ -15,9 +15,9 @@ from bot.runbook.escalation import (
     Action,
     incident_name,
 )
-from bot.slack import incident_blocks
 from bot.slack.blocks import echo
 from bot.slack.dispatch import ActionRequest, Context, Services, Usage, action, command, timer
+from bot.slack.incidents import incident_blocks
 from bot.store import Timer
 
 MAX_TEXT = MAX_SUMMARY + 40  # a summary at its limit plus --sev; anything longer is refused

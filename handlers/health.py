@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.config import Config, Environment, parse_duration
-from bot.runbook.metrics_report import DEFAULT_BUILDS, MAX_BUILDS
-from bot.runbook.watch import DEFAULT_WATCH, LONGEST_WATCH, WatchRefused
+from bot.runbook.health.metrics_report import DEFAULT_BUILDS, MAX_BUILDS
+from bot.runbook.health.watch import DEFAULT_WATCH, LONGEST_WATCH, WatchRefused
 from bot.slack.blocks import duration_text, echo
 from bot.slack.dispatch import Context, Usage, action, command
-from bot.slack.health_report import report_health
-from bot.slack.health_watch import watch_health
-from bot.slack.metrics_report import report_metrics
-from bot.slack.resources_report import report_resources, watch_resources
-from bot.slack.watch_blocks import STOP_ACTION
+from bot.slack.health.health_report import report_health
+from bot.slack.health.health_watch import watch_health
+from bot.slack.health.metrics_report import report_metrics
+from bot.slack.health.resources_report import report_resources, watch_resources
+from bot.slack.health.watch_blocks import STOP_ACTION
 
 MAX_TEXT = 200  # longer than any valid /health text; anything past it is refused unread
 BUILD_COUNT = re.compile(r"[0-9]{1,4}")

@@ -3,9 +3,9 @@ manual backups."""
 
 from __future__ import annotations
 
-from bot.runbook.rollback_plan import parse_target
-from bot.slack import deploy_blocks, rollbacks
+from bot.runbook.changes.rollback_plan import parse_target
 from bot.slack.blocks import echo
+from bot.slack.changes import deploy_blocks, rollbacks
 from bot.slack.dispatch import Context, Services, Usage, command, timer
 from bot.store import Timer
 from handlers.deploy import environment

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from bot.config import AlertSettings, Config, load_config
-from bot.runbook.alerts import SYNC_TIMER, Alerts, Metric, Observation, Reading
-from bot.runbook.escalation import DEADLINE_TIMER
-from bot.runbook.escalation import SYNC_TIMER as INCIDENT_SYNC_TIMER
+from bot.runbook.alerts.alerts import SYNC_TIMER, Alerts, Metric, Observation, Reading
+from bot.runbook.incidents.escalation import DEADLINE_TIMER
+from bot.runbook.incidents.escalation import SYNC_TIMER as INCIDENT_SYNC_TIMER
 from bot.scheduler import Scheduler
-from bot.slack.alerting import Alerting
-from bot.slack.incidents import Incidents
+from bot.slack.alerts.alerting import Alerting
+from bot.slack.incidents.incidents import Incidents
 from bot.slack.web_api import SlackChat, create_web_client
 from bot.store import Alert, Store
 from handlers import alerts as alert_handlers

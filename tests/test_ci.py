@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from bot.config import CiSettings
-from bot.runbook.ci import CiClient, CiError, CiVerdict
-from bot.runbook.progress import redact
+from bot.runbook.changes.ci import CiClient, CiError, CiVerdict
+from bot.runbook.changes.progress import redact
 from tests.support.github_fake import GitHubFake, run
 
 TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from bot.config import Config
-from bot.runbook import releases
-from bot.runbook.deploy import DeployOptions, DeployRequest
-from bot.runbook.progress import StepDone, StepFailed, StepPlanned
+from bot.runbook.changes import releases
+from bot.runbook.changes.deploy import DeployOptions, DeployRequest
+from bot.runbook.changes.progress import StepDone, StepFailed, StepPlanned
 from bot.transport import LocalTransport
 from tests.support.deploy_env import (
     DemoTarget,
@@ -222,7 +222,7 @@ def test_the_release_log_takes_any_text_as_data_not_shell(tmp_path: Path) -> Non
 
 
 def test_packages_are_reproducible_and_their_manifest_checks_out(tmp_path: Path) -> None:
-    from bot.runbook.packaging import build_package
+    from bot.runbook.changes.packaging import build_package
 
     artifact = tmp_path / "riptide-api"
     artifact.write_bytes(b"\x7fELF pretend binary")

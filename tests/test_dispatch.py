@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from bot.config import load_config
-from bot.runbook.health import HealthChecker
-from bot.runbook.probe import Prober
+from bot.runbook.health.health import HealthChecker
+from bot.runbook.health.probe import Prober
 from bot.scheduler import Scheduler
 from bot.slack.chat import Message
 from bot.slack.console import ConsoleChat

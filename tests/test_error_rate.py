@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.runbook.error_rate import MIN_REQUESTS, error_rate, request_counters
+from bot.runbook.alerts.error_rate import MIN_REQUESTS, error_rate, request_counters
 
 SCRAPE = """\
 # HELP eventmesh_http_requests_total HTTP requests answered, by path and status code.

@@ -21,7 +21,7 @@ import pexpect
 import pytest
 from sqlalchemy import update
 
-from bot.runbook.escalation import DEADLINE_TIMER, SYNC_TIMER
+from bot.runbook.incidents.escalation import DEADLINE_TIMER, SYNC_TIMER
 from bot.store import Store, TimerRecord
 from tests.conftest import (
     REPO,

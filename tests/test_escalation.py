@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 
 from bot.config import load_config
-from bot.runbook.escalation import (
+from bot.runbook.incidents.escalation import (
     DEADLINE_TIMER,
     SYNC_TIMER,
     Action,

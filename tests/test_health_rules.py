@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.config import Environment, Thresholds
-from bot.runbook.health import Health, HealthChecker, HealthResult, classify
-from bot.runbook.probe import Probe, Prober
+from bot.runbook.health.health import Health, HealthChecker, HealthResult, classify
+from bot.runbook.health.probe import Probe, Prober
 from bot.slack import blocks
 from bot.store import Base, Store
 from bot.telemetry import Telemetry

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from bot.config import Config, load_config
-from bot.runbook.escalation import DEADLINE_TIMER, SYNC_TIMER, Action
+from bot.runbook.incidents.escalation import DEADLINE_TIMER, SYNC_TIMER, Action
 from bot.scheduler import Scheduler
-from bot.slack.incidents import Incidents, PressReply
+from bot.slack.incidents.incidents import Incidents, PressReply
 from bot.slack.web_api import SlackChat, create_web_client
 from bot.store import Incident, Store
 from tests.conftest import BOT_TOKEN, EXAMPLE_CONFIG, new_channel

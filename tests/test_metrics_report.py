@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from bot.config import Threshold
+from bot.runbook.health.metrics_chart import build_chart_png
+from bot.runbook.health.metrics_report import MetricsError, percentile, read_metrics
 from bot.runbook.levels import Level
-from bot.runbook.metrics_chart import build_chart_png
-from bot.runbook.metrics_report import MetricsError, percentile, read_metrics
-from bot.slack.metrics_report import figures
+from bot.slack.health.metrics_report import figures
 from tests.conftest import REPO
 from tests.support.health_reports import png_size
 from tests.support.slack_fake import block_kit_errors

@@ -15,12 +15,12 @@ import psutil
 import pytest
 
 from bot.config import Config
-from bot.runbook.alerts import CI, Alerts, AlertState, Metric
-from bot.runbook.health import HealthChecker
+from bot.runbook.alerts.alerts import CI, Alerts, AlertState, Metric
+from bot.runbook.alerts.monitor import Monitor
+from bot.runbook.health.health import HealthChecker
+from bot.runbook.health.probe import Prober
+from bot.runbook.health.resources import read_usage
 from bot.runbook.levels import Level
-from bot.runbook.monitor import Monitor
-from bot.runbook.probe import Prober
-from bot.runbook.resources import read_usage
 from bot.store import Store
 from bot.telemetry import Telemetry
 from bot.transport import SshTransport

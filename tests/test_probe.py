@@ -12,8 +12,8 @@ import pytest
 
 from bot.config import Environment, Thresholds
 from bot.loop_thread import LoopThread
-from bot.runbook.health import Health, HealthChecker
-from bot.runbook.probe import MAX_BODY_BYTES, Prober
+from bot.runbook.health.health import Health, HealthChecker
+from bot.runbook.health.probe import MAX_BODY_BYTES, Prober
 from bot.store import Store
 from bot.telemetry import Telemetry
 from tests.conftest import DemoService

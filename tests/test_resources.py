@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bot.runbook.resources import ProbeFailed, Resources, parse_proc, probe_resources
+from bot.runbook.health.resources import ProbeFailed, Resources, parse_proc, probe_resources
 from bot.transport import CommandResult, LocalTransport, Shell, SshTransport, Transport
 from tests.support.sshd import Sshd
 

@@ -24,11 +24,11 @@ import httpx
 import pytest
 
 from bot.config import Config
-from bot.runbook import releases
-from bot.runbook.progress import Finished, StepDone, StepFailed, StepSkipped
-from bot.runbook.releases import Backup, HostState, Release
-from bot.runbook.rollback import ManualBackup, missing_artifacts
-from bot.runbook.rollback_plan import (
+from bot.runbook.changes import releases
+from bot.runbook.changes.progress import Finished, StepDone, StepFailed, StepSkipped
+from bot.runbook.changes.releases import Backup, HostState, Release
+from bot.runbook.changes.rollback import ManualBackup, missing_artifacts
+from bot.runbook.changes.rollback_plan import (
     HostView,
     Move,
     Named,

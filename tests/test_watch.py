@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.config import Config
-from bot.runbook.health import Health, HealthResult
-from bot.runbook.watch import HealthTally, StopRequest, Watch, Watches, WatchRefused
-from bot.slack.health_watch import running, summary
+from bot.runbook.health.health import Health, HealthResult
+from bot.runbook.health.watch import HealthTally, StopRequest, Watch, Watches, WatchRefused
+from bot.slack.health.health_watch import running, summary
+from bot.slack.health.watch_blocks import EDITS_PER_MINUTE, edit_spacing_s
 from bot.slack.sparkline import GAP, sparkline
-from bot.slack.watch_blocks import EDITS_PER_MINUTE, edit_spacing_s
 from handlers.health import CheckRequest, ReportRequest, ResourcesRequest, WatchRequest, parse
 from tests.support.slack_fake import block_kit_errors
 

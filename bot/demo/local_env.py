@@ -26,9 +26,9 @@ from bot import __version__
 from bot.clock import Clock, utc_now
 from bot.config import Environment
 from bot.demo import release, supervise
-from bot.runbook import releases
-from bot.runbook.packaging import build_package
-from bot.runbook.releases import Layout
+from bot.runbook.changes import releases
+from bot.runbook.changes.packaging import build_package
+from bot.runbook.changes.releases import Layout
 from bot.transport.base import Shell, Transport
 
 log = logging.getLogger(__name__)

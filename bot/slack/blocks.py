@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot.runbook.health import Health, HealthResult
+from bot.runbook.health.health import Health, HealthResult
 from bot.runbook.levels import Level
 from bot.slack.chat import Message
 

@@ -18,15 +18,15 @@ from typing import Literal
 import httpx
 
 from bot.config import Access, Config
-from bot.runbook.alerts import Alerts
-from bot.runbook.health import HealthChecker
-from bot.runbook.monitor import Monitor
-from bot.runbook.watch import Watches
+from bot.runbook.alerts.alerts import Alerts
+from bot.runbook.alerts.monitor import Monitor
+from bot.runbook.health.health import HealthChecker
+from bot.runbook.health.watch import Watches
 from bot.scheduler import Scheduler
 from bot.slack import blocks
-from bot.slack.alerting import Alerting
+from bot.slack.alerts.alerting import Alerting
 from bot.slack.chat import Chat, Conversation, Message, MessageRef
-from bot.slack.incidents import Incidents
+from bot.slack.incidents.incidents import Incidents
 from bot.slack.paced_chat import PacedChat, Priority
 from bot.store import Store, StoreError, Timer
 from bot.telemetry import Telemetry

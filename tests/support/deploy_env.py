@@ -27,12 +27,12 @@ from typing import Any
 import httpx
 
 from bot.config import Config, Environment
-from bot.runbook.deploy import Deploy, DeployOptions, DeployRequest
-from bot.runbook.probe import Prober
-from bot.runbook.progress import Event, Finished, Outcome, StepDone, StepSkipped
-from bot.runbook.releases import backup_name
-from bot.runbook.rollback import Rollback
-from bot.runbook.rollback_plan import Named, Plan, Refused, plan_rollback
+from bot.runbook.changes.deploy import Deploy, DeployOptions, DeployRequest
+from bot.runbook.changes.progress import Event, Finished, Outcome, StepDone, StepSkipped
+from bot.runbook.changes.releases import backup_name
+from bot.runbook.changes.rollback import Rollback
+from bot.runbook.changes.rollback_plan import Named, Plan, Refused, plan_rollback
+from bot.runbook.health.probe import Prober
 from bot.transport import LocalTransport, Transport, open_transports
 from tests.conftest import free_port
 
@@ -242,8 +242,8 @@ def install_release(config: Config, name: str, version: str) -> str:
     way /deploy's install and switch leave it (package, MANIFEST, release log) — without the
     restart: for tests that need releases to roll back between, not a running deploy."""
     from bot.demo.release import build
-    from bot.runbook import releases
-    from bot.runbook.packaging import build_package
+    from bot.runbook.changes import releases
+    from bot.runbook.changes.packaging import build_package
 
     env = config.environments[name]
     layout = releases.Layout.of(env)

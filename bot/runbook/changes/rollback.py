@@ -1,0 +1,637 @@
+"""The runbook's Rollback Procedures (Quick Rollback, Rollback Checklist) and Manual Backups.
+
+    plan (bot/runbook/rollback_plan.py) → [approval] → lock → Rollback.run():
+      lock → reach the hosts (does the plan still hold?) → restore the backup (every host,
+      up to 5 at once) → check the files → one host at a time: stop → switch → start →
+      health checks → unlock
+
+Where this departs from the runbook's Quick Rollback, and why:
+- The runbook stops the service and untars a backup over the install. Here the archive is
+  unpacked into a new release folder and checked (MANIFEST, the config's artifacts in bin/)
+  while the service still runs; only then is each host stopped, switched and started. A
+  corrupt or incomplete archive is found before anything stops, the downtime is a switch and a
+  start, and the release left stays on disk: the rollback itself can be undone by naming it.
+- A target that fails its health check (or whose start fails) is marked bad in the release
+  log (a restored release carries the archive's name, so the archive counts as bad too): no
+  later rollback lands on it. The release rolled back from is marked `rolled_back`: the next
+  `/rollback` goes further back, not back to it.
+- A failure stops the rollback at that host: nothing more is changed, and the outcome says
+  which host runs which version. Opening an incident for it is the Slack side's (it pages).
+
+Every remote command is an argv list or a constant script (bot/runbook/releases.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import posixpath
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bot.clock import Clock, utc_now
+from bot.config import Config, Environment
+from bot.runbook.changes import releases
+from bot.runbook.changes.activate import (
+    PASSES_NEEDED,
+    Activator,
+    Clocked,
+    human_duration,
+    human_size,
+    one_line,
+    short,
+    show_version,
+)
+from bot.runbook.changes.deploy import OpenHosts, StepError, each_host
+from bot.runbook.changes.progress import (
+    Event,
+    Finished,
+    HostsChanged,
+    Outcome,
+    StepDone,
+    StepFailed,
+    StepSkipped,
+    StepStarted,
+    VersionKnown,
+    redact,
+    tail,
+)
+from bot.runbook.changes.releases import Backup, Layout, RemoteCommandFailed
+from bot.runbook.changes.rollback_plan import Move, Plan, hosts_text, look, still_holds
+from bot.runbook.health.probe import Prober
+from bot.transport.base import CommandResult, Shell, Transport, TransportError
+
+log = logging.getLogger(__name__)
+
+# The Rollback Checklist, as the message shows it. The last three are done by the Slack side
+# once the run is over (they post and page); they show after the outcome.
+STEPS: tuple[tuple[str, str], ...] = (
+    ("lock", "Lock"),
+    ("hosts", "Reach the hosts"),
+    ("restore", "Restore the backup"),
+    ("files", "Check the files"),
+    ("stop", "Stop the service"),
+    ("switch", "Switch current"),
+    ("start", "Start the service"),
+    ("verify", "Health checks"),
+    ("unlock", "Unlock"),
+    ("followup", "Follow-up checks"),
+    ("notify", "Summary in the alerts channel"),
+    ("incident", "Incident record"),
+)
+AFTER_RUN = ("followup", "notify", "incident")
+BACKUP_STEPS: tuple[tuple[str, str], ...] = (
+    ("lock", "Lock"),
+    ("backup", "Back up"),
+    ("unlock", "Unlock"),
+)
+TITLES = dict((*STEPS, *BACKUP_STEPS))
+
+
+HostFate = Literal[
+    "untouched", "stop_failed", "switch_failed", "start_failed", "unhealthy", "rolled_back"
+]
+
+
+def artifact_names(env: Environment) -> list[str]:
+    """What bin/ must hold: the base names of the config's artifact globs."""
+    return [posixpath.basename(a.rstrip("/")) for a in env.deploy.artifacts]
+
+
+def missing_artifacts(patterns: Iterable[str], files: dict[str, bool]) -> list[str]:
+    """Problems with bin/: an artifact pattern nothing matches, or a match not executable."""
+    problems = []
+    for pattern in patterns:
+        matched = [name for name in files if fnmatch.fnmatchcase(name, pattern)]
+        if not matched:
+            problems.append(f"no {pattern}")
+        problems.extend(f"{name} is not executable" for name in matched if not files[name])
+    return problems
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class HostRun:
+    move: Move
+    release: str | None = None  # the release it switches to (a restored one once unpacked)
+    version: str | None = None
+    current: str | None = None  # what it ran (the adopted release, when adopted now)
+    restored: str | None = None  # a release unpacked by this rollback
+    fate: HostFate = "untouched"
+
+
+class Rollback:
+    def __init__(
+        self,
+        plan: Plan,
+        env: Environment,
+        config: Config,
+        *,
+        prober: Prober,
+        open_hosts: OpenHosts,
+        requested_by: str,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.plan = plan
+        self.env = env
+        self.settings = env.deploy
+        self.layout = Layout.of(env)
+        self.open_hosts = open_hosts
+        self.requested_by = requested_by
+        self.clock = clock
+        self.activator = Activator(env, config, prober, clock=clock)
+        self.runs = {m.host: HostRun(m, m.release, m.version, m.current) for m in plan.moves}
+        self.clocked = Clocked()
+
+    # --- the procedure ---------------------------------------------------------------------
+
+    async def run(self) -> AsyncIterator[Event]:
+        yield StepDone("lock", detail=f"{self.env.name} is locked for this rollback")
+        yield HostsChanged(self.hosts())
+        async with self.open_hosts(self.env) as hosts:
+            async for event in self._run(hosts):
+                yield event
+
+    async def _run(self, every_host: list[Transport]) -> AsyncIterator[Event]:
+        by_target = {h.target: h for h in every_host}
+        gone = [m.host for m in self.plan.moves if m.host not in by_target]
+        if gone:
+            failure = StepFailed(
+                "hosts",
+                gone[0],
+                0.0,
+                f"{hosts_text(gone)} is no longer one of {self.env.name}'s hosts in the config: "
+                "ask again",
+            )
+            yield failure
+            yield StepDone("unlock", detail=f"{self.env.name} is free again")
+            yield Finished(self._untouched(failure))
+            return
+        hosts = [by_target[m.host] for m in self.plan.moves]
+        output = self.activator.output
+        prepare = [
+            ("hosts", hosts, self._check_plan),
+            ("restore", [h for h in hosts if self._needs_restore(h)], self._restore),
+            ("files", hosts, self._check_files),
+        ]
+        for step, on, work in prepare:
+            if not on:
+                yield StepSkipped(
+                    step,
+                    f"{self.plan.target_line()} is kept on the hosts: nothing to restore, "
+                    "the switch is instant",
+                )
+                continue
+            try:
+                async for event in each_host(step, on, work, output=output):
+                    yield event
+            except StepError as failure:
+                await self._remove_restored(hosts)
+                yield StepDone("unlock", detail=f"{self.env.name} is free again")
+                yield Finished(self._untouched(failure.event))
+                return
+        for index, host in enumerate(hosts):
+            failure: StepFailed | None = None
+            async for event in self._switch_one(host, last=index == len(hosts) - 1):
+                yield event
+                if isinstance(event, StepFailed):
+                    failure = event
+            if failure is not None:
+                await self._mark_bad(every_host, host, failure)
+                await self._remove_restored(hosts)
+                yield HostsChanged(self.hosts())
+                yield StepDone("unlock", detail=f"{self.env.name} is free again")
+                yield Finished(self._failed(failure))
+                return
+        await self._prune(hosts)
+        versions = {r.version for r in self.runs.values()}
+        if len(versions) == 1 and None not in versions:
+            yield VersionKnown(str(versions.pop()))
+        yield HostsChanged(self.hosts())
+        yield StepDone("unlock", detail=f"{self.env.name} is free again")
+        yield Finished(self._succeeded())
+
+    def _needs_restore(self, host: Transport) -> bool:
+        move = self.runs[host.target].move
+        return move.backup is not None or move.adopt
+
+    # --- preparing: nothing the service runs changes ---------------------------------------
+
+    async def _check_plan(self, host: Transport) -> str:
+        run = self.runs[host.target]
+        view = await look(host, self.layout)
+        if view.error is not None:
+            raise StepError(StepFailed("hosts", host.target, 0.0, view.error))
+        problem = still_holds(run.move, view)
+        if problem is not None:
+            raise StepError(StepFailed("hosts", host.target, 0.0, problem))
+        move = run.move
+        now = (
+            show_version(move.current_version)
+            if move.current_version
+            else (move.current or "a hand-made bin/")
+        )
+        return f"runs {now} → back to {self._target_of(run)}"
+
+    def _target_of(self, run: HostRun) -> str:
+        move = run.move
+        version = f" ({show_version(run.version)})" if run.version else ""
+        if move.release is not None:
+            return f"release {move.release}{version}"
+        return f"backup {move.backup}{version}"
+
+    async def _restore(self, host: Transport) -> str:
+        run = self.runs[host.target]
+        notes = []
+        if run.move.adopt:
+            run.current = await releases.adopt(host, self.layout, self.clock())
+            notes.append(f"the hand-made bin/ became release {run.current}")
+        if run.move.backup is not None:
+            release_id, version = await releases.restore_release(
+                host, self.layout, run.move.backup, self.clock()
+            )
+            run.release = run.restored = release_id
+            run.version = version or run.version
+            what = f" ({show_version(run.version)})" if run.version else ""
+            notes.append(f"{run.move.backup} unpacked into releases/{release_id}{what}")
+        return "; ".join(notes)
+
+    async def _check_files(self, host: Transport) -> str:
+        run = self.runs[host.target]
+        assert run.release is not None
+        clocked = Clocked()
+        (result,) = await releases.run_checked(host, [self.layout.check_files_command(run.release)])
+        files = releases.parse_bin_listing(result.stdout)
+        patterns = artifact_names(self.env)
+        problems = missing_artifacts(patterns, files)
+        if problems:
+            held = ", ".join(sorted(files)[:10]) or "nothing"
+            raise StepError(
+                StepFailed(
+                    "files",
+                    host.target,
+                    clocked.seconds,
+                    f"releases/{run.release}/bin is not what the config's artifacts expect: "
+                    f"{'; '.join(problems)} (it holds: {held})",
+                )
+            )
+        found = sorted(n for n in files if any(fnmatch.fnmatchcase(n, p) for p in patterns))
+        manifest = (
+            "every file matches its MANIFEST"
+            if "manifest checked" in result.stdout.splitlines()
+            else "no MANIFEST to check against"
+        )
+        return f"bin/{', bin/'.join(found)} executable; {manifest}"
+
+    # --- one host at a time: stop, switch, start, verify -----------------------------------
+
+    async def _switch_one(self, host: Transport, *, last: bool) -> AsyncIterator[Event]:
+        run = self.runs[host.target]
+        assert run.release is not None
+        target = host.target
+        clocked = Clocked()
+        yield StepStarted("stop", target, f"`{short(self.settings.stop)}`")
+        problem = await self._command(host, self.settings.stop, "stop", clocked)
+        if problem is not None:
+            run.fate = "stop_failed"
+            yield problem
+            return
+        yield StepDone("stop", target, clocked.seconds, f"`{short(self.settings.stop)}` done")
+        clocked = Clocked()
+        yield StepStarted("switch", target, f"current → releases/{run.release}")
+        try:
+            await releases.switch(host, self.layout, run.release, self.clock())
+        except (TransportError, RemoteCommandFailed) as exc:
+            run.fate = "switch_failed"
+            # What ran before is still current (the switch is one rename): start it again.
+            again = await self._command(host, self.settings.start, "switch", Clocked())
+            after = (
+                "; its release was started again"
+                if again is None
+                else f"; starting its release again failed too: {again.error}"
+            )
+            output = (
+                self.activator.output(exc.result) if isinstance(exc, RemoteCommandFailed) else ""
+            )
+            yield StepFailed("switch", target, clocked.seconds, one_line(exc) + after, output)
+            return
+        yield StepDone("switch", target, clocked.seconds, f"current → releases/{run.release}")
+        clocked = Clocked()
+        yield StepStarted("start", target, f"`{short(self.settings.start)}`")
+        problem = await self._command(host, self.settings.start, "start", clocked)
+        if problem is not None:
+            run.fate = "start_failed"
+            yield problem
+            return
+        yield StepDone("start", target, clocked.seconds, f"`{short(self.settings.start)}` done")
+        clocked = Clocked()
+        timeout = human_duration(self.settings.verify_timeout.total_seconds())
+        yield StepStarted("verify", target, f"{PASSES_NEEDED} passes in a row within {timeout}")
+        verdict = await self.activator.verify(
+            expect=run.version if last else None,
+            accept=(run.version, run.move.current_version),
+        )
+        if not verdict.ok:
+            run.fate = "unhealthy"
+            yield StepFailed(
+                "verify",
+                target,
+                clocked.seconds,
+                f"failed its health check on host {target}: {verdict.reason} (no "
+                f"{PASSES_NEEDED} passes in a row within verify_timeout {timeout})",
+            )
+            return
+        run.version = run.version or verdict.version
+        run.fate = "rolled_back"
+        on = f" on {show_version(run.version)}" if run.version else ""
+        yield StepDone(
+            "verify", target, clocked.seconds, f"healthy{on}, {PASSES_NEEDED} checks in a row"
+        )
+        await self._record_verdicts(host, run)
+
+    async def _command(
+        self, host: Transport, text: str, step: str, clocked: Clocked
+    ) -> StepFailed | None:
+        """Run an operator's command (stop, start) on the host; a StepFailed if it failed."""
+        try:
+            result = await host.run(Shell(text))
+        except TransportError as exc:
+            return StepFailed(step, host.target, clocked.seconds, one_line(exc))
+        if result.ok:
+            return None
+        return StepFailed(
+            step,
+            host.target,
+            clocked.seconds,
+            f"`{short(text)}` exited with status {result.exit_status}",
+            self.activator.output(result),
+        )
+
+    # --- the release log ---------------------------------------------------------------------
+
+    async def _log(self, host: Transport, event: dict[str, object]) -> None:
+        """A verdict in the host's release log; the switch is what matters, so a failure to
+        write it is logged, not fatal."""
+        try:
+            await releases.run_checked(host, [self.layout.log_command(event)])
+        except (TransportError, RemoteCommandFailed) as exc:
+            log.error("%s: release log not written (%s): %s", host.target, event["event"], exc)
+
+    async def _record_verdicts(self, host: Transport, run: HostRun) -> None:
+        assert run.release is not None
+        await self._log(host, releases.log_event("good", run.release, self.clock()))
+        if run.current is None:
+            return
+        if self.plan.verdict == "bad":
+            reason = (
+                f"rolled back by {self.requested_by} after deploy #{self.plan.undoing}'s "
+                "health watch saw it fail"
+            )
+        else:
+            reason = f"rolled back by {self.requested_by} to {self._target_of(run)}"
+        event = releases.log_event(self.plan.verdict, run.current, self.clock(), reason=reason)
+        await self._log(host, event)
+
+    async def _mark_bad(
+        self, every_host: Sequence[Transport], failed_on: Transport, failure: StepFailed
+    ) -> None:
+        """A target that did not come back healthy is bad: here, and wherever it is the same
+        release (a kept release has one id on every host; a restored one is this host's)."""
+        run = self.runs[failed_on.target]
+        if run.fate not in ("start_failed", "unhealthy") or run.release is None:
+            return
+        event = releases.log_event(
+            "bad",
+            run.release,
+            self.clock(),
+            reason=f"failed after a rollback by {self.requested_by}: {failure.error}",
+        )
+        if run.restored is not None:
+            await self._log(failed_on, event)
+            return
+        for host in every_host:
+            with contextlib.suppress(TransportError, RemoteCommandFailed):
+                state, _ = await releases.inspect(host, self.layout)
+                if state.release(run.release) is not None:
+                    await self._log(host, event)
+
+    async def _remove_restored(self, hosts: Sequence[Transport]) -> None:
+        """Releases unpacked for hosts this rollback never switched go again."""
+        for host in hosts:
+            run = self.runs[host.target]
+            if run.restored is None or run.fate not in ("untouched", "stop_failed"):
+                continue
+            try:
+                await releases.run_checked(
+                    host, [self.layout.remove_releases_command([run.restored])]
+                )
+                run.restored = None
+            except (TransportError, RemoteCommandFailed) as exc:
+                log.warning("could not remove unused %s on %s: %s", run.restored, host.target, exc)
+
+    async def _prune(self, hosts: Sequence[Transport]) -> None:
+        """Keep keep_releases per host; the release left is kept, so this can be undone."""
+        for host in hosts:
+            run = self.runs[host.target]
+            protect = [run.current] if run.current and self.plan.verdict != "bad" else []
+            try:
+                await releases.prune(host, self.layout, protect=protect)
+            except (TransportError, RemoteCommandFailed) as exc:
+                log.warning("old releases not pruned on %s: %s", host.target, exc)
+
+    # --- the outcome ---------------------------------------------------------------------------
+
+    def hosts(self) -> dict[str, dict[str, object]]:
+        recorded: dict[str, dict[str, object]] = {}
+        for target, run in self.runs.items():
+            recorded[target] = {
+                "from": run.current,
+                "from_version": run.move.current_version,
+                "to": run.release or run.move.target,
+                "version": run.version,
+                "backup": run.move.backup,
+                "state": run.fate,
+            }
+        for target in self.plan.staying:
+            recorded[target] = {
+                "to": self.plan.target,
+                "version": self.plan.version,
+                "state": "already",
+            }
+        return recorded
+
+    def _to_text(self) -> str:
+        versions = {r.version for r in self.runs.values()}
+        if len(versions) == 1 and None not in versions:
+            return show_version(versions.pop())
+        return self.plan.to_text
+
+    def _outcome(self, state: str, summary: str, failure: StepFailed | None = None) -> Outcome:
+        versions = {r.version for r in self.runs.values()}
+        return Outcome(
+            state=state,
+            summary=summary,
+            version=versions.pop() if len(versions) == 1 else None,
+            failed_step=failure.step if failure else None,
+            failed_host=(failure.host or None) if failure else None,
+            error=failure.error if failure else None,
+            output=failure.output if failure else "",
+            seconds=self.clocked.seconds,
+            hosts=self.hosts(),
+        )
+
+    def _succeeded(self) -> Outcome:
+        summary = f"Rolled back {self.env.name} from {self.plan.from_text} to {self._to_text()}"
+        if self.plan.kind == "backup":
+            summary += f" (restored from {self.plan.target})"
+        if self.plan.staying:
+            summary += f"; {hosts_text(list(self.plan.staying))} already ran it"
+        return self._outcome("succeeded", summary + ".")
+
+    def _untouched(self, failure: StepFailed) -> Outcome:
+        where = f" on {failure.host}" if failure.host else ""
+        summary = (
+            f"Rollback of {self.env.name} to {self.plan.to_text} failed at "
+            f"{TITLES[failure.step]}{where}: {failure.error}. Nothing the service runs was "
+            "changed."
+        )
+        return self._outcome("failed", summary, failure)
+
+    def _failed(self, failure: StepFailed) -> Outcome:
+        summary = (
+            f"Rollback of {self.env.name} to {self._to_text()} failed at "
+            f"{TITLES[failure.step]} on {failure.host}: {failure.error}. It stopped there. "
+            f"Now: {self.where()}."
+        )
+        return self._outcome("rollback_failed", summary, failure)
+
+    def where(self) -> str:
+        """Which hosts run which version now, host groups by what happened to them."""
+        groups: dict[HostFate | Literal["already"], list[str]] = {}
+        words: dict[HostFate | Literal["already"], tuple[str, str]] = {}
+        for target, run in self.runs.items():
+            before = (
+                show_version(run.move.current_version)
+                if run.move.current_version
+                else (run.current or "what it ran")
+            )
+            after = show_version(run.version) if run.version else f"release {run.release}"
+            words[run.fate] = {
+                "rolled_back": (f"runs {after}", "rolled back and healthy"),
+                "unhealthy": (f"runs {after}", "which failed its health check (marked bad)"),
+                "start_failed": (f"is switched to {after}", "whose start failed (marked bad)"),
+                "stop_failed": (f"still runs {before}", "its stop command failed"),
+                "switch_failed": (f"still runs {before}", "the switch failed"),
+                "untouched": (f"still runs {before}", "not reached"),
+            }[run.fate]
+            groups.setdefault(run.fate, []).append(target)
+        if self.plan.staying:
+            words["already"] = (f"already ran {self.plan.to_text}", "")
+            groups["already"] = list(self.plan.staying)
+        parts = []
+        for fate, hosts in groups.items():
+            verb, how = words[fate]
+            if len(hosts) > 1:  # 'runs' → 'run', 'is' → 'are'
+                verb = verb.replace("still runs", "still run").replace(
+                    "is switched", "are switched"
+                )
+                verb = "run" + verb.removeprefix("runs") if verb.startswith("runs") else verb
+            parts.append(f"{hosts_text(hosts)} {verb}" + (f", {how}" if how else ""))
+        return "; ".join(parts)
+
+
+def backup_title(environment: str) -> str:
+    return f"Back up {environment}"
+
+
+# --- /rollback backup ---------------------------------------------------------------------
+
+
+@dataclass
+class ManualBackup:
+    """The runbook's Manual Backups: archive what runs now on every host, then prune to
+    keep_backups, named and pruned exactly as /deploy's backups are."""
+
+    env: Environment
+    open_hosts: OpenHosts
+    clock: Clock = utc_now
+    taken: dict[str, Backup | None] = field(default_factory=dict)
+    versions: set[str | None] = field(default_factory=set)
+    removed: int = 0
+
+    async def run(self) -> AsyncIterator[Event]:
+        clocked = Clocked()
+        layout = Layout.of(self.env)
+        name = self.env.name
+        yield StepDone("lock", detail=f"{name} is locked for this backup")
+        taken_at = self.clock()  # one name on every host: one backup of the environment
+
+        async def back_up(host: Transport) -> str:
+            state, _ = await releases.inspect(host, layout)
+            backup, removed = await releases.take_backup(host, layout, state, taken_at)
+            self.taken[host.target] = backup
+            if backup is None:
+                return "nothing installed on this host: nothing to back up"
+            current = state.current_release
+            self.versions.add(current.version if current else None)
+            self.removed += len(removed)
+            what = (
+                show_version(current.version)
+                if current and current.version
+                else ("the hand-made bin/" if state.needs_adoption else "the current release")
+            )
+            pruned = f"; {len(removed)} old removed (keep_backups {layout.keep_backups})"
+            size = human_size(backup.size)
+            return f"{backup.name} ({size}) of {what}{pruned if removed else ''}"
+
+        async with self.open_hosts(self.env) as hosts:
+            try:
+                async for event in each_host("backup", hosts, back_up, output=_output):
+                    yield event
+            except StepError as failure:
+                yield StepDone("unlock", detail=f"{name} is free again")
+                event = failure.event
+                summary = f"Backup of {name} failed on {event.host}: {event.error}"
+                made = [t for t, b in self.taken.items() if b is not None]
+                if made:
+                    summary += f" ({hosts_text(made)} did get it)"
+                yield Finished(
+                    Outcome(
+                        "failed",
+                        summary + ".",
+                        failed_step="backup",
+                        failed_host=event.host,
+                        error=event.error,
+                        output=event.output,
+                        seconds=clocked.seconds,
+                    )
+                )
+                return
+        yield StepDone("unlock", detail=f"{name} is free again")
+        made = [b for b in self.taken.values() if b is not None]
+        if not made:
+            yield Finished(
+                Outcome(
+                    "failed",
+                    f"Nothing to back up on {name}: nothing is installed on its hosts yet.",
+                    seconds=clocked.seconds,
+                )
+            )
+            return
+        version = self.versions.pop() if len(self.versions) == 1 else None
+        if version is not None:
+            yield VersionKnown(version)
+        count = len(made)
+        of = f" of {show_version(version)}" if version else ""
+        summary = f"Backed up {name}{of}: {made[0].name} on {count} host{'s' if count != 1 else ''}"
+        if self.removed:
+            summary += f"; {self.removed} older archive(s) removed (keep_backups)"
+        yield Finished(Outcome("succeeded", summary + ".", version, seconds=clocked.seconds))
+
+
+def _output(result: CommandResult) -> str:
+    return redact(tail(result.tail(40)))

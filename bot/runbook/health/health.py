@@ -1,0 +1,420 @@
+"""The runbook's health check: healthz, the status endpoint and metrics, classified.
+
+Classification follows RUNBOOK.md "Service Health Indicators" with the thresholds from the
+config's Key Metrics table:
+
+- Unhealthy: no answer within the critical threshold (timeout, refused, unresolvable),
+  5xx or any non-200 on /healthz, a body that is not the expected JSON, the service saying
+  it is unhealthy, or a critical component down.
+- Degraded: 200 but slow (healthz at or over the warning threshold, the API over its own),
+  the service saying it is degraded, a non-critical component down, or the status or
+  metrics endpoint unavailable.
+- Healthy: everything else.
+
+This module knows nothing about Slack: it returns results, and the caller renders them.
+The probes run on their own thread and event loop (bot/runbook/probe.py), so a check of
+hundreds of environments never delays the caller's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.clock import Clock, utc_now
+from bot.config import Environment, Thresholds
+from bot.runbook.alerts.error_rate import COUNTER as REQUEST_COUNTER
+from bot.runbook.alerts.error_rate import request_counters
+from bot.runbook.health.probe import Probe, Prober
+from bot.store import HealthCheck, Store, StoreError
+from bot.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class Health(StrEnum):
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+    UNHEALTHY = "Unhealthy"
+
+    @property
+    def rank(self) -> int:
+        return list(Health).index(self)
+
+
+def worst(*values: Health) -> Health:
+    return max(values, key=lambda h: h.rank, default=Health.HEALTHY)
+
+
+@dataclass(frozen=True)
+class Vitals:
+    """The figures the scheduled checks watch (README "Alerts"), from the same three probes.
+
+    A problem is set when that probe failed; it is None, with no figure, when the failure is
+    the outage healthz already reports (the host is down: once is enough).
+    """
+
+    healthz_problem: str | None = None  # no answer, not 200, or the service says unhealthy
+    api_latency_ms: float | None = None  # the status endpoint's answer time
+    api_problem: str | None = None
+    requests: Mapping[tuple[str, str], float] | None = None  # (path, code) -> answered so far
+    metrics_problem: str | None = None
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    environment: str
+    health: Health
+    checked_at: datetime
+    status_code: int | None = None
+    latency_ms: float | None = None
+    version: str | None = None
+    reasons: tuple[str, ...] = ()
+    components: Mapping[str, str] = field(default_factory=dict)
+    metrics_available: bool = False
+    # How many checks in a row, this one included, had this same result (from the store).
+    streak: int = 1
+    vitals: Vitals = field(default_factory=Vitals)
+
+
+@dataclass(frozen=True)
+class Classification:
+    health: Health
+    reasons: tuple[str, ...]
+    version: str | None
+    components: Mapping[str, str]
+    metrics_available: bool
+
+
+def _describe_failure(name: str, probe: Probe) -> str:
+    if probe.error is not None:
+        return f"{name}: {probe.error}"
+    return f"{name} answered HTTP {probe.status_code}"
+
+
+def classify(
+    healthz: Probe, status: Probe, metrics: Probe, thresholds: Thresholds
+) -> Classification:
+    """Apply the runbook's rules to the three probes of one environment."""
+    findings: list[tuple[Health, str]] = []
+    version: str | None = None
+    components: dict[str, str] = {}
+
+    # /healthz decides whether the service is up at all.
+    if not healthz.answered or healthz.status_code != 200:
+        findings.append((Health.UNHEALTHY, _describe_failure("healthz", healthz)))
+    else:
+        try:
+            payload = healthz.json()
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            findings.append((Health.UNHEALTHY, "healthz did not return a JSON object"))
+        else:
+            version = str(payload["version"]) if payload.get("version") is not None else None
+            reported = str(payload.get("status", "")).lower()
+            if reported == "degraded":
+                findings.append((Health.DEGRADED, "service reports itself degraded"))
+            elif reported != "healthy":
+                findings.append(
+                    (Health.UNHEALTHY, f"service reports status '{reported or 'missing'}'")
+                )
+        warning_ms = thresholds.health_response_ms.warning
+        if healthz.latency_ms is not None and healthz.latency_ms >= warning_ms:
+            findings.append(
+                (
+                    Health.DEGRADED,
+                    f"healthz slow: {healthz.latency_ms:.0f} ms (warning at {warning_ms:.0f} ms)",
+                )
+            )
+
+    # /api/v1/status gives the dependencies; losing it hides them, which degrades the picture.
+    if _same_outage(status, healthz):
+        pass  # the host is unreachable: healthz already said so, once is enough
+    elif not status.answered or status.status_code != 200:
+        findings.append((Health.DEGRADED, _describe_failure("status endpoint", status)))
+    else:
+        try:
+            payload = status.json()
+        except ValueError:
+            payload = None
+        raw_components = payload.get("components") if isinstance(payload, dict) else None
+        if not isinstance(raw_components, dict):
+            findings.append((Health.DEGRADED, "status endpoint did not list components"))
+        else:
+            for name, detail in raw_components.items():
+                state = detail.get("status") if isinstance(detail, dict) else detail
+                critical = bool(detail.get("critical")) if isinstance(detail, dict) else False
+                components[str(name)] = str(state)
+                if str(state).lower() not in ("up", "ok", "healthy"):
+                    if critical:
+                        findings.append((Health.UNHEALTHY, f"critical component {name} is {state}"))
+                    else:
+                        findings.append((Health.DEGRADED, f"component {name} is {state}"))
+        api_warning = thresholds.api_response_ms.warning
+        if status.latency_ms is not None and status.latency_ms >= api_warning:
+            findings.append(
+                (
+                    Health.DEGRADED,
+                    f"API slow: {status.latency_ms:.0f} ms (warning at {api_warning:.0f} ms)",
+                )
+            )
+
+    metrics_available = metrics.answered and metrics.status_code == 200 and _parses(metrics.body)
+    if not metrics_available and not _same_outage(metrics, healthz):
+        if metrics.answered and metrics.status_code == 200:
+            findings.append((Health.DEGRADED, "metrics endpoint returned no Prometheus metrics"))
+        else:
+            findings.append((Health.DEGRADED, _describe_failure("metrics endpoint", metrics)))
+
+    health = worst(*(h for h, _ in findings))
+    # Lead with what made it this bad: the first thing an on-call engineer should read.
+    reasons = tuple(r for h, r in findings if h == health) + tuple(
+        r for h, r in findings if h != health
+    )
+    return Classification(health, reasons, version, components, metrics_available)
+
+
+def vitals(healthz: Probe, status: Probe, metrics: Probe, metrics_available: bool) -> Vitals:
+    """The scheduled checks' figures from one environment's three probes."""
+    healthz_problem: str | None = None
+    if not healthz.answered or healthz.status_code != 200:
+        healthz_problem = _describe_failure("healthz", healthz)
+    else:
+        try:
+            payload = healthz.json()
+        except ValueError:
+            payload = None
+        reported = str(payload.get("status", "")).lower() if isinstance(payload, dict) else None
+        if reported is None:
+            healthz_problem = "healthz did not return a JSON object"
+        elif reported not in ("healthy", "degraded"):
+            healthz_problem = f"service reports status '{reported or 'missing'}'"
+    api_latency_ms = api_problem = None
+    if status.answered and status.status_code == 200:
+        api_latency_ms = status.latency_ms
+    elif not _same_outage(status, healthz):
+        api_problem = _describe_failure("status endpoint", status)
+    requests = metrics_problem = None
+    if metrics_available:
+        requests = request_counters(metrics.body)
+        if requests is None:
+            metrics_problem = f"/metrics has no {REQUEST_COUNTER}"
+    elif not _same_outage(metrics, healthz):
+        metrics_problem = (
+            "metrics endpoint returned no Prometheus metrics"
+            if metrics.answered and metrics.status_code == 200
+            else _describe_failure("metrics endpoint", metrics)
+        )
+    return Vitals(healthz_problem, api_latency_ms, api_problem, requests, metrics_problem)
+
+
+def _same_outage(probe: Probe, healthz: Probe) -> bool:
+    return probe.error is not None and probe.error == healthz.error
+
+
+def _parses(text: str) -> bool:
+    try:
+        return any(True for _ in text_string_to_metric_families(text))
+    except (ValueError, TypeError, IndexError):
+        return False
+
+
+OnBatch = Callable[[list[HealthResult]], None]
+
+# Environments whose checks start before the probe loop gets to do anything else.
+START_WAVE = 10
+
+
+class HealthChecker:
+    """Checks environments concurrently on the prober's thread, never on the caller's loop.
+
+    One fan-out for every caller — /health now, scheduled checks next:
+
+    - `await check_all(envs)`: every result once all are in (a scheduler job, alert states);
+    - `async for batch in check_many(envs)`: results in batches as they land (a live report);
+    - `start(envs, on_batch)`: the primitive, callable from any thread; a concurrent future.
+
+    However many environments, the caller's loop only receives a few batches. Results are
+    recorded in the store a batch per transaction, which also gives each one its streak.
+    """
+
+    def __init__(
+        self,
+        prober: Prober,
+        thresholds: Thresholds,
+        store: Store,
+        telemetry: Telemetry,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.prober = prober
+        self.thresholds = thresholds
+        self.store = store
+        self.telemetry = telemetry
+        self.clock = clock
+
+    @property
+    def timeout_s(self) -> float:
+        # A dead host costs at most the critical threshold, never a TCP timeout.
+        return self.thresholds.health_response_ms.critical / 1000
+
+    def start(
+        self, envs: Sequence[Environment], on_batch: OnBatch | None = None
+    ) -> concurrent.futures.Future[list[HealthResult]]:
+        """Check envs at once on the probe thread; on_batch (called there) gets each batch.
+
+        The future holds every result when the cycle is over; cancelling it stops the cycle.
+        """
+        return self.prober.submit(self._cycle(list(envs), on_batch))
+
+    async def check_all(self, envs: Sequence[Environment]) -> list[HealthResult]:
+        """Every environment's result, checked at once, in about the slowest one's time."""
+        return await asyncio.wrap_future(self.start(envs))
+
+    async def check(self, env: Environment) -> HealthResult:
+        (result,) = await self.check_all([env])
+        return result
+
+    async def check_many(self, envs: Sequence[Environment]) -> AsyncIterator[list[HealthResult]]:
+        """Check every environment at once; yield the results in batches as they land."""
+        loop = asyncio.get_running_loop()
+        arrivals: asyncio.Queue[list[HealthResult] | None] = asyncio.Queue()
+
+        def hand_over(batch: list[HealthResult] | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody waits
+                loop.call_soon_threadsafe(arrivals.put_nowait, batch)
+
+        cycle = self.start(envs, hand_over)
+        # Queued after the last batch, from the same thread: the end comes after every batch.
+        cycle.add_done_callback(lambda _: hand_over(None))
+        try:
+            while (batch := await arrivals.get()) is not None:
+                yield batch
+            cycle.result()  # the cycle's own failure, if any
+        finally:
+            cycle.cancel()
+
+    # --- on the probe loop --------------------------------------------------------------------
+
+    async def _cycle(self, envs: list[Environment], on_batch: OnBatch | None) -> list[HealthResult]:
+        recorder = _Recorder(self._record, on_batch)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for i, env in enumerate(envs, start=1):
+                    group.create_task(self._check_one(env, recorder))
+                    if i % START_WAVE == 0:
+                        # Let the loop send these and read what has come back before starting
+                        # more: 600 sends in one go keep it busy for 35-150 ms, and an answer
+                        # that arrives meanwhile would be timed late.
+                        await asyncio.sleep(0)
+            return await recorder.finish()
+        finally:
+            recorder.cancel()
+
+    async def _check_one(self, env: Environment, recorder: _Recorder) -> None:
+        checked_at = self.clock()
+        try:
+            healthz, status, metrics = await asyncio.gather(
+                self.prober.get(env.healthz_url, self.timeout_s),
+                self.prober.get(env.status_url, self.timeout_s),
+                self.prober.get(env.metrics_url, self.timeout_s),
+            )
+            verdict = classify(healthz, status, metrics, self.thresholds)
+            figures = vitals(healthz, status, metrics, verdict.metrics_available)
+        except Exception:
+            # One environment's surprise must not sink the report on all the others.
+            log.exception("checking %s failed inside the bot", env.name)
+            healthz = Probe(env.healthz_url, error="the check itself failed")
+            verdict = Classification(
+                Health.UNHEALTHY, ("the check itself failed (see the bot's log)",), None, {}, False
+            )
+            figures = Vitals(healthz_problem="the check itself failed (see the bot's log)")
+        result = HealthResult(
+            environment=env.name,
+            health=verdict.health,
+            checked_at=checked_at,
+            status_code=healthz.status_code,
+            latency_ms=healthz.latency_ms,
+            version=verdict.version,
+            reasons=verdict.reasons,
+            components=verdict.components,
+            metrics_available=verdict.metrics_available,
+            vitals=figures,
+        )
+        self.telemetry.checks.labels(environment=env.name, result=result.health.value).inc()
+        recorder.add(result)
+
+    async def _record(self, batch: list[HealthResult]) -> list[HealthResult]:
+        checks = [
+            HealthCheck(
+                environment=r.environment,
+                health=r.health.value,
+                status_code=r.status_code,
+                latency_ms=r.latency_ms,
+                version=r.version,
+                reason="; ".join(r.reasons),
+                checked_at=r.checked_at,
+            )
+            for r in batch
+        ]
+        try:
+            # The probe loop's own executor: the main loop's to_thread pool stays free.
+            streaks = await asyncio.to_thread(self.store.record_health_checks, checks)
+        except StoreError as exc:
+            # The checks themselves are what the engineer needs; the history can miss a batch.
+            log.error(
+                "health of %d environment(s) not recorded (%s) — check the database",
+                len(batch),
+                exc,
+            )
+            return batch
+        return [replace(r, streak=s) for r, s in zip(batch, streaks, strict=True)]
+
+
+class _Recorder:
+    """A cycle's results, written to the store in batches: while one is written, the next gathers.
+
+    So 200 results that land within a few milliseconds cost a handful of transactions, not
+    200, and the caller receives as many hand-overs.
+    """
+
+    def __init__(
+        self,
+        record: Callable[[list[HealthResult]], Awaitable[list[HealthResult]]],
+        on_batch: OnBatch | None,
+    ) -> None:
+        self._record = record
+        self._on_batch = on_batch
+        self._pending: list[HealthResult] = []
+        self._results: list[HealthResult] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    def add(self, result: HealthResult) -> None:
+        self._pending.append(result)
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            recorded = await self._record(batch)
+            self._results.extend(recorded)
+            if self._on_batch is not None:
+                self._on_batch(recorded)
+
+    async def finish(self) -> list[HealthResult]:
+        if self._writing is not None:
+            await self._writing
+        return self._results
+
+    def cancel(self) -> None:
+        if self._writing is not None:
+            self._writing.cancel()

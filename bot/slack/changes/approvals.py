@@ -1,0 +1,211 @@
+"""Requests that wait for an approver: production deploys and rollbacks.
+
+An approval is a row in the store (kind 'deploy' or 'rollback', what in its payload) and a
+message in `slack.approvals_channel` with Approve / Reject buttons (action ids
+`approval_approve` / `approval_reject`, the request id as value). The decision is a
+conditional UPDATE … WHERE state = 'pending', so a double press, a duplicated delivery or a
+press racing the expiry decides exactly once; only that one caller starts the work.
+
+Payload keys every kind uses (the request message is drawn from them):
+  version, flags, hosts, checklist (ChecklistItem dicts), plan (step titles),
+  channel (where the requester asked), response_url (their ephemeral replies).
+A kind adds whatever its starter needs (a rollback: `target`, the line naming what it goes back
+to, and `plan`, the pinned Plan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bot.runbook.changes.activate import human_duration
+from bot.runbook.changes.checklist import ChecklistItem
+from bot.slack.changes import deploy_blocks
+from bot.slack.chat import ChatError, Message, MessageRef
+from bot.slack.dispatch import Services
+from bot.store import Approval
+
+log = logging.getLogger(__name__)
+
+EXPIRE_TIMER = "approval.expire"
+
+Starter = Callable[[Services, Approval], Awaitable[str]]
+
+
+def timeout_text(timeout: timedelta) -> str:
+    return human_duration(timeout.total_seconds())
+
+
+def render(approval: Approval) -> Message:
+    payload = approval.payload
+    return deploy_blocks.approval_request(
+        approval,
+        version=str(payload.get("version") or ""),
+        flags=[str(f) for f in payload.get("flags", []) or []],  # type: ignore[union-attr]
+        hosts=[str(h) for h in payload.get("hosts", []) or []],  # type: ignore[union-attr]
+        checklist=[ChecklistItem.from_dict(i) for i in payload.get("checklist", []) or []],  # type: ignore[union-attr]
+        plan=[str(p) for p in payload.get("plan", []) or []],  # type: ignore[union-attr]
+        timeout_text=str(payload.get("timeout_text", "")),
+        target=str(payload.get("target") or ""),
+    )
+
+
+@dataclass(frozen=True)
+class Asked:
+    approval: Approval | None
+    problem: str | None = None
+
+
+async def ask(
+    services: Services,
+    *,
+    kind: str,
+    environment: str,
+    requested_by: str,
+    timeout: timedelta,
+    version: str,
+    flags: Sequence[str],
+    hosts: Sequence[str],
+    checklist: Sequence[ChecklistItem],
+    plan: Sequence[str],
+    channel: str,
+    response_url: str | None,
+    extra: dict[str, object] | None = None,
+) -> Asked:
+    """Record a request, post it for the approvers, and set its expiry timer."""
+    store, chat = services.store, services.chat
+    payload: dict[str, object] = {
+        "version": version,
+        "flags": list(flags),
+        "hosts": list(hosts),
+        "checklist": [item.as_dict() for item in checklist],
+        "plan": list(plan),
+        "channel": channel,
+        "response_url": response_url,
+        "timeout_text": timeout_text(timeout),
+        **(extra or {}),
+    }
+    approval = await asyncio.to_thread(
+        store.create_approval,
+        kind=kind,
+        environment=environment,
+        requested_by=requested_by,
+        payload=payload,
+        expires_at=store.clock() + timeout,
+    )
+    where = services.config.slack.approvals_channel or channel
+    try:
+        ref = await chat.post(where, render(approval))
+    except ChatError as exc:
+        await asyncio.to_thread(store.decide_approval, approval.id, "expired", None)
+        return Asked(
+            None,
+            f"could not post the approval request in <#{where}>: Slack said {exc.error} "
+            "(invite the bot to the approvals channel). Nothing was started.",
+        )
+    await asyncio.to_thread(store.set_approval_message, approval.id, ref.channel, ref.ts)
+    await services.scheduler.schedule(
+        EXPIRE_TIMER, str(approval.id), approval.expires_at, {"approval": approval.id}
+    )
+    current = await asyncio.to_thread(store.approval, approval.id)
+    assert current is not None
+    if current.state != "pending":
+        # Decided in the moment between posting and recording where the request is: the
+        # decider could not update the message, so it is done here.
+        await show_decision(services, current, tell_requester=False)
+    return Asked(current)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a press came to: `won` only for the one press that decided the request."""
+
+    won: bool
+    approval: Approval | None
+    refusal: str | None = None
+
+
+async def decide(
+    services: Services,
+    approval_id: int,
+    user_id: str,
+    state: str,
+    pressed: MessageRef | None = None,
+) -> Decision:
+    """An approver's press. The requester and anyone not in access.approvers are refused.
+
+    `pressed` is the message the button was on: the request, whose place in the store may not
+    be recorded yet when the press comes a moment after the post.
+    """
+    store = services.store
+    approval = await asyncio.to_thread(store.approval, approval_id)
+    if approval is None:
+        return Decision(False, None, f"There is no approval request #{approval_id}.")
+    if not services.config.access.may_approve(user_id):
+        return Decision(
+            False, approval, "Only approvers (access.approvers in the config) may decide this."
+        )
+    if approval.requested_by == user_id:
+        return Decision(
+            False,
+            approval,
+            f"You asked for request #{approval_id} yourself: another approver must decide it.",
+        )
+    won = await asyncio.to_thread(store.decide_approval, approval_id, state, user_id)
+    approval = await asyncio.to_thread(store.approval, approval_id)
+    assert approval is not None
+    if not won:
+        if approval.state == "pending":  # pressed after its time, before the expiry timer ran
+            await expire(services, approval_id)
+            approval = await asyncio.to_thread(store.approval, approval_id)
+            assert approval is not None
+        by = f" by <@{approval.decided_by}>" if approval.decided_by else ""
+        at = f" at {deploy_blocks.when(approval.decided_at)}" if approval.decided_at else ""
+        return Decision(
+            False, approval, f"Request #{approval_id} is already {approval.state}{by}{at}."
+        )
+    await services.scheduler.cancel(EXPIRE_TIMER, str(approval_id))
+    await show_decision(services, approval, fallback=pressed)
+    return Decision(True, approval)
+
+
+async def expire(services: Services, approval_id: int) -> bool:
+    """Close a request nobody decided in time; True if this call did it."""
+    store = services.store
+    if not await asyncio.to_thread(store.decide_approval, approval_id, "expired", None):
+        return False
+    approval = await asyncio.to_thread(store.approval, approval_id)
+    if approval is not None:
+        await show_decision(services, approval)
+    return True
+
+
+async def show_decision(
+    services: Services,
+    approval: Approval,
+    *,
+    fallback: MessageRef | None = None,
+    tell_requester: bool = True,
+) -> None:
+    """Update the request in place and tell the requester. Slack failing is logged, not fatal."""
+    chat = services.chat
+    ref = (
+        MessageRef(approval.channel, approval.message_ts)
+        if approval.channel and approval.message_ts
+        else fallback
+    )
+    if ref is not None:
+        try:
+            await chat.update(ref, render(approval))
+        except ChatError as exc:
+            log.warning("approval #%d: request message not updated: %s", approval.id, exc.error)
+    if not tell_requester:
+        return
+    what = f"{approval.kind} of {approval.environment}"
+    try:
+        await chat.dm(approval.requested_by, deploy_blocks.approval_told(approval, what))
+    except ChatError as exc:
+        log.warning("approval #%d: requester not told: %s", approval.id, exc.error)
