@@ -37,7 +37,8 @@ from bot.slack.bolt_app import create_bolt_app, socket_mode_handler, verify_toke
 from bot.slack.changes.deployments import RECOVERY_EVERY, recover_interrupted
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
-from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, Services, TimerSpec
+from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, TimerSpec
+from bot.slack.services import Services
 from bot.slack.web import create_web_app
 from bot.slack.web_api import SlackChat, create_web_client
 from bot.store import Store

@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -36,6 +33,7 @@ from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.clock import Clock, utc_now
+from bot.process import THIS_PROCESS
 from bot.store import Store, StoreError, Timer
 
 log = logging.getLogger(__name__)
@@ -77,7 +75,7 @@ class Scheduler:
         self.clock = clock
         self.sweep_every = sweep_every
         self.lease = lease
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.owner = owner or THIS_PROCESS
         self._handlers: dict[str, TimerHandler] = {}
         self._executor = _DrainingExecutor()
         self._aps = AsyncIOScheduler(timezone=UTC, executors={"default": self._executor})

@@ -13,7 +13,8 @@ from bot.runbook.alerts.alerts import (
 )
 from bot.slack.alerts import alert_blocks
 from bot.slack.alerts.alerting import parse_alert_id
-from bot.slack.dispatch import Context, Services, action, timer
+from bot.slack.dispatch import Context, action, timer
+from bot.slack.services import Services
 from bot.store import Timer
 
 log = logging.getLogger(__name__)

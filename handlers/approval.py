@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bot.slack.changes import approvals, deploy_blocks, deployments, rollbacks
-from bot.slack.dispatch import Context, Services, action, timer
+from bot.slack.dispatch import Context, action, timer
+from bot.slack.services import Services
 from bot.store import Approval, Timer
 
 # What an approved request of each kind starts.

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from bot.config import Config, Environment
 from bot.runbook.changes.deploy import DeployOptions, DeployRequest
 from bot.runbook.changes.releases import is_version
+from bot.slack import blocks
+from bot.slack.access import Usage
 from bot.slack.blocks import echo
 from bot.slack.changes import deploy_blocks, deployments, rollbacks
-from bot.slack.dispatch import Context, Services, Usage, action, command, timer
+from bot.slack.dispatch import Context, action, command, timer
+from bot.slack.services import Services
 from bot.store import Timer
 
 MAX_TEXT = 300  # longer than any valid /deploy text (a lock reason included)
@@ -100,7 +103,7 @@ async def deploy(ctx: Context) -> None:
     services = ctx.services
     if parsed.env.requires_approval and not parsed.options.dry_run:
         await ctx.ack(
-            deploy_blocks.simple(
+            blocks.notice(
                 f"{parsed.env.name} needs an approver: checking CI and the hosts, then asking.",
                 ":hourglass_flowing_sand:",
             )
@@ -174,7 +177,7 @@ async def cancel(ctx: Context) -> None:
 
     async def work() -> str:
         answer = await deployments.cancel(services, deployment_id, user)
-        await deployments.tell(conversation, deploy_blocks.simple(answer))
+        await deployments.tell(conversation, blocks.notice(answer))
         return answer
 
     ctx.hand_off(work)

@@ -15,9 +15,11 @@ from bot.runbook.incidents.escalation import (
     Action,
     incident_name,
 )
+from bot.slack.access import Usage
 from bot.slack.blocks import echo
-from bot.slack.dispatch import ActionRequest, Context, Services, Usage, action, command, timer
+from bot.slack.dispatch import ActionRequest, Context, action, command, timer
 from bot.slack.incidents import incident_blocks
+from bot.slack.services import Services
 from bot.store import Timer
 
 MAX_TEXT = MAX_SUMMARY + 40  # a summary at its limit plus --sev; anything longer is refused

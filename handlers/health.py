@@ -9,8 +9,9 @@ from datetime import timedelta
 from bot.config import Config, Environment, parse_duration
 from bot.runbook.health.metrics_report import DEFAULT_BUILDS, MAX_BUILDS
 from bot.runbook.health.watch import DEFAULT_WATCH, LONGEST_WATCH, WatchRefused
+from bot.slack.access import Usage
 from bot.slack.blocks import duration_text, echo
-from bot.slack.dispatch import Context, Usage, action, command
+from bot.slack.dispatch import Context, action, command
 from bot.slack.health.health_report import report_health
 from bot.slack.health.health_watch import watch_health
 from bot.slack.health.metrics_report import report_metrics

@@ -4,9 +4,12 @@ manual backups."""
 from __future__ import annotations
 
 from bot.runbook.changes.rollback_plan import parse_target
+from bot.slack import blocks
+from bot.slack.access import Usage
 from bot.slack.blocks import echo
-from bot.slack.changes import deploy_blocks, rollbacks
-from bot.slack.dispatch import Context, Services, Usage, command, timer
+from bot.slack.changes import rollbacks
+from bot.slack.dispatch import Context, command, timer
+from bot.slack.services import Services
 from bot.store import Timer
 from handlers.deploy import environment
 
@@ -75,7 +78,7 @@ async def rollback(ctx: Context) -> None:
         return await ctx.deny("Only deployers (access.deployers in the config) may roll back.")
     if env.requires_approval:
         await ctx.ack(
-            deploy_blocks.simple(
+            blocks.notice(
                 f"{env.name} needs an approver: reading its hosts, then asking.",
                 ":hourglass_flowing_sand:",
             )

@@ -10,8 +10,8 @@ import pytest
 from bot.config import Threshold
 from bot.runbook.alerts.alerts import (
     SPARK_READINGS,
+    AlertChange,
     AlertState,
-    Change,
     Metric,
     Policy,
     Reading,
@@ -57,7 +57,7 @@ class Walk:
         self.transitions += made
         return made
 
-    def changes(self) -> list[Change]:
+    def changes(self) -> list[AlertChange]:
         return [t.change for t in self.transitions]
 
 
@@ -73,7 +73,7 @@ def test_a_warning_fires_after_two_breaching_checks_not_one() -> None:
     assert walk.read(3, 3, 700) == []
     assert walk.state.level == N
     (fired,) = walk.read(710)
-    assert fired == Transition(Change.FIRED, N, W)
+    assert fired == Transition(AlertChange.FIRED, N, W)
     assert walk.state.level == W and walk.state.since == walk.clock()
 
 
@@ -83,11 +83,11 @@ def test_the_counts_come_from_the_policy(breaches: int, passes: int) -> None:
     assert walk.read(*[700] * (breaches - 1)) == []
     assert walk.changes() == []
     walk.read(700)
-    assert walk.changes() == [Change.FIRED]
+    assert walk.changes() == [AlertChange.FIRED]
     walk.read(*[5] * (passes - 1))
-    assert walk.changes() == [Change.FIRED]
+    assert walk.changes() == [AlertChange.FIRED]
     walk.read(5)
-    assert walk.changes() == [Change.FIRED, Change.RESOLVED]
+    assert walk.changes() == [AlertChange.FIRED, AlertChange.RESOLVED]
 
 
 def test_warning_and_critical_are_one_alert_whose_severity_moves() -> None:
@@ -100,23 +100,28 @@ def test_warning_and_critical_are_one_alert_whose_severity_moves() -> None:
     walk.read(900, 800)
     walk.read(3, 3)
     assert levels(walk.transitions) == [(N, W), (W, C), (C, W), (W, N)]
-    assert walk.changes() == [Change.FIRED, Change.RAISED, Change.LOWERED, Change.RESOLVED]
+    assert walk.changes() == [
+        AlertChange.FIRED,
+        AlertChange.RAISED,
+        AlertChange.LOWERED,
+        AlertChange.RESOLVED,
+    ]
 
 
 def test_from_normal_two_critical_readings_fire_critical_a_warning_and_a_critical_warning() -> None:
     walk = Walk()
     (fired,) = walk.read(2500, 2500)
-    assert fired == Transition(Change.FIRED, N, C)
+    assert fired == Transition(AlertChange.FIRED, N, C)
     other = Walk()
     (fired,) = other.read(700, 2500)
-    assert fired == Transition(Change.FIRED, N, W)
+    assert fired == Transition(AlertChange.FIRED, N, W)
 
 
 def test_resolving_goes_to_the_highest_of_the_passing_readings() -> None:
     walk = Walk()
     walk.read(2500, 2500)
     (lowered,) = walk.read(700, 3)
-    assert lowered == Transition(Change.LOWERED, C, W)
+    assert lowered == Transition(AlertChange.LOWERED, C, W)
 
 
 def test_one_pass_in_the_middle_of_breaches_keeps_the_alert_open() -> None:
@@ -162,12 +167,12 @@ def test_the_levels_of_a_value_seen_from_each_level() -> None:
 def test_a_value_hovering_at_the_threshold_does_not_toggle() -> None:
     walk = Walk()
     walk.read(510, 520)
-    assert walk.changes() == [Change.FIRED]
+    assert walk.changes() == [AlertChange.FIRED]
     for _ in range(20):
         walk.read(495, 505, 480, 499, 476)
-    assert walk.changes() == [Change.FIRED]
+    assert walk.changes() == [AlertChange.FIRED]
     walk.read(470, 460)
-    assert walk.changes() == [Change.FIRED, Change.RESOLVED]
+    assert walk.changes() == [AlertChange.FIRED, AlertChange.RESOLVED]
 
 
 def test_without_hysteresis_the_same_hovering_would_toggle() -> None:
@@ -175,7 +180,7 @@ def test_without_hysteresis_the_same_hovering_would_toggle() -> None:
     walk.read(510, 520)
     for _ in range(3):
         walk.read(495, 490, 505, 510)
-    assert walk.changes().count(Change.RESOLVED) == 3
+    assert walk.changes().count(AlertChange.RESOLVED) == 3
 
 
 def test_critical_hovers_at_its_own_line_too() -> None:
@@ -194,7 +199,7 @@ def test_critical_hovers_at_its_own_line_too() -> None:
 def test_a_failed_health_check_is_critical() -> None:
     walk = Walk()
     (fired,) = walk.read(None, None, problem="connection refused")
-    assert fired == Transition(Change.FIRED, N, C)
+    assert fired == Transition(AlertChange.FIRED, N, C)
     assert walk.state.problem == "connection refused"
     assert walk.state.readings[-2:] == (None, None)
 
@@ -202,7 +207,7 @@ def test_a_failed_health_check_is_critical() -> None:
 def test_a_figure_that_cannot_be_read_is_a_warning() -> None:
     walk = Walk(metric=Metric.MEMORY, threshold=Threshold(warning=70, critical=85))
     (fired,) = walk.read(None, None, problem="deploy@prod-1: connection refused")
-    assert fired == Transition(Change.FIRED, N, W)
+    assert fired == Transition(AlertChange.FIRED, N, W)
 
 
 def test_a_reading_with_a_value_and_a_problem_takes_the_worse() -> None:
@@ -211,11 +216,11 @@ def test_a_reading_with_a_value_and_a_problem_takes_the_worse() -> None:
     policy = Policy(breaches_to_fire=1)
     clock = ManualClock()
     state, transition = step(state, Reading(95, "prod-2: refused"), clock(), policy, memory)
-    assert transition == Transition(Change.FIRED, N, C)
+    assert transition == Transition(AlertChange.FIRED, N, C)
     state, transition = step(
         AlertState("prod", Metric.MEMORY), Reading(20, "prod-2: refused"), clock(), policy, memory
     )
-    assert transition == Transition(Change.FIRED, N, W)
+    assert transition == Transition(AlertChange.FIRED, N, W)
 
 
 # --- flapping -----------------------------------------------------------------------------
@@ -224,43 +229,43 @@ def test_a_reading_with_a_value_and_a_problem_takes_the_worse() -> None:
 def test_four_changes_within_fifteen_minutes_is_flapping_then_quiet_then_settled() -> None:
     walk = Walk(Policy(breaches_to_fire=1, passes_to_resolve=1), every=timedelta(minutes=1))
     assert [t.change for t in walk.read(700, 3, 700)] == [
-        Change.FIRED,
-        Change.RESOLVED,
-        Change.FIRED,
+        AlertChange.FIRED,
+        AlertChange.RESOLVED,
+        AlertChange.FIRED,
     ]
     (flapping,) = walk.read(3)
-    assert flapping == Transition(Change.FLAPPING, W, N)
+    assert flapping == Transition(AlertChange.FLAPPING, W, N)
     assert walk.state.flapping
     # Further changes are recorded, not announced.
     quiet = walk.read(700, 3, 700)
-    assert [t.change for t in quiet] == [Change.QUIET] * 3
+    assert [t.change for t in quiet] == [AlertChange.QUIET] * 3
     assert walk.state.level == W
     # 14 minutes without a change: still flapping; the 15th settles it where it ended.
     assert walk.read(*[710] * 14) == []
     assert walk.state.flapping
     (settled,) = walk.read(720)
-    assert settled == Transition(Change.SETTLED, W, W)
+    assert settled == Transition(AlertChange.SETTLED, W, W)
     assert not walk.state.flapping
     # Back to normal afterwards is an ordinary resolution.
     (resolved,) = walk.read(3)
-    assert resolved.change == Change.RESOLVED
+    assert resolved.change == AlertChange.RESOLVED
 
 
 def test_flapping_that_ends_normal_settles_at_normal() -> None:
     walk = Walk(Policy(breaches_to_fire=1, passes_to_resolve=1), every=timedelta(minutes=2))
     walk.read(700, 3, 700, 3)
-    assert walk.changes()[-1] == Change.FLAPPING
+    assert walk.changes()[-1] == AlertChange.FLAPPING
     walk.read(*[3] * 7)
     assert walk.state.flapping  # 14 minutes
     (settled,) = walk.read(3)
-    assert settled == Transition(Change.SETTLED, N, N)
+    assert settled == Transition(AlertChange.SETTLED, N, N)
 
 
 def test_changes_spread_over_more_than_the_window_are_not_flapping() -> None:
     walk = Walk(Policy(breaches_to_fire=1, passes_to_resolve=1), every=timedelta(minutes=5))
     walk.read(700, 3, 700, 3, 700, 3, 700, 3)
-    assert Change.FLAPPING not in walk.changes()
-    assert walk.changes() == [Change.FIRED, Change.RESOLVED] * 4
+    assert AlertChange.FLAPPING not in walk.changes()
+    assert walk.changes() == [AlertChange.FIRED, AlertChange.RESOLVED] * 4
 
 
 def test_a_change_that_settles_and_moves_at_once_settles_at_the_new_level() -> None:
@@ -269,7 +274,7 @@ def test_a_change_that_settles_and_moves_at_once_settles_at_the_new_level() -> N
     assert walk.state.flapping and walk.state.level == N
     walk.clock.advance(minutes=20)
     (settled,) = walk.read(2500)
-    assert settled == Transition(Change.SETTLED, N, C)
+    assert settled == Transition(AlertChange.SETTLED, N, C)
     assert not walk.state.flapping and walk.state.level == C
 
 
@@ -281,11 +286,11 @@ def test_the_flapping_count_and_window_come_from_the_policy() -> None:
         flapping_window=timedelta(minutes=3),
     )
     walk = Walk(policy, every=timedelta(minutes=1))
-    assert [t.change for t in walk.read(700, 3)] == [Change.FIRED, Change.FLAPPING]
+    assert [t.change for t in walk.read(700, 3)] == [AlertChange.FIRED, AlertChange.FLAPPING]
     walk.read(3, 3)
     assert walk.state.flapping
     (settled,) = walk.read(3)
-    assert settled.change == Change.SETTLED
+    assert settled.change == AlertChange.SETTLED
 
 
 # --- samples and history ------------------------------------------------------------------
@@ -300,7 +305,7 @@ def test_a_sample_already_counted_does_not_count_again() -> None:
         state, transition = step(state, Reading(45.0, sample="1042"), clock(), policy, build)
     assert transition is None and state.recent == (C,) and state.level == N
     state, transition = step(state, Reading(44.0, sample="1043"), clock(), policy, build)
-    assert transition == Transition(Change.FIRED, N, C)
+    assert transition == Transition(AlertChange.FIRED, N, C)
     assert state.sample == "1043"
 
 

@@ -13,9 +13,11 @@ from bot.config import load_config
 from bot.runbook.health.health import HealthChecker
 from bot.runbook.health.probe import Prober
 from bot.scheduler import Scheduler
+from bot.slack.access import Usage
 from bot.slack.chat import Message
 from bot.slack.console import ConsoleChat
-from bot.slack.dispatch import CommandRequest, Context, Dispatcher, Services, Usage, command
+from bot.slack.dispatch import CommandRequest, Context, Dispatcher, command
+from bot.slack.services import Services
 from bot.store import Base, Store, StoreError
 from bot.telemetry import Telemetry
 from bot.workers import WorkerPool

@@ -19,11 +19,11 @@ from bot.runbook.incidents.escalation import (
     SYNC_TIMER,
     Action,
     Changed,
+    EscalationPlan,
     Escalations,
     Level,
     NotAllowed,
-    Plan,
-    Refused,
+    PressRefused,
     Stale,
     Step,
     parse_incident_name,
@@ -35,7 +35,7 @@ from tests.conftest import EXAMPLE_CONFIG
 from tests.support.clock import ManualClock
 
 MIN = timedelta(minutes=1)
-PLAN = Plan(
+PLAN = EscalationPlan(
     levels=(
         Level("On-call DevOps Engineer", ("U0ONCALL",), 10 * MIN),
         Level("DevOps Team Lead", ("U0LEAD", "U0LEAD2"), 15 * MIN),
@@ -70,7 +70,7 @@ def run(coroutine):  # type: ignore[no-untyped-def]
     return asyncio.run(coroutine)
 
 
-def open_one(desk: Escalations, plan: Plan = PLAN, **kwargs: object) -> Incident:
+def open_one(desk: Escalations, plan: EscalationPlan = PLAN, **kwargs: object) -> Incident:
     incident, created = run(desk.open("api 5xx spike", 2, "/escalate", plan, **kwargs))  # type: ignore[arg-type]
     assert created
     return incident
@@ -103,7 +103,7 @@ def steps(store: Store, incident: Incident) -> list[tuple[str, int, str | None]]
 
 def test_the_plan_comes_from_the_config_with_offsets_and_survives_json() -> None:
     config = load_config(EXAMPLE_CONFIG)
-    plan = Plan.from_config(config.escalation, config.alerts)
+    plan = EscalationPlan.from_config(config.escalation, config.alerts)
     assert [level.name for level in plan.levels] == [
         "On-call DevOps Engineer",
         "DevOps Team Lead",
@@ -116,7 +116,7 @@ def test_the_plan_comes_from_the_config_with_offsets_and_survives_json() -> None
         30 * MIN,
         15 * MIN,
     )
-    assert Plan.from_json(plan.to_json()) == plan
+    assert EscalationPlan.from_json(plan.to_json()) == plan
     assert [plan.wait_at(n) for n in range(4)] == [10 * MIN, 15 * MIN, 30 * MIN, 60 * MIN]
 
 
@@ -128,7 +128,7 @@ def test_opening_freezes_the_plan_and_sets_the_first_deadline_with_the_first_eve
     assert parse_incident_name(f"INC-{incident.id}") == incident.id
     assert (incident.status, incident.level, incident.seq) == ("triggered", 0, 1)
     assert incident.deadline_at == opened_at + 10 * MIN
-    assert Plan.from_json(incident.plan) == PLAN
+    assert EscalationPlan.from_json(incident.plan) == PLAN
     assert steps(store, incident) == [("opened", 0, "U0USER")]
     timers = {(t.kind, t.key): t for t in store.pending_timers()}
     name = f"INC-{incident.id}"
@@ -220,7 +220,7 @@ def test_still_working_pushes_the_reminder_back(desk: Escalations, clock: Manual
     incident = open_one(desk)
     acked = changed(press(desk, incident, Action.ACKNOWLEDGE, "U0ONCALL"))
     snooze_too_early = press(desk, acked, Action.SNOOZE, "U0ONCALL")
-    assert isinstance(snooze_too_early, Refused)
+    assert isinstance(snooze_too_early, PressRefused)
     assert "no reminder" in snooze_too_early.reason
     reminded = deadline(desk, clock, acked)
     clock.advance(minutes=5)
@@ -249,7 +249,7 @@ def test_resolving_records_the_times_and_ends_every_timer(
     assert store.pending_timers(DEADLINE_TIMER) == []
     for action in Action:
         refused = press(desk, resolved, action, "U0ONCALL")
-        assert isinstance(refused, Refused) and "resolved already" in refused.reason
+        assert isinstance(refused, PressRefused) and "resolved already" in refused.reason
     assert run(desk.unresolved()) == []
 
 
@@ -286,7 +286,7 @@ def test_a_press_on_an_older_state_changes_nothing(desk: Escalations, store: Sto
     assert isinstance(again, Stale) and again.incident.seq == acked.seq
     # Without a block_id to go by, the current state decides.
     unknown = press(desk, acked, Action.ACKNOWLEDGE, "U0LEAD", seen=None)
-    assert isinstance(unknown, Refused) and "acknowledged already" in unknown.reason
+    assert isinstance(unknown, PressRefused) and "acknowledged already" in unknown.reason
     assert [kind for kind, _, _ in steps(store, incident)].count("acknowledged") == 1
 
 
@@ -315,7 +315,7 @@ def test_two_acknowledgements_at_the_same_moment_give_one(
     for thread in threads:
         thread.join()
     assert sum(isinstance(r, Changed) for r in results) == 1
-    assert all(isinstance(r, Changed | Stale | Refused) for r in results)
+    assert all(isinstance(r, Changed | Stale | PressRefused) for r in results)
     check = Store(store_url, clock=clock)
     try:
         kinds = [e.kind for e in check.incident_events(incident.id)]
@@ -342,12 +342,12 @@ def test_only_people_paged_so_far_or_approvers_may_press(desk: Escalations, stor
 def test_with_no_levels_nobody_is_paged_and_an_approver_can_close_it(
     desk: Escalations, store: Store
 ) -> None:
-    empty = Plan((), 60 * MIN, 30 * MIN, 15 * MIN)
+    empty = EscalationPlan((), 60 * MIN, 30 * MIN, 15 * MIN)
     incident = open_one(desk, empty)
     assert incident.deadline_at is None
     assert store.pending_timers(DEADLINE_TIMER) == []
     refused = press(desk, incident, Action.ESCALATE, "U0APPROVER1")
-    assert isinstance(refused, Refused) and "no escalation levels" in refused.reason
+    assert isinstance(refused, PressRefused) and "no escalation levels" in refused.reason
     assert isinstance(press(desk, incident, Action.RESOLVE, "U0USER"), NotAllowed)
     assert changed(press(desk, incident, Action.RESOLVE, "U0APPROVER1")).status == "resolved"
 

@@ -32,8 +32,8 @@ from bot.runbook.changes.rollback_plan import (
     HostView,
     Move,
     Named,
-    Plan,
-    Refused,
+    RollbackPlan,
+    RollbackRefused,
     Survey,
     choose,
     parse_target,
@@ -113,12 +113,12 @@ def test_ids_are_release_ids_or_this_environments_backups_and_nothing_else(
 
 def test_a_plan_survives_its_round_trip_and_refuses_a_tampered_one() -> None:
     plan = choose(on_both(R2, [release(R1), release(R2)]), None)
-    assert isinstance(plan, Plan)
-    assert Plan.from_dict(json.loads(json.dumps(plan.as_dict()))) == plan
+    assert isinstance(plan, RollbackPlan)
+    assert RollbackPlan.from_dict(json.loads(json.dumps(plan.as_dict()))) == plan
     tampered = plan.as_dict()
     tampered["moves"] = [{**plan.moves[0].as_dict(), "release": "../../etc"}]
     with pytest.raises(ValueError):
-        Plan.from_dict(tampered)
+        RollbackPlan.from_dict(tampered)
 
 
 # --- choosing -------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def test_no_id_goes_to_the_newest_release_that_ran_and_is_neither_bad_nor_rolled
         release("20261102T130000Z-1.1.2", status="new", was_current=False),  # never ran
     ]
     plan = choose(on_both(R3, kept), None)
-    assert isinstance(plan, Plan)
+    assert isinstance(plan, RollbackPlan)
     assert (plan.kind, plan.target, plan.version) == ("release", R1, "1.0.0")
     assert [(m.host, m.current, m.release) for m in plan.moves] == [
         ("deploy@a", R3, R1),
@@ -149,7 +149,7 @@ def test_hosts_already_on_the_target_stay_as_they_are() -> None:
         host("deploy@b", R2, [release(R1), release(R2)]),
     )
     plan = choose(survey, None)
-    assert isinstance(plan, Plan) and plan.target == R1
+    assert isinstance(plan, RollbackPlan) and plan.target == R1
     assert [m.host for m in plan.moves] == ["deploy@b"] and plan.staying == ("deploy@a",)
 
 
@@ -159,7 +159,7 @@ def test_without_a_release_on_every_host_the_newest_backup_every_host_has_is_res
         host("deploy@b", R2, [release(R2)], (B1,)),  # R1 pruned here; B2 never reached it
     )
     plan = choose(survey, None)
-    assert isinstance(plan, Plan)
+    assert isinstance(plan, RollbackPlan)
     assert (plan.kind, plan.target) == ("backup", B1)
     assert all(m.backup == B1 and m.release is None for m in plan.moves)
 
@@ -180,7 +180,7 @@ def test_backups_that_failed_or_hold_what_runs_now_are_no_target() -> None:
         )
     )
     refused = choose(survey, None)
-    assert isinstance(refused, Refused)
+    assert isinstance(refused, RollbackRefused)
     assert refused.reason.startswith("Nothing to roll back to on staging")
     assert "/rollback list staging" in refused.reason
 
@@ -188,10 +188,10 @@ def test_backups_that_failed_or_hold_what_runs_now_are_no_target() -> None:
 def test_after_a_rollback_the_next_one_says_how_to_undo_it() -> None:
     kept = [release(R1), release(R2, rolled_back=True)]
     refused = choose(on_both(R1, kept), None)
-    assert isinstance(refused, Refused)
+    assert isinstance(refused, RollbackRefused)
     assert f"`/rollback staging {R2}` goes back to it" in refused.reason
     undo = choose(on_both(R1, kept), Named("release", R2))
-    assert isinstance(undo, Plan) and undo.target == R2  # naming it is allowed
+    assert isinstance(undo, RollbackPlan) and undo.target == R2  # naming it is allowed
 
 
 @pytest.mark.parametrize(
@@ -214,20 +214,23 @@ def test_a_named_target_that_is_not_there_or_not_fit_is_refused(choice: Named, w
         host("deploy@b", R2, [release(R1), release(R2), bad, never], (B1,)),
     )
     refused = choose(survey, choice)
-    assert isinstance(refused, Refused), refused
+    assert isinstance(refused, RollbackRefused), refused
     assert words in refused.reason
 
 
 def test_nothing_installed_or_a_host_that_cannot_be_read_is_refused() -> None:
     empty = fleet(HostView("deploy@a", HostState("deploy@a", False, None, "none", ())))
     refused = choose(empty, None)
-    assert isinstance(refused, Refused) and "Nothing is installed on staging yet" in refused.reason
+    assert (
+        isinstance(refused, RollbackRefused)
+        and "Nothing is installed on staging yet" in refused.reason
+    )
     unreadable = fleet(
         host("deploy@a", R2, [release(R1), release(R2)]),
         HostView("deploy@b", error="deploy@b: connection refused"),
     )
     refused = choose(unreadable, None)
-    assert isinstance(refused, Refused)
+    assert isinstance(refused, RollbackRefused)
     assert (
         refused.reason.startswith("Cannot read deploy@b")
         and "Nothing was changed" in refused.reason
@@ -288,7 +291,7 @@ def test_back_to_the_previous_release_keeping_the_one_left(target: DemoTarget) -
     left = install_release(config, "staging", "1.0.1")
 
     plan, events, outcome = run_rollback(config, "staging")
-    assert isinstance(plan, Plan) and outcome is not None
+    assert isinstance(plan, RollbackPlan) and outcome is not None
     assert outcome.state == "succeeded", outcome.summary
     assert outcome.summary == "Rolled back staging from v1.0.1 to v1.0.0."
     assert healthz(target) == {"status": "healthy", "version": "1.0.0"}
@@ -308,7 +311,7 @@ def test_back_to_the_previous_release_keeping_the_one_left(target: DemoTarget) -
 
     # The next rollback does not bounce back to the release just left; it says how to.
     again, _, _ = run_rollback(config, "staging")
-    assert isinstance(again, Refused)
+    assert isinstance(again, RollbackRefused)
     assert f"`/rollback staging {left}` goes back to it" in again.reason
 
 
@@ -360,7 +363,7 @@ def test_a_manual_backup_and_an_archive_without_the_artifacts(target: DemoTarget
 
 def test_a_plan_names_its_target_and_versions() -> None:
     move = Move("deploy@a", R2, "1.1.0", release=R1, version="1.0.0")
-    plan = Plan("staging", "release", R1, "1.0.0", (move,))
+    plan = RollbackPlan("staging", "release", R1, "1.0.0", (move,))
     assert plan.target_line() == f"release {R1} (v1.0.0)"
     assert plan.title == "Roll back staging: v1.1.0 → v1.0.0"
 
@@ -444,7 +447,7 @@ def test_hosts_go_back_one_at_a_time_and_a_failure_stops_there(
         shutil.copy(archive, home / "backups" / archive.name)
 
     plan, events, outcome = run_rollback(config, "staging", Named("backup", archive.name))
-    assert isinstance(plan, Plan) and outcome is not None
+    assert isinstance(plan, RollbackPlan) and outcome is not None
     a, b, c = (str(server.host) for server, _ in three_hosts)
     assert outcome.state == "rollback_failed", outcome.summary
     assert outcome.summary.startswith(

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot.runbook.health.health import Health, HealthResult
 from bot.runbook.levels import Level
+from bot.slack.access import Usage
 from bot.slack.chat import Message
-
-if TYPE_CHECKING:
-    from bot.slack.dispatch import Usage
 
 Block = dict[str, Any]
 
@@ -171,6 +169,12 @@ def usage(command: str, usages: Sequence[Usage], problem: str | None) -> Message
 def unknown_command(command: str, known: Sequence[str]) -> Message:
     text = f"This bot does not handle {echo(command)}. It knows: {', '.join(known)}."
     return message(text, [section(text)])
+
+
+def notice(text: str, emoji: str = "") -> Message:
+    """A one-section message: an answer, a refusal, a line in a thread."""
+    shown = f"{emoji} {text}" if emoji else text
+    return message(text, [section(shown)])
 
 
 def denied(reason: str) -> Message:

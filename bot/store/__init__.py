@@ -5,8 +5,8 @@ suite runs the same tests on PostgreSQL. The methods are synchronous and short: 
 the event loop run them with `asyncio.to_thread` so a slow disk never delays an ack.
 
 One module per concern, each with its records (tables), the values it hands back and a mixin
-of Store's methods: audit, health, timers, incidents, deployments (with environment locks and
-approvals) and alerts; base holds the engine, the sessions and StoreError. Import from here.
+of Store's methods: audit, health, timers, incidents, deployments (with environment locks),
+approvals and alerts; base holds the engine, the sessions and StoreError. Import from here.
 """
 
 from __future__ import annotations
@@ -17,32 +17,31 @@ from bot.store.alerts import (
     AlertEvent,
     AlertEventRecord,
     AlertRecord,
-    Alerts,
     AlertSilence,
     AlertSilenceRecord,
     AlertStateRecord,
     AlertStateRow,
+    AlertStore,
     AlertWrite,
     NewAlertEvent,
 )
-from bot.store.audit import AuditEntry, AuditLog, AuditRecord
+from bot.store.approvals import Approval, ApprovalRecord, ApprovalStore
+from bot.store.audit import AuditEntry, AuditRecord, AuditStore
 from bot.store.base import MAX_AUDIT_TEXT, Base, StoreError, default_database_url
 from bot.store.deployments import (
     FINISHED_STATES,
     MAX_STEP_OUTPUT,
     RUNNING,
-    Approval,
-    ApprovalRecord,
     Deployment,
     DeploymentRecord,
-    Deployments,
     DeploymentStep,
     DeploymentStepRecord,
+    DeploymentStore,
     EnvironmentLock,
     EnvironmentLockRecord,
     LockHeld,
 )
-from bot.store.health import HealthCheck, HealthCheckRecord, HealthHistory, HealthStreakRecord
+from bot.store.health import HealthCheck, HealthCheckRecord, HealthStore, HealthStreakRecord
 from bot.store.incidents import (
     INCIDENT_STATE_FIELDS,
     Incident,
@@ -51,13 +50,15 @@ from bot.store.incidents import (
     IncidentMessage,
     IncidentMessageRecord,
     IncidentRecord,
-    Incidents,
+    IncidentStore,
     NewEvent,
 )
-from bot.store.timers import NewTimer, Timer, TimerRecord, Timers
+from bot.store.timers import NewTimer, Timer, TimerRecord, TimerStore
 
 
-class Store(AuditLog, HealthHistory, Timers, Incidents, Deployments, Alerts):
+class Store(
+    AuditStore, HealthStore, TimerStore, IncidentStore, DeploymentStore, ApprovalStore, AlertStore
+):
     """The bot's database: every concern's methods over one engine (see the modules)."""
 
 

@@ -216,7 +216,7 @@ class AlertWrite:
     bump: bool = True
 
 
-class Alerts(StoreCore):
+class AlertStore(StoreCore):
     """Store's alert methods: the cycle's states, alerts, thread lines, silences."""
 
     @_guarded

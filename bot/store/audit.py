@@ -40,7 +40,7 @@ class AuditEntry:
     finished_at: datetime | None
 
 
-class AuditLog(StoreCore):
+class AuditStore(StoreCore):
     """Store's audit log methods: a command's start and end, the latest entries."""
 
     @_guarded

@@ -1,4 +1,4 @@
-"""Deployments (/deploy and /rollback runs) and their steps, environment locks, approvals."""
+"""Deployments (/deploy, /rollback and backup runs), their steps, and environment locks."""
 
 from __future__ import annotations
 
@@ -82,26 +82,7 @@ class EnvironmentLockRecord(Base):
     permalink: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-class ApprovalRecord(Base):
-    """A request that waits for an approver: kind 'deploy' or 'rollback', what in payload."""
-
-    __tablename__ = "approvals"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    environment: Mapped[str] = mapped_column(String(64))
-    requested_by: Mapped[str] = mapped_column(String(64))
-    payload: Mapped[str] = mapped_column(Text, default="{}")
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    channel: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    message_ts: Mapped[str | None] = mapped_column(String(32), nullable=True)
-
-
-# --- deployments, locks and approvals: what the store hands back ---------------------------
+# --- deployments and locks: what the store hands back ---------------------------
 
 RUNNING = "running"
 
@@ -171,30 +152,14 @@ class EnvironmentLock:
 
 
 @dataclass(frozen=True)
-class Approval:
-    id: int
-    kind: str
-    environment: str
-    requested_by: str
-    payload: dict[str, object]
-    state: str
-    decided_by: str | None
-    decided_at: datetime | None
-    created_at: datetime
-    expires_at: datetime
-    channel: str | None
-    message_ts: str | None
-
-
-@dataclass(frozen=True)
 class LockHeld:
     """An environment could not be locked: this is who holds it."""
 
     lock: EnvironmentLock
 
 
-class Deployments(StoreCore):
-    """Store's deployment methods: runs and their steps, environment locks, approvals."""
+class DeploymentStore(StoreCore):
+    """Store's deployment methods: runs and their steps, environment locks."""
 
     # --- deployments and environment locks -------------------------------------------------
 
@@ -456,66 +421,6 @@ class Deployments(StoreCore):
             return None
         return self.deployment(deployment_id)
 
-    # --- approvals -----------------------------------------------------------------------
-
-    @_guarded
-    def create_approval(
-        self,
-        *,
-        kind: str,
-        environment: str,
-        requested_by: str,
-        payload: dict[str, object],
-        expires_at: datetime,
-    ) -> Approval:
-        with self._session() as session, session.begin():
-            record = ApprovalRecord(
-                kind=kind,
-                environment=environment,
-                requested_by=requested_by,
-                payload=json.dumps(payload),
-                state="pending",
-                created_at=self.clock(),
-                expires_at=expires_at,
-            )
-            session.add(record)
-            session.flush()
-            return _approval(record)
-
-    @_guarded
-    def set_approval_message(self, approval_id: int, channel: str, message_ts: str) -> None:
-        with self._session() as session, session.begin():
-            session.execute(
-                update(ApprovalRecord)
-                .where(ApprovalRecord.id == approval_id)
-                .values(channel=channel, message_ts=message_ts)
-            )
-
-    @_guarded
-    def decide_approval(self, approval_id: int, state: str, decided_by: str | None) -> bool:
-        """Move a pending request to approved, rejected or expired: True for the one caller
-        that did it. A double press, a duplicated delivery or a press after expiry gets False.
-        """
-        if state not in ("approved", "rejected", "expired"):
-            raise ValueError(f"{state!r} is not a decision")
-        now = self.clock()
-        condition = [ApprovalRecord.id == approval_id, ApprovalRecord.state == "pending"]
-        if state != "expired":
-            condition.append(ApprovalRecord.expires_at > now)
-        with self._session() as session, session.begin():
-            result = session.execute(
-                update(ApprovalRecord)
-                .where(*condition)
-                .values(state=state, decided_by=decided_by, decided_at=now)
-            )
-            return result.rowcount == 1  # type: ignore[attr-defined]
-
-    @_guarded
-    def approval(self, approval_id: int) -> Approval | None:
-        with self._session() as session:
-            record = session.get(ApprovalRecord, approval_id)
-            return _approval(record) if record is not None else None
-
 
 def _deployment(row: DeploymentRecord) -> Deployment:
     return Deployment(
@@ -566,21 +471,4 @@ def _lock(row: EnvironmentLockRecord) -> EnvironmentLock:
         acquired_at=_as_utc(row.acquired_at),  # type: ignore[arg-type]
         channel=row.channel,
         permalink=row.permalink,
-    )
-
-
-def _approval(row: ApprovalRecord) -> Approval:
-    return Approval(
-        id=row.id,
-        kind=row.kind,
-        environment=row.environment,
-        requested_by=row.requested_by,
-        payload=json.loads(row.payload or "{}"),
-        state=row.state,
-        decided_by=row.decided_by,
-        decided_at=_as_utc(row.decided_at),
-        created_at=_as_utc(row.created_at),  # type: ignore[arg-type]
-        expires_at=_as_utc(row.expires_at),  # type: ignore[arg-type]
-        channel=row.channel,
-        message_ts=row.message_ts,
     )

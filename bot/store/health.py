@@ -55,7 +55,7 @@ class HealthCheck:
     checked_at: datetime
 
 
-class HealthHistory(StoreCore):
+class HealthStore(StoreCore):
     """Store's health check methods: batches of checks, streaks, pruning the history."""
 
     @_guarded

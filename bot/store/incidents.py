@@ -180,7 +180,7 @@ class IncidentMessage:
     error: str | None
 
 
-class Incidents(StoreCore):
+class IncidentStore(StoreCore):
     """Store's incident methods: open, change (on the seq seen), timeline, messages."""
 
     @_guarded

@@ -69,7 +69,7 @@ class NewTimer:
     payload: dict[str, object] = field(default_factory=dict)
 
 
-class Timers(StoreCore):
+class TimerStore(StoreCore):
     """Store's timer methods: set, cancel, claim (with a lease), fire or retry."""
 
     @_guarded

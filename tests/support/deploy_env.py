@@ -31,7 +31,7 @@ from bot.runbook.changes.deploy import Deploy, DeployOptions, DeployRequest
 from bot.runbook.changes.progress import Event, Finished, Outcome, StepDone, StepSkipped
 from bot.runbook.changes.releases import backup_name
 from bot.runbook.changes.rollback import Rollback
-from bot.runbook.changes.rollback_plan import Named, Plan, Refused, plan_rollback
+from bot.runbook.changes.rollback_plan import Named, RollbackPlan, RollbackRefused, plan_rollback
 from bot.runbook.health.probe import Prober
 from bot.transport import LocalTransport, Transport, open_transports
 from tests.conftest import free_port
@@ -187,17 +187,17 @@ def run_deploy(
 
 def run_rollback(
     config: Config, name: str, choice: Named | None = None, user: str = "U0DEPLOY1"
-) -> tuple[Plan | Refused, list[Event], Outcome | None]:
+) -> tuple[RollbackPlan | RollbackRefused, list[Event], Outcome | None]:
     """Plan a rollback as /rollback does and, when there is a plan, run it to its end."""
     env = config.environments[name]
 
     def hosts(environment: Environment) -> AbstractAsyncContextManager[list[Transport]]:
         return open_transports(environment, config.ssh)
 
-    async def go() -> tuple[Plan | Refused, list[Event]]:
+    async def go() -> tuple[RollbackPlan | RollbackRefused, list[Event]]:
         planned = await plan_rollback(env, hosts, choice)
         events: list[Event] = []
-        if isinstance(planned, Refused):
+        if isinstance(planned, RollbackRefused):
             return planned, events
         prober = Prober()
         prober.start()
@@ -213,7 +213,7 @@ def run_rollback(
 
     planned, events = asyncio.run(go())
     finished = [e for e in events if isinstance(e, Finished)]
-    if isinstance(planned, Refused):
+    if isinstance(planned, RollbackRefused):
         return planned, events, None
     assert len(finished) == 1 and events[-1] is finished[0], events
     return planned, events, finished[0].outcome

@@ -166,7 +166,7 @@ class AlertState:
         return (self.environment, self.metric.value)
 
 
-class Change(StrEnum):
+class AlertChange(StrEnum):
     FIRED = "fired"  # Normal -> Warning or Critical: a new alert
     RAISED = "raised"  # Warning -> Critical
     LOWERED = "lowered"  # Critical -> Warning
@@ -178,7 +178,7 @@ class Change(StrEnum):
 
 @dataclass(frozen=True)
 class Transition:
-    change: Change
+    change: AlertChange
     before: Level
     after: Level
 
@@ -239,15 +239,15 @@ def step(
         changes = (*changes, now)
         since = now
         if flapping:
-            transition = Transition(Change.QUIET, before, after)
+            transition = Transition(AlertChange.QUIET, before, after)
         elif not settling and len(changes) >= policy.flapping_changes:
             flapping = True
-            transition = Transition(Change.FLAPPING, before, after)
+            transition = Transition(AlertChange.FLAPPING, before, after)
         elif not settling:
             transition = Transition(_change(before, after), before, after)
     if settling:
         # Quiet for the whole window: the alert is brought to where the level ended.
-        transition = Transition(Change.SETTLED, before, after)
+        transition = Transition(AlertChange.SETTLED, before, after)
     new = replace(
         state,
         level=after,
@@ -265,12 +265,12 @@ def step(
     return new, transition
 
 
-def _change(before: Level, after: Level) -> Change:
+def _change(before: Level, after: Level) -> AlertChange:
     if before == Level.NORMAL:
-        return Change.FIRED
+        return AlertChange.FIRED
     if after == Level.NORMAL:
-        return Change.RESOLVED
-    return Change.RAISED if after.rank > before.rank else Change.LOWERED
+        return AlertChange.RESOLVED
+    return AlertChange.RAISED if after.rank > before.rank else AlertChange.LOWERED
 
 
 # --- describing a value -------------------------------------------------------------------------
@@ -308,18 +308,18 @@ def change_text(metric: Metric, transition: Transition, state: AlertState, polic
     """The thread line for a change."""
     now = reading_text(metric, state.value, state.problem)
     change = transition.change
-    if change in (Change.RAISED, Change.LOWERED):
+    if change in (AlertChange.RAISED, AlertChange.LOWERED):
         return f"{transition.before} → {transition.after}: {now}"
-    if change == Change.RESOLVED:
+    if change == AlertChange.RESOLVED:
         return f"Back to Normal: {now}"
-    if change == Change.FLAPPING:
+    if change == AlertChange.FLAPPING:
         minutes = round(policy.flapping_window.total_seconds() / 60)
         return (
             f"Flapping: {len(state.changes)} changes of level within {minutes} min (now "
             f"{transition.after}: {now}). Nothing more is posted about it until it has been "
             f"quiet for {minutes} min."
         )
-    if change == Change.SETTLED:
+    if change == AlertChange.SETTLED:
         return f"Quiet again: settled at {transition.after} ({now})"
     return f"{transition.after}: {now}"
 
@@ -453,7 +453,7 @@ class Alerts:
             return [(REMIND_TIMER, str(alert_id))]
 
         critical = transition.after == Level.CRITICAL
-        if change == Change.FIRED:
+        if change == AlertChange.FIRED:
             return AlertWrite(
                 env,
                 metric,
@@ -474,10 +474,12 @@ class Alerts:
             log.warning("%s/%s changed (%s) with no alert on record", env, metric, change)
             if transition.after == Level.NORMAL:
                 return None
-            return self._write(state, Transition(Change.FIRED, Level.NORMAL, transition.after), now)
+            return self._write(
+                state, Transition(AlertChange.FIRED, Level.NORMAL, transition.after), now
+            )
         text = change_text(state.metric, transition, state, self.policy)
         line = NewAlertEvent(change.value, text)
-        if change in (Change.RAISED, Change.LOWERED):
+        if change in (AlertChange.RAISED, AlertChange.LOWERED):
             values: dict[str, object] = {"level": transition.after.value, "level_since": now}
             if critical:
                 values["peak_level"] = Level.CRITICAL.value
@@ -490,7 +492,7 @@ class Alerts:
                 timers=reminding if critical else sync,
                 cancel=(lambda _: ()) if critical else no_reminder,
             )
-        if change == Change.RESOLVED:
+        if change == AlertChange.RESOLVED:
             return AlertWrite(
                 env,
                 metric,
@@ -505,7 +507,7 @@ class Alerts:
                 timers=sync,
                 cancel=no_reminder,
             )
-        if change == Change.FLAPPING:
+        if change == AlertChange.FLAPPING:
             return AlertWrite(
                 env,
                 metric,
@@ -520,7 +522,7 @@ class Alerts:
                 timers=sync,
                 cancel=no_reminder,
             )
-        if change == Change.QUIET:
+        if change == AlertChange.QUIET:
             return AlertWrite(
                 env, metric, state.alert_id, {"level": transition.after.value}, bump=False
             )

@@ -59,7 +59,7 @@ from bot.runbook.changes.progress import (
     tail,
 )
 from bot.runbook.changes.releases import Backup, Layout, RemoteCommandFailed
-from bot.runbook.changes.rollback_plan import Move, Plan, hosts_text, look, still_holds
+from bot.runbook.changes.rollback_plan import Move, RollbackPlan, hosts_text, look, still_holds
 from bot.runbook.health.probe import Prober
 from bot.transport.base import CommandResult, Shell, Transport, TransportError
 
@@ -127,7 +127,7 @@ class HostRun:
 class Rollback:
     def __init__(
         self,
-        plan: Plan,
+        plan: RollbackPlan,
         env: Environment,
         config: Config,
         *,

@@ -228,12 +228,12 @@ async def _survey(env: Environment, hosts: Sequence[Transport]) -> Survey:
 
 async def plan_rollback(
     env: Environment, open_hosts: OpenHosts, choice: Named | None
-) -> Plan | Refused:
+) -> RollbackPlan | RollbackRefused:
     """Read the hosts and choose; a backup's version is read from the archive on one host, so
     the request (and an approver) names the version it goes back to. Changes nothing."""
     async with open_hosts(env) as hosts:
         chosen = choose(await _survey(env, hosts), choice)
-        if not isinstance(chosen, Plan) or chosen.kind != "backup" or chosen.version:
+        if not isinstance(chosen, RollbackPlan) or chosen.kind != "backup" or chosen.version:
             return chosen
         first = next(h for h in hosts if h.target == chosen.moves[0].host)
         try:
@@ -251,7 +251,7 @@ async def plan_rollback(
 
 
 @dataclass(frozen=True)
-class Refused:
+class RollbackRefused:
     """Why a rollback cannot be planned; nothing was changed."""
 
     reason: str
@@ -313,7 +313,7 @@ def _optional(value: object, valid: object) -> str | None:
 
 
 @dataclass(frozen=True)
-class Plan:
+class RollbackPlan:
     """What a rollback does, host by host: pinned when asked, checked again when it runs."""
 
     environment: str
@@ -360,7 +360,7 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, data: object) -> Plan:
+    def from_dict(cls, data: object) -> RollbackPlan:
         """Raises ValueError (or KeyError, TypeError) for anything that is not a plan."""
         if not isinstance(data, dict):
             raise ValueError("a plan is a mapping")
@@ -429,19 +429,19 @@ def hosts_text(hosts: Sequence[str]) -> str:
     return f"{named} and {more} more" if more > 0 else named
 
 
-def _unreadable(survey: Survey) -> Refused | None:
+def _unreadable(survey: Survey) -> RollbackRefused | None:
     broken = survey.unreadable
     if not broken:
         return None
     first = broken[0]
     more = f" (and {len(broken) - 1} more host(s))" if len(broken) > 1 else ""
-    return Refused(
+    return RollbackRefused(
         f"Cannot read {first.target}{more}, so {survey.environment} cannot be rolled back: "
         f"{first.error}. Nothing was changed."
     )
 
 
-def choose(survey: Survey, choice: Named | None) -> Plan | Refused:
+def choose(survey: Survey, choice: Named | None) -> RollbackPlan | RollbackRefused:
     """The plan for `/rollback <env> [<id>]`, or why there is none. Pure: reads the survey."""
     env = survey.environment
     refused = _unreadable(survey)
@@ -450,7 +450,9 @@ def choose(survey: Survey, choice: Named | None) -> Plan | Refused:
     views = survey.hosts
     states = [v.state for v in views if v.state is not None]
     if not any(s.has_deployment for s in states):
-        return Refused(f"Nothing is installed on {env} yet: there is nothing to roll back to.")
+        return RollbackRefused(
+            f"Nothing is installed on {env} yet: there is nothing to roll back to."
+        )
     rows, backups = survey.releases(), survey.backups()
     listing = f"`/rollback list {env}` shows what each host has."
     if choice is None:
@@ -487,7 +489,7 @@ def choose(survey: Survey, choice: Named | None) -> Plan | Refused:
             if undo is not None
             else ""
         )
-        return Refused(
+        return RollbackRefused(
             f"Nothing to roll back to on {env}: no earlier release that ran (and was neither "
             "marked bad nor rolled back from) is on every host, and no backup archive of "
             f"something else is on every host.{hint} {listing}"
@@ -495,46 +497,46 @@ def choose(survey: Survey, choice: Named | None) -> Plan | Refused:
     if choice.kind == "release":
         row = next((r for r in rows if r.id == choice.id), None)
         if row is None:
-            return Refused(f"There is no release {choice.id} on {env}'s hosts. {listing}")
+            return RollbackRefused(f"There is no release {choice.id} on {env}'s hosts. {listing}")
         missing = [v.target for v in views if v.target not in row.on]
         if missing:
-            return Refused(
+            return RollbackRefused(
                 f"Release {choice.id} is not on {hosts_text(missing)} (it is on "
                 f"{hosts_text(list(row.on))}): a rollback goes to the same release on every "
                 f"host. {listing}"
             )
         if row.bad is not None:
             why = f": {row.bad}" if row.bad else ""
-            return Refused(
+            return RollbackRefused(
                 f"Release {choice.id} was marked bad{why}. A rollback never goes back to a "
                 "release that failed its health check."
             )
         if not row.ran:
-            return Refused(
+            return RollbackRefused(
                 f"Release {choice.id} never ran on {env} (a deploy unpacked it and stopped "
                 "before switching to it): it is no rollback target. Deploy its version instead."
             )
         if len(row.current_on) == len(views):
-            return Refused(f"{env} already runs release {choice.id} on every host.")
+            return RollbackRefused(f"{env} already runs release {choice.id} on every host.")
         return _to_release(survey, row)
     backup_row = next((b for b in backups if b.name == choice.id), None)
     if backup_row is None:
-        return Refused(f"There is no backup {choice.id} on {env}'s hosts. {listing}")
+        return RollbackRefused(f"There is no backup {choice.id} on {env}'s hosts. {listing}")
     missing = [v.target for v in views if v.target not in backup_row.on]
     if missing:
-        return Refused(
+        return RollbackRefused(
             f"Backup {choice.id} is not on {hosts_text(missing)}: a rollback restores the same "
             f"archive on every host. {listing}"
         )
     if backup_row.bad:
-        return Refused(
+        return RollbackRefused(
             f"Backup {choice.id} was restored before and failed its health check: a rollback "
             "never lands on it again."
         )
     return _to_backup(survey, backup_row)
 
 
-def _to_release(survey: Survey, row: ReleaseRow) -> Plan:
+def _to_release(survey: Survey, row: ReleaseRow) -> RollbackPlan:
     moves, staying = [], []
     for view in survey.hosts:
         state = view.state
@@ -553,10 +555,12 @@ def _to_release(survey: Survey, row: ReleaseRow) -> Plan:
                 adopt=state.needs_adoption,
             )
         )
-    return Plan(survey.environment, "release", row.id, row.version, tuple(moves), tuple(staying))
+    return RollbackPlan(
+        survey.environment, "release", row.id, row.version, tuple(moves), tuple(staying)
+    )
 
 
-def _to_backup(survey: Survey, row: BackupRow) -> Plan:
+def _to_backup(survey: Survey, row: BackupRow) -> RollbackPlan:
     moves = []
     for view in survey.hosts:
         state = view.state
@@ -572,7 +576,7 @@ def _to_backup(survey: Survey, row: BackupRow) -> Plan:
                 adopt=state.needs_adoption,
             )
         )
-    return Plan(survey.environment, "backup", row.name, row.version, tuple(moves))
+    return RollbackPlan(survey.environment, "backup", row.name, row.version, tuple(moves))
 
 
 def undo(
@@ -582,7 +586,7 @@ def undo(
     release_id: str | None,
     version: str | None,
     hosts: dict[str, dict[str, object]],
-) -> Plan | Refused:
+) -> RollbackPlan | RollbackRefused:
     """The plan that undoes one deploy: each host it switched goes back to what it ran before
     (or the deploy's backup where that release is gone); the deployed release is marked bad."""
     env = survey.environment
@@ -596,10 +600,12 @@ def undo(
             continue
         view = views.get(target)
         if view is None or view.state is None:
-            return Refused(f"{target} is no longer one of {env}'s hosts: use /rollback {env}.")
+            return RollbackRefused(
+                f"{target} is no longer one of {env}'s hosts: use /rollback {env}."
+            )
         state = view.state
         if release_id is None or state.current != release_id:
-            return Refused(
+            return RollbackRefused(
                 f"{target} runs {state.current or 'no release'} now, not {release_id} from deploy "
                 f"#{deployment_id}: something changed it since. Use /rollback {env}."
             )
@@ -612,15 +618,17 @@ def undo(
         elif isinstance(backup, str) and view.backup(backup) is not None:
             moves.append(Move(target, release_id, version, backup=backup, version=back_version))
         else:
-            return Refused(
+            return RollbackRefused(
                 f"{target} has nothing to go back to: the release it ran before deploy "
                 f"#{deployment_id} is gone and that deploy left no backup there."
             )
     if not moves:
-        return Refused(f"Deploy #{deployment_id} switched no host: there is nothing to undo.")
+        return RollbackRefused(
+            f"Deploy #{deployment_id} switched no host: there is nothing to undo."
+        )
     first = moves[0]
     versions = {m.version for m in moves}
-    return Plan(
+    return RollbackPlan(
         env,
         "release" if first.release else "backup",
         first.target,

@@ -186,7 +186,7 @@ class Reading:
 
 
 @dataclass(frozen=True)
-class Change:
+class HealthChange:
     at: datetime
     before: Health
     after: Health
@@ -206,7 +206,7 @@ class HealthSummary:
     latency: LatencyStats | None  # None: not one reading was answered
     failures: int
     longest_failure_run: int
-    changes: tuple[Change, ...]
+    changes: tuple[HealthChange, ...]
 
 
 class HealthTally:
@@ -218,7 +218,7 @@ class HealthTally:
 
     def __init__(self) -> None:
         self.readings: list[Reading] = []
-        self.changes: list[Change] = []
+        self.changes: list[HealthChange] = []
         self.consecutive_failures = 0
         self._longest_failure_run = 0
 
@@ -235,7 +235,7 @@ class HealthTally:
         )
         previous = self.latest
         if previous is not None and previous.health is not reading.health:
-            self.changes.append(Change(reading.at, previous.health, reading.health))
+            self.changes.append(HealthChange(reading.at, previous.health, reading.health))
         self.readings.append(reading)
         if reading.health is Health.UNHEALTHY:
             self.consecutive_failures += 1

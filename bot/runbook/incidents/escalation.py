@@ -104,7 +104,7 @@ class Level:
 
 
 @dataclass(frozen=True)
-class Plan:
+class EscalationPlan:
     """The escalation path as it was when an incident opened."""
 
     levels: tuple[Level, ...]
@@ -113,7 +113,7 @@ class Plan:
     reopen_after: timedelta
 
     @classmethod
-    def from_config(cls, escalation: Escalation, alerts: AlertSettings) -> Plan:
+    def from_config(cls, escalation: Escalation, alerts: AlertSettings) -> EscalationPlan:
         return cls(
             levels=tuple(
                 Level(level.name, tuple(level.users), level.timeout) for level in escalation.levels
@@ -139,7 +139,7 @@ class Plan:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Plan:
+    def from_json(cls, data: dict[str, Any]) -> EscalationPlan:
         return cls(
             levels=tuple(
                 Level(
@@ -178,15 +178,15 @@ class Plan:
         return {user for lv in self.levels[: level + 1] for user in lv.users}
 
 
-def plan_of(incident: Incident) -> Plan:
-    return Plan.from_json(incident.plan)
+def plan_of(incident: Incident) -> EscalationPlan:
+    return EscalationPlan.from_json(incident.plan)
 
 
 # --- the state machine ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Change:
+class IncidentChange:
     """A decided state change: the fields to set, the event to record, the next deadline."""
 
     values: dict[str, object]
@@ -205,22 +205,22 @@ def _deadline(values: dict[str, object], at: datetime | None) -> dict[str, objec
     return {**values, "deadline_at": at}
 
 
-def _after(now: datetime, span: timedelta | None) -> datetime | None:
+def _due_after(now: datetime, span: timedelta | None) -> datetime | None:
     return None if span is None else now + span
 
 
 def _page_level(
     incident: Incident,
-    plan: Plan,
+    plan: EscalationPlan,
     level: int,
     step: Step,
     now: datetime,
     *,
     user_id: str | None = None,
     detail: str = "",
-) -> Change:
+) -> IncidentChange:
     """Trigger the incident at `level` and page it: escalate, re-page, re-open."""
-    deadline = _after(now, plan.wait_at(level))
+    deadline = _due_after(now, plan.wait_at(level))
     values: dict[str, object] = {
         "status": Status.TRIGGERED.value,
         "level": level,
@@ -230,12 +230,14 @@ def _page_level(
         "acknowledged_at": None,
         "reminded_at": None,
     }
-    return Change(
+    return IncidentChange(
         _deadline(values, deadline), NewEvent(step.value, level, user_id, detail), deadline
     )
 
 
-def _escalate(incident: Incident, plan: Plan, now: datetime, user_id: str | None) -> Change:
+def _escalate(
+    incident: Incident, plan: EscalationPlan, now: datetime, user_id: str | None
+) -> IncidentChange:
     detail = BY_BUTTON if user_id else BY_DEADLINE
     if incident.level < plan.last:
         return _page_level(
@@ -246,7 +248,7 @@ def _escalate(incident: Incident, plan: Plan, now: datetime, user_id: str | None
     )
 
 
-def on_deadline(incident: Incident, plan: Plan, now: datetime) -> Change | None:
+def on_deadline(incident: Incident, plan: EscalationPlan, now: datetime) -> IncidentChange | None:
     """What happens when the incident's deadline passes (None: nothing, it has ended)."""
     if incident.status == Status.TRIGGERED:
         if not plan.levels:
@@ -255,7 +257,7 @@ def on_deadline(incident: Incident, plan: Plan, now: datetime) -> Change | None:
     if incident.status == Status.ACKNOWLEDGED:
         if incident.reminded_at is None:
             deadline = now + plan.reopen_after
-            return Change(
+            return IncidentChange(
                 _deadline({"reminded_at": now}, deadline),
                 NewEvent(Step.REMINDED.value, incident.level, incident.acknowledged_by),
                 deadline,
@@ -272,8 +274,8 @@ def on_deadline(incident: Incident, plan: Plan, now: datetime) -> Change | None:
 
 
 def decide(
-    incident: Incident, plan: Plan, action: Action, user_id: str, now: datetime
-) -> Change | Refusal:
+    incident: Incident, plan: EscalationPlan, action: Action, user_id: str, now: datetime
+) -> IncidentChange | Refusal:
     """The change a button press makes to the incident as it is, or why it makes none."""
     status = Status(incident.status)
     if status is Status.RESOLVED:
@@ -289,7 +291,7 @@ def decide(
             "first_acknowledged_at": incident.first_acknowledged_at or now,
             "reminded_at": None,
         }
-        return Change(
+        return IncidentChange(
             _deadline(values, deadline),
             NewEvent(Step.ACKNOWLEDGED.value, incident.level, user_id),
             deadline,
@@ -300,7 +302,7 @@ def decide(
         return _escalate(incident, plan, now, user_id)
     if action is Action.RESOLVE:
         values = {"status": Status.RESOLVED.value, "resolved_by": user_id, "resolved_at": now}
-        return Change(
+        return IncidentChange(
             _deadline(values, None),
             NewEvent(Step.RESOLVED.value, incident.level, user_id),
             None,
@@ -309,14 +311,16 @@ def decide(
     if status is not Status.ACKNOWLEDGED or incident.reminded_at is None:
         return Refusal("there is no reminder waiting for an answer")
     deadline = now + plan.ack_reminder
-    return Change(
+    return IncidentChange(
         _deadline({"reminded_at": None}, deadline),
         NewEvent(Step.SNOOZED.value, incident.level, user_id),
         deadline,
     )
 
 
-def may_press(incident: Incident, plan: Plan, user_id: str, approvers: Iterable[str]) -> bool:
+def may_press(
+    incident: Incident, plan: EscalationPlan, user_id: str, approvers: Iterable[str]
+) -> bool:
     """Anyone paged for the incident so far, or an approver."""
     return user_id in plan.users_up_to(incident.top_level) or user_id in set(approvers)
 
@@ -349,7 +353,7 @@ class Stale:
 
 
 @dataclass(frozen=True)
-class Refused:
+class PressRefused:
     incident: Incident
     reason: str
 
@@ -359,7 +363,7 @@ class NotAllowed:
     incident: Incident
 
 
-PressResult = Changed | Stale | Refused | NotAllowed
+PressResult = Changed | Stale | PressRefused | NotAllowed
 
 
 def sync_timer(incident_id: int, event_key: str, now: datetime) -> NewTimer:
@@ -395,7 +399,7 @@ class Escalations:
         summary: str,
         severity: int,
         source: str,
-        plan: Plan,
+        plan: EscalationPlan,
         *,
         link: str | None = None,
         opened_by: str | None = None,
@@ -415,7 +419,7 @@ class Escalations:
         if len(summary) > MAX_SUMMARY:
             summary = summary[: MAX_SUMMARY - 1] + "…"
         now = self.clock()
-        deadline = _after(now, plan.wait_at(0))
+        deadline = _due_after(now, plan.wait_at(0))
 
         def timers(incident_id: int) -> list[NewTimer]:
             wanted = [sync_timer(incident_id, "1", now)]
@@ -499,7 +503,7 @@ class Escalations:
             return Stale(incident)
         decision = decide(incident, plan, action, user_id, self.clock())
         if isinstance(decision, Refusal):
-            return Refused(incident, decision.reason)
+            return PressRefused(incident, decision.reason)
         changed = await self._apply(incident, decision)
         if changed is None:  # someone else's change landed first
             current = await self.get(incident_id)
@@ -507,7 +511,7 @@ class Escalations:
             return Stale(current)
         return Changed(changed)
 
-    async def _apply(self, incident: Incident, change: Change) -> Incident | None:
+    async def _apply(self, incident: Incident, change: IncidentChange) -> Incident | None:
         now = self.clock()
         new_seq = incident.seq + 1
         timers = [sync_timer(incident.id, str(new_seq), now)]

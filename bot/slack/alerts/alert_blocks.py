@@ -30,6 +30,7 @@ from bot.slack.blocks import (
     duration_text,
     escape,
     message,
+    notice,
     section,
     section_fields,
 )
@@ -186,12 +187,8 @@ def incident_note(alert: Alert) -> str:
 # --- answers to presses (only the presser sees them) -------------------------------------------
 
 
-def answer(text: str) -> Message:
-    return message(text, [section(text)])
-
-
 def silenced(alert: Alert, silence: AlertSilence) -> Message:
-    return answer(
+    return notice(
         f":zzz: {escape(title(alert))} silenced until {at(silence.until)}: no posts, reminders "
         "or pages for it until then. The checks go on; the message still shows where it stands."
     )
@@ -201,5 +198,5 @@ def escalated(alert: Alert, incident_id: int, created: bool, channel: str | None
     name = incident_name(incident_id)
     where = f" in <#{channel}>" if channel else ""
     if created:
-        return answer(f":rotating_light: {name} opened for {escape(title(alert))}{where}.")
-    return answer(f":rotating_light: {name} is already open for this alert{where}.")
+        return notice(f":rotating_light: {name} opened for {escape(title(alert))}{where}.")
+    return notice(f":rotating_light: {name} is already open for this alert{where}.")

@@ -28,6 +28,7 @@ from bot.clock import Clock, utc_now
 from bot.config import Config
 from bot.runbook.alerts.alerts import Alerts, Metric, Status
 from bot.runbook.levels import Level
+from bot.slack import blocks
 from bot.slack.alerts import alert_blocks
 from bot.slack.chat import Chat, ChatError, Message, MessageRef
 from bot.slack.incidents.incidents import (
@@ -200,15 +201,15 @@ class Alerting:
     async def press(self, action_id: str, value: str, user_id: str) -> PressReply:
         alert_id = parse_alert_id(value)
         if alert_id is None:
-            return PressReply(alert_blocks.answer("That is not an alert."), "no such alert")
+            return PressReply(blocks.notice("That is not an alert."), "no such alert")
         if action_id == alert_blocks.ACKNOWLEDGE:
             pressed = await self.alerts.acknowledge(alert_id, user_id)
             outcome = "acknowledged" if pressed.changed else "unchanged"
             note = f"{pressed.note} by <@{pressed.by}>." if pressed.by else pressed.note
-            return PressReply(alert_blocks.answer(note), f"alert {alert_id} {outcome}")
+            return PressReply(blocks.notice(note), f"alert {alert_id} {outcome}")
         alert = await self.alerts.get(alert_id)
         if alert is None:
-            return PressReply(alert_blocks.answer("That alert is not on record."), "no such alert")
+            return PressReply(blocks.notice("That alert is not on record."), "no such alert")
         if action_id == alert_blocks.SILENCE:
             pressed = await self.alerts.silence(alert_id, user_id)
             assert pressed.silence is not None
@@ -219,7 +220,7 @@ class Alerting:
         # Escalate: an incident for this alert now, whatever its level (an older copy of a
         # resolved alert's message may still show the button).
         if alert.status == Status.RESOLVED:
-            answer = alert_blocks.answer("That alert is already resolved: nothing to escalate.")
+            answer = blocks.notice("That alert is already resolved: nothing to escalate.")
             return PressReply(answer, f"alert {alert_id} already resolved")
         severity = 1 if alert.level == Level.CRITICAL else 2
         incident, created = await self.incidents.open_incident(

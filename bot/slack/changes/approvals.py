@@ -25,7 +25,7 @@ from bot.runbook.changes.activate import human_duration
 from bot.runbook.changes.checklist import ChecklistItem
 from bot.slack.changes import deploy_blocks
 from bot.slack.chat import ChatError, Message, MessageRef
-from bot.slack.dispatch import Services
+from bot.slack.services import Services
 from bot.store import Approval
 
 log = logging.getLogger(__name__)

@@ -446,11 +446,6 @@ def locked(env: str, lock: EnvironmentLock, asked: str) -> Message:
     return message(fallback, [section(text)])
 
 
-def simple(text: str, emoji: str = "") -> Message:
-    shown = f"{emoji} {text}" if emoji else text
-    return message(text, [section(shown)])
-
-
 def unlock_confirm(env: str, lock: EnvironmentLock) -> Message:
     text = (
         f":warning: {env} is {lock_holder(lock)}. Free it anyway? Everyone in this channel "

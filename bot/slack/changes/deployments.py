@@ -16,15 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import psutil
-
 from bot.config import Environment
+from bot.process import THIS_PROCESS, process_alive
 from bot.runbook.changes import rollback, rollback_plan
 from bot.runbook.changes.activate import human_duration, show_version
 from bot.runbook.changes.checklist import pre_deployment_checklist
@@ -42,11 +39,12 @@ from bot.runbook.changes.progress import (
 )
 from bot.runbook.changes.releases import is_version
 from bot.runbook.health.health import Health
+from bot.slack import blocks
 from bot.slack.changes import approvals, deploy_blocks
 from bot.slack.changes.deploy_blocks import DeployView
 from bot.slack.chat import ChatError, Conversation, Message, MessageRef
-from bot.slack.dispatch import Services
 from bot.slack.live_message import LiveMessage
+from bot.slack.services import Services
 from bot.store import (
     RUNNING,
     Approval,
@@ -73,32 +71,6 @@ MAX_THREAD_FAILURES = 10
 STEPS_BY_KIND = {"deploy": STEPS, "rollback": rollback.STEPS, "backup": rollback.BACKUP_STEPS}
 
 
-def _process_owner() -> str:
-    started = int(psutil.Process().create_time() * 1000)
-    return f"{socket.gethostname()}:{os.getpid()}:{started}"
-
-
-OWNER = _process_owner()
-
-
-def owner_alive(owner: str) -> bool | None:
-    """Whether the bot process named by owner still runs; None when it ran on another machine."""
-    try:
-        host, pid, started = owner.rsplit(":", 2)
-        pid_number, started_ms = int(pid), int(started)
-    except ValueError:
-        return None
-    if host != socket.gethostname():
-        return None
-    try:
-        process = psutil.Process(pid_number)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False  # dead, not yet reaped
-        return abs(process.create_time() * 1000 - started_ms) < 1000
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
 # --- the wiring the procedures need ---------------------------------------------------------
 
 
@@ -109,10 +81,6 @@ def hosts_opener(services: Services) -> OpenHosts:
 
 def local_transport(services: Services) -> Transport:
     return LocalTransport(command_timeout_s=services.config.ssh.command_timeout.total_seconds())
-
-
-async def _to_thread(function, *args, **kwargs):  # type: ignore[no-untyped-def]
-    return await asyncio.to_thread(function, *args, **kwargs)
 
 
 async def tell(conversation: Conversation, message: Message) -> None:
@@ -156,7 +124,7 @@ class Run:
         if live.ref is not None:
             permalink = await self.services.chat.permalink(live.ref)
             try:
-                await _to_thread(
+                await asyncio.to_thread(
                     store.set_deployment_message,
                     self.deployment.id,
                     live.ref.channel,
@@ -206,7 +174,9 @@ class Run:
             self.view.apply(Finished(outcome))
         state = "succeeded" if outcome.state == "planned" else outcome.state
         try:
-            await _to_thread(store.finish_deployment, self.deployment.id, state, outcome.summary)
+            await asyncio.to_thread(
+                store.finish_deployment, self.deployment.id, state, outcome.summary
+            )
         except StoreError as exc:
             log.error(
                 "deployment #%d not finished in the store (%s): its lock on %s stays until "
@@ -220,7 +190,7 @@ class Run:
 
     async def _interrupted(self, live: LiveMessage) -> None:
         summary = "interrupted: the bot was stopped while this ran"
-        ended = await _to_thread(
+        ended = await asyncio.to_thread(
             self.services.store.interrupt_deployment, self.deployment.id, summary
         )
         if ended is not None:
@@ -241,7 +211,7 @@ async def _heartbeat(services: Services, deployment_id: int) -> None:
     while True:
         await asyncio.sleep(HEARTBEAT_EVERY.total_seconds())
         try:
-            await _to_thread(
+            await asyncio.to_thread(
                 services.store.update_deployment, deployment_id, heartbeat_at=services.store.clock()
             )
         except StoreError as exc:
@@ -267,14 +237,14 @@ async def deploy(services: Services, request: DeployRequest, conversation: Conve
     if request.options.dry_run:
         return await _dry_run(services, procedure, request, conversation)
     try:
-        began = await _to_thread(
+        began = await asyncio.to_thread(
             services.store.begin_deployment,
             kind="deploy",
             environment=env.name,
             requested_by=request.requested_by,
             version=request.version,
             options=request.options.as_dict(),
-            owner=OWNER,
+            owner=THIS_PROCESS,
             approved_by=request.approved_by,
             channel=conversation.channel_id,
         )
@@ -282,7 +252,7 @@ async def deploy(services: Services, request: DeployRequest, conversation: Conve
         log.error("deploy of %s not started: the store failed (%s)", env.name, exc)
         await tell(
             conversation,
-            deploy_blocks.simple(
+            blocks.notice(
                 f"The deploy of {env.name} did not start: the bot's database is unavailable, "
                 "so the environment cannot be locked. Nothing ran.",
                 ":x:",
@@ -296,7 +266,7 @@ async def deploy(services: Services, request: DeployRequest, conversation: Conve
 
     async def cancelled() -> str | None:
         try:
-            current = await _to_thread(services.store.deployment, deployment.id)
+            current = await asyncio.to_thread(services.store.deployment, deployment.id)
         except StoreError:
             return None
         return current.cancel_requested_by if current else None
@@ -351,7 +321,7 @@ async def ask_approval(
     services: Services, request: DeployRequest, conversation: Conversation
 ) -> str:
     env = request.environment
-    lock = await _to_thread(services.store.environment_lock, env.name)
+    lock = await asyncio.to_thread(services.store.environment_lock, env.name)
     if lock is not None:
         await tell(conversation, deploy_blocks.locked(env.name, lock, "request"))
         return f"refused: {env.name} is locked by {lock.holder}"
@@ -368,7 +338,7 @@ async def ask_approval(
                 f"`{env.deploy.version}` did not print a version ({said}), so there is nothing "
                 f"to ask approval for. Give one: /deploy {env.name} <version>."
             )
-            await tell(conversation, deploy_blocks.simple(problem, ":x:"))
+            await tell(conversation, blocks.notice(problem, ":x:"))
             return "not asked: no version"
         version = printed
     pinned = DeployRequest(env, version, request.options, request.requested_by)
@@ -399,7 +369,7 @@ async def ask_approval(
         extra={"options": request.options.as_dict()},
     )
     if asked.approval is None:
-        await tell(conversation, deploy_blocks.simple(asked.problem or "not asked", ":x:"))
+        await tell(conversation, blocks.notice(asked.problem or "not asked", ":x:"))
         return f"not asked: {asked.problem}"
     await tell(
         conversation,
@@ -437,7 +407,7 @@ async def start_approved(services: Services, approval: Approval) -> str:
 
 async def cancel(services: Services, deployment_id: int, user_id: str) -> str:
     """The progress message's Cancel button: the requester or an approver."""
-    deployment = await _to_thread(services.store.deployment, deployment_id)
+    deployment = await asyncio.to_thread(services.store.deployment, deployment_id)
     if deployment is None:
         return f"There is no deployment #{deployment_id}."
     if user_id != deployment.requested_by and not services.config.access.may_approve(user_id):
@@ -445,8 +415,8 @@ async def cancel(services: Services, deployment_id: int, user_id: str) -> str:
             f"Only <@{deployment.requested_by}> (who asked) or an approver can cancel "
             f"{deployment.kind} #{deployment_id}."
         )
-    if not await _to_thread(services.store.request_cancel, deployment_id, user_id):
-        current = await _to_thread(services.store.deployment, deployment_id)
+    if not await asyncio.to_thread(services.store.request_cancel, deployment_id, user_id):
+        current = await asyncio.to_thread(services.store.deployment, deployment_id)
         if current is not None and current.cancel_requested_by:
             return f"Cancel was already asked for by <@{current.cancel_requested_by}>."
         return f"{deployment.kind.capitalize()} #{deployment_id} is not running any more."
@@ -473,7 +443,7 @@ async def _start_watch(
         "alerted": False,
         "last_reason": "",
     }
-    deployment = await _to_thread(services.store.deployment, deployment_id)
+    deployment = await asyncio.to_thread(services.store.deployment, deployment_id)
     ref = message_ref(deployment)
     await in_thread(
         services,
@@ -497,7 +467,7 @@ def message_ref(deployment: Deployment | None) -> MessageRef | None:
 async def watch_tick(services: Services, payload: dict[str, object]) -> None:
     """One check of the post-deploy watch; schedules the next or posts the result."""
     deployment_id = int(payload["deployment"])  # type: ignore[call-overload]
-    deployment = await _to_thread(services.store.deployment, deployment_id)
+    deployment = await asyncio.to_thread(services.store.deployment, deployment_id)
     if deployment is None or deployment.state != "succeeded":
         return  # rolled back (or gone) since: the watch has nothing left to watch
     env = services.config.environments.get(deployment.environment)
@@ -506,7 +476,7 @@ async def watch_tick(services: Services, payload: dict[str, object]) -> None:
     # A newer deploy has its own watch, a rollback its follow-up checks; a backup changes nothing.
     latest = [
         d
-        for d in await _to_thread(services.store.deployments, env.name, limit=10)
+        for d in await asyncio.to_thread(services.store.deployments, env.name, limit=10)
         if d.kind != "backup"
     ]
     if latest and latest[0].id != deployment_id:
@@ -570,24 +540,24 @@ async def recover_interrupted(services: Services) -> int:
     """Deployments whose bot died: mark interrupted, say so in their thread, free their lock."""
     store = services.store
     try:
-        running = await _to_thread(store.deployments, state=RUNNING, limit=500)
+        running = await asyncio.to_thread(store.deployments, state=RUNNING, limit=500)
     except StoreError as exc:
         log.error("interrupted deployments not looked for: %s", exc)
         return 0
     now = store.clock()
     recovered = 0
     for deployment in running:
-        if deployment.owner == OWNER:
+        if deployment.owner == THIS_PROCESS:
             continue
-        alive = owner_alive(deployment.owner)
+        alive = process_alive(deployment.owner)
         if alive is True or (alive is None and now - deployment.heartbeat_at < STALE_AFTER):
             continue
         summary = _interrupted_summary(deployment)
         try:
-            ended = await _to_thread(store.interrupt_deployment, deployment.id, summary)
+            ended = await asyncio.to_thread(store.interrupt_deployment, deployment.id, summary)
             if ended is None:
                 continue  # another replica got there first
-            steps = await _to_thread(store.deployment_steps, deployment.id)
+            steps = await asyncio.to_thread(store.deployment_steps, deployment.id)
         except StoreError as exc:
             log.error("deployment #%d not marked interrupted: %s", deployment.id, exc)
             continue
@@ -693,7 +663,7 @@ def apply_recorded(view: DeployView, steps: Sequence[DeploymentStep]) -> None:
 async def lock(
     services: Services, env: Environment, reason: str, user_id: str, conversation: Conversation
 ) -> str:
-    taken = await _to_thread(
+    taken = await asyncio.to_thread(
         services.store.acquire_manual_lock, env.name, user_id, reason, conversation.channel_id
     )
     if isinstance(taken, LockHeld):
@@ -702,7 +672,7 @@ async def lock(
     why = f": {deploy_blocks.escape(reason)}" if reason else ""
     remind = human_duration(env.deploy.lock_reminder.total_seconds())
     await conversation.post(
-        deploy_blocks.simple(
+        blocks.notice(
             f"<@{user_id}> locked {env.name} by hand{why}. No deploy or rollback runs there until "
             f"`/deploy unlock {env.name}`; the holder is reminded every {remind}.",
             ":lock:",
@@ -720,14 +690,14 @@ async def lock(
 async def unlock(
     services: Services, env: Environment, user_id: str, conversation: Conversation
 ) -> str:
-    held = await _to_thread(services.store.environment_lock, env.name)
+    held = await asyncio.to_thread(services.store.environment_lock, env.name)
     if held is None:
-        await tell(conversation, deploy_blocks.simple(f"{env.name} is not locked."))
+        await tell(conversation, blocks.notice(f"{env.name} is not locked."))
         return "not locked"
     if held.kind != "manual":
         await tell(
             conversation,
-            deploy_blocks.simple(
+            blocks.notice(
                 f"{env.name} is {deploy_blocks.lock_holder(held)}. A running deploy keeps its lock "
                 "until it ends: use the Cancel button on its message to stop it.",
                 ":no_entry:",
@@ -745,11 +715,11 @@ async def free_anyway(
 ) -> str:
     """The confirmation button for freeing someone else's lock."""
     env_name, _, token = value.partition(":")
-    held = await _to_thread(services.store.environment_lock, env_name)
+    held = await asyncio.to_thread(services.store.environment_lock, env_name)
     if held is None or held.token != token:
         await tell(
             conversation,
-            deploy_blocks.simple(f"The lock on {env_name} changed since: look again."),
+            blocks.notice(f"The lock on {env_name} changed since: look again."),
         )
         return "lock changed"
     return await _free(services, env_name, held, user_id, conversation)
@@ -762,25 +732,25 @@ async def _free(
     user_id: str,
     conversation: Conversation,
 ) -> str:
-    if not await _to_thread(services.store.release_lock, env_name, held.token):
-        await tell(conversation, deploy_blocks.simple(f"The lock on {env_name} changed since."))
+    if not await asyncio.to_thread(services.store.release_lock, env_name, held.token):
+        await tell(conversation, blocks.notice(f"The lock on {env_name} changed since."))
         return "lock changed"
     await services.scheduler.cancel(LOCK_REMINDER_TIMER, env_name)
     if held.holder == user_id:
         text = f"<@{user_id}> freed {env_name}."
-        await conversation.post(deploy_blocks.simple(text, ":unlock:"))
+        await conversation.post(blocks.notice(text, ":unlock:"))
         return f"unlocked {env_name}"
     since = deploy_blocks.day_and_time(held.acquired_at)
     reason = f" ({deploy_blocks.escape(held.reason)})" if held.reason else ""
     text = f"<@{user_id}> freed {env_name}, which <@{held.holder}> held since {since}{reason}."
-    await conversation.post(deploy_blocks.simple(text, ":unlock:"))
+    await conversation.post(blocks.notice(text, ":unlock:"))
     with contextlib.suppress(ChatError):
-        await services.chat.dm(held.holder, deploy_blocks.simple(text, ":unlock:"))
+        await services.chat.dm(held.holder, blocks.notice(text, ":unlock:"))
     return f"unlocked {env_name} held by {held.holder}"
 
 
 async def remind_lock_holder(services: Services, env_name: str, token: str) -> None:
-    held = await _to_thread(services.store.environment_lock, env_name)
+    held = await asyncio.to_thread(services.store.environment_lock, env_name)
     if held is None or held.token != token:
         return  # freed (or taken again by someone else) since the reminder was set
     env = services.config.environments.get(env_name)
@@ -789,7 +759,7 @@ async def remind_lock_holder(services: Services, env_name: str, token: str) -> N
     reason = f" ({deploy_blocks.escape(held.reason)})" if held.reason else ""
     await services.chat.dm(
         held.holder,
-        deploy_blocks.simple(
+        blocks.notice(
             f"You have held {env_name} since {since}{reason}. Nobody can deploy or roll back "
             f"there meanwhile: `/deploy unlock {env_name}` when you are done.",
             ":lock:",
@@ -805,10 +775,10 @@ async def remind_lock_holder(services: Services, env_name: str, token: str) -> N
 
 async def status(services: Services, env_name: str | None, conversation: Conversation) -> str:
     store = services.store
-    running = await _to_thread(store.deployments, env_name, state=RUNNING, limit=50)
+    running = await asyncio.to_thread(store.deployments, env_name, state=RUNNING, limit=50)
     locks = [
         lk
-        for lk in await _to_thread(store.environment_locks)
+        for lk in await asyncio.to_thread(store.environment_locks)
         if env_name is None or lk.environment == env_name
     ]
     ci: tuple[str, list] | str | None = None  # type: ignore[type-arg]
@@ -829,7 +799,7 @@ async def status(services: Services, env_name: str | None, conversation: Convers
 
 
 async def history(services: Services, env_name: str, conversation: Conversation) -> str:
-    deployments = await _to_thread(services.store.deployments, env_name, limit=10)
+    deployments = await asyncio.to_thread(services.store.deployments, env_name, limit=10)
     message = deploy_blocks.deploy_history(env_name, deployments)
     await tell(conversation, message)
     return message.text

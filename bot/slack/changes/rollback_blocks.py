@@ -7,7 +7,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from bot.runbook.changes.activate import human_duration, human_size, show_version
-from bot.runbook.changes.rollback_plan import BackupRow, Plan, Refused, ReleaseRow, Survey
+from bot.runbook.changes.rollback_plan import (
+    BackupRow,
+    ReleaseRow,
+    RollbackPlan,
+    RollbackRefused,
+    Survey,
+)
 from bot.runbook.health.health import Health, HealthResult
 from bot.slack.blocks import (
     HEALTH_EMOJI,
@@ -87,7 +93,7 @@ def _backup_line(row: BackupRow, survey: Survey, chosen: bool) -> str:
     return f"{line}  ← `/rollback {survey.environment}` restores this" if chosen else line
 
 
-def listing(survey: Survey, default: Plan | Refused) -> Message:
+def listing(survey: Survey, default: RollbackPlan | RollbackRefused) -> Message:
     """`/rollback list <env>`: releases and backups newest first, and what no id would do."""
     env = survey.environment
     blocks: list[Block] = [header(f"Rollback targets · {env}")]
@@ -95,7 +101,7 @@ def listing(survey: Survey, default: Plan | Refused) -> Message:
         blocks.append(
             section(f":x: `{escape(view.target)}` cannot be read: {escape(view.error or '')}")
         )
-    chosen = default.target if isinstance(default, Plan) else None
+    chosen = default.target if isinstance(default, RollbackPlan) else None
     rows = survey.releases()
     lines = ["*Releases kept on the hosts* (newest first)"]
     lines += [_release_line(r, survey, r.id == chosen) for r in rows] or ["_none_"]
@@ -103,7 +109,7 @@ def listing(survey: Survey, default: Plan | Refused) -> Message:
     lines.append("*Backup archives* (newest first; `/rollback backup " + env + "` takes one now)")
     lines += [_backup_line(b, survey, b.name == chosen) for b in backups] or ["_none_"]
     blocks.extend(sections_for_lines(lines))
-    if isinstance(default, Plan):
+    if isinstance(default, RollbackPlan):
         then = f"`/rollback {env}` now goes back to {escape(default.target_line())}"
         if default.kind == "release":
             then += " (an instant switch)"
@@ -115,7 +121,7 @@ def listing(survey: Survey, default: Plan | Refused) -> Message:
     blocks.append(context(f"`/rollback {env} <id>` goes to exactly that release or backup."))
     fallback = f"{env}: {len(rows)} release(s) and {len(backups)} backup(s) kept; " + (
         f"/rollback {env} goes back to {default.target_line()}"
-        if isinstance(default, Plan)
+        if isinstance(default, RollbackPlan)
         else default.reason
     )
     return message(fallback, blocks)

@@ -31,18 +31,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.config import Environment
+from bot.process import THIS_PROCESS
 from bot.runbook.changes import rollback, rollback_plan
 from bot.runbook.changes.activate import human_duration, show_version
 from bot.runbook.changes.checklist import ChecklistItem
 from bot.runbook.changes.progress import Finished, Outcome
 from bot.runbook.changes.rollback import ManualBackup, Rollback
-from bot.runbook.changes.rollback_plan import Move, Named, Plan, Refused
+from bot.runbook.changes.rollback_plan import Move, Named, RollbackPlan, RollbackRefused
 from bot.runbook.health.health import Health
 from bot.runbook.incidents.escalation import incident_name
+from bot.slack import blocks
 from bot.slack.changes import approvals, deploy_blocks, rollback_blocks
 from bot.slack.changes.deploy_blocks import DeployView
 from bot.slack.changes.deployments import (
-    OWNER,
     WATCH_TIMER,
     Run,
     apply_recorded,
@@ -54,8 +55,8 @@ from bot.slack.changes.deployments import (
     tell,
 )
 from bot.slack.chat import ChatError, Conversation, Message, MessageRef
-from bot.slack.dispatch import Services
 from bot.slack.paced_chat import Priority
+from bot.slack.services import Services
 from bot.store import RUNNING, Approval, Deployment, LockHeld, StoreError, Timer
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ async def _begin(
             requested_by=requested_by,
             version=version,
             options={},
-            owner=OWNER,
+            owner=THIS_PROCESS,
             approved_by=approved_by,
             channel=conversation.channel_id,
         )
@@ -105,7 +106,7 @@ async def _begin(
             f"The {kind} of {env.name} did not start: the bot's database is unavailable, so the "
             "environment cannot be locked. Nothing ran."
         )
-        await tell(conversation, deploy_blocks.simple(text, ":x:"))
+        await tell(conversation, blocks.notice(text, ":x:"))
         return "not started: store unavailable"
     if isinstance(began, LockHeld):
         await tell(conversation, deploy_blocks.locked(env.name, began.lock, kind))
@@ -159,8 +160,8 @@ async def rollback_to(
         await tell(conversation, deploy_blocks.locked(env.name, held, "rollback"))
         return f"refused: {env.name} is locked by {held.holder}"
     planned = await rollback_plan.plan_rollback(env, hosts_opener(services), choice)
-    if isinstance(planned, Refused):
-        await tell(conversation, deploy_blocks.simple(planned.reason, ":no_entry:"))
+    if isinstance(planned, RollbackRefused):
+        await tell(conversation, blocks.notice(planned.reason, ":no_entry:"))
         return f"refused: {planned.reason}"
     if env.requires_approval:
         return await _ask(services, env, planned, user_id, conversation)
@@ -168,7 +169,11 @@ async def rollback_to(
 
 
 async def _ask(
-    services: Services, env: Environment, plan: Plan, user_id: str, conversation: Conversation
+    services: Services,
+    env: Environment,
+    plan: RollbackPlan,
+    user_id: str,
+    conversation: Conversation,
 ) -> str:
     checklist = [
         ChecklistItem(
@@ -200,7 +205,7 @@ async def _ask(
         extra={"plan": plan.as_dict(), "target": plan.target_line()},
     )
     if asked.approval is None:
-        await tell(conversation, deploy_blocks.simple(asked.problem or "not asked", ":x:"))
+        await tell(conversation, blocks.notice(asked.problem or "not asked", ":x:"))
         return f"not asked: {asked.problem}"
     await tell(
         conversation,
@@ -235,7 +240,7 @@ async def start_approved(services: Services, approval: Approval) -> str:
         problem = f"{approval.environment} is no longer in the config"
     else:
         try:
-            plan = Plan.from_dict(payload.get("plan"))
+            plan = RollbackPlan.from_dict(payload.get("plan"))
             if plan.environment != env.name:
                 raise ValueError(f"the plan is for {plan.environment}, not {env.name}")
         except (KeyError, TypeError, ValueError) as exc:
@@ -246,7 +251,7 @@ async def start_approved(services: Services, approval: Approval) -> str:
                 services, env, plan, approval.requested_by, approval.decided_by, conversation
             )
     text = f"The rollback approved in request #{approval.id} did not start: {problem}."
-    await tell(conversation, deploy_blocks.simple(text, ":x:"))
+    await tell(conversation, blocks.notice(text, ":x:"))
     return f"approval #{approval.id}: {problem}"
 
 
@@ -260,16 +265,16 @@ async def undo_deploy(
     store = services.store
     deployment = await asyncio.to_thread(store.deployment, deployment_id)
     if deployment is None or deployment.kind != "deploy":
-        await tell(conversation, deploy_blocks.simple(f"There is no deploy #{deployment_id}."))
+        await tell(conversation, blocks.notice(f"There is no deploy #{deployment_id}."))
         return "refused: no such deploy"
     env = services.config.environments.get(deployment.environment)
     if env is None:
-        await tell(conversation, deploy_blocks.simple(f"{deployment.environment} is gone."))
+        await tell(conversation, blocks.notice(f"{deployment.environment} is gone."))
         return "refused: environment gone"
     if deployment.state != "succeeded":
         ended = deploy_blocks.OUTCOME_WORDS.get(deployment.state, deployment.state)
         text = f"Deploy #{deployment_id} {ended}: there is nothing of it to roll back from here."
-        await tell(conversation, deploy_blocks.simple(text))
+        await tell(conversation, blocks.notice(text))
         return "refused: not a succeeded deploy"
     # What changed the environment since (a backup changes nothing; a deploy that failed
     # before its switch neither, and a host it did change fails the plan below).
@@ -280,7 +285,7 @@ async def undo_deploy(
             f"{latest[0].kind.capitalize()} #{latest[0].id} changed {env.name} after deploy "
             f"#{deployment_id}: use /rollback {env.name} to choose what to go back to."
         )
-        await tell(conversation, deploy_blocks.simple(text))
+        await tell(conversation, blocks.notice(text))
         return "refused: a later deployment"
     released = {str(info["release"]) for info in deployment.hosts.values() if info.get("release")}
     found = await rollback_plan.survey(env, hosts_opener(services))
@@ -291,8 +296,8 @@ async def undo_deploy(
         version=deployment.version,
         hosts=deployment.hosts,
     )
-    if isinstance(planned, Refused):
-        await tell(conversation, deploy_blocks.simple(planned.reason, ":no_entry:"))
+    if isinstance(planned, RollbackRefused):
+        await tell(conversation, blocks.notice(planned.reason, ":no_entry:"))
         return f"refused: {planned.reason}"
     where = Conversation(
         services.chat,
@@ -309,7 +314,7 @@ async def undo_deploy(
 async def start(
     services: Services,
     env: Environment,
-    plan: Plan,
+    plan: RollbackPlan,
     requested_by: str,
     approved_by: str | None,
     conversation: Conversation,
@@ -596,7 +601,9 @@ async def _start_followup(
     now = services.store.clock()
     total = max(1, int(span / every))
     until = now + every * total
-    follow = FollowUp(deployment.id, every, until, total, now + every, OWNER, summary=summary)
+    follow = FollowUp(
+        deployment.id, every, until, total, now + every, THIS_PROCESS, summary=summary
+    )
     follow.step = await _step(
         services,
         deployment.id,
@@ -662,13 +669,13 @@ async def followup_tick(services: Services, timer: Timer) -> None:
         )
         await _finish_followup(services, deployment, follow, text)
         return
-    if follow.owner != OWNER:
+    if follow.owner != THIS_PROCESS:
         missed = max(0, int((now - follow.due) / follow.every))
         follow.missed += missed
         await in_thread(
             services, ref, rollback_blocks.followup_resumed(missed, follow.due, now, follow.until)
         )
-        follow.owner = OWNER
+        follow.owner = THIS_PROCESS
     result = await services.health.check(env)
     failed = result.health is Health.UNHEALTHY
     reason = result.reasons[0] if result.reasons else result.health.value

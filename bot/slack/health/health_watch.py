@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bot.config import Environment
 from bot.runbook.health.health import Health, HealthChecker
-from bot.runbook.health.watch import Change, HealthSummary, HealthTally, Watch, Watches
+from bot.runbook.health.watch import HealthChange, HealthSummary, HealthTally, Watch, Watches
 from bot.slack import blocks
 from bot.slack.blocks import Block, context, duration_text, escape, header, section
 from bot.slack.chat import Conversation, Message
@@ -130,7 +130,7 @@ def _change_lines(result: HealthSummary, tally: HealthTally) -> list[str]:
     return lines
 
 
-def _change(change: Change) -> str:
+def _change(change: HealthChange) -> str:
     return (
         f"{clock_time(change.at)}  {blocks.HEALTH_EMOJI[change.after]} "
         f"{change.before.value} → {change.after.value}"

@@ -19,11 +19,11 @@ from datetime import datetime, timedelta
 from bot.runbook.incidents.escalation import (
     BY_BUTTON,
     Changed,
+    EscalationPlan,
     Level,
     NotAllowed,
-    Plan,
+    PressRefused,
     PressResult,
-    Refused,
     Stale,
     Status,
     Step,
@@ -95,7 +95,7 @@ def mentions(users: Sequence[str]) -> str:
     return ", ".join(f"<@{user}>" for user in users)
 
 
-def _level_title(plan: Plan, level: int) -> str:
+def _level_title(plan: EscalationPlan, level: int) -> str:
     return f"level {level + 1} of {len(plan.levels)}, {escape(plan.levels[level].name)}"
 
 
@@ -105,7 +105,7 @@ def _who_opened(incident: Incident) -> str:
     return escape(incident.source)
 
 
-def status_line(incident: Incident, plan: Plan) -> str:
+def status_line(incident: Incident, plan: EscalationPlan) -> str:
     """Where the incident stands, in one line."""
     if incident.status == Status.RESOLVED:
         assert incident.resolved_at is not None
@@ -123,7 +123,7 @@ def status_line(incident: Incident, plan: Plan) -> str:
     return f"paging {_level_title(plan, incident.level)}"
 
 
-def _next_step(incident: Incident, plan: Plan) -> str | None:
+def _next_step(incident: Incident, plan: EscalationPlan) -> str | None:
     deadline = incident.deadline_at
     if deadline is None:
         return None
@@ -141,7 +141,7 @@ def _next_step(incident: Incident, plan: Plan) -> str | None:
     return f"{last} paged again at {at(deadline)} unless someone acknowledges"
 
 
-def plan_lines(incident: Incident, plan: Plan) -> list[str]:
+def plan_lines(incident: Incident, plan: EscalationPlan) -> list[str]:
     """The escalation path, up front: who is paged when, and after the last level."""
     if not plan.levels:
         return [
@@ -175,7 +175,7 @@ def _headcount(level: Level) -> str:
 # --- the card ---------------------------------------------------------------------------------
 
 
-def _fallback(incident: Incident, plan: Plan) -> str:
+def _fallback(incident: Incident, plan: EscalationPlan) -> str:
     name = incident_name(incident.id)
     # The fallback is what notifications show; mentions in it would ping like the message's.
     return (
@@ -371,7 +371,7 @@ def press_answer(result: PressResult | None, incident_text: str) -> Message | No
                 f":no_entry: Only the people paged for {name}, or approvers "
                 "(`access.approvers`), may press its buttons."
             )
-        elif isinstance(result, Refused):
+        elif isinstance(result, PressRefused):
             text = f":information_source: Nothing changed: {name} — {result.reason}. Now {now}."
         else:
             assert isinstance(result, Stale)

@@ -36,10 +36,10 @@ from bot.runbook.incidents.escalation import (
     DEFAULT_SEVERITY,
     Action,
     Changed,
+    EscalationPlan,
     Escalations,
     NotAllowed,
-    Plan,
-    Refused,
+    PressRefused,
     Stale,
     Status,
     Step,
@@ -167,7 +167,7 @@ class Incidents:
         if link is not None and _LINK.fullmatch(link) is None:
             log.warning("incident link %r is not an http(s) URL; left out", link[:80])
             link = None
-        plan = Plan.from_config(self.config.escalation, self.config.alerts)
+        plan = EscalationPlan.from_config(self.config.escalation, self.config.alerts)
         if not plan.levels:
             log.error("incident opened but nobody is paged: the config has no escalation.levels")
         return await self.escalations.open(
@@ -211,7 +211,7 @@ class Incidents:
         name = incident_name(incident_id)
         if result is None:
             return PressReply(answer, f"{name}: no such incident")
-        outcome = {Changed: "done", Stale: "stale", Refused: "refused", NotAllowed: "denied"}
+        outcome = {Changed: "done", Stale: "stale", PressRefused: "refused", NotAllowed: "denied"}
         return PressReply(
             answer,
             f"{name} {action.value}: {outcome[type(result)]} (now {result.incident.status})",

@@ -1,0 +1,70 @@
+"""The composition root of the Slack side: what handlers may use, built once per process.
+
+The CLI (bot/runtime.py) makes the parts that need the run mode (store, chat, scheduler,
+workers, …); the flows that are made from them (incidents, alerts, the scheduled checks) are
+put together here, so every run mode shares one wiring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+
+from bot.config import Config
+from bot.runbook.alerts.alerts import Alerts
+from bot.runbook.alerts.monitor import Monitor
+from bot.runbook.health.health import HealthChecker
+from bot.runbook.health.watch import Watches
+from bot.scheduler import Scheduler
+from bot.slack.alerts.alerting import Alerting
+from bot.slack.chat import Chat
+from bot.slack.incidents.incidents import Incidents
+from bot.slack.paced_chat import PacedChat, Priority
+from bot.store import Store
+from bot.telemetry import Telemetry
+from bot.workers import WorkerPool
+
+
+@dataclass
+class Services:
+    """What handlers may use. Built once by the CLI, shared by every run mode."""
+
+    config: Config
+    store: Store
+    chat: Chat
+    health: HealthChecker
+    telemetry: Telemetry
+    workers: WorkerPool
+    scheduler: Scheduler
+    # Outbound HTTP that is not a health probe (the CI provider's API).
+    http: httpx.AsyncClient
+    watches: Watches = field(default_factory=Watches)  # running watches, for their Stop button
+    # Keep Slack's pace for alerts and incidents (the console has no rate limits to keep).
+    paced: bool = True
+    # Made from the ones above. Alerts and incidents post through one paced queue (incidents
+    # in its page lane, ahead of routine alert posts), on this scheduler's timers.
+    pacer: PacedChat = field(init=False)
+    incidents: Incidents = field(init=False)
+    alerts: Alerts = field(init=False)
+    alerting: Alerting = field(init=False)
+    monitor: Monitor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pacer = (
+            PacedChat(self.chat)
+            if self.paced
+            else PacedChat(self.chat, post_interval_s=0, update_interval_s=0)
+        )
+        self.incidents = Incidents(
+            self.config, self.store, self.pacer.lane(Priority.PAGE), self.scheduler
+        )
+        self.alerts = Alerts(self.config, self.store, wake=self.scheduler.sweep_at)
+        self.alerting = Alerting(
+            self.config,
+            self.store,
+            self.pacer.lane(Priority.ROUTINE),
+            self.alerts,
+            self.incidents,
+        )
+        self.monitor = Monitor(self.config, self.health, self.alerts, self.telemetry)
