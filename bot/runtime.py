@@ -29,6 +29,7 @@ from bot.demo.local_env import (
     stop_local_service,
     supervised,
 )
+from bot.runbook.alerts.checking import CheckingLease
 from bot.runbook.health.health import HealthChecker
 from bot.runbook.health.probe import Prober
 from bot.scheduler import Scheduler
@@ -42,6 +43,7 @@ from bot.slack.services import Services
 from bot.slack.web import create_web_app
 from bot.slack.web_api import SlackChat, create_web_client
 from bot.store import Store
+from bot.store_watch import WATCH_EVERY, StoreWatch
 from bot.telemetry import Telemetry
 from bot.transport.local import LocalTransport
 from bot.webserver import EmbeddedServer, bind, bind_preferring, bound_port, embedded_server
@@ -135,7 +137,7 @@ async def run_bot(
             )
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))
-            watching.append(_schedule_checks(config, scheduler, services))
+            watching.append(_schedule_checks(config, scheduler, services, cleanup))
             # Unwound in reverse: no more ticks or timers, then the checks under way end and
             # the kept SSH connections close, then whatever still waits to be posted.
             cleanup.push_async_callback(services.pacer.close)
@@ -146,6 +148,7 @@ async def run_bot(
                 RECOVERY_EVERY,
                 functools.partial(recover_interrupted, services),
             )
+            scheduler.every("store-watch", WATCH_EVERY, StoreWatch(store, telemetry).check)
             # Timers left by a previous run fire as soon as there is a chat to report to.
             scheduler.start()
             cleanup.push_async_callback(scheduler.stop)
@@ -194,16 +197,25 @@ async def run_bot(
         return 0
 
 
-def _schedule_checks(config: Config, scheduler: Scheduler, services: Services) -> str:
-    """The scheduled checks behind the threshold alerts, two jobs per check_interval; returns
-    what they watch, in words."""
+def _schedule_checks(
+    config: Config, scheduler: Scheduler, services: Services, cleanup: AsyncExitStack
+) -> str:
+    """The scheduled checks behind the threshold alerts, two jobs per check_interval, run
+    while this replica holds the checking lease; returns what they watch, in words."""
     if not config.alerts.scheduled_checks:
         return "scheduled checks off (alerts.scheduled_checks: false)"
-    for name, interval, job in services.monitor.jobs():
-        scheduler.every(name, interval, job)
+    lease = CheckingLease(
+        services.store, scheduler, services.monitor, services.alerts, services.telemetry
+    )
+    lease.start()
+    # Unwound before the scheduler stops: the next replica takes over at once.
+    cleanup.push_async_callback(lease.release)
     intervals = sorted({env.check_interval for env in config.environments.values()})
     every = ", ".join(f"{i.total_seconds():g}s" for i in intervals)
-    return f"scheduled checks of {len(config.environments)} environment(s) every {every}"
+    return (
+        f"scheduled checks of {len(config.environments)} environment(s) every {every}, "
+        "in the replica holding the checking lease"
+    )
 
 
 async def _start_local_service(

@@ -6,7 +6,8 @@ the event loop run them with `asyncio.to_thread` so a slow disk never delays an 
 
 One module per concern, each with its records (tables), the values it hands back and a mixin
 of Store's methods: audit, health, timers, incidents, deployments (with environment locks),
-approvals and alerts; base holds the engine, the sessions and StoreError. Import from here.
+approvals, alerts and leases (one replica at a time); base holds the engine, the sessions
+and StoreError; schema the migrations that make the tables. Import from here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bot.store.alerts import (
     AlertStore,
     AlertWrite,
     NewAlertEvent,
+    StaleAlertStates,
 )
 from bot.store.approvals import Approval, ApprovalRecord, ApprovalStore
 from bot.store.audit import AuditEntry, AuditRecord, AuditStore
@@ -53,11 +55,19 @@ from bot.store.incidents import (
     IncidentStore,
     NewEvent,
 )
+from bot.store.leases import Fence, Lease, LeaseLost, LeaseRecord, LeaseStore
 from bot.store.timers import NewTimer, Timer, TimerRecord, TimerStore
 
 
 class Store(
-    AuditStore, HealthStore, TimerStore, IncidentStore, DeploymentStore, ApprovalStore, AlertStore
+    AuditStore,
+    HealthStore,
+    TimerStore,
+    IncidentStore,
+    DeploymentStore,
+    ApprovalStore,
+    AlertStore,
+    LeaseStore,
 ):
     """The bot's database: every concern's methods over one engine (see the modules)."""
 
@@ -89,6 +99,7 @@ __all__ = [
     "DeploymentStepRecord",
     "EnvironmentLock",
     "EnvironmentLockRecord",
+    "Fence",
     "HealthCheck",
     "HealthCheckRecord",
     "HealthStreakRecord",
@@ -98,10 +109,14 @@ __all__ = [
     "IncidentMessage",
     "IncidentMessageRecord",
     "IncidentRecord",
+    "Lease",
+    "LeaseLost",
+    "LeaseRecord",
     "LockHeld",
     "NewAlertEvent",
     "NewEvent",
     "NewTimer",
+    "StaleAlertStates",
     "Store",
     "StoreError",
     "Timer",
