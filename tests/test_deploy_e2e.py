@@ -21,6 +21,7 @@ from tests.conftest import (
     BOT_TOKEN,
     SIGNING_SECRET,
     BotProcess,
+    bot_database_url,
     new_channel,
     start_bot,
     stop_process,
@@ -142,7 +143,7 @@ def bot(
 ) -> Iterator[BotProcess]:
     tmp = tmp_path_factory.mktemp("deploy-bot")
     config = write_config(tmp / "eventmesh.yml", targets, gate, sshd, github)
-    database_url = f"sqlite:///{tmp / 'bot.db'}"
+    database_url = bot_database_url(tmp)
     process, url, log = start_bot(
         tmp,
         SLACK_BOT_TOKEN=BOT_TOKEN,
