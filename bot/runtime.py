@@ -103,6 +103,12 @@ async def run_bot(
     prefer_own_python()
     telemetry = Telemetry()
     store = Store(settings.database_url)
+    if store.schema.changed:
+        log.info(
+            "store schema upgraded from %s to %s",
+            store.schema.before or "nothing",
+            store.schema.after,
+        )
     workers = WorkerPool()
     scheduler = Scheduler(store)
     servers: list[RunningServer] = []

@@ -220,10 +220,10 @@ def bot_config(
     )
 
 
-def start_bot(workdir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+def spawn_bot(workdir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     """`eventmesh-bot run` in workdir, on a free PORT, with its store under workdir.
 
-    `env` adds to (and overrides) those defaults; returns once GET /healthz answers.
+    `env` adds to (and overrides) those defaults; returns at once (start_bot waits for it).
     """
     port = free_port()
     log = workdir / "bot.log"
@@ -236,7 +236,12 @@ def start_bot(workdir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, 
             cwd=workdir,
             env=clean_env(**{**defaults, **env}),
         )
-    url = f"http://127.0.0.1:{port}"
+    return process, f"http://127.0.0.1:{port}", log
+
+
+def start_bot(workdir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """spawn_bot, returning once GET /healthz answers."""
+    process, url, log = spawn_bot(workdir, **env)
     serving_or_stopped(f"{url}/healthz", process, log)
     return process, url, log
 
