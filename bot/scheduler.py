@@ -219,6 +219,20 @@ class Scheduler:
                 log.info("timer %s #%d (%s) deferred: %s", timer.kind, timer.id, timer.key, later)
                 await self._retry(timer, later.delay)
                 return
+            except StoreError as exc:
+                # The database is away: one line (bot/store_watch.py says the rest), no trace.
+                delay = retry_delay(timer.attempts)
+                log.error(
+                    "timer %s #%d (%s) not done, the store is unreachable (%s); trying again "
+                    "in %ds",
+                    timer.kind,
+                    timer.id,
+                    timer.key,
+                    exc,
+                    delay.total_seconds(),
+                )
+                await self._retry(timer, delay)
+                return
             except Exception:
                 delay = retry_delay(timer.attempts)
                 log.exception(
