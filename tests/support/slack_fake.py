@@ -284,6 +284,7 @@ class _Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     injected: bool = False
+    call: ApiCall | None = None  # the call it answered, once recorded
 
 
 class _SlackError(Exception):
@@ -319,6 +320,9 @@ class SlackFake:
         self.bot_token = bot_token
         self.app_token = app_token
         self.socket_mode: SocketModeEndpoint | None = None
+        # Called (on the serving thread) with each Web API call once recorded, before it is
+        # answered: a test's way to act at that instant (kill the bot that made it, say).
+        self.on_call: Callable[[ApiCall], None] | None = None
         self.calls: list[ApiCall] = []
         self.responses: list[dict[str, Any]] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
@@ -390,6 +394,7 @@ class SlackFake:
     def reset(self) -> None:
         """Forget calls, messages, responses, response_urls and queued failures (keeps serving)."""
         with self._cond:
+            self.on_call = None
             self.calls.clear()
             self.responses.clear()
             self.messages.clear()
@@ -526,7 +531,8 @@ class SlackFake:
             except _SlackError as e:
                 answer = _Answer({"ok": False, "error": e.error, **e.extra})
             error = answer.body.get("error")
-            self.calls.append(ApiCall(method, args, token, time.monotonic(), answer.status, error))
+            answer.call = ApiCall(method, args, token, time.monotonic(), answer.status, error)
+            self.calls.append(answer.call)
             if error is not None and not answer.injected:
                 detail = answer.body.get("errors")
                 self.rejected.append(f"{method}: {error}" + (f" {detail}" if detail else ""))
@@ -867,6 +873,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.headers.get("Content-Type", ""),
                 self.headers.get("Authorization", ""),
             )
+            hook = fake.on_call
+            if hook is not None and answer.call is not None:
+                hook(answer.call)
             payload = json.dumps(answer.body).encode()
             self._send(answer.status, payload, "application/json; charset=utf-8", answer.headers)
         elif url.path.startswith("/upload/v1/") and self.command == "POST":

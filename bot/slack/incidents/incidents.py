@@ -28,7 +28,6 @@ import re
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 
 from bot.clock import Clock, utc_now
 from bot.config import Config
@@ -47,7 +46,7 @@ from bot.runbook.incidents.escalation import (
     parse_incident_name,
     plan_of,
 )
-from bot.scheduler import RetryLater, Scheduler
+from bot.scheduler import DEFAULT_LEASE, RetryLater, Scheduler, renewed
 from bot.slack.chat import Chat, ChatError, Message, MessageRef
 from bot.slack.incidents import incident_blocks
 from bot.store import Incident, IncidentEvent, IncidentMessage, Store, Timer
@@ -55,7 +54,8 @@ from bot.store import Incident, IncidentEvent, IncidentMessage, Store, Timer
 log = logging.getLogger(__name__)
 
 CARD, THREAD, PAGE, REMINDER = "card", "thread", "page", "reminder"
-SYNC_LEASE = timedelta(minutes=2)
+# Short and renewed while posting: a poster that died delays the next by at most this.
+SYNC_LEASE = DEFAULT_LEASE
 MAX_SYNC_ROUNDS = 5
 
 # Slack's answers that will not change by trying again: the target or the content is wrong.
@@ -249,7 +249,17 @@ class Incidents:
             if not leased:
                 raise RetryLater(f"{incident_name(incident_id)} is being posted by another bot")
             try:
-                await self._sync_rounds(incident_id)
+                async with renewed(
+                    lambda: asyncio.to_thread(
+                        self.store.lease_incident_sync,
+                        incident_id,
+                        self.owner,
+                        self.clock(),
+                        SYNC_LEASE,
+                    ),
+                    SYNC_LEASE / 3,
+                ):
+                    await self._sync_rounds(incident_id)
             finally:
                 await asyncio.to_thread(self.store.release_incident_sync, incident_id, self.owner)
 
