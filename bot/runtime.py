@@ -103,12 +103,6 @@ async def run_bot(
     prefer_own_python()
     telemetry = Telemetry()
     store = Store(settings.database_url)
-    if store.schema.changed:
-        log.info(
-            "store schema upgraded from %s to %s",
-            store.schema.before or "nothing",
-            store.schema.after,
-        )
     workers = WorkerPool()
     scheduler = Scheduler(store)
     servers: list[RunningServer] = []
@@ -126,6 +120,8 @@ async def run_bot(
         cleanup.push_async_callback(_stop_servers, servers)
 
         watching: list[str] = []  # what the scheduled checks watch, for the start-up line
+        # Asked for once this bot serves: a replica that cannot talk to Slack never checks.
+        checking: list[CheckingLease] = []
 
         def start_services(config: Config, chat: Chat) -> Dispatcher:
             """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
@@ -143,7 +139,7 @@ async def run_bot(
             )
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))
-            watching.append(_schedule_checks(config, scheduler, services, cleanup))
+            watching.append(_schedule_checks(config, scheduler, services, cleanup, checking))
             # Unwound in reverse: no more ticks or timers, then the checks under way end and
             # the kept SSH connections close, then whatever still waits to be posted.
             cleanup.push_async_callback(services.pacer.close)
@@ -178,6 +174,8 @@ async def run_bot(
                 f"  {watching[0]}; alerts print here",
                 flush=True,
             )
+            for lease in checking:
+                lease.start()
             if not await _first(Console(dispatcher, console_chat, workers).run(), stop.wait()):
                 sys.stdout.write("\n")  # stopped by a signal: end the prompt's line
             return 0
@@ -197,14 +195,32 @@ async def run_bot(
             # While Slack is unreachable the client retries forever: a stop must still work.
             if not await _first(handler.connect_async(), stop.wait()):
                 return 0
-        log.info("serving Slack in %s mode; health and metrics on %s", mode, web.url)
+        log.info(
+            "serving Slack in %s mode; health and metrics on %s; %s",
+            mode,
+            web.url,
+            _schema_words(store),
+        )
+        for lease in checking:
+            lease.start()
         await stop.wait()
         log.info("stopping: no new requests; letting running work finish")
         return 0
 
 
+def _schema_words(store: Store) -> str:
+    done = store.schema
+    if done.changed:
+        return f"store schema upgraded from {done.before or 'nothing'} to {done.after}"
+    return f"store schema at {done.after}"
+
+
 def _schedule_checks(
-    config: Config, scheduler: Scheduler, services: Services, cleanup: AsyncExitStack
+    config: Config,
+    scheduler: Scheduler,
+    services: Services,
+    cleanup: AsyncExitStack,
+    checking: list[CheckingLease],
 ) -> str:
     """The scheduled checks behind the threshold alerts, two jobs per check_interval, run
     while this replica holds the checking lease; returns what they watch, in words."""
@@ -213,15 +229,12 @@ def _schedule_checks(
     lease = CheckingLease(
         services.store, scheduler, services.monitor, services.alerts, services.telemetry
     )
-    lease.start()
-    # Unwound before the scheduler stops: the next replica takes over at once.
+    checking.append(lease)
+    # A clean stop gives the lease up: the next replica takes over at once.
     cleanup.push_async_callback(lease.release)
     intervals = sorted({env.check_interval for env in config.environments.values()})
     every = ", ".join(f"{i.total_seconds():g}s" for i in intervals)
-    return (
-        f"scheduled checks of {len(config.environments)} environment(s) every {every}, "
-        "in the replica holding the checking lease"
-    )
+    return f"scheduled checks of {len(config.environments)} environment(s) every {every}"
 
 
 async def _start_local_service(
