@@ -57,10 +57,10 @@ def main() -> int:
     ttl, renew = lease_timing(interval)
 
     tmp = Path(tempfile.mkdtemp(prefix="checking-failover-"))
-    url = postgres.create_database("bench")
     failovers: list[float] = []
     with SlackFake() as slack:
         demo = start_demo(tmp, "demo")
+        url = postgres.create_database("bench")
         config = alerts_config(
             tmp / "eventmesh.yml",
             {"staging": demo.url},
@@ -68,8 +68,9 @@ def main() -> int:
             incidents_channel=new_channel(),
             check_interval=args.interval,
         )
-        bots = start_replicas(tmp / "first", slack, config, url, REPLICAS, LOG_LEVEL="WARNING")
+        bots = []
         try:
+            bots = start_replicas(tmp / "first", slack, config, url, REPLICAS, LOG_LEVEL="WARNING")
             for kill in range(args.kills):
                 wait_until("one checker", lambda b=bots: len(checkers(b)) == 1, timeout=60)
                 (checker,) = checkers(bots)
