@@ -113,7 +113,7 @@ def schedule(number: int, level: Level, shifts: Sequence[Shift], people: Sequenc
     if level.rotation is None:
         text = (
             f"Level {number}, {escape(level.name)}, has no rotation: "
-            f"{mentions(people)} are paged at it every time."
+            f"it pages {mentions(people)} every time."
         )
         return message(text, [section(text)])
     zone = zone_of(level)
