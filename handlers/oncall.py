@@ -59,7 +59,7 @@ def parse(text: str) -> Show | Swap | Cancel | Literal["help"] | str:
     if not words or words[0].lower() != "override":
         return Show(" ".join(words) or None)
     rest = words[1:]
-    if rest[:1] == ["cancel"]:
+    if [word.lower() for word in rest[:1]] == ["cancel"]:
         if len(rest) > 2:
             return "`/oncall override cancel` takes at most whose override (approvers)."
         whose = user_id(rest[1]) if len(rest) == 2 else None

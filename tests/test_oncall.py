@@ -467,6 +467,7 @@ def test_oncall_shows_each_level_now_the_next_hand_offs_and_overrides(
             Swap(OLGA, 1, None, datetime.fromisoformat("2026-12-08T09:00+01:00")),
         ),
         ("override cancel", Cancel(None)),
+        ("Override Cancel", Cancel(None)),
         ("override cancel <@U0OLGA|olga>", Cancel(OLGA)),
         ("help", "help"),
     ],
