@@ -350,7 +350,10 @@ def test_cancelling_an_override_gives_the_turn_back(tmp_path: Path, slack: Slack
         assert made.ends_at == datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
         assert "no override" in (await desk.cancel(A, None)).text  # not Alice's
         cancelled = await desk.cancel(OLGA, None)  # the person it put on call
-        assert "Cancelled" in cancelled.text and "<@U0OLGA>" in shown_blocks(cancelled.blocks)
+        assert shown_blocks(cancelled.blocks).splitlines()[1:] == [
+            ":wastebasket: Ended now (the rotation has those turns again):",
+            "• <@U0OLGA> on call for level 1, On-call DevOps Engineer (set by <@U0DEPLOYER>)",
+        ]
         assert await desk.on_call.on_call(level, w.clock()) == (B,)
         assert await desk.on_call.overrides_from(w.clock()) == []
 

@@ -67,14 +67,14 @@ def _standing_lines(standing: Standing) -> list[str]:
     return lines
 
 
-def override_line(override: Override, levels: Sequence[Level]) -> str:
+def override_line(override: Override, levels: Sequence[Level], *, ended: bool = False) -> str:
+    """'• @olga on call for level 1, On-call DevOps Engineer until … (set by @bob)'."""
     number, level = next(
         ((n, lv) for n, lv in enumerate(levels, 1) if lv.name == override.level), (0, None)
     )
     where = level_title(number, level) if level else escape(override.level)
-    ends = when(override.ends_at, zone_of(level) if level else UTC)
-    by = f"set by <@{override.created_by}>"
-    return f"• <@{override.user_id}> on call for {where} until {ends} ({by})"
+    until = "" if ended else f" until {when(override.ends_at, zone_of(level) if level else UTC)}"
+    return f"• <@{override.user_id}> on call for {where}{until} (set by <@{override.created_by}>)"
 
 
 def overview(
@@ -166,8 +166,8 @@ def cancelled(ended: Sequence[Override], levels: Sequence[Level]) -> Message:
     if not ended:
         text = "There is no override in effect to cancel."
         return message(text, [section(text)])
-    lines = [":wastebasket: Cancelled (the rotation has those turns again):"]
-    lines += [override_line(o, levels).replace(" until ", " (was until ", 1) + ")" for o in ended]
+    lines = [":wastebasket: Ended now (the rotation has those turns again):"]
+    lines += [override_line(o, levels, ended=True) for o in ended]
     return message(lines[0], sections_for_lines(lines))
 
 
