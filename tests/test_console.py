@@ -41,6 +41,13 @@ def spawn_console(tmp_path: Path, **env: str) -> pexpect.spawn:
     return child
 
 
+def left(child: pexpect.spawn) -> None:
+    """The console ended, and cleanly."""
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
 def test_health_all_then_press_button_then_exit(
     tmp_path: Path, bot_config: Path, demo: DemoService
 ) -> None:
@@ -260,9 +267,7 @@ def test_ctrl_c_clears_the_line_and_twice_on_an_empty_line_leaves(
     child.expect_exact("(Ctrl-C again to leave; 'exit' or Ctrl-D also leave)")
     child.expect_exact(f"UCONSOLE {PROMPT}")
     child.sendcontrol("c")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    left(child)
 
 
 def test_the_prompt_names_you_and_as_runs_one_command_as_someone_else(tmp_path: Path) -> None:
@@ -300,6 +305,4 @@ def test_the_prompt_names_you_and_as_runs_one_command_as_someone_else(tmp_path: 
     child.expect_exact("INC-1 resolved: its messages show it.")
     child.expect_exact(f"U0APPROVER1 {PROMPT}")
     child.sendline("exit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    left(child)

@@ -143,28 +143,33 @@ async def _each(
     return report
 
 
-async def _ask(call: Callable[[], Awaitable[Any]]) -> dict[str, Any] | str:
-    """Slack's answer, or its error code ('missing_scope <scope>' for a missing scope)."""
+async def _ask(
+    call: Callable[[], Awaitable[Any]], not_found: str, missing: str
+) -> dict[str, Any] | str:
+    """Slack's answer, or what is wrong: `missing` when Slack answers `not_found`, a missing
+    scope as '<_SCOPE><scope>' (reported once for all), else Slack's error in a sentence."""
     try:
         return dict((await call()).data)
     except SlackApiError as exc:
         error = str(exc.response.get("error", "unknown_error"))
+        if error == not_found:
+            return missing
         if error == "missing_scope":
             return f"{_SCOPE}{exc.response.get('needed', 'needed')}"
-        return error
+        return f"Slack answered {error}"
     except _UNREACHABLE as exc:
         return f"no answer from Slack ({exc or type(exc).__name__})"
 
 
 async def _channel_problem(client: AsyncWebClient, channel_id: str, bot: str) -> str | None:
-    answer = await _ask(lambda: client.conversations_info(channel=channel_id))
-    if answer == "channel_not_found":
-        return (
-            f"no channel {channel_id} that the bot can see — use the id at the end of an "
-            "existing channel's link (a private channel must /invite the bot first)"
-        )
+    answer = await _ask(
+        lambda: client.conversations_info(channel=channel_id),
+        "channel_not_found",
+        f"no channel {channel_id} that the bot can see — use the id at the end of an existing "
+        "channel's link (a private channel must /invite the bot first)",
+    )
     if isinstance(answer, str):
-        return answer if answer.startswith(_SCOPE) else f"Slack answered {answer}"
+        return answer
     channel = answer.get("channel") or {}
     name = f"#{channel.get('name') or channel_id}"
     if channel.get("is_archived"):
@@ -175,14 +180,14 @@ async def _channel_problem(client: AsyncWebClient, channel_id: str, bot: str) ->
 
 
 async def _user_problem(client: AsyncWebClient, user_id: str) -> str | None:
-    answer = await _ask(lambda: client.users_info(user=user_id))
-    if answer == "user_not_found":
-        return (
-            f"no user {user_id} in this workspace — use the member id from their profile "
-            "(⋮ → Copy member ID)"
-        )
+    answer = await _ask(
+        lambda: client.users_info(user=user_id),
+        "user_not_found",
+        f"no user {user_id} in this workspace — use the member id from their profile "
+        "(⋮ → Copy member ID)",
+    )
     if isinstance(answer, str):
-        return answer if answer.startswith(_SCOPE) else f"Slack answered {answer}"
+        return answer
     user = answer.get("user") or {}
     if user.get("deleted"):
         return f"{user_id} (@{user.get('name')}) is deactivated — name someone who is here"
