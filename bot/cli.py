@@ -95,7 +95,12 @@ def _check_live(path: Path) -> int:
 
     # The problem lines are the output: the transports' own log lines would repeat them.
     logging.basicConfig(handlers=[logging.NullHandler()])
-    report = asyncio.run(check_live(load_config(path), Settings.from_env()))
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"eventmesh-bot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report = asyncio.run(check_live(load_config(path), settings))
     for line in report.found:
         print(line)
     for problem in report.problems:
