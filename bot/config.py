@@ -101,6 +101,11 @@ UserId = Annotated[str, _matching(r"[UW][A-Z0-9]+", "a Slack user id like U012AB
 ChannelId = Annotated[str, _matching(r"[CGD][A-Z0-9]+", "a Slack channel id like C012AB3CD")]
 Repository = Annotated[str, _matching(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", "owner/name")]
 EnvVarName = Annotated[str, _matching(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name")]
+MetricName = Annotated[
+    str, _matching(r"[a-zA-Z_:][a-zA-Z0-9_:]*", "a Prometheus metric name like http_requests_total")
+]
+LabelName = Annotated[str, _matching(r"[a-zA-Z_][a-zA-Z0-9_]*", "a Prometheus label name")]
+UrlPath = Annotated[str, _matching(r"/[^\s]*", "a path starting with /")]
 NonEmpty = Annotated[str, Field(min_length=1)]
 ExpandedPath = Annotated[Path, AfterValidator(Path.expanduser)]
 
@@ -597,7 +602,18 @@ class Escalation(_Model):
 
 
 class MetricsSettings(_Model):
+    """`dir`: the CI's build metrics (/health report). The rest: where a service's /metrics
+    counts the requests it answered, for the error rate (bot/runbook/alerts/error_rate.py).
+
+    `requests_counter` unset: found by itself among the usual names; `status_label` unset:
+    the convention's, else the first of code, status, status_code, http_response_status_code.
+    `exclude_paths` are left out besides the check's own (healthz, status, metrics).
+    """
+
     dir: Path = Path("metrics")
+    requests_counter: MetricName | None = None
+    status_label: LabelName | None = None
+    exclude_paths: list[UrlPath] = Field(default_factory=list)
 
 
 class CiSettings(_Model):

@@ -100,6 +100,34 @@ def remote_command(command: Command, cwd: str | None, timeout_s: float) -> str:
     return f"timeout -k {KILL_AFTER_S} {seconds} sh -c {shlex.quote(script)}"
 
 
+class KeyFileError(ValueError):
+    """ssh.key_file cannot be used; str(err) names the file, what is wrong and the fix."""
+
+
+def client_key(path: Path) -> paramiko.PKey:
+    """The private key in ssh.key_file, or KeyFileError saying why it cannot be used."""
+    try:
+        return paramiko.PKey.from_path(path)
+    except FileNotFoundError:
+        problem = (
+            f"ssh.key_file {path} does not exist (create one: ssh-keygen -t ed25519 -N '' "
+            f"-f {path}, and add its .pub to the deploy user's ~/.ssh/authorized_keys on each host)"
+        )
+    except PermissionError:
+        problem = f"ssh.key_file {path} cannot be read by the user the bot runs as"
+    except paramiko.PasswordRequiredException:
+        problem = f"ssh.key_file {path} is encrypted; the bot needs a key without a passphrase"
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        problem = f"ssh.key_file {path} is not a usable private key ({one_line(exc)})"
+    raise KeyFileError(problem)
+
+
+def keyscan_command(host: Host, known_hosts: Path) -> str:
+    """The command that pins a host's keys in known_hosts (after checking them out of band)."""
+    port = "" if host.port == 22 else f"-p {host.port} "
+    return f"ssh-keyscan {port}{host.hostname} >> {known_hosts}"
+
+
 class SshTransport:
     """One host over SSH. Connects on first use; `close()` when done (open_transports does)."""
 
@@ -232,16 +260,10 @@ class SshTransport:
         return client
 
     def _client_key(self) -> paramiko.PKey:
-        path = self.settings.key_file
         try:
-            return paramiko.PKey.from_path(path)
-        except FileNotFoundError:
-            problem = f"ssh.key_file {path} does not exist"
-        except paramiko.PasswordRequiredException:
-            problem = f"ssh.key_file {path} is encrypted; the bot needs a key without a passphrase"
-        except (OSError, paramiko.SSHException, ValueError) as exc:
-            problem = f"ssh.key_file {path} is not a usable private key ({one_line(exc)})"
-        raise ConnectFailed(self.target, problem)
+            return client_key(self.settings.key_file)
+        except KeyFileError as exc:
+            raise ConnectFailed(self.target, str(exc)) from None
 
     def _pinned(self) -> PinnedKeys:
         try:
@@ -350,8 +372,7 @@ class SshTransport:
         raise HostKeyRejected(self.target, problem)
 
     def _keyscan_hint(self, pinned: PinnedKeys, *, lead: bool = True) -> str:
-        port = "" if self.host.port == 22 else f"-p {self.host.port} "
-        scan = f"ssh-keyscan {port}{self.host.hostname} >> {pinned.path}"
+        scan = keyscan_command(self.host, pinned.path)
         check = "after verifying the fingerprint with the host's owner"
         return f"To trust it, {check}: {scan}" if lead else f"{check}: {scan}"
 
@@ -575,4 +596,12 @@ def _size_and_mode(path: Path) -> tuple[int, int]:
     return info.st_size, stat.S_IMODE(info.st_mode)
 
 
-__all__ = ["MAX_OPENING", "SshTransport", "gcm_first", "remote_command"]
+__all__ = [
+    "MAX_OPENING",
+    "KeyFileError",
+    "SshTransport",
+    "client_key",
+    "gcm_first",
+    "keyscan_command",
+    "remote_command",
+]
