@@ -3,7 +3,8 @@
 - SLACK_BOT_TOKEN: `auth.test`; SLACK_APP_TOKEN (Socket Mode): `apps.connections.open`, which
   only hands out a connection URL; a signing secret cannot be checked without a request.
 - Each `slack.*_channel`: `conversations.info` — it exists, is not archived, the bot is in it.
-- Each user of `access` and `escalation.levels` (rotation members too): `users.info` — exists, not deactivated.
+- Each user of `access` and `escalation.levels` (rotation members too): `users.info` —
+  exists, not deactivated.
 
 A channel or user named under several keys is asked about once and reported once, naming
 every key. Without a bot token nothing else can be asked: that is the one problem then.
