@@ -9,10 +9,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PORT=3000 \
     EVENTMESH_DATA_DIR=/var/lib/eventmesh-bot
 
+# A real deploy needs git (the default `version` is `git describe --tags --always`, run in the
+# deploy's workdir) and an SSH client. The workdir is a checkout mounted from the host, owned by
+# another uid: git refuses such a repository ("dubious ownership") unless it is declared safe.
+# ~eventmesh/.ssh is where the README's `docker run` mounts the key and known_hosts.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends openssh-client \
+ && apt-get install -y --no-install-recommends openssh-client git \
  && rm -rf /var/lib/apt/lists/* \
+ && git config --system --add safe.directory '*' \
  && useradd --create-home --uid 10001 eventmesh \
+ && install -d -m 700 -o eventmesh /home/eventmesh/.ssh \
  && mkdir -p /var/lib/eventmesh-bot && chown eventmesh /var/lib/eventmesh-bot
 
 WORKDIR /app

@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
     check = sub.add_parser("check-config", help="validate a config file: exit 0, or 2 and why")
     check.add_argument("path", nargs="?", help="config file (default: $EVENTMESH_CONFIG)")
+    check.add_argument(
+        "--live",
+        action="store_true",
+        help="also ask Slack, the hosts, the services and CI whether the config works",
+    )
     db = sub.add_parser("db", help="the store's database ($EVENTMESH_DATABASE_URL)")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser(
@@ -69,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
-        return _check_config(args.path)
+        return _check_config(args.path, live=args.live)
     if args.command == "db":
         return _db_upgrade()
     if args.command == "demo-service":
@@ -84,11 +89,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args.mode)
 
 
-def _check_config(path: str | None) -> int:
+def _check_config(path: str | None, *, live: bool = False) -> int:
     target = Path(path) if path else Settings.from_env().config_path
     ok, lines = check_config(target)
     print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
-    return 0 if ok else EXIT_USAGE
+    if not ok:
+        return EXIT_USAGE
+    return _check_live(target) if live else 0
+
+
+def _check_live(path: Path) -> int:
+    """What checked out on stdout; one line per problem on stderr (exit 2 if any)."""
+    from bot.slack.setup.live import check_live  # the Slack libraries, only when asked
+
+    # The problem lines are the output: the transports' own log lines would repeat them.
+    logging.basicConfig(handlers=[logging.NullHandler()])
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"eventmesh-bot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report = asyncio.run(check_live(load_config(path), settings))
+    for line in report.found:
+        print(line)
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    if report.problems:
+        print(f"{len(report.problems)} problem(s) to fix; run check-config --live again after.")
+        return EXIT_USAGE
+    print("all good: Slack, hosts, services and CI answer as the config expects")
+    return 0
 
 
 def _db_upgrade() -> int:

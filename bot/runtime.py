@@ -125,7 +125,9 @@ async def run_bot(
 
         def start_services(config: Config, chat: Chat) -> Dispatcher:
             """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
-            checker = HealthChecker(prober, config.thresholds, store, telemetry)
+            checker = HealthChecker(
+                prober, config.thresholds, store, telemetry, metrics=config.metrics
+            )
             services = Services(
                 config,
                 store,

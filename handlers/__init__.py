@@ -5,13 +5,14 @@ Adding a command: write a module with `@command` / `@action` handlers and list t
 """
 
 from bot.slack.dispatch import ActionSpec, CommandSpec, TimerSpec
-from handlers import alerts, approval, deploy, escalate, health, rollback
+from handlers import alerts, approval, deploy, escalate, health, oncall, rollback
 
 COMMANDS: tuple[CommandSpec, ...] = (
     health.health,
     deploy.deploy,
     rollback.rollback,
     escalate.escalate,
+    oncall.oncall,
 )
 ACTIONS: tuple[ActionSpec, ...] = (
     health.recheck,
@@ -39,4 +40,5 @@ TIMERS: tuple[TimerSpec, ...] = (
     alerts.sync,
     alerts.remind,
     alerts.unsilence,
+    oncall.handoff,
 )

@@ -14,9 +14,10 @@ from bot.runbook.incidents.escalation import (
     SYNC_TIMER,
     Action,
     incident_name,
+    parse_incident_name,
 )
 from bot.slack.access import Usage
-from bot.slack.blocks import echo
+from bot.slack.blocks import echo, notice
 from bot.slack.dispatch import ActionRequest, Context, action, command, timer
 from bot.slack.incidents import incident_blocks
 from bot.slack.services import Services
@@ -33,7 +34,19 @@ class Opening:
     severity: int
 
 
-def parse(text: str) -> Opening | Literal["help", "status"] | str:
+@dataclass(frozen=True)
+class ByName:
+    """`/escalate ack|resolve INC-<n>`: a button of the incident, pressed without its message."""
+
+    action: Action
+    incident_id: int
+
+
+BY_NAME = {"ack": Action.ACKNOWLEDGE, "resolve": Action.RESOLVE}
+DONE = {Action.ACKNOWLEDGE: "acknowledged", Action.RESOLVE: "resolved"}
+
+
+def parse(text: str) -> Opening | ByName | Literal["help", "status"] | str:
     """What /escalate's text asks for; a plain str is what is wrong with it."""
     if len(text) > MAX_TEXT:
         return (
@@ -45,6 +58,14 @@ def parse(text: str) -> Opening | Literal["help", "status"] | str:
         return "help"
     if words == ["status"]:
         return "status"
+    if len(words) <= 2 and words and words[0].lower() in BY_NAME:
+        incident_id = parse_incident_name(words[1].upper()) if len(words) == 2 else None
+        if incident_id is None:
+            return (
+                f"Name the incident: `/escalate {words[0].lower()} INC-<n>` "
+                "(`/escalate status` lists the open ones)."
+            )
+        return ByName(BY_NAME[words[0].lower()], incident_id)
     severities = _SEV.findall(text)
     if len(severities) > 1:
         return "Give --sev once."
@@ -81,6 +102,11 @@ def _unquote(text: str) -> str:
         "(severity 2 unless given)",
     ),
     Usage("/escalate status", "the open incidents: level, age, who acknowledged"),
+    Usage(
+        "/escalate ack|resolve INC-<n>",
+        "acknowledge or resolve an incident by name, as its buttons do (for whoever lost its "
+        "message)",
+    ),
     Usage("/escalate help", "show this help"),
 )
 async def escalate(ctx: Context) -> None:
@@ -95,7 +121,10 @@ async def escalate(ctx: Context) -> None:
     if isinstance(wanted, str):
         return await ctx.answer_usage(wanted)
     await ctx.ack()
-    ctx.hand_off(lambda: _open(ctx, wanted))
+    if isinstance(wanted, ByName):
+        ctx.hand_off(lambda: _by_name(ctx, wanted))
+    else:
+        ctx.hand_off(lambda: _open(ctx, wanted))
 
 
 async def _open(ctx: Context, wanted: Opening) -> str:
@@ -108,6 +137,17 @@ async def _open(ctx: Context, wanted: Opening) -> str:
     )
     await ctx.reply_privately(incident_blocks.opened(incident, created, incident.channel))
     return f"{incident_name(incident.id)} opened (SEV {incident.severity})"
+
+
+async def _by_name(ctx: Context, wanted: ByName) -> str:
+    """The same judgement as a press of the button (who may, what the state allows)."""
+    name = incident_name(wanted.incident_id)
+    reply = await ctx.services.incidents.press(wanted.action, name, None, ctx.user_id)
+    if reply.denied:
+        ctx.outcome = "denied"
+    done = notice(f"{name} {DONE[wanted.action]}: its messages show it.", ":white_check_mark:")
+    await ctx.reply_privately(reply.answer or done)
+    return reply.result
 
 
 async def _status(ctx: Context) -> str:

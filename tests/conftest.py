@@ -30,6 +30,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from tests.support import postgres
+from tests.support.conversation import Conversation
 from tests.support.slack_fake import SlackFake
 from tests.support.slack_signing import block_actions_body, signed_headers, slash_command_body
 from tests.support.sshd import Sshd, start_sshd
@@ -251,6 +252,7 @@ class Sent:
     response: httpx.Response
     seconds: float
     channel: str
+    response_url: str  # where the bot's later private answers to this request go
 
 
 @dataclass
@@ -279,15 +281,16 @@ class BotProcess:
     ) -> Sent:
         """Send a slash command exactly as Slack would, in its own channel unless given one."""
         channel = channel or new_channel()
+        response_url = self.slack.response_url()
         body = slash_command_body(
             command,
             text,
             user_id=user_id,
             channel_id=channel,
-            response_url=self.slack.response_url(),
+            response_url=response_url,
         )
         response, seconds = self.post_signed(body, signed_headers(secret, body, timestamp))
-        return Sent(response, seconds, channel)
+        return Sent(response, seconds, channel, response_url)
 
     def press(
         self,
@@ -300,17 +303,18 @@ class BotProcess:
         block_id: str = "b1",
     ) -> Sent:
         """Click a button exactly as Slack delivers it (block_id: the button's actions block)."""
+        response_url = self.slack.response_url()
         body = block_actions_body(
             action_id,
             value,
             user_id=user_id,
             channel_id=channel,
             message_ts=message_ts,
-            response_url=self.slack.response_url(),
+            response_url=response_url,
             block_id=block_id,
         )
         response, seconds = self.post_signed(body, signed_headers(SIGNING_SECRET, body))
-        return Sent(response, seconds, channel)
+        return Sent(response, seconds, channel, response_url)
 
     def metrics(self) -> str:
         return self.http.get(f"{self.url}/metrics").text
@@ -371,6 +375,12 @@ def running_bot(
 def bot(running_bot: BotProcess, demo: DemoService) -> BotProcess:
     """The running bot, with healthy demo services."""
     return running_bot
+
+
+@pytest.fixture
+def chat(bot: BotProcess) -> Conversation:
+    """Commands and clicks to this test's `bot`, read like the conversation (conversation.py)."""
+    return Conversation(bot)
 
 
 @pytest.fixture

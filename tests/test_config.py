@@ -437,6 +437,33 @@ def test_every_problem_of_a_file_gets_its_own_line(tmp_path: Path) -> None:
     )
 
 
+def test_the_request_counter_settings(tmp_path: Path) -> None:
+    unset = "  exclude_paths: []"
+    good = edited(
+        unset,
+        "  requests_counter: http_server_requests_seconds\n  status_label: status\n"
+        "  exclude_paths: [/actuator/health]",
+    )
+    config = load_config(write(tmp_path, good))
+    assert config.metrics.requests_counter == "http_server_requests_seconds"
+    assert config.metrics.status_label == "status"
+    assert config.metrics.exclude_paths == ["/actuator/health"]
+    assert load_config(EXAMPLE).metrics.requests_counter is None  # found by itself
+
+    bad = edited(
+        unset,
+        "  requests_counter: http-requests\n  status_label: 'a b'\n  exclude_paths: [healthz]",
+    )
+    ok, lines = check_config(write(tmp_path, bad))
+    assert not ok
+    assert sorted(line.split(": ", 1)[1] for line in lines) == [
+        "metrics.exclude_paths[0]: 'healthz' is not a path starting with /",
+        "metrics.requests_counter: 'http-requests' is not a Prometheus metric name like "
+        "http_requests_total",
+        "metrics.status_label: 'a b' is not a Prometheus label name",
+    ]
+
+
 def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "nope.yml"
     assert check_config(path) == (False, [f"{path}: file not found"])

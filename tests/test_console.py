@@ -11,7 +11,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.conftest import REPO, DemoService, clean_env, free_port
+from tests.conftest import REPO, DemoService, clean_env, free_port, write_config
 from tests.support.alerts import alerts_config
 from tests.support.health_reports import png_size
 
@@ -39,6 +39,13 @@ def spawn_console(tmp_path: Path, **env: str) -> pexpect.spawn:
     child.expect_exact("local console")
     child.expect_exact(PROMPT)
     return child
+
+
+def left(child: pexpect.spawn) -> None:
+    """The console ended, and cleanly."""
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
 
 
 def test_health_all_then_press_button_then_exit(
@@ -240,3 +247,62 @@ def test_an_alert_prints_at_the_prompt_and_its_buttons_work(
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_ctrl_c_clears_the_line_and_twice_on_an_empty_line_leaves(
+    tmp_path: Path, bot_config: Path
+) -> None:
+    child = spawn_console(tmp_path, EVENTMESH_CONFIG=str(bot_config), PORT=str(free_port()))
+    child.send("/health nosuchenv")  # half-typed, then given up on
+    child.sendcontrol("c")
+    child.expect_exact("^C")
+    child.expect_exact(f"UCONSOLE {PROMPT}")
+    child.sendline("/escalate help")  # runs alone: the half-typed text was cleared
+    child.expect_exact("only you can see this")
+    child.expect_exact("Usage of /escalate")
+    child.expect_exact(f"UCONSOLE {PROMPT}")
+    assert "Unknown environment" not in plain(child.before)
+
+    child.sendcontrol("c")  # on an empty line: a hint, still here
+    child.expect_exact("(Ctrl-C again to leave; 'exit' or Ctrl-D also leave)")
+    child.expect_exact(f"UCONSOLE {PROMPT}")
+    child.sendcontrol("c")
+    left(child)
+
+
+def test_the_prompt_names_you_and_as_runs_one_command_as_someone_else(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "eventmesh.yml",
+        {"local": "http://127.0.0.1:9"},
+        slack={"incidents_channel": "C0INCIDENTS"},
+        access={"approvers": ["U0APPROVER1"]},
+        escalation={
+            "levels": [
+                {"name": "On-call", "users": ["U0ONCALL"], "timeout": "1h"},
+                {"name": "Lead", "users": ["U0LEAD"]},
+            ]
+        },
+    )
+    child = spawn_console(tmp_path, EVENTMESH_CONFIG=str(config), PORT=str(free_port()))
+    child.sendline("/escalate queue consumers stuck")
+    child.expect_exact("→ DM @U0ONCALL")
+    child.expect(r"\[\d+\] Acknowledge")
+    child.expect_exact(f"UCONSOLE {PROMPT}")
+
+    # A person who lost the page acknowledges by name; the buttons' rules hold.
+    child.sendline("/escalate ack INC-1")
+    child.expect_exact("Only the people paged for INC-1")
+    child.expect_exact(f"UCONSOLE {PROMPT}")
+    child.sendline("as U0ONCALL /escalate ack INC-1")
+    child.expect_exact("INC-1 acknowledged: its messages show it.")
+    child.expect_exact("Acknowledged by @U0ONCALL")
+    child.expect_exact(f"UCONSOLE {PROMPT}")  # one command as U0ONCALL, then yourself again
+
+    child.sendline("as U0APPROVER1")
+    child.expect_exact("You are now U0APPROVER1.")
+    child.expect_exact(f"U0APPROVER1 {PROMPT}")
+    child.sendline("/escalate resolve INC-1")
+    child.expect_exact("INC-1 resolved: its messages show it.")
+    child.expect_exact(f"U0APPROVER1 {PROMPT}")
+    child.sendline("exit")
+    left(child)

@@ -29,14 +29,16 @@ from tests.conftest import (
     stop_process,
 )
 from tests.support.approvals import (
+    APPROVALS,
     APPROVER,
     BOTH,
     DEPLOYER,
     OTHER_APPROVER,
     OTHER_DEPLOYER,
-    newest_request,
     refuse_then_approve,
+    request_for,
 )
+from tests.support.conversation import Conversation, Reply, text_of
 from tests.support.deploy_env import (
     DemoTarget,
     backup_archive,
@@ -44,20 +46,11 @@ from tests.support.deploy_env import (
     install_release,
     tree_digest,
 )
-from tests.support.deploy_reports import (
-    buttons,
-    final_deploy,
-    responses_so_far,
-    text_of,
-    wait_for_response,
-    wait_in_thread,
-)
-from tests.support.health_reports import SLACK_ACK_DEADLINE_S
-from tests.support.incident_messages import shown
+from tests.support.deploy_reports import finished, run_of
 from tests.support.slack_fake import SlackFake, block_kit_errors
 from tests.support.sshd import Sshd
 
-ALERTS, APPROVALS, INCIDENTS = "C0ALERTS", "C0APPROVALS", "C0INCIDENTS"
+ALERTS, INCIDENTS = "C0ALERTS", "C0INCIDENTS"
 
 
 @pytest.fixture(scope="module")
@@ -144,11 +137,8 @@ def bot(
     assert code == 0, f"the bot exited with {code}:\n{log.read_text()}"
 
 
-def send(bot: BotProcess, command: str, text: str, user: str = DEPLOYER) -> str:
-    sent = bot.command(command, text, user_id=user)
-    assert sent.response.status_code == 200
-    assert sent.seconds < SLACK_ACK_DEADLINE_S
-    return sent.channel
+def say(chat: Conversation, line: str, user: str = DEPLOYER) -> Reply:
+    return chat.as_(user).say(line)
 
 
 def healthz(target: DemoTarget) -> dict[str, Any]:
@@ -164,52 +154,27 @@ def log_events(target: DemoTarget) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def latest_rollback(bot: BotProcess, env: str) -> Deployment:
-    store = Store(bot.database_url)
+def latest_rollback(chat: Conversation, env: str) -> Deployment:
+    store = Store(chat.bot.database_url)
     try:
         return store.deployments(env, kind="rollback", limit=1)[0]
     finally:
         store.close()
 
 
-def alerts_about(slack: SlackFake, words: str) -> dict[str, Any]:
-    return slack.wait_for(
-        lambda fake: next((m for m in fake.channel_messages(ALERTS) if words in text_of(m)), None),
-        timeout=60,
-    )
-
-
-def checklist_when(slack: SlackFake, channel: str, words: str) -> dict[str, Any]:
-    """The rollback message once it shows words (the lines done after the run come last)."""
-    return slack.wait_for(
-        lambda fake: next(
-            (
-                m
-                for m in fake.channel_messages(channel)
-                if "thread_ts" not in m and words in text_of(m)
-            ),
-            None,
-        ),
-        timeout=60,
-    )
-
-
 def test_deploy_twice_then_roll_back_staging(
-    bot: BotProcess, targets: dict[str, DemoTarget]
+    chat: Conversation, targets: dict[str, DemoTarget]
 ) -> None:
     staging = targets["staging"]
-    assert (
-        "Deployed v1.0.0" in final_deploy(bot.slack, send(bot, "/deploy", "staging 1.0.0"))["text"]
-    )
+    assert "Deployed v1.0.0" in run_of(say(chat, "/deploy staging 1.0.0")).when(finished)["text"]
     first = current(staging)
-    second = final_deploy(bot.slack, send(bot, "/deploy", "staging 2.0.0 --skip-tests"))
+    second = run_of(say(chat, "/deploy staging 2.0.0 --skip-tests")).when(finished)
     assert "Deployed v2.0.0" in second["text"]
     left = current(staging)
 
     # What there is to go back to: open to everyone, answered privately.
-    mark = responses_so_far(bot.slack)
-    send(bot, "/rollback", "list staging", user="U0NOBODY")
-    listing = text_of(wait_for_response(bot.slack, "Rollback targets · staging", since=mark))
+    listed = say(chat, "/rollback list staging", user="U0NOBODY")
+    listing = listed.private("Rollback targets · staging").text
     assert f"`{left}` · *v2.0.0*" in listing and ":large_green_circle: *current*" in listing
     chosen = next(line for line in listing.splitlines() if line.startswith(f"`{first}`"))
     assert chosen.startswith(f"`{first}` · *v1.0.0* · installed")
@@ -218,8 +183,9 @@ def test_deploy_twice_then_roll_back_staging(
     assert f"`{backup.name}` · of *v1.0.0*" in listing
     assert f"`/rollback staging` now goes back to release {first} (v1.0.0)" in listing
 
-    channel = send(bot, "/rollback", "staging")
-    final = final_deploy(bot.slack, channel)
+    asked = say(chat, "/rollback staging")
+    run = run_of(asked)
+    final = run.when(finished)
     assert final["text"] == "Rolled back staging from v2.0.0 to v1.0.0.", text_of(final)
     assert block_kit_errors(final["blocks"]) == []
     text = text_of(final)
@@ -236,21 +202,15 @@ def test_deploy_twice_then_roll_back_staging(
     assert (staging.install_dir / "releases" / left).is_dir()
 
     # Follow-up checks in the thread, then the checklist and the alerts summary say how it went.
-    wait_in_thread(bot.slack, channel, final["ts"], "Follow-up checks of staging: one every 1s")
-    wait_in_thread(bot.slack, channel, final["ts"], "Follow-up check 1 of 2")
-    done = wait_in_thread(bot.slack, channel, final["ts"], "Follow-up checks done")
-    assert "staging stayed healthy on v1.0.0 (2 checks, all passed)" in text_of(done)
-    rollback = latest_rollback(bot, "staging")
-    summary = alerts_about(bot.slack, f"rollback #{rollback.id} ·")
-    assert "Rollback of staging: done" in text_of(summary)
-    bot.slack.wait_for(
-        lambda fake: (
-            "Follow-up checks done"
-            in text_of(next(m for m in fake.channel_messages(ALERTS) if m["ts"] == summary["ts"]))
-        ),
-        timeout=30,
-    )
-    checklist = text_of(checklist_when(bot.slack, channel, ":white_check_mark: *Follow-up checks*"))
+    run.thread_line("Follow-up checks of staging: one every 1s")
+    run.thread_line("Follow-up check 1 of 2")
+    done = run.thread_line("Follow-up checks done")
+    assert "staging stayed healthy on v1.0.0 (2 checks, all passed)" in done.text
+    rollback = latest_rollback(chat, "staging")
+    summary = asked.message(f"rollback #{rollback.id} ·", in_=ALERTS)
+    assert "Rollback of staging: done" in summary.text
+    summary.when("Follow-up checks done")
+    checklist = text_of(run.when(":white_check_mark: *Follow-up checks*"))
     assert ":white_check_mark: *Summary in the alerts channel* — posted" in checklist
     assert ":white_check_mark: *Incident record* — rollback #" in checklist
     assert "no incident opened: the rollback succeeded" in checklist
@@ -262,24 +222,23 @@ def test_deploy_twice_then_roll_back_staging(
 
 
 def test_a_rollback_is_undone_and_an_older_backup_restored_exactly(
-    bot: BotProcess, targets: dict[str, DemoTarget]
+    chat: Conversation, targets: dict[str, DemoTarget]
 ) -> None:
     staging = targets["staging"]
     releases = sorted(p.name for p in (staging.install_dir / "releases").iterdir())
     (left,) = [r for r in releases if r.endswith("-2.0.0")]
-    undone = final_deploy(bot.slack, send(bot, "/rollback", f"staging {left}"))
+    undone = run_of(say(chat, f"/rollback staging {left}")).when(finished)
     assert undone["text"] == "Rolled back staging from v1.0.0 to v2.0.0.", text_of(undone)
     assert healthz(staging)["version"] == "2.0.0"
 
     (older,) = staging.backup_dir.glob("eventmesh-backup-staging-*.tar.gz")  # of v1.0.0
-    backed = final_deploy(bot.slack, send(bot, "/rollback", "backup staging"))
+    backed = run_of(say(chat, "/rollback backup staging")).when(finished)
     assert backed["text"].startswith("Backed up staging of v2.0.0: eventmesh-backup-staging-")
     newer = {p.name for p in staging.backup_dir.glob("*.tar.gz")} - {older.name}
     assert len(newer) == 1 and newer.pop() in backed["text"]
 
     stamp = older.name.removeprefix("eventmesh-backup-staging-").removesuffix(".tar.gz")
-    channel = send(bot, "/rollback", f"staging {stamp}")
-    final = final_deploy(bot.slack, channel)
+    final = run_of(say(chat, f"/rollback staging {stamp}")).when(finished)
     assert final["text"] == (
         f"Rolled back staging from v2.0.0 to v1.0.0 (restored from {older.name})."
     ), text_of(final)
@@ -294,13 +253,14 @@ def test_a_rollback_is_undone_and_an_older_backup_restored_exactly(
 
 
 def test_a_target_that_stays_unhealthy_fails_opens_an_incident_and_claims_nothing(
-    bot: BotProcess, targets: dict[str, DemoTarget], sshd: Sshd
+    chat: Conversation, targets: dict[str, DemoTarget], sshd: Sshd
 ) -> None:
     staging = targets["staging"]
     before = current(staging)
     broken = backup_archive(staging, "4.0.0-broken", datetime.now(UTC))
-    channel = send(bot, "/rollback", f"staging {broken.name}")
-    final = final_deploy(bot.slack, channel)
+    asked = say(chat, f"/rollback staging {broken.name}")
+    run = run_of(asked)
+    final = run.when(finished)
     text = text_of(final)
     assert final["text"].startswith(
         f"Rollback of staging to v4.0.0-broken failed at Health checks on {sshd.host}: failed "
@@ -309,39 +269,29 @@ def test_a_target_that_stays_unhealthy_fails_opens_an_incident_and_claims_nothin
     assert "Rolled back" not in text and "succeeded" not in text
     assert f"Now: {sshd.host} runs v4.0.0-broken, which failed its health check" in text
     assert ":x: *Health checks*" in text
-    wait_in_thread(bot.slack, channel, final["ts"], "Health checks* failed")
+    run.thread_line("Health checks* failed")
 
-    rollback = latest_rollback(bot, "staging")
+    rollback = latest_rollback(chat, "staging")
     assert rollback.state == "rollback_failed"
-    incident = bot.slack.wait_for(
-        lambda fake: next(
-            (
-                m
-                for m in fake.channel_messages(INCIDENTS)
-                if f"Rollback #{rollback.id}: Rollback of staging" in shown(m)
-            ),
-            None,
-        ),
-        timeout=30,
-    )
-    assert "SEV 2" in shown(incident)
-    summary = alerts_about(bot.slack, f"rollback #{rollback.id} ·")
-    assert "Rollback of staging: FAILED" in text_of(summary) and "INC-" in text_of(summary)
-    checklist = text_of(checklist_when(bot.slack, channel, "*Incident record* — INC-"))
+    incident = asked.message(f"Rollback #{rollback.id}: Rollback of staging", in_=INCIDENTS)
+    assert "SEV 2" in incident.text
+    summary = asked.message(f"rollback #{rollback.id} ·", in_=ALERTS)
+    assert "Rollback of staging: FAILED" in summary.text and "INC-" in summary.text
+    checklist = text_of(run.when("*Incident record* — INC-"))
     assert "opened (SEV 2): the escalation path is being paged" in checklist
     assert ":heavy_minus_sign: *Follow-up checks* — the rollback did not complete" in checklist
     bad = [e for e in log_events(staging) if e["event"] == "bad"]
     assert bad[-1]["release"] == current(staging) != before
 
     # The next rollback never lands on it again: back to the restored v1.0.0.
-    again = final_deploy(bot.slack, send(bot, "/rollback", "staging"))
+    again = run_of(say(chat, "/rollback staging")).when(finished)
     assert again["text"] == "Rolled back staging from v4.0.0-broken to v1.0.0.", text_of(again)
     assert current(staging) == before
     assert healthz(staging) == {"status": "healthy", "version": "1.0.0"}
 
 
 def test_production_waits_for_an_approver_and_runs_once(
-    bot: BotProcess, targets: dict[str, DemoTarget]
+    chat: Conversation, targets: dict[str, DemoTarget]
 ) -> None:
     production = targets["production"]
     # Two releases installed beforehand, as /deploy leaves them (the same folders, locally).
@@ -349,70 +299,50 @@ def test_production_waits_for_an_approver_and_runs_once(
     for version in ("5.0.0", "5.0.1"):
         install_release(local, "production", version)
 
-    mark = responses_so_far(bot.slack)
-    channel = send(bot, "/rollback", "production", user=BOTH)
-    request = newest_request(bot.slack, APPROVALS, BOTH, "roll back *production*")
-    text = text_of(request)
+    asked = say(chat, "/rollback production", user=BOTH)
+    request = request_for(asked, "roll back *production*")
+    text = request.text
     assert "Approval needed: roll back production to v5.0.0" in text
     assert "runs v5.0.1 → v5.0.0 (an instant switch)" in text
-    assert block_kit_errors(request["blocks"]) == []
-    request_id = buttons(request)["approval_approve"]
-    wait_for_response(bot.slack, f"(request #{request_id}); it expires in 30m", since=mark)
-    assert bot.slack.channel_messages(channel) == []  # nothing runs before the decision
+    assert block_kit_errors(request.now["blocks"]) == []
+    request_id = request.buttons["approval_approve"]
+    asked.private(f"(request #{request_id}); it expires in 30m")
+    assert asked.posted() == []  # nothing runs before the decision
 
-    refuse_then_approve(bot, request, approvals=APPROVALS, channel=channel)
-    final = final_deploy(bot.slack, channel)
+    refuse_then_approve(request, asked)
+    final = run_of(asked).when(finished)
     assert final["text"] == "Rolled back production from v5.0.1 to v5.0.0.", text_of(final)
     assert "approved by <@U0APPROVER" in text_of(final)
     assert healthz(production) == {"status": "healthy", "version": "5.0.0"}
-    store = Store(bot.database_url)
+    store = Store(chat.bot.database_url)
     try:
         runs = store.deployments("production", kind="rollback", limit=10)
         assert len(runs) == 1 and runs[0].approved_by in (APPROVER, OTHER_APPROVER)
     finally:
         store.close()
-    assert len([m for m in bot.slack.channel_messages(channel) if "thread_ts" not in m]) == 1
+    assert len([m for m in asked.posted() if "thread_ts" not in m]) == 1
 
 
 def test_a_rollback_while_a_deploy_holds_the_lock_is_refused(
-    bot: BotProcess, gate: Path, targets: dict[str, DemoTarget]
+    chat: Conversation, gate: Path, targets: dict[str, DemoTarget]
 ) -> None:
-    channel = send(bot, "/deploy", "dev 6.0.0")
-    running = bot.slack.wait_for(
-        lambda fake: next(
-            (
-                m
-                for m in fake.channel_messages(channel)
-                if ":hourglass_flowing_sand: *Build*" in text_of(m)
-            ),
-            None,
-        ),
-        timeout=60,
-    )
-    mark = responses_so_far(bot.slack)
-    other = send(bot, "/rollback", "dev", user=OTHER_DEPLOYER)
-    refusal = wait_for_response(bot.slack, "dev is locked by <@U0DEPLOY1>'s deploy #", since=mark)
-    assert "your rollback did not start" in text_of(refusal)
-    assert f"/archives/{channel}/p" in text_of(refusal)  # a link to the deploy holding it
-    assert bot.slack.channel_messages(other) == []
+    asked = say(chat, "/deploy dev 6.0.0")
+    running = asked.message(":hourglass_flowing_sand: *Build*")
+    other = say(chat, "/rollback dev", user=OTHER_DEPLOYER)
+    refusal = other.private("dev is locked by <@U0DEPLOY1>'s deploy #")
+    assert "your rollback did not start" in refusal.text
+    assert f"/archives/{asked.channel}/p" in refusal.text  # a link to the deploy holding it
+    assert other.posted() == []
 
-    bot.press(
-        "deploy_cancel",
-        buttons(running)["deploy_cancel"],
-        channel=channel,
-        message_ts=running["ts"],
-        user_id=DEPLOYER,
-    )
-    wait_for_response(bot.slack, "Cancel requested: deploy #", since=mark)
+    running.press("Cancel", as_=DEPLOYER).private("Cancel requested: deploy #")
     with gate.open("w") as writer:
         writer.write("go\n")
-    assert final_deploy(bot.slack, channel)["text"].endswith("(cancelled by <@U0DEPLOY1>)")
+    assert running.when(finished)["text"].endswith("(cancelled by <@U0DEPLOY1>)")
 
     # Nothing to roll back to: said privately, nothing changes.
-    mark = responses_so_far(bot.slack)
-    quiet = send(bot, "/rollback", "qa")
-    wait_for_response(bot.slack, "Nothing is installed on qa yet", since=mark)
-    assert bot.slack.channel_messages(quiet) == []
+    quiet = say(chat, "/rollback qa")
+    quiet.private("Nothing is installed on qa yet")
+    assert quiet.posted() == []
     assert not targets["qa"].install_dir.exists()
 
 
@@ -434,46 +364,43 @@ def test_a_rollback_while_a_deploy_holds_the_lock_is_refused(
     ],
 )  # fmt: skip
 def test_hostile_ids_are_refused_before_anything_reaches_a_host(
-    bot: BotProcess, targets: dict[str, DemoTarget], sshd: Sshd, word: str
+    chat: Conversation, targets: dict[str, DemoTarget], sshd: Sshd, word: str
 ) -> None:
     staging = targets["staging"]
     before = tree_digest(staging.install_dir, staging.backup_dir)
     logins = sshd.log_text().count("Accepted publickey")
-    sent = bot.command("/rollback", f"staging {word}", user_id=DEPLOYER)
-    reply = sent.response.json()
+    sent = say(chat, f"/rollback staging {word}")
+    reply = sent.answer
     assert reply["response_type"] == "ephemeral"
     assert "Usage" in reply["text"] and "/rollback <env> [<id>]" in reply["text"]
     assert "<!channel>" not in json.dumps(reply) and len(json.dumps(reply)) < 4000
     # A barrier: a command that does run, answered after anything the bad one could start.
-    mark = responses_so_far(bot.slack)
-    bot.command("/deploy", "history staging", user_id=DEPLOYER)
-    wait_for_response(bot.slack, "deployments of staging", since=mark)
-    assert bot.slack.channel_messages(sent.channel) == []
+    say(chat, "/deploy history staging").private("deployments of staging")
+    assert sent.posted() == []
     assert sshd.log_text().count("Accepted publickey") == logins  # not even a login
     assert tree_digest(staging.install_dir, staging.backup_dir) == before
     assert not Path("/tmp/pwned").exists()
 
 
 def test_an_unknown_id_is_answered_and_changes_nothing(
-    bot: BotProcess, targets: dict[str, DemoTarget]
+    chat: Conversation, targets: dict[str, DemoTarget]
 ) -> None:
     staging = targets["staging"]
     before = tree_digest(staging.install_dir, staging.backup_dir)
-    mark = responses_so_far(bot.slack)
-    sent = bot.command("/rollback", "staging 20991231T000000Z-9.9.9", user_id=DEPLOYER)
-    answer = wait_for_response(bot.slack, "There is no release 20991231T000000Z-9.9.9", since=mark)
-    assert "`/rollback list staging` shows what each host has" in text_of(answer)
-    assert bot.slack.channel_messages(sent.channel) == []
+    sent = say(chat, "/rollback staging 20991231T000000Z-9.9.9")
+    answer = sent.private("There is no release 20991231T000000Z-9.9.9")
+    assert "`/rollback list staging` shows what each host has" in answer.text
+    assert sent.posted() == []
     assert tree_digest(staging.install_dir, staging.backup_dir) == before
 
 
-def test_only_deployers_roll_back_and_help_shows_what_each_may_run(bot: BotProcess) -> None:
-    refused = bot.command("/rollback", "staging", user_id="U0NOBODY").response.json()
+def test_only_deployers_roll_back_and_help_shows_what_each_may_run(chat: Conversation) -> None:
+    refused = say(chat, "/rollback staging", user="U0NOBODY").answer
     assert "Only deployers (access.deployers in the config) may roll back." in refused["text"]
-    refused = bot.command("/rollback", "backup staging", user_id="U0NOBODY").response.json()
+    refused = say(chat, "/rollback backup staging", user="U0NOBODY").answer
     assert "Only deployers (access.deployers) may take backups." in refused["text"]
-    deployer = bot.command("/rollback", "help", user_id=DEPLOYER).response.json()["text"]
-    everyone = bot.command("/rollback", "help", user_id="U0NOBODY").response.json()["text"]
+    deployer = say(chat, "/rollback help").answer["text"]
+    everyone = say(chat, "/rollback help", user="U0NOBODY").answer["text"]
     for usage in ("/rollback <env> [<id>]", "/rollback backup <env>"):
         assert usage in deployer and usage not in everyone
     assert "/rollback list <env>" in deployer and "/rollback list <env>" in everyone

@@ -181,6 +181,18 @@ def test_users_info_and_async_client_get_requests(fake: SlackFake) -> None:
     assert fake.messages[("C0OPS", ts)]["text"] == "async"
 
 
+def test_conversations_info_and_users_info_answer_like_slack(fake: SlackFake) -> None:
+    fake.missing.update({"C0GONE", "U0GONE"})
+    fake.not_joined.add("C0OUTSIDE")
+    client = WebClient(token=TOKEN, base_url=fake.api_url)
+    assert client.conversations_info(channel="C0OPS")["channel"]["is_member"] is True
+    assert client.conversations_info(channel="C0OUTSIDE")["channel"]["is_member"] is False
+    with pytest.raises(SlackApiError, match="channel_not_found"):
+        client.conversations_info(channel="C0GONE")
+    with pytest.raises(SlackApiError, match="user_not_found"):
+        client.users_info(user="U0GONE")
+
+
 # -- Block Kit validator -----------------------------------------------------------------------
 
 

@@ -131,7 +131,39 @@ def test_expected_readings() -> None:
             counts.append(watch.expected_readings)
         return counts
 
-    assert asyncio.run(scenario()) == [10, 4, 1, 2]
+    # However short, at least three readings: every min(interval, duration / 3).
+    assert asyncio.run(scenario()) == [10, 4, 3, 3]
+
+
+@pytest.mark.parametrize("seconds", [0.6, 10, 20, 3600, 1 / 3])
+def test_a_third_of_the_duration_gives_exactly_three_readings(seconds: float) -> None:
+    watch = Watches(clock=lambda: T0).start(
+        "health",
+        "staging",
+        duration=timedelta(seconds=seconds),
+        interval=timedelta(hours=1),
+        started_by="U1",
+    )
+    assert watch.expected_readings == 3
+
+
+def test_a_watch_shorter_than_its_interval_takes_three_readings_and_runs_its_full_time() -> None:
+    async def scenario() -> tuple[int, float]:
+        watch = Watches(clock=lambda: T0).start(
+            "health",
+            "staging",
+            duration=timedelta(seconds=0.6),
+            interval=timedelta(seconds=30),
+            started_by="U1",
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        taken = [value async for value in watch.readings(lambda: asyncio.sleep(0, result=1))]
+        return len(taken), loop.time() - started
+
+    readings, lasted = asyncio.run(scenario())
+    assert readings == 3
+    assert lasted >= 0.59  # not over after the third reading: it lasts its whole duration
 
 
 def test_watch_messages_fit_block_kit_and_say_how_it_ended() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -20,12 +19,13 @@ from typing import Any, TextIO
 
 from bot.slack.chat import Message, MessageRef, Upload
 from bot.slack.dispatch import ActionRequest, CommandRequest, Dispatcher
+from bot.slack.terminal import INTERRUPT, LineReader
 from bot.workers import WorkerPool
 
 CONSOLE_USER = "UCONSOLE"
 USER_ID = re.compile(r"[UW][A-Z0-9]{1,20}")
 CONSOLE_CHANNEL = "CCONSOLE"
-PROMPT = "eventmesh> "
+PROMPT = "eventmesh> "  # after whom you are: "UCONSOLE eventmesh> "
 RULE = "─" * 60
 
 EMOJI = {
@@ -65,25 +65,54 @@ class Button:
     block_id: str | None = None
 
 
+# What Slack's mrkdwn leaves alone inside: code blocks, inline code, <links and mentions>.
+_PROTECTED = re.compile(r"```(.*?)```|`([^`\n]+)`|<([^<>\n]+)>", re.DOTALL)
+_EMOJI = re.compile(r":([a-z0-9_+-]+):")
+_KEPT = re.compile("\x00([0-9]+)\x00")
+
+
+def _span(mark: str) -> re.Pattern[str]:
+    """*bold*, _italic_, ~strike~ as Slack reads them: the marks hug the text, and a mark
+    inside a word (snake_case, 2*3*4) is not one."""
+    m = re.escape(mark)
+    return re.compile(rf"(?<![\w{m}]){m}(?=\S)([^{m}\n]+?)(?<=\S){m}(?![\w{m}])")
+
+
+# (pattern, ANSI on, ANSI off): each turns off only its own attribute, so they nest.
+_SPANS = ((_span("*"), "1", "22"), (_span("_"), "3", "23"), (_span("~"), "9", "29"))
+CODE_STYLE = ("36", "39")
+
+
 class TextRenderer:
-    """Block Kit to terminal text. Bold and dim only when the output is a terminal."""
+    """Block Kit to terminal text: mrkdwn's bold, italics, strike-through and code as the
+    terminal's own (only when the output is a terminal; else the marks are just dropped),
+    links as `text (url)`, mentions as @U… and #channel, emoji shortcodes as emoji."""
 
     def __init__(self, color: bool) -> None:
         self.color = color
 
-    def _style(self, text: str, code: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if self.color else text
+    def _style(self, text: str, on: str, off: str = "0") -> str:
+        return f"\033[{on}m{text}\033[{off}m" if self.color else text
 
     def mrkdwn(self, text: str) -> str:
-        text = text.replace("```", "")  # a code block is already its own lines here
-        text = re.sub(r":([a-z0-9_+-]+):", lambda m: EMOJI.get(m.group(1), m.group(0)), text)
-        text = re.sub(r"<@([A-Z0-9]+)>", r"@\1", text)
-        text = re.sub(
-            r"<#([A-Z0-9]+)(?:\|([^>]*))?>", lambda m: f"#{m.group(2) or m.group(1)}", text
-        )
-        text = re.sub(r"<(https?://[^|>]+)\|([^>]+)>", r"\2 (\1)", text)
-        text = re.sub(r"\*([^*\n]+)\*", lambda m: self._style(m.group(1), "1"), text)
-        return html.unescape(text)
+        kept: list[str] = []  # rendered pieces no other rule may touch, by placeholder
+
+        def keep(match: re.Match[str]) -> str:
+            block, code, angle = match.groups()
+            if block is not None:
+                rendered = html.unescape(block.strip("\n"))  # already its own lines here
+            elif code is not None:
+                rendered = self._style(html.unescape(code), *CODE_STYLE)
+            else:
+                rendered = _angle(angle)
+            kept.append(rendered)
+            return f"\x00{len(kept) - 1}\x00"
+
+        text = _PROTECTED.sub(keep, text)
+        text = _EMOJI.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), text)
+        for pattern, on, off in _SPANS:
+            text = pattern.sub(lambda m, on=on, off=off: self._style(m.group(1), on, off), text)
+        return _KEPT.sub(lambda m: kept[int(m.group(1))], html.unescape(text))
 
     def _text(self, obj: dict[str, Any] | None) -> str:
         if not obj:
@@ -98,7 +127,7 @@ class TextRenderer:
         for block in message.blocks:
             kind = block.get("type")
             if kind == "header":
-                lines.append(self._style(self._text(block.get("text")), "1;4"))
+                lines.append(self._style(self._text(block.get("text")), "1;4", "22;24"))
             elif kind == "section":
                 if block.get("text"):
                     lines.append(self._text(block["text"]))
@@ -107,7 +136,7 @@ class TextRenderer:
                 )
             elif kind == "context":
                 joined = "  ".join(self._text(e) for e in block.get("elements", []))
-                lines.append(self._style(joined, "2"))
+                lines.append(self._style(joined, "2", "22"))
             elif kind == "divider":
                 lines.append("-" * 40)
             elif kind == "actions":
@@ -119,6 +148,21 @@ class TextRenderer:
                     )
                 )
         return "\n".join(lines)
+
+
+def _angle(inner: str) -> str:
+    """<@U1>, <#C1|ops>, <!here>, <https://x|text>: how a terminal shows Slack's <…>."""
+    target, _, label = inner.partition("|")
+    if target.startswith("@"):
+        return target
+    if target.startswith("#"):
+        return f"#{label or target[1:]}"
+    if target.startswith("!"):
+        word = target[1:]
+        return f"@{word}" if word in ("here", "channel", "everyone") else label or word
+    if target.startswith(("http://", "https://", "mailto:")):
+        return f"{html.unescape(label)} ({target})" if label and label != target else target
+    return f"<{inner}>"
 
 
 class ConsoleChat:
@@ -139,6 +183,7 @@ class ConsoleChat:
         self.buttons: dict[int, Button] = {}
         self._numbers: dict[tuple[MessageRef | None, str, str], int] = {}
         self.prompting = False
+        self.prompt = prompt_for(CONSOLE_USER)
         self._next_ts = 0
         self._files = 0
 
@@ -160,7 +205,7 @@ class ConsoleChat:
         heading = RULE if not note else f"{RULE[: len(RULE) - len(note) - 2]} {note}"
         # Long work (a deploy, a timer's page) reports while the person sits at the prompt:
         # print below it, then show the prompt again.
-        before, after = ("\n", PROMPT) if self.prompting else ("", "")
+        before, after = ("\n", self.prompt) if self.prompting else ("", "")
         self.out.write(f"{before}{heading}\n{body}\n{after}")
         self.out.flush()
 
@@ -202,6 +247,11 @@ def _save(path: Path, content: bytes) -> None:
     path.write_bytes(content)
 
 
+def prompt_for(user_id: str) -> str:
+    """The prompt says who you are: `as U0APPROVER1` changes it."""
+    return f"{user_id} {PROMPT}"
+
+
 def dm_channel(user_id: str) -> str:
     """A user's DM conversation id, shaped like Slack's (D…)."""
     return "D" + user_id[1:]
@@ -228,24 +278,35 @@ class Console:
         self.chat = chat
         self.workers = workers
         self.stdin = stdin
-        self.user_id = user_id
         self.channel_id = channel_id
+        self.user_id = user_id
+
+    @property
+    def user_id(self) -> str:
+        return self._user_id
+
+    @user_id.setter
+    def user_id(self, user_id: str) -> None:
+        self._user_id = user_id
+        self.chat.prompt = prompt_for(user_id)
 
     def greeting(self) -> str:
         names = "  ".join(sorted(self.dispatcher.commands))
         return (
             f"Type a slash command as in Slack ({names}), e.g. /health all or /health help.\n"
-            "Type a button's number to press it; 'as <user id>' acts as another user; "
-            "'help' lists commands; 'exit' or Ctrl-D leaves."
+            "Type a button's number to press it; 'as <user id>' makes you another user, "
+            "'as <user id> /command …' runs one command as them; 'help' lists commands.\n"
+            "Ctrl-C clears the line; Ctrl-C twice on an empty line, 'exit' or Ctrl-D leaves."
         )
 
     async def run(self) -> None:
         out = self.chat.out
         out.write(self.greeting() + "\n")
         lines = LineReader(self.stdin)
+        leaving = False  # the last line was a Ctrl-C on an empty line: another one leaves
         try:
             while True:
-                out.write(PROMPT)
+                out.write(self.chat.prompt)
                 out.flush()
                 self.chat.prompting = True
                 try:
@@ -255,6 +316,17 @@ class Console:
                 if line is None:  # Ctrl-D
                     out.write("\n")
                     return
+                if line.endswith(INTERRUPT):
+                    out.write("\n")  # the terminal echoed ^C; the line it ended is dropped
+                    if line.removesuffix(INTERRUPT).strip():
+                        leaving = False
+                    elif leaving:
+                        return
+                    else:
+                        leaving = True
+                        self._say("(Ctrl-C again to leave; 'exit' or Ctrl-D also leave)")
+                    continue
+                leaving = False
                 line = line.strip()
                 if line in ("exit", "quit"):
                     return
@@ -268,7 +340,7 @@ class Console:
         if line in ("help", "?"):
             self._say(self._command_list())
         elif line == "as" or line.startswith("as "):
-            self._act_as(line.removeprefix("as").strip())
+            await self._act_as(line.removeprefix("as").strip())
         elif line.isdigit():
             await self._press(int(line))
         elif line.startswith("/"):
@@ -300,12 +372,21 @@ class Console:
         )
         await self.dispatcher.handle_action(request, self._ack)
 
-    def _act_as(self, user_id: str) -> None:
-        """Act as another user, so one person can walk through an approval or an escalation."""
+    async def _act_as(self, text: str) -> None:
+        """Act as another user, so one person can walk through an approval or an escalation:
+        from now on, or (`as U0X /deploy …`, `as U0X 3`) for that one line."""
+        user_id, _, line = text.partition(" ")
         if not user_id:
             self._say(f"You are {self.user_id}. 'as <user id>' acts as someone else.")
         elif USER_ID.fullmatch(user_id) is None:
             self._say(f"{user_id[:40]!r} is not a Slack user id (like U0APPROVER1).")
+        elif line.strip():
+            # The request carries the user id it was made with: work handed off keeps it.
+            yourself, self.user_id = self.user_id, user_id
+            try:
+                await self.handle_line(line.strip())
+            finally:
+                self.user_id = yourself
         else:
             self.user_id = user_id
             self._say(f"You are now {user_id}.")
@@ -322,66 +403,3 @@ class Console:
     def _say(self, text: str) -> None:
         self.chat.out.write(text + "\n")
         self.chat.out.flush()
-
-
-class LineReader:
-    """Lines from stdin without blocking the event loop (the bot keeps serving meanwhile).
-
-    A terminal or pipe is watched by the loop itself, so Ctrl-C and shutdown never wait on a
-    thread stuck in input(); a regular file (which the loop cannot watch) is read in a thread,
-    where a read never blocks for long. No stream at all (standard input closed, so Python's
-    sys.stdin is None) is end-of-file at once.
-    """
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self.stream = stream
-        self._loop = asyncio.get_running_loop()
-        self._buffer = b""
-        self._eof = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._fd: int | None = None
-        if stream is None:
-            return
-        try:
-            fd = stream.fileno()
-            self._loop.add_reader(fd, self._readable)
-            self._fd = fd
-        except (OSError, ValueError, PermissionError, NotImplementedError):
-            self._fd = None
-
-    def _readable(self) -> None:
-        assert self._fd is not None
-        try:
-            chunk = os.read(self._fd, 4096)
-        except BlockingIOError:
-            return
-        except OSError:  # e.g. EIO when the terminal goes away
-            chunk = b""
-        if chunk:
-            self._buffer += chunk
-        else:
-            self._eof = True
-            self._loop.remove_reader(self._fd)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def readline(self) -> str | None:
-        if self._fd is None:
-            if self.stream is None:
-                return None
-            line = await asyncio.to_thread(self.stream.readline)
-            return line if line else None
-        while b"\n" not in self._buffer and not self._eof:
-            self._waiter = self._loop.create_future()
-            await self._waiter
-        if b"\n" in self._buffer:
-            line, _, self._buffer = self._buffer.partition(b"\n")
-            return line.decode(errors="replace")
-        if self._buffer:  # last line without a newline
-            line, self._buffer = self._buffer, b""
-            return line.decode(errors="replace")
-        return None
-
-    def close(self) -> None:
-        if self._fd is not None and not self._eof:
-            self._loop.remove_reader(self._fd)

@@ -16,10 +16,12 @@ from bot.runbook.alerts.alerts import Alerts
 from bot.runbook.alerts.monitor import Monitor
 from bot.runbook.health.health import HealthChecker
 from bot.runbook.health.watch import Watches
+from bot.runbook.oncall.handoffs import PLAN_EVERY
 from bot.scheduler import Scheduler
 from bot.slack.alerts.alerting import Alerting
 from bot.slack.chat import Chat
 from bot.slack.incidents.incidents import Incidents
+from bot.slack.oncall.oncall import OnCallDesk
 from bot.slack.paced_chat import PacedChat, Priority
 from bot.store import Store
 from bot.telemetry import Telemetry
@@ -49,6 +51,7 @@ class Services:
     alerts: Alerts = field(init=False)
     alerting: Alerting = field(init=False)
     monitor: Monitor = field(init=False)
+    oncall: OnCallDesk = field(init=False)
 
     def __post_init__(self) -> None:
         self.pacer = (
@@ -68,3 +71,9 @@ class Services:
             self.incidents,
         )
         self.monitor = Monitor(self.config, self.health, self.alerts, self.telemetry)
+        self.oncall = OnCallDesk(
+            self.config, self.store, self.pacer.lane(Priority.ROUTINE), self.scheduler
+        )
+        # Each rotation's next hand-off gets its timer at start (and again hourly, in case the
+        # store was down then); from there each hand-off sets the next.
+        self.scheduler.every("oncall-handoffs", PLAN_EVERY, self.oncall.plan_handoffs)

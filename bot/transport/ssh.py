@@ -26,9 +26,7 @@ What this module guarantees, and why (see FIELD-NOTES "SSH (paramiko)"):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import select
 import shlex
 import socket
 import stat
@@ -53,9 +51,16 @@ from bot.transport.base import (
     UploadResult,
     command_line,
 )
-from bot.transport.files import CHUNK, sha256_file, temp_name
+from bot.transport.files import sha256_file, temp_name
 from bot.transport.known_hosts import PinnedKeys, pinned_keys
-from bot.transport.output import OutputTail
+from bot.transport.ssh_channel import (
+    KILL_AFTER_S,
+    ChannelJob,
+    ChannelSession,
+    one_line,
+    set_done,
+    short,
+)
 
 log = logging.getLogger(__name__)
 # paramiko logs each failed connection as a multi-line traceback at ERROR from its own thread;
@@ -69,9 +74,6 @@ _opening = threading.BoundedSemaphore(MAX_OPENING)
 # Uploads hash the local file beside the transfer; shared, as hashing never waits on anything.
 _hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ssh-upload-sha256")
 
-KILL_AFTER_S = 10  # `timeout -k`: SIGKILL this long after the SIGTERM at the deadline
-CLIENT_GRACE_S = KILL_AFTER_S + 5  # the client waits this much past the deadline for the host
-DRAIN_GRACE_S = 1.0  # after the exit status, for output a background process holds open
 THREADS_PER_HOST = 4  # commands at once on one host (below sshd's MaxSessions, 10)
 KEEPALIVE_S = 30
 GCM_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
@@ -96,6 +98,34 @@ def remote_command(command: Command, cwd: str | None, timeout_s: float) -> str:
     # `timeout 0` would mean no limit at all
     seconds = f"{max(timeout_s, 0.001):.3f}".rstrip("0").rstrip(".")
     return f"timeout -k {KILL_AFTER_S} {seconds} sh -c {shlex.quote(script)}"
+
+
+class KeyFileError(ValueError):
+    """ssh.key_file cannot be used; str(err) names the file, what is wrong and the fix."""
+
+
+def client_key(path: Path) -> paramiko.PKey:
+    """The private key in ssh.key_file, or KeyFileError saying why it cannot be used."""
+    try:
+        return paramiko.PKey.from_path(path)
+    except FileNotFoundError:
+        problem = (
+            f"ssh.key_file {path} does not exist (create one: ssh-keygen -t ed25519 -N '' "
+            f"-f {path}, and add its .pub to the deploy user's ~/.ssh/authorized_keys on each host)"
+        )
+    except PermissionError:
+        problem = f"ssh.key_file {path} cannot be read by the user the bot runs as"
+    except paramiko.PasswordRequiredException:
+        problem = f"ssh.key_file {path} is encrypted; the bot needs a key without a passphrase"
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        problem = f"ssh.key_file {path} is not a usable private key ({one_line(exc)})"
+    raise KeyFileError(problem)
+
+
+def keyscan_command(host: Host, known_hosts: Path) -> str:
+    """The command that pins a host's keys in known_hosts (after checking them out of band)."""
+    port = "" if host.port == 22 else f"-p {host.port} "
+    return f"ssh-keyscan {port}{host.hostname} >> {known_hosts}"
 
 
 class SshTransport:
@@ -151,12 +181,12 @@ class SshTransport:
         stdin: bytes | None = None,
     ) -> CommandResult:
         timeout = self.settings.command_timeout.total_seconds() if timeout_s is None else timeout_s
-        job = _Job()
+        job = ChannelJob()
         return await self._in_thread(job, self._run, job, command, cwd, timeout, stdin)
 
     async def upload(self, local_path: Path, remote_path: str) -> UploadResult:
         """Copy to `remote_path` (its directory is created), verified, or skip if already there."""
-        job = _Job()
+        job = ChannelJob()
         return await self._in_thread(job, self._upload, job, Path(local_path), remote_path)
 
     async def close(self) -> None:
@@ -175,14 +205,14 @@ class SshTransport:
                 try:
                     client.close()
                 finally:
-                    loop.call_soon_threadsafe(_set_done, closed)
+                    loop.call_soon_threadsafe(set_done, closed)
 
             threading.Thread(target=close_client, name=f"ssh close {self.host}").start()
             await closed
 
     # --- threads --------------------------------------------------------------------------
 
-    async def _in_thread(self, job: _Job, function: Callable[..., T], *args: Any) -> T:
+    async def _in_thread(self, job: ChannelJob, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         try:
             future = loop.run_in_executor(self._executor, function, *args)
@@ -230,16 +260,10 @@ class SshTransport:
         return client
 
     def _client_key(self) -> paramiko.PKey:
-        path = self.settings.key_file
         try:
-            return paramiko.PKey.from_path(path)
-        except FileNotFoundError:
-            problem = f"ssh.key_file {path} does not exist"
-        except paramiko.PasswordRequiredException:
-            problem = f"ssh.key_file {path} is encrypted; the bot needs a key without a passphrase"
-        except (OSError, paramiko.SSHException, ValueError) as exc:
-            problem = f"ssh.key_file {path} is not a usable private key ({_one_line(exc)})"
-        raise ConnectFailed(self.target, problem)
+            return client_key(self.settings.key_file)
+        except KeyFileError as exc:
+            raise ConnectFailed(self.target, str(exc)) from None
 
     def _pinned(self) -> PinnedKeys:
         try:
@@ -307,7 +331,7 @@ class SshTransport:
         self._check_host_key(client.get_remote_server_key(), pinned)
 
     def _handshake_problem(self, exc: BaseException) -> str:
-        text = _one_line(exc)
+        text = one_line(exc)
         if "banner" in text.lower():
             return (
                 f"no SSH banner from {self.host.hostname}:{self.host.port} within "
@@ -348,8 +372,7 @@ class SshTransport:
         raise HostKeyRejected(self.target, problem)
 
     def _keyscan_hint(self, pinned: PinnedKeys, *, lead: bool = True) -> str:
-        port = "" if self.host.port == 22 else f"-p {self.host.port} "
-        scan = f"ssh-keyscan {port}{self.host.hostname} >> {pinned.path}"
+        scan = keyscan_command(self.host, pinned.path)
         check = "after verifying the fingerprint with the host's owner"
         return f"To trust it, {check}: {scan}" if lead else f"{check}: {scan}"
 
@@ -365,14 +388,14 @@ class SshTransport:
             ) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ConnectFailed(
-                self.target, f"authentication did not complete: {_one_line(exc)}"
+                self.target, f"authentication did not complete: {one_line(exc)}"
             ) from None
 
     # --- commands -------------------------------------------------------------------------
 
     def _run(
         self,
-        job: _Job,
+        job: ChannelJob,
         command: Command,
         cwd: str | None,
         timeout_s: float,
@@ -390,24 +413,24 @@ class SshTransport:
             log.info("%s: timed out after %gs: %s", self.target, timeout_s, shown)
             raise CommandTimedOut(
                 self.target,
-                f"`{_short(shown)}` ran longer than {timeout_s:g}s and was stopped on the host",
+                f"`{short(shown)}` ran longer than {timeout_s:g}s and was stopped on the host",
             )
         log.debug("%s: exit %d in %.2fs: %s", self.target, status, duration, shown)
         return CommandResult(
             self.target, shown, status, session.stdout.text(), session.stderr.text(), duration
         )
 
-    def _start(self, job: _Job, remote: str, shown: str, timeout_s: float) -> _Session:
+    def _start(self, job: ChannelJob, remote: str, shown: str, timeout_s: float) -> ChannelSession:
         """A channel running `remote` (already wrapped in `timeout`), its stdin still open."""
         connection = self._connection()
         try:
             channel = connection.open_session(timeout=self._connect_timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise TransportError(
-                self.target, f"cannot open an SSH session: {_one_line(exc) or 'refused'}"
+                self.target, f"cannot open an SSH session: {one_line(exc) or 'refused'}"
             ) from None
         job.attach(channel)
-        session = _Session(self.target, channel, job, shown, timeout_s)
+        session = ChannelSession(self.target, channel, job, shown, timeout_s)
         try:
             channel.exec_command(remote)
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -417,7 +440,7 @@ class SshTransport:
 
     # --- upload ---------------------------------------------------------------------------
 
-    def _upload(self, job: _Job, local: Path, remote: str) -> UploadResult:
+    def _upload(self, job: ChannelJob, local: Path, remote: str) -> UploadResult:
         """Stream the file into a temporary name, check its sha256 on the host, rename it.
 
         Two commands on the host. The receiver says what the destination already holds (the
@@ -449,7 +472,7 @@ class SshTransport:
         )
         timeout_s = self.settings.command_timeout.total_seconds()
 
-        def start(script: str, what: str) -> _Session:
+        def start(script: str, what: str) -> ChannelSession:
             return self._start(job, remote_command(Shell(script), None, timeout_s), what,
                                timeout_s)  # fmt: skip
 
@@ -460,7 +483,7 @@ class SshTransport:
             have = receiver.read_line()
             if have is None or not have.startswith("have "):
                 receiver.finish()
-                problem = _one_line(receiver.stderr.text()) or "no answer"
+                problem = one_line(receiver.stderr.text()) or "no answer"
                 raise TransportError(self.target, f"cannot prepare {remote}: {problem}")
             if have != "have -" and have == f"have {self._digest(local_digest, local)}":
                 receiver.feed(b"skip\n")
@@ -482,7 +505,7 @@ class SshTransport:
                     raise TransportError(
                         self.target,
                         f"cannot move the upload into {remote}: "
-                        f"{_one_line(committer.stderr.text()) or 'failed'}",
+                        f"{one_line(committer.stderr.text()) or 'failed'}",
                     )
         duration = time.monotonic() - started
         log.debug("%s: uploaded %s to %s (%d bytes, %.2fs)", self.target, local, remote, size,
@@ -490,7 +513,12 @@ class SshTransport:
         return UploadResult(self.target, remote, size, digest, False, duration)
 
     def _send(
-        self, receiver: _Session, local: Path, size: int, remote: str, local_digest: Future[str]
+        self,
+        receiver: ChannelSession,
+        local: Path,
+        size: int,
+        remote: str,
+        local_digest: Future[str],
     ) -> str:
         """Stream the file to the receiver; its sha256, once the host's copy matches it."""
         receiver.feed(b"send\n")
@@ -504,7 +532,7 @@ class SshTransport:
         digest = self._digest(local_digest, local)
         got = receiver.stdout.text().splitlines()[-1:]
         if status != 0 or got != [f"got {digest} {size}"]:
-            seen = _one_line(receiver.stderr.text()) or _one_line(" ".join(got)) or "no answer"
+            seen = one_line(receiver.stderr.text()) or one_line(" ".join(got)) or "no answer"
             raise TransportError(
                 self.target,
                 f"upload of {local} to {remote} failed verification on the host (expected "
@@ -548,171 +576,6 @@ fi
 _STREAM_CHUNK = 256 * 1024
 
 
-class _Session:
-    """One command on an open channel: feed its stdin, read its output as it arrives.
-
-    Everything runs in the calling (executor) thread, and waits on the channel itself:
-    select() on its pipe wakes on output or EOF; a send with a short channel timeout wakes as
-    soon as the host opens its window. Nothing spins, and output is drained while stdin is
-    fed, so a command that echoes its input back cannot deadlock against us.
-    """
-
-    def __init__(
-        self, target: str, channel: paramiko.Channel, job: _Job, shown: str, timeout_s: float
-    ) -> None:
-        self.target = target
-        self.channel = channel
-        self.job = job
-        self.shown = shown
-        self.timeout_s = timeout_s
-        self.deadline = time.monotonic() + timeout_s + CLIENT_GRACE_S
-        self.stdout, self.stderr = OutputTail(), OutputTail()
-        self._unread = bytearray()  # stdout not yet taken by read_line
-        channel.settimeout(_SEND_WAIT_S)
-
-    def __enter__(self) -> _Session:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.channel.close()
-
-    def feed(self, data: bytes) -> None:
-        """Send to the command's stdin; what a command that has ended did not read is dropped."""
-        view = memoryview(data)
-        try:
-            while view:
-                self._drain()
-                if self.channel.closed or self.channel.exit_status_ready():
-                    return  # finish() tells how it ended
-                self._check_deadline()
-                try:
-                    sent = self.channel.send(view[:CHUNK])
-                except TimeoutError:
-                    continue  # the window stayed shut for a moment: drain output, try again
-                if sent == 0:
-                    return  # the channel is closing
-                view = view[sent:]
-        except (paramiko.SSHException, OSError) as exc:
-            raise self.lost(exc) from None
-
-    def read_line(self) -> str | None:
-        """The next line of stdout (None if the command ended without one)."""
-        try:
-            while b"\n" not in self._unread:
-                self._drain()
-                if b"\n" in self._unread:
-                    break
-                if self.channel.eof_received or self.channel.closed:
-                    return None
-                self._check_deadline()
-                select.select([self.channel], [], [], self.deadline - time.monotonic())
-        except (paramiko.SSHException, OSError) as exc:
-            raise self.lost(exc) from None
-        line, _, rest = bytes(self._unread).partition(b"\n")
-        self._unread[:] = rest
-        return line.decode("utf-8", errors="replace")
-
-    def finish(self) -> int:
-        """Close stdin, read everything, return the exit status (-1: killed by a signal)."""
-        channel = self.channel
-        try:
-            channel.shutdown_write()
-            exited_at: float | None = None
-            while True:
-                self._drain()
-                if channel.exit_status_ready() and (channel.eof_received or channel.closed):
-                    break
-                now = time.monotonic()
-                if exited_at is None and channel.exit_status_ready():
-                    exited_at = now
-                if exited_at is not None and now - exited_at >= DRAIN_GRACE_S:
-                    break  # exited; what still holds the output open is a background process
-                self._check_deadline()
-                until = self.deadline if exited_at is None else exited_at + DRAIN_GRACE_S
-                wait = max(0.0, min(until, self.deadline) - now)
-                if channel.eof_received:
-                    channel.status_event.wait(wait)  # all output is in; only the status is due
-                else:
-                    # Output and EOF wake the select; the exit status does not (a command that
-                    # left a daemon holding its stdout sends one without EOF): look again soon.
-                    select.select([channel], [], [], min(wait, _STATUS_RECHECK_S))
-            self._drain()
-        except (paramiko.SSHException, OSError) as exc:
-            raise self.lost(exc) from None
-        status = channel.recv_exit_status()
-        if self.job.abandoned:
-            raise self.lost(EOFError("cancelled"))
-        transport = channel.get_transport()
-        if status == -1 and (transport is None or not transport.is_active()):
-            raise self.lost(EOFError("connection closed"))
-        return status
-
-    def close_quietly(self) -> None:
-        """Best effort: close the command's stdin, and don't wait for it to end."""
-        with contextlib.suppress(paramiko.SSHException, OSError):
-            self.channel.shutdown_write()
-
-    def lost(self, exc: BaseException) -> TransportError:
-        if self.job.abandoned:
-            return TransportError(self.target, f"`{_short(self.shown)}` was cancelled")
-        return TransportError(
-            self.target,
-            f"connection lost while running `{_short(self.shown)}`: {_one_line(exc) or 'closed'}",
-        )
-
-    def _drain(self) -> None:
-        channel = self.channel
-        while channel.recv_ready():
-            data = channel.recv(CHUNK)
-            self.stdout.add(data)
-            if len(self._unread) < _LINE_LIMIT:
-                self._unread += data
-        while channel.recv_stderr_ready():
-            self.stderr.add(channel.recv_stderr(CHUNK))
-
-    def _check_deadline(self) -> None:
-        if time.monotonic() >= self.deadline:
-            raise CommandTimedOut(
-                self.target,
-                f"`{_short(self.shown)}` gave no result within "
-                f"{self.timeout_s + CLIENT_GRACE_S:g}s (the host stops it after "
-                f"{self.timeout_s:g}s; is the host still up?)",
-            )
-
-
-_STATUS_RECHECK_S = 0.25  # how often a command's exit status is looked for while output is open
-_SEND_WAIT_S = 0.05  # how long one send waits for the host's window before output is drained
-_LINE_LIMIT = 64 * 1024  # stdout kept for read_line (only the upload reads lines)
-
-
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-class _Job:
-    """One call's channel, so that cancelling the awaiting task can close it."""
-
-    def __init__(self) -> None:
-        self.abandoned = False
-        self._channels: list[paramiko.Channel] = []
-        self._lock = threading.Lock()
-
-    def attach(self, channel: paramiko.Channel) -> None:
-        with self._lock:
-            self._channels.append(channel)
-            abandoned = self.abandoned
-        if abandoned:
-            channel.close()
-
-    def abandon(self) -> None:
-        with self._lock:
-            self.abandoned = True
-            channels = list(self._channels)
-        for channel in channels:
-            channel.close()
-
-
 def _hash(quoted_path: str) -> str:
     """Shell printing the sha256 of a file on the host, as the first word of its output.
 
@@ -733,13 +596,12 @@ def _size_and_mode(path: Path) -> tuple[int, int]:
     return info.st_size, stat.S_IMODE(info.st_mode)
 
 
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())
-
-
-def _short(text: str, limit: int = 200) -> str:
-    line = _one_line(text)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-__all__ = ["MAX_OPENING", "SshTransport", "gcm_first", "remote_command"]
+__all__ = [
+    "MAX_OPENING",
+    "KeyFileError",
+    "SshTransport",
+    "client_key",
+    "gcm_first",
+    "keyscan_command",
+    "remote_command",
+]

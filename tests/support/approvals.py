@@ -5,58 +5,40 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests.conftest import BotProcess
-from tests.support.deploy_reports import buttons, responses_so_far, text_of, wait_for_response
-from tests.support.health_reports import SLACK_ACK_DEADLINE_S
-from tests.support.slack_fake import SlackFake
+from tests.support.conversation import Message, Reply, text_of
 
-# The people in the deploy and rollback tests' configs.
+# The people and the approvals channel in the deploy and rollback tests' configs.
 DEPLOYER, OTHER_DEPLOYER = "U0DEPLOY1", "U0DEPLOY2"
 APPROVER, OTHER_APPROVER = "U0APPROVER1", "U0APPROVER2"
 BOTH = "U0BOTH"  # a deployer who is also an approver: never of their own request
+APPROVALS = "C0APPROVALS"
 
 
-def newest_request(slack: SlackFake, approvals: str, asked_by: str, words: str) -> dict[str, Any]:
-    """The newest approval request in `approvals` asked by `asked_by` that mentions `words`."""
+def request_for(asked: Reply, words: str) -> Message:
+    """The approval request `asked` led to: in APPROVALS, asked by its sender, with words."""
 
-    def found(fake: SlackFake) -> dict[str, Any] | None:
-        mine = [
-            m
-            for m in fake.channel_messages(approvals)
-            if f"<@{asked_by}> asks" in text_of(m) and words in text_of(m)
-        ]
-        return mine[-1] if mine else None
+    def request(message: dict[str, Any]) -> bool:
+        text = text_of(message)
+        return f"<@{asked.user}> asks" in text and words in text
 
-    return slack.wait_for(found, timeout=60)
+    return asked.message(request, in_=APPROVALS)
 
 
-def refuse_then_approve(
-    bot: BotProcess, request: dict[str, Any], *, approvals: str, channel: str
-) -> None:
-    """Press Approve on `request` (asked for by BOTH) as everyone who must be refused, then as
-    an approver, a duplicate delivery of that press and a second approver, all at once.
+def refuse_then_approve(request: Message, asked: Reply) -> list[Reply]:
+    """Press Approve on `request` (which `asked`, by BOTH, led to) as everyone who must be
+    refused, then as an approver, a duplicate delivery of that press and a second approver,
+    all at once; returns those three presses.
 
-    The refusals are answered privately and nothing runs in `channel` before the approval.
+    The refusals are answered privately and nothing runs in `asked`'s channel before the
+    approval.
     """
-    request_id = buttons(request)["approval_approve"]
+    request_id = request.buttons["approval_approve"]
+    request.press("Approve", as_=BOTH).private(f"You asked for request #{request_id} yourself")
+    request.press("Approve", as_=DEPLOYER).private(
+        "Only approvers (access.approvers in the config)"
+    )
+    assert asked.posted() == []
 
-    def press(user: str) -> None:
-        sent = bot.press(
-            "approval_approve",
-            request_id,
-            channel=approvals,
-            message_ts=request["ts"],
-            user_id=user,
-        )
-        assert sent.response.status_code == 200 and sent.seconds < SLACK_ACK_DEADLINE_S
-
-    mark = responses_so_far(bot.slack)
-    press(BOTH)  # the requester, though an approver
-    wait_for_response(bot.slack, f"You asked for request #{request_id} yourself", since=mark)
-    mark = responses_so_far(bot.slack)
-    press(DEPLOYER)  # not an approver
-    wait_for_response(bot.slack, "Only approvers (access.approvers in the config)", since=mark)
-    assert bot.slack.channel_messages(channel) == []
-
+    approve = request.button("Approve")  # as all three see it, before any press lands
     with ThreadPoolExecutor(max_workers=3) as pool:
-        list(pool.map(press, [APPROVER, APPROVER, OTHER_APPROVER]))
+        return list(pool.map(approve.press, [APPROVER, APPROVER, OTHER_APPROVER]))

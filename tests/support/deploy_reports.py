@@ -1,32 +1,16 @@
-"""Reading /deploy's messages out of the Slack fake, as a person would read them."""
+"""Reading /deploy's and /rollback's messages out of the Slack fake, as a person would read them.
+
+`text_of` and `buttons` live in tests/support/conversation.py and are imported from here too.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tests.support.health_reports import report_text
+from tests.support.conversation import Message, Reply, buttons, text_of
 from tests.support.slack_fake import SlackFake
 
 DEPLOY_TIMEOUT_S = 90.0
-
-
-def text_of(message: dict[str, Any]) -> str:
-    """Fallback text, header, sections (text and fields) and context of a message, joined."""
-    parts = [report_text(message)]
-    for block in message.get("blocks") or []:
-        if block.get("type") == "context":
-            parts.extend(e.get("text", "") for e in block.get("elements", []))
-    return "\n".join(parts)
-
-
-def buttons(message: dict[str, Any]) -> dict[str, str]:
-    """{action_id: value} of the message's buttons."""
-    found = {}
-    for block in message.get("blocks") or []:
-        if block.get("type") == "actions":
-            for element in block.get("elements", []):
-                found[element["action_id"]] = element.get("value", "")
-    return found
 
 
 def is_deploy_message(message: dict[str, Any]) -> bool:
@@ -43,16 +27,20 @@ def finished(message: dict[str, Any]) -> bool:
     return not message.get("text", "").endswith("…") and "deploy_cancel" not in buttons(message)
 
 
+def run_of(reply: Reply) -> Message:
+    """The deploy (rollback, backup) message a command or click posted; `finished` tells
+    when it has its result: `run_of(reply).when(finished)`."""
+    return reply.message(is_deploy_message, timeout=DEPLOY_TIMEOUT_S)
+
+
 def final_deploy(
-    slack: SlackFake, channel: str, *, index: int = 0, timeout: float = DEPLOY_TIMEOUT_S
+    slack: SlackFake, channel: str, timeout: float = DEPLOY_TIMEOUT_S
 ) -> dict[str, Any]:
-    """The channel's index-th deploy (or rollback) message, once it has its result."""
+    """The channel's first deploy (or rollback) message, once it has its result."""
 
     def done(fake: SlackFake) -> dict[str, Any] | None:
-        ours = [m for m in fake.channel_messages(channel) if is_deploy_message(m)]
-        if len(ours) > index and finished(ours[index]):
-            return ours[index]
-        return None
+        ours = next((m for m in fake.channel_messages(channel) if is_deploy_message(m)), None)
+        return ours if ours is not None and finished(ours) else None
 
     return slack.wait_for(done, timeout=timeout)
 
@@ -66,21 +54,5 @@ def wait_in_thread(
 ) -> dict[str, Any]:
     def found(fake: SlackFake) -> dict[str, Any] | None:
         return next((m for m in thread(fake, channel, ts) if words in text_of(m)), None)
-
-    return slack.wait_for(found, timeout=timeout)
-
-
-def responses_so_far(slack: SlackFake) -> int:
-    with slack._cond:
-        return len(slack.responses)
-
-
-def wait_for_response(
-    slack: SlackFake, words: str, *, since: int, timeout: float = 30.0
-) -> dict[str, Any]:
-    """An ephemeral answer (response_url) containing words, among those after `since`."""
-
-    def found(fake: SlackFake) -> dict[str, Any] | None:
-        return next((r for r in fake.responses[since:] if words in text_of(r)), None)
 
     return slack.wait_for(found, timeout=timeout)

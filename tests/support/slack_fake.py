@@ -327,6 +327,10 @@ class SlackFake:
         self.responses: list[dict[str, Any]] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.rejected: list[str] = []
+        # conversations.info and users.info: every well-formed id exists and the bot is in
+        # every channel, but for these (channel_not_found / user_not_found; is_member false).
+        self.missing: set[str] = set()
+        self.not_joined: set[str] = set()
         self._cond = threading.Condition(threading.RLock())
         self._failures: dict[str, list[_Failure]] = {}
         self._rate_limits: dict[str, float] = {}  # method -> seconds between calls per channel
@@ -345,6 +349,7 @@ class SlackFake:
             "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral,
             "conversations.open": self._conversations_open,
+            "conversations.info": self._conversations_info,
             "users.info": self._users_info,
             "chat.getPermalink": self._get_permalink,
             "apps.connections.open": self._apps_connections_open,
@@ -399,6 +404,8 @@ class SlackFake:
             self.responses.clear()
             self.messages.clear()
             self.rejected.clear()
+            self.missing.clear()
+            self.not_joined.clear()
             self._failures.clear()
             self._rate_limits.clear()
             self._last_accepted.clear()
@@ -692,6 +699,22 @@ class SlackFake:
         digest = hashlib.sha1(",".join(sorted(users)).encode()).hexdigest()[:10].upper()
         return {"channel": {"id": f"G{digest}"}}
 
+    def _conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel") or "")
+        if not channel or channel in self.missing:
+            raise _SlackError("channel_not_found")
+        name = channel.lower()
+        return {
+            "channel": {
+                "id": channel,
+                "name": name,
+                "is_channel": True,
+                "is_private": False,
+                "is_archived": False,
+                "is_member": channel not in self.not_joined,
+            }
+        }
+
     def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         """A single-use WebSocket URL; without a Socket Mode server attached, an error.
 
@@ -761,7 +784,7 @@ class SlackFake:
 
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user_id = str(args.get("user") or "")
-        if not _USER_ID.match(user_id):
+        if not _USER_ID.match(user_id) or user_id in self.missing:
             raise _SlackError("user_not_found")
         name = user_id.lower()
         real_name = f"Test User {user_id}"

@@ -30,9 +30,8 @@ from enum import StrEnum
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.clock import Clock, utc_now
-from bot.config import Environment, Thresholds
-from bot.runbook.alerts.error_rate import COUNTER as REQUEST_COUNTER
-from bot.runbook.alerts.error_rate import request_counters
+from bot.config import Environment, MetricsSettings, Thresholds
+from bot.runbook.alerts.error_rate import RequestCounter
 from bot.runbook.health.probe import Probe, Prober
 from bot.store import HealthCheck, Store, StoreError
 from bot.telemetry import Telemetry
@@ -65,7 +64,8 @@ class Vitals:
     healthz_problem: str | None = None  # no answer, not 200, or the service says unhealthy
     api_latency_ms: float | None = None  # the status endpoint's answer time
     api_problem: str | None = None
-    requests: Mapping[tuple[str, str], float] | None = None  # (path, code) -> answered so far
+    # (path, status) -> answered so far, of the request counter (bot/runbook/alerts/error_rate.py)
+    requests: Mapping[tuple[str, str], float] | None = None
     metrics_problem: str | None = None
 
 
@@ -183,7 +183,13 @@ def classify(
     return Classification(health, reasons, version, components, metrics_available)
 
 
-def vitals(healthz: Probe, status: Probe, metrics: Probe, metrics_available: bool) -> Vitals:
+def vitals(
+    healthz: Probe,
+    status: Probe,
+    metrics: Probe,
+    metrics_available: bool,
+    counter: RequestCounter,
+) -> Vitals:
     """The scheduled checks' figures from one environment's three probes."""
     healthz_problem: str | None = None
     if not healthz.answered or healthz.status_code != 200:
@@ -205,9 +211,11 @@ def vitals(healthz: Probe, status: Probe, metrics: Probe, metrics_available: boo
         api_problem = _describe_failure("status endpoint", status)
     requests = metrics_problem = None
     if metrics_available:
-        requests = request_counters(metrics.body)
-        if requests is None:
-            metrics_problem = f"/metrics has no {REQUEST_COUNTER}"
+        counts = counter.read(metrics.body)
+        if isinstance(counts, str):
+            metrics_problem = counts
+        else:
+            requests = counts.series
     elif not _same_outage(metrics, healthz):
         metrics_problem = (
             "metrics endpoint returned no Prometheus metrics"
@@ -254,9 +262,13 @@ class HealthChecker:
         store: Store,
         telemetry: Telemetry,
         clock: Clock = utc_now,
+        *,
+        metrics: MetricsSettings | None = None,
     ) -> None:
         self.prober = prober
         self.thresholds = thresholds
+        # Where each service counts the requests it answered (found by itself when unset).
+        self.requests = RequestCounter.of(metrics or MetricsSettings())
         self.store = store
         self.telemetry = telemetry
         self.clock = clock
@@ -328,7 +340,7 @@ class HealthChecker:
                 self.prober.get(env.metrics_url, self.timeout_s),
             )
             verdict = classify(healthz, status, metrics, self.thresholds)
-            figures = vitals(healthz, status, metrics, verdict.metrics_available)
+            figures = vitals(healthz, status, metrics, verdict.metrics_available, self.requests)
         except Exception:
             # One environment's surprise must not sink the report on all the others.
             log.exception("checking %s failed inside the bot", env.name)

@@ -38,7 +38,10 @@ from typing import Any
 
 from bot.clock import Clock, utc_now
 from bot.config import AlertSettings, Escalation
-from bot.store import Incident, NewEvent, NewTimer, Store
+from bot.runbook.oncall.oncall import OnCall
+from bot.runbook.oncall.rotation import Rotation
+from bot.store import Incident, IncidentEvent, NewEvent, NewTimer, Store
+from bot.store.oncall import OnCallStore
 
 DEADLINE_TIMER = "incident.deadline"
 SYNC_TIMER = "incident.sync"
@@ -99,8 +102,10 @@ def parse_incident_name(text: str) -> int | None:
 @dataclass(frozen=True)
 class Level:
     name: str
-    users: tuple[str, ...]
+    users: tuple[str, ...]  # paged every time, beside the rotation's holder
     timeout: timedelta | None  # how long it waits for an acknowledgement; None on the last
+    # The definition, not a person: who holds the turn is looked up when a page is sent.
+    rotation: Rotation | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,13 @@ class EscalationPlan:
     def from_config(cls, escalation: Escalation, alerts: AlertSettings) -> EscalationPlan:
         return cls(
             levels=tuple(
-                Level(level.name, tuple(level.users), level.timeout) for level in escalation.levels
+                Level(
+                    level.name,
+                    tuple(level.users),
+                    level.timeout,
+                    Rotation.from_config(level.rotation) if level.rotation else None,
+                )
+                for level in escalation.levels
             ),
             repeat_every=alerts.repeat_every,
             ack_reminder=escalation.ack_reminder,
@@ -130,6 +141,7 @@ class EscalationPlan:
                     "name": level.name,
                     "users": list(level.users),
                     "timeout_s": level.timeout.total_seconds() if level.timeout else None,
+                    "rotation": level.rotation.to_json() if level.rotation else None,
                 }
                 for level in self.levels
             ],
@@ -146,6 +158,7 @@ class EscalationPlan:
                     str(level["name"]),
                     tuple(str(u) for u in level["users"]),
                     None if level["timeout_s"] is None else timedelta(seconds=level["timeout_s"]),
+                    Rotation.from_json(level["rotation"]) if level.get("rotation") else None,
                 )
                 for level in data["levels"]
             ),
@@ -393,6 +406,7 @@ class Escalations:
         self.store = store
         self.clock = clock
         self.wake = wake
+        self.on_call = OnCall(OnCallStore(store), clock=clock)
 
     async def open(
         self,
@@ -497,7 +511,9 @@ class Escalations:
         if incident is None:
             return None
         plan = plan_of(incident)
-        if not may_press(incident, plan, user_id, approvers):
+        if not may_press(incident, plan, user_id, approvers) and not await self._was_on_call(
+            incident, plan, user_id
+        ):
             return NotAllowed(incident)
         if seen_seq is not None and seen_seq != incident.seq:
             return Stale(incident)
@@ -510,6 +526,27 @@ class Escalations:
             assert current is not None
             return Stale(current)
         return Changed(changed)
+
+    async def paged_people(
+        self, incident: Incident, events: Sequence[IncidentEvent]
+    ) -> tuple[str, ...]:
+        """Who the incident's current page goes to: whoever is on call for its level when
+        that page fell due (the time of the step that paged it), so a page goes to whoever
+        is on call when it is sent, and a delivery retried later pages the same people."""
+        plan = plan_of(incident)
+        paged_at = next((e.at for e in events if e.seq == incident.paged_seq), self.clock())
+        return await self.on_call.on_call(plan.levels[incident.level], paged_at)
+
+    async def _was_on_call(self, incident: Incident, plan: EscalationPlan, user_id: str) -> bool:
+        """Whether a rotation put `user_id` among the people of a level reached so far at some
+        time since the incident opened (may_press knows the fixed users)."""
+        now = self.clock()
+        for level in plan.levels[: incident.top_level + 1]:
+            if level.rotation and await self.on_call.was_on_call(
+                level, user_id, incident.opened_at, now
+            ):
+                return True
+        return False
 
     async def _apply(self, incident: Incident, change: IncidentChange) -> Incident | None:
         now = self.clock()

@@ -338,7 +338,7 @@ class _Delivery:
         incident = self.incident
         if incident.status != Status.TRIGGERED or not self.plan.levels:
             return
-        for user in self.plan.levels[incident.level].users:
+        for user in await self.incidents.escalations.paged_people(incident, self.events):
             if (PAGE, incident.paged_seq, user) in self.recorded:
                 continue
             content = incident_blocks.page(incident)

@@ -1,4 +1,4 @@
-"""The schema as `create_all` made it before the migrations (the bot up to issue 14).
+"""The schema as `create_all` made it before the migrations (the bot of issue 14).
 
 A database made by such a bot is stamped with this revision instead of running it
 (bot/store/schema.py). Kept exactly as it was: tests/test_schema.py compares every revision
