@@ -1,4 +1,4 @@
-"""The checks after a change (a deploy's health watch, a rollback's follow-up checks): is one
+"""The checks after a change (a deploy's, a rollback's follow-up checks): is one
 check a failure, and why. The Slack side (bot/slack/changes/aftercare.py) runs them on
 durable timers and says what they found, each kind in its own way."""
 

@@ -3,7 +3,7 @@ Options, who asked and who approved. The version is checked before it goes anywh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from bot.config import Environment
 from bot.runbook.changes import releases
@@ -27,11 +27,7 @@ class DeployOptions:
         ]
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "dry_run": self.dry_run,
-            "skip_tests": self.skip_tests,
-            "no_backup": self.no_backup,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: object) -> DeployOptions:

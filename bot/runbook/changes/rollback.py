@@ -1,6 +1,7 @@
-"""The runbook's Rollback Procedures (Quick Rollback, Rollback Checklist) and Manual Backups.
+"""The runbook's Rollback Procedures (Quick Rollback, Rollback Checklist); Manual Backups are
+backup.py's.
 
-    plan (bot/runbook/rollback_plan.py) → [approval] → lock → Rollback.run():
+    plan (rollback_plan.py) → [approval] → lock → Rollback.run():
       lock → reach the hosts (does the plan still hold?) → restore the backup (every host,
       up to 5 at once) → check the files → one host at a time: stop → switch → start →
       health checks → unlock
@@ -18,7 +19,7 @@ Where this departs from the runbook's Quick Rollback, and why:
 - A failure stops the rollback at that host: nothing more is changed, and the outcome says
   which host runs which version. Opening an incident for it is the Slack side's (it pages).
 
-Every remote command is an argv list or a constant script (bot/runbook/releases.py).
+Every remote command is an argv list or a constant script (releases.py).
 """
 
 from __future__ import annotations

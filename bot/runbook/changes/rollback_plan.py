@@ -5,7 +5,7 @@
 Choosing is a pure function of what the hosts run and keep (`choose`, or `undo` for the deploy
 message's Roll back button). It happens before any lock or message, so a request that cannot
 run ("no such release", "nothing to roll back to") is answered at once and changes nothing.
-The Plan is pinned: an approver approves exactly it, and the run (bot/runbook/rollback.py)
+The Plan is pinned: an approver approves exactly it, and the run (rollback.py)
 refuses it if a host changed since (`still_holds`).
 
 - No id: the newest release on every host that ran and was neither marked bad nor rolled back
@@ -323,7 +323,7 @@ class RollbackPlan:
     moves: tuple[Move, ...]
     staying: tuple[str, ...] = ()  # hosts that already run the target
     # How the release left is marked: 'rolled_back' for /rollback, 'bad' when the deploy
-    # message's Roll back button undoes a deploy its watch saw fail.
+    # aftercare's Roll back button undoes a deploy whose checks saw it fail.
     verdict: Literal["rolled_back", "bad"] = "rolled_back"
     undoing: int | None = None  # that deploy's id
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from bot.config import Environment
 from bot.process import THIS_PROCESS
@@ -126,58 +126,71 @@ class Ending:
     message: Message  # the thread's last line
 
 
-class Policy(Protocol):
-    """How one kind of change is looked after; None where it says nothing."""
+@dataclass(frozen=True)
+class Seen:
+    """One check as it came out, for a policy to tell."""
 
-    in_checklist: bool  # a line of the change's checklist, refreshed when the checks end
+    env: str
+    deployment: Deployment
+    care: Aftercare  # counted already: this check is care.checks (care.number of all planned)
+    result: HealthResult
+    verdict: CheckVerdict
 
+
+class Policy(ABC):
+    """How one kind of change is looked after: how often and how long, and what is said
+    where. What a kind does not say returns None."""
+
+    in_checklist = False  # a line of the change's checklist, shown again when the checks end
+
+    @abstractmethod
     def schedule(self, env: Environment) -> tuple[timedelta, timedelta, int | None]:
         """How often, for how long, and how many checks (None: as many as fit)."""
-        ...
 
-    def next_due(self, care: Aftercare, now: datetime) -> datetime: ...
+    @abstractmethod
+    def next_due(self, care: Aftercare, now: datetime) -> datetime:
+        """When the check after the one just made falls due."""
 
-    def opening_line(self, care: Aftercare) -> str | None: ...
+    @abstractmethod
+    def started(self, env: Environment, care: Aftercare, alerts: str | None) -> Message:
+        """The thread's first line."""
 
-    def started(self, env: Environment, care: Aftercare, alerts: str | None) -> Message: ...
+    @abstractmethod
+    def ended(self, env: Environment, deployment: Deployment, care: Aftercare) -> Ending:
+        """The result, once the time is up."""
 
-    def resumed(self, care: Aftercare, missed: int, now: datetime) -> Message | None: ...
+    def opening_line(self, care: Aftercare) -> str | None:
+        return None
 
-    def checked(
-        self,
-        env: str,
-        deployment: Deployment,
-        care: Aftercare,
-        result: HealthResult,
-        verdict: CheckVerdict,
-    ) -> Message | None: ...
+    def resumed(self, care: Aftercare, missed: int, now: datetime) -> Message | None:
+        """A restarted bot carries on."""
+        return None
 
-    def turned(
-        self, env: str, deployment: Deployment, care: Aftercare, verdict: CheckVerdict
-    ) -> Message | None:
-        """A check that starts failing, or passes again: an alert in the alerts channel."""
-        ...
+    def checked(self, seen: Seen) -> Message | None:
+        """In the thread, after each check."""
+        return None
 
-    def superseded(self, env: str, care: Aftercare, newer: Deployment) -> Ending | None: ...
+    def turned(self, seen: Seen) -> Message | None:
+        """In the alerts channel, when a check starts failing or passes again."""
+        return None
 
-    def ended(self, env: Environment, deployment: Deployment, care: Aftercare) -> Ending: ...
+    def superseded(self, env: str, care: Aftercare, newer: Deployment) -> Ending | None:
+        """A newer change of the environment ends the checks: with a word, or quietly."""
+        return None
 
-    def summary(self, deployment: Deployment, text: str) -> Message | None: ...
+    def summary(self, deployment: Deployment, text: str) -> Message | None:
+        """The change's summary elsewhere (care.summary), with the result added."""
+        return None
 
 
-class AfterDeploy:
+class AfterDeploy(Policy):
     """The runbook's "monitor closely" after a deploy: quiet while healthy."""
-
-    in_checklist = False
 
     def schedule(self, env: Environment) -> tuple[timedelta, timedelta, int | None]:
         return env.check_interval, env.deploy.watch_duration(env.requires_approval), None
 
     def next_due(self, care: Aftercare, now: datetime) -> datetime:
         return now + care.every  # counted from the end of the last check
-
-    def opening_line(self, care: Aftercare) -> str | None:
-        return None
 
     def started(self, env: Environment, care: Aftercare, alerts: str | None) -> Message:
         watched = env.deploy.watch_duration(env.requires_approval)
@@ -187,35 +200,18 @@ class AfterDeploy:
             human_duration(care.every.total_seconds()),
         )
 
-    def resumed(self, care: Aftercare, missed: int, now: datetime) -> Message | None:
-        return None
-
-    def checked(
-        self,
-        env: str,
-        deployment: Deployment,
-        care: Aftercare,
-        result: HealthResult,
-        verdict: CheckVerdict,
-    ) -> Message | None:
-        if not verdict.failed or care.failures != 1:
+    def checked(self, seen: Seen) -> Message | None:
+        care = seen.care
+        if not seen.verdict.failed or care.failures != 1:
             return None  # the thread hears of the first failure only
         return aftercare_blocks.deploy_unhealthy(
-            env,
-            deployment.id,
-            verdict.reason,
+            seen.env,
+            seen.deployment.id,
+            seen.verdict.reason,
             final=False,
             checks=care.checks,
             failures=care.failures,
         )
-
-    def turned(
-        self, env: str, deployment: Deployment, care: Aftercare, verdict: CheckVerdict
-    ) -> Message | None:
-        return None
-
-    def superseded(self, env: str, care: Aftercare, newer: Deployment) -> Ending | None:
-        return None  # the newer change is watched, or followed up, by its own
 
     def ended(self, env: Environment, deployment: Deployment, care: Aftercare) -> Ending:
         if care.failures:
@@ -230,18 +226,12 @@ class AfterDeploy:
         else:
             watched = env.deploy.watch_duration(env.requires_approval)
             last = aftercare_blocks.deploy_stayed_healthy(
-                env.name,
-                care.checks,
-                human_duration(watched.total_seconds()),
-                deployment.version,
+                env.name, care.checks, human_duration(watched.total_seconds()), deployment.version
             )
         return Ending(last.text, last)
 
-    def summary(self, deployment: Deployment, text: str) -> Message | None:
-        return None
 
-
-class AfterRollback:
+class AfterRollback(Policy):
     """The Rollback Checklist's follow-up checks: every one told, failures raised as alerts."""
 
     in_checklist = True
@@ -255,47 +245,9 @@ class AfterRollback:
         due = care.due + care.every  # on its schedule, unless that time has passed already
         return due if due > now else now + care.every
 
-    def opening_line(self, care: Aftercare) -> str | None:
-        return (
-            f"a check every {human_duration(care.every.total_seconds())} until "
-            f"{when(care.until)} ({care.total} checks), each in the thread"
-        )
-
     def started(self, env: Environment, care: Aftercare, alerts: str | None) -> Message:
         return aftercare_blocks.followup_started(
             env.name, care.every, care.until, care.total or 1, alerts
-        )
-
-    def resumed(self, care: Aftercare, missed: int, now: datetime) -> Message | None:
-        return aftercare_blocks.followup_resumed(missed, care.due, now, care.until)
-
-    def checked(
-        self,
-        env: str,
-        deployment: Deployment,
-        care: Aftercare,
-        result: HealthResult,
-        verdict: CheckVerdict,
-    ) -> Message | None:
-        return aftercare_blocks.followup_check(
-            care.number, care.total or 1, result, verdict.failed, verdict.reason
-        )
-
-    def turned(
-        self, env: str, deployment: Deployment, care: Aftercare, verdict: CheckVerdict
-    ) -> Message | None:
-        total = care.total or 1
-        if verdict.failed:
-            return aftercare_blocks.followup_alert(
-                env, deployment, care.number, total, verdict.reason
-            )
-        return aftercare_blocks.followup_recovered(env, deployment, care.number, total)
-
-    def superseded(self, env: str, care: Aftercare, newer: Deployment) -> Ending | None:
-        return self._ending(
-            f"Follow-up checks stopped after {care.checks} of {care.total}: "
-            f"{newer.kind} #{newer.id} changed {env} since.",
-            care,
         )
 
     def ended(self, env: Environment, deployment: Deployment, care: Aftercare) -> Ending:
@@ -313,6 +265,38 @@ class AfterRollback:
                 f"passed{missed})."
             )
         return self._ending(text, care)
+
+    def opening_line(self, care: Aftercare) -> str | None:
+        return (
+            f"a check every {human_duration(care.every.total_seconds())} until "
+            f"{when(care.until)} ({care.total} checks), each in the thread"
+        )
+
+    def resumed(self, care: Aftercare, missed: int, now: datetime) -> Message | None:
+        return aftercare_blocks.followup_resumed(missed, care.due, now, care.until)
+
+    def checked(self, seen: Seen) -> Message | None:
+        care, verdict = seen.care, seen.verdict
+        return aftercare_blocks.followup_check(
+            care.number, care.total or 1, seen.result, verdict.failed, verdict.reason
+        )
+
+    def turned(self, seen: Seen) -> Message | None:
+        care, verdict = seen.care, seen.verdict
+        return aftercare_blocks.followup_turned(
+            seen.env,
+            seen.deployment,
+            care.number,
+            care.total or 1,
+            verdict.reason if verdict.failed else None,
+        )
+
+    def superseded(self, env: str, care: Aftercare, newer: Deployment) -> Ending | None:
+        return self._ending(
+            f"Follow-up checks stopped after {care.checks} of {care.total}: "
+            f"{newer.kind} #{newer.id} changed {env} since.",
+            care,
+        )
 
     def _ending(self, text: str, care: Aftercare) -> Ending:
         return Ending(text, aftercare_blocks.followup_done(text, care.failures > 0))
@@ -403,10 +387,11 @@ async def check(services: Services, timer: Timer) -> None:
     if verdict.failed:
         care.failures += 1
         care.last_reason = verdict.reason
-    await _say(services, ref, policy.checked(env.name, deployment, care, result, verdict))
+    seen = Seen(env.name, deployment, care, result, verdict)
+    await _say(services, ref, policy.checked(seen))
     if verdict.failed != care.failing:
         care.failing = verdict.failed
-        await _alert(services, policy.turned(env.name, deployment, care, verdict))
+        await _alert(services, policy.turned(seen))
     next_due = policy.next_due(care, store.clock())
     if next_due > care.until + LAST_CHECK_GRACE or (
         care.total is not None and care.number >= care.total

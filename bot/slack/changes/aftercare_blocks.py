@@ -18,15 +18,19 @@ from bot.store import Deployment
 ROLL_BACK = "deploy_rollback"
 
 
+def _said(text: str) -> Message:
+    """One line, its emoji in the notification too."""
+    return message(text, [section(text)])
+
+
 # --- after a deploy ---------------------------------------------------------------------------
 
 
 def deploy_checks_started(env: str, duration: str, interval: str) -> Message:
-    text = (
+    return _said(
         f":eyes: Watching {env}'s health for {duration} after the deploy (a check every "
         f"{interval}); the result goes here."
     )
-    return message(text, [section(text)])
 
 
 def deploy_unhealthy(
@@ -54,11 +58,10 @@ def deploy_unhealthy(
 
 def deploy_stayed_healthy(env: str, checks: int, duration: str, version: str | None) -> Message:
     on = f" on {escape(show_version(version))}" if version else ""
-    text = (
-        f":white_check_mark: {env} stayed healthy{on} for {duration} after the deploy "
-        f"({checks} check{'s' if checks != 1 else ''})."
+    counted = f"{checks} check{'s' if checks != 1 else ''}"
+    return _said(
+        f":white_check_mark: {env} stayed healthy{on} for {duration} after the deploy ({counted})."
     )
-    return message(text, [section(text)])
 
 
 # --- after a rollback: the follow-up checks -------------------------------------------------
@@ -68,12 +71,11 @@ def followup_started(
     env: str, every: timedelta, until: datetime, total: int, alerts: str | None
 ) -> Message:
     also = f", and a failing one in <#{alerts}>" if alerts else ""
-    text = (
+    return _said(
         f":eyes: Follow-up checks of {env}: one every {human_duration(every.total_seconds())} "
         f"until {when(until)} ({total} check{'s' if total != 1 else ''}). Each is posted "
         f"here{also}."
     )
-    return message(text, [section(text)])
 
 
 def followup_check(
@@ -88,7 +90,7 @@ def followup_check(
     text = f"{emoji} Follow-up " + " · ".join(parts)
     if failed or (result.health is not Health.HEALTHY and reason):
         text += f": {escape(reason)}"
-    return message(text, [section(text)])
+    return _said(text)
 
 
 def followup_resumed(missed: int, since: datetime, now: datetime, until: datetime) -> Message:
@@ -98,31 +100,28 @@ def followup_resumed(missed: int, since: datetime, now: datetime, until: datetim
         if missed
         else "no check was missed"
     )
-    text = (
+    return _said(
         f":warning: The bot restarted during the follow-up checks: {lost}. They go on until "
         f"{when(until)}."
     )
-    return message(text, [section(text)])
 
 
-def followup_alert(
-    env: str, deployment: Deployment, number: int, total: int, reason: str
+def followup_turned(
+    env: str, deployment: Deployment, number: int, total: int, reason: str | None
 ) -> Message:
-    text = (
-        f":red_circle: *{env}* fails its follow-up check {number} of {total} after rollback "
-        f"#{deployment.id}: {escape(reason)}. "
-        + link(deployment.permalink, "The rollback and its checks")
-    )
-    return message(
-        f"{env} fails its follow-up checks after rollback #{deployment.id}", [section(text)]
-    )
-
-
-def followup_recovered(env: str, deployment: Deployment, number: int, total: int) -> Message:
+    """For the alerts channel: a follow-up check starts failing (why), or passes again (None)."""
+    checks = link(deployment.permalink, "The rollback and its checks")
+    if reason is not None:
+        text = (
+            f":red_circle: *{env}* fails its follow-up check {number} of {total} after rollback "
+            f"#{deployment.id}: {escape(reason)}. {checks}"
+        )
+        return message(
+            f"{env} fails its follow-up checks after rollback #{deployment.id}", [section(text)]
+        )
     text = (
         f":large_green_circle: *{env}* passes its follow-up checks again after rollback "
-        f"#{deployment.id} (check {number} of {total}). "
-        + link(deployment.permalink, "The rollback and its checks")
+        f"#{deployment.id} (check {number} of {total}). {checks}"
     )
     return message(f"{env} passes its follow-up checks again", [section(text)])
 

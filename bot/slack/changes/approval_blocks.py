@@ -7,16 +7,8 @@ from collections.abc import Sequence
 
 from bot.runbook.changes.activate import show_version
 from bot.runbook.changes.checklist import ChecklistItem
-from bot.slack.blocks import (
-    Block,
-    button,
-    context,
-    escape,
-    header,
-    message,
-    section,
-    sections_for_lines,
-)
+from bot.slack import blocks
+from bot.slack.blocks import Block, button, context, escape, header, message, section
 from bot.slack.changes.change_blocks import when
 from bot.slack.chat import Message
 from bot.store import Approval
@@ -60,9 +52,9 @@ def request(
             + shown_hosts
         )
         checklist_title = "*Pre-Deployment Checklist* (runbook)"
-    blocks: list[Block] = [header(f"Approval needed: {what}"), section(intro)]
+    shown: list[Block] = [header(f"Approval needed: {what}"), section(intro)]
     if plan:
-        blocks.append(section("*Plan:* " + escape(" → ".join(plan))))
+        shown.append(section("*Plan:* " + escape(" → ".join(plan))))
     lines = [checklist_title]
     for item in checklist:
         entry = f"{CHECK_EMOJI[item.state]} {escape(item.label)}"
@@ -73,10 +65,10 @@ def request(
         elif item.detail:
             entry += f" — {escape(item.detail)}"
         lines.append(entry)
-    blocks.extend(sections_for_lines(lines))
-    blocks.append(_footer(approval, timeout_text))
-    blocks.append(_decision(approval, timeout_text))
-    return message(f"Approval needed: {what}, asked by <@{approval.requested_by}>", blocks)
+    shown.extend(blocks.sections_for_lines(lines))
+    shown.append(_footer(approval, timeout_text))
+    shown.append(_decision(approval, timeout_text))
+    return message(f"Approval needed: {what}, asked by <@{approval.requested_by}>", shown)
 
 
 def _decision(approval: Approval, timeout_text: str) -> Block:

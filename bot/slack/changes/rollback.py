@@ -205,7 +205,7 @@ async def start(
     if refused is not None:
         return refused
     if plan.undoing is not None:
-        await aftercare.stop(services, plan.undoing)  # the deploy it undoes is watched no more
+        await aftercare.stop(services, plan.undoing)  # no more checks of the deploy it undoes
     procedure = Rollback(
         plan,
         env,

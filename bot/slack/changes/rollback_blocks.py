@@ -12,15 +12,7 @@ from bot.runbook.changes.rollback_plan import (
     RollbackRefused,
     Survey,
 )
-from bot.slack.blocks import (
-    Block,
-    context,
-    escape,
-    header,
-    message,
-    section,
-    sections_for_lines,
-)
+from bot.slack.blocks import Block, context, escape, header, message, section, sections_for_lines
 from bot.slack.changes.change_blocks import day_and_time, link
 from bot.slack.chat import Message
 from bot.store import Deployment
