@@ -1,5 +1,7 @@
 """What every change procedure (deploy, rollback, backup) does the same way.
 
+- A procedure (`Procedure`: Deploy, Rollback, ManualBackup) yields its events and ends with
+  Finished; one that honours Cancel (`HonoursCancel`: a deploy) is given a way to ask.
 - The environment's hosts: `OpenHosts` opens them (the caller's wiring: SSH or the local
   machine), and `each_host` runs one step on every host, up to MAX_PARALLEL_HOSTS at once; a
   step that failed raises `StepError`.
@@ -15,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import Protocol, runtime_checkable
 
 from bot.config import Environment
 from bot.runbook.changes.activate import Clocked, one_line
@@ -35,6 +38,22 @@ MAX_PARALLEL_HOSTS = 5  # sshd's MaxStartups refuses bursts
 OpenHosts = Callable[[Environment], AbstractAsyncContextManager[list[Transport]]]
 # Who asked to cancel (a user id), or None: asked between steps by a procedure that honours it.
 CancelCheck = Callable[[], Awaitable[str | None]]
+
+
+class Procedure(Protocol):
+    """A change's procedure: its progress events, the last of them Finished."""
+
+    def run(self) -> AsyncIterator[Event]: ...
+
+
+@runtime_checkable
+class HonoursCancel(Protocol):
+    """A procedure that asks between its steps whether someone pressed Cancel; where it asks
+    is its own (a deploy: before each step, never in the middle of the restarts)."""
+
+    cancel_requested: CancelCheck | None
+
+    def run(self) -> AsyncIterator[Event]: ...
 
 
 class StepError(Exception):

@@ -62,14 +62,12 @@ async def start(services: Services, request: DeployRequest, conversation: Conver
         approved_by=request.approved_by,
         options=request.options.as_dict(),
         flags=tuple(request.options.flags()),
-        honours_cancel=True,
     )
     run = ChangeRun(services, change, conversation)
     refused = await run.begin()
     if refused is not None:
         return refused
-    procedure.cancel_requested = run.cancel_requested
-    outcome = await run.execute(procedure.run())
+    outcome = await run.execute(procedure)
     if outcome.state == "succeeded":
         deployed = await run.recorded()
         if deployed is not None:

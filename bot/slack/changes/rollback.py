@@ -73,7 +73,7 @@ async def backup(
     if refused is not None:
         return refused
     procedure = ManualBackup(env, hosts_opener(services), clock=services.store.clock)
-    outcome = await run.execute(procedure.run())
+    outcome = await run.execute(procedure)
     return outcome.summary
 
 
@@ -215,7 +215,7 @@ async def start(
         requested_by=requested_by,
         clock=services.store.clock,
     )
-    outcome = await run.execute(procedure.run())
+    outcome = await run.execute(procedure)
     ran = await run.recorded()
     if ran is not None and ran.state != RUNNING:
         await _report(services, ran, env)

@@ -6,8 +6,8 @@ recorded, shown in one message.
 - `ChangeRun.execute` runs the procedure (bot/runbook/changes): its events update one checklist
   message in place (change_blocks.ChangeView) and are recorded step by step; a failing step's
   output goes in the message's thread; a heartbeat says the run is alive. At the end the row
-  is finished, which frees the lock. A procedure that honours Cancel (a deploy) gets the
-  button, and asks `cancel_requested` between its steps.
+  is finished, which frees the lock. A procedure that honours Cancel (a deploy; the
+  procedure says so, and where) gets the button, and asks `cancel_requested` between steps.
 - A bot stopping mid-run marks the run interrupted, says so, and frees the lock (a rollback
   cut short also pages: rollback_incident.py); a run whose bot died is recovery.py's.
 - Lines a kind adds after its run (a rollback's incident, summary, follow-up) are recorded
@@ -19,15 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot.config import Environment
 from bot.process import THIS_PROCESS
 from bot.runbook.changes.kinds import step_title
-from bot.runbook.changes.procedure import OpenHosts
-from bot.runbook.changes.progress import Event, Finished, Outcome, StepFailed, StepRecorder
+from bot.runbook.changes.procedure import HonoursCancel, OpenHosts, Procedure
+from bot.runbook.changes.progress import Finished, Outcome, StepFailed, StepRecorder
 from bot.runbook.changes.rollback import AFTER_RUN
 from bot.slack import blocks
 from bot.slack.changes import change_blocks, lock_blocks
@@ -103,7 +103,6 @@ class Change:
     options: Mapping[str, object] = field(default_factory=dict)  # a deploy's DeployOptions
     flags: tuple[str, ...] = ()
     title: str | None = None  # None: the view's own (a deploy's names its version)
-    honours_cancel: bool = False  # a Cancel button; the procedure asks between its steps
 
 
 class ChangeRun:
@@ -173,10 +172,13 @@ class ChangeRun:
             title=change.title,
         )
 
-    async def execute(self, events: AsyncIterator[Event]) -> Outcome:
-        """Run the procedure's events into the message and the store; its outcome."""
+    async def execute(self, procedure: Procedure) -> Outcome:
+        """Run the procedure into the message and the store; its outcome. One that honours
+        Cancel gets the button, and asks the store whether it was pressed."""
         deployment, view = self._recorded, self._view()
-        cancellable = self.change.honours_cancel
+        cancellable = isinstance(procedure, HonoursCancel)
+        if isinstance(procedure, HonoursCancel):
+            procedure.cancel_requested = self.cancel_requested
         live = LiveMessage(self.conversation)
         await live.show(view.message(cancellable=cancellable))
         await self._record_message(live.ref)
@@ -184,7 +186,7 @@ class ChangeRun:
         heartbeat = asyncio.create_task(_heartbeat(self.services, deployment.id))
         outcome: Outcome | None = None
         try:
-            async for event in events:
+            async for event in procedure.run():
                 view.apply(event)
                 await recorder.record(event)
                 if isinstance(event, StepFailed) and len(view.failures) <= MAX_THREAD_FAILURES:
