@@ -36,9 +36,9 @@ from bot.runbook.changes.deploy_steps import STEPS, DeploySteps, HostPlan, Phase
 from bot.runbook.changes.procedure import (
     StepError,
     locked,
+    mark_bad,
     remove_release,
     unlocked,
-    write_log,
 )
 from bot.runbook.changes.progress import (
     Event,
@@ -281,12 +281,9 @@ class Deploy(DeploySteps):
         return release_id, plan.previous_version
 
     async def _mark_bad(self, hosts: list[Transport], reason: str) -> None:
-        if self.release_id is None:
-            return
-        event = releases.log_event("bad", self.release_id, self.clock(), reason=reason)
-        for host in hosts:
-            if self._plan_of(host).installed:
-                await write_log(host, self.layout, event)
+        if self.release_id is not None:
+            installed = [h for h in hosts if self._plan_of(h).installed]
+            await mark_bad(installed, self.layout, self.release_id, self.clock(), reason)
 
 
 def _why(failure: StepFailed) -> str:

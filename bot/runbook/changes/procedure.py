@@ -8,7 +8,8 @@
 - The lock is taken and freed by the caller (bot/store begin_deployment, finish_deployment);
   a procedure shows it as its first and last lines (`locked`, `unlocked`).
 - The release log on a host: `write_log` writes one event (a failure is logged, not raised:
-  the switch is what matters), and `remove_release` removes a release nobody switched to.
+  the switch is what matters), `mark_bad` marks a release that failed so that no rollback
+  lands on it again, and `remove_release` removes a release nobody switched to.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from bot.config import Environment
@@ -28,7 +30,7 @@ from bot.runbook.changes.progress import (
     StepStarted,
     shown_output,
 )
-from bot.runbook.changes.releases import Layout, RemoteCommandFailed, run_checked
+from bot.runbook.changes.releases import Layout, RemoteCommandFailed, log_event, run_checked
 from bot.transport.base import ConnectFailed, HostKeyRejected, Transport, TransportError
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,15 @@ async def write_log(host: Transport, layout: Layout, event: dict[str, object]) -
             event["release"],
             exc,
         )
+
+
+async def mark_bad(
+    hosts: Iterable[Transport], layout: Layout, release_id: str, at: datetime, reason: str
+) -> None:
+    """A release that failed (its health check, its start) is bad on these hosts."""
+    event = log_event("bad", release_id, at, reason=reason)
+    for host in hosts:
+        await write_log(host, layout, event)
 
 
 async def remove_release(host: Transport, layout: Layout, release_id: str) -> bool:

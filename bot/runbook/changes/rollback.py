@@ -24,7 +24,6 @@ Every remote command is an argv list or a constant script (releases.py).
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import logging
 import posixpath
@@ -49,6 +48,7 @@ from bot.runbook.changes.procedure import (
     StepError,
     each_host,
     locked,
+    mark_bad,
     remove_release,
     unlocked,
     write_log,
@@ -405,20 +405,18 @@ class Rollback:
         run = self.runs[failed_on.target]
         if run.fate not in ("start_failed", "unhealthy") or run.release is None:
             return
-        event = releases.log_event(
-            "bad",
-            run.release,
-            self.clock(),
-            reason=f"failed after a rollback by {self.requested_by}: {failure.error}",
-        )
-        if run.restored is not None:
-            await write_log(failed_on, self.layout, event)
-            return
-        for host in every_host:
-            with contextlib.suppress(TransportError, RemoteCommandFailed):
-                state, _ = await releases.inspect(host, self.layout)
-                if state.release(run.release) is not None:
-                    await write_log(host, self.layout, event)
+        having = [failed_on]
+        if run.restored is None:
+            having = [h for h in every_host if await self._has(h, run.release)]
+        reason = f"failed after a rollback by {self.requested_by}: {failure.error}"
+        await mark_bad(having, self.layout, run.release, self.clock(), reason)
+
+    async def _has(self, host: Transport, release_id: str) -> bool:
+        try:
+            state, _ = await releases.inspect(host, self.layout)
+        except (TransportError, RemoteCommandFailed):
+            return False
+        return state.release(release_id) is not None
 
     async def _remove_restored(self, hosts: Sequence[Transport]) -> None:
         """Releases unpacked for hosts this rollback never switched go again."""
