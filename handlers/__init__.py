@@ -31,8 +31,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     alerts.escalate,
 )
 TIMERS: tuple[TimerSpec, ...] = (
-    deploy.watch,
-    rollback.followup,
+    deploy.aftercare_check,
     deploy.remind,
     approval.expire,
     escalate.deadline,
