@@ -16,6 +16,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
 ACTIONS: tuple[ActionSpec, ...] = (
     health.recheck,
     health.stop_watch,
+    health.diagnosis_logs,
+    health.diagnosis_roll_back,
     deploy.cancel,
     deploy.roll_back,
     deploy.unlock_confirm,
