@@ -14,7 +14,8 @@ fields 1-2 are the time, 3 the level, 4 the module and 5 the first word of the m
 error's *type* (here `ConnectionRefused`). So, line by line:
 
 - the *level* is the first of the line's first four words that is a level name (ERROR, WARN,
-  INFO, …, in any case; brackets and a trailing colon ignored);
+  INFO, …) written as one: in capitals, in brackets or before a colon (`ERROR`, `[error]`,
+  `error:`; not the word in a sentence);
 - its *kind*: `panic` when the line says panic, panicked or fatal anywhere (a Rust panic's own
   message has no level), else `error` for ERROR / ERR / CRITICAL / CRIT / SEVERE and `warning`
   for WARN / WARNING; a line at another level (INFO, DEBUG) is neither, even when its message
@@ -89,8 +90,10 @@ class LogLine:
 def classify(text: str) -> LogLine:
     words = text.split()
     for index, word in enumerate(words[:_LEVEL_AMONG]):
-        level = word.strip("[]():").upper()
-        if level in _LEVELS:
+        bare = word.strip("[]():")
+        # ERROR, [error], error: — a level; "error" in a sentence is not one
+        if bare.upper() in _LEVELS and (bare.isupper() or bare != word):
+            level = bare.upper()
             kind = Kind.PANIC if _PANIC.search(text) else _LEVELS[level]
             return LogLine(text, kind, _type_word(words[index + 2 : index + 3]))
     if _PANIC.search(text):

@@ -118,9 +118,12 @@ def _host_findings(
 
 
 def _held_by_others(host: HostDiagnosis) -> bool:
-    """Something listens on the port, and none of it is the service."""
+    """Something listens on the port, and none of it is the service (as far as can be told:
+    a holder the SSH user may not see could be a running service under its own user)."""
     others = host.others_on_port
-    return bool(others) and host.port is not None and len(others) == len(host.port.listeners)
+    if not others or host.port is None or len(others) < len(host.port.listeners):
+        return False
+    return not (host.running and any(listener.pid is None for listener in others))
 
 
 def _port_in_use(host: HostDiagnosis, spec: DiagnosisSpec) -> list[Finding]:
