@@ -115,7 +115,7 @@ def logs_message(
     body += host_blocks
     notes = [f"Requested by <@{requested_by}>", "secrets redacted"]
     if pending:
-        notes.append(f"{PENDING_EMOJI} {pending} host{'' if pending == 1 else 's'} still to answer")
+        notes.append(f"{PENDING_EMOJI} {pending} host{_s(pending)} still to answer")
     if filed:
         notes.append(f"every line is in `{escape(filed)}`, in this message's thread")
     body.append(context(" · ".join(notes)))
@@ -128,7 +128,7 @@ def _host_text(name: str, host_log: HostLog, filed: bool) -> str:
         return f"{title}\n:warning: {escape(host_log.problem)}"
     count = len(host_log.lines)
     cut = " (the host had more than 900 KB of them: the oldest left out)" if host_log.cut else ""
-    text = f"{title}\n{count:,} line{'' if count == 1 else 's'}{cut}"
+    text = f"{title}\n{count:,} line{_s(count)}{cut}"
     if host_log.tally is not None:
         text += f" · {counts_text(host_log.tally)}"
     lines = host_log.lines[-LINES_WHEN_FILED:] if filed else host_log.lines
@@ -146,16 +146,16 @@ def whole_text(
     env_name: str, query: LogQuery, names: list[str], found: list[HostLog | None]
 ) -> str:
     """The file: every host's lines, each host under a labelled rule."""
-    parts = [f"/health {env_name} logs: {describe(query)} (secrets redacted)\n"]
+    out = [f"/health {env_name} logs: {describe(query)} (secrets redacted)", ""]
     for name, host_log in zip(names, found, strict=True):
         if host_log is None:
             continue
         if host_log.problem is not None:
-            parts.append(f"== {name} · {host_log.path} · {host_log.problem} ==\n")
+            out += [f"== {name} · {host_log.path} · {host_log.problem} ==", ""]
             continue
-        parts.append(f"== {name} · {host_log.path} · {len(host_log.lines):,} lines ==\n")
-        parts.append("".join(f"{line}\n" for line in host_log.lines))
-    return "\n".join(parts)
+        out.append(f"== {name} · {host_log.path} · {len(host_log.lines):,} lines ==")
+        out += [*host_log.lines, ""]
+    return "\n".join(out)
 
 
 def _summary(env_name: str, query: LogQuery, found: list[HostLog | None], filed: str | None) -> str:
@@ -164,7 +164,14 @@ def _summary(env_name: str, query: LogQuery, found: list[HostLog | None], filed:
         return f"Reading the logs of {env_name}: {len(done)} of {len(found)} hosts"
     lines = sum(len(host_log.lines) for host_log in done)
     problems = sum(1 for host_log in done if host_log.problem is not None)
-    text = f"Logs of {env_name} ({escape(describe(query))}): {lines:,} lines from {len(done)} hosts"
+    text = (
+        f"Logs of {env_name} ({escape(describe(query))}): {lines:,} line{_s(lines)} from "
+        f"{len(done)} host{_s(len(done))}"
+    )
     if problems:
         text += f", {problems} could not be read"
     return text + (f"; all in {filed}" if filed else "")
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
