@@ -171,3 +171,18 @@ def test_an_unseen_holder_beside_a_running_service_may_be_the_service() -> None:
     )
     (fails,) = verdict(unseen)
     assert fails.issue == "Health check fails"
+
+
+def test_a_name_that_matches_several_processes_none_on_the_port_is_questioned() -> None:
+    other = ServiceProcess(5151, 60, 1024**2, 0.0, "vim /etc/riptide.conf")
+    (fails,) = verdict(
+        host(
+            processes=(SERVICE, other),
+            port=PortCheck(8080, "ss", ()),
+            local=LocalHealth(URL, "curl", problem="Failed to connect"),
+        )
+    )
+    assert fails.detail == (
+        "`riptide` runs on d@web-1 but nothing listens on 8080 (2 processes match `riptide`: "
+        "is the name specific enough?)"
+    )

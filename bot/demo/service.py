@@ -359,6 +359,54 @@ class _FaultInjection:
             )
 
 
+class _FaultsPost:
+    """POST /admin/faults: the lasting faults, and the one-off ones (bot/demo/breakage.py),
+    all checked before any is applied."""
+
+    def __init__(
+        self, state: _DemoState, log: ServiceLog | None, on_exit: Callable[[int], None] | None
+    ) -> None:
+        self.state = state
+        self.log = log
+        self.on_exit = on_exit
+
+    async def post(self, request: Request) -> Response:
+        try:
+            changes = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "body must be JSON"}, status_code=400)
+        if not isinstance(changes, dict):
+            return JSONResponse({"error": "faults must be a JSON object"}, status_code=400)
+        once, lasting, problems = split_breakage(
+            changes, can_exit=self.on_exit is not None, has_log=self.log is not None
+        )
+        try:
+            faults = self.state.faults.merged(lasting)
+        except FaultError as exc:
+            problems.insert(0, str(exc).removeprefix("invalid faults: "))
+        if problems:
+            return JSONResponse({"error": "invalid faults: " + "; ".join(problems)}, 400)
+        self.state.set_faults(faults)
+        return await self._break(request, once, asdict(faults))
+
+    async def _break(self, request: Request, once: Breakage, answer: dict[str, Any]) -> Response:
+        """Write the requested lines, then start ending the service if asked to."""
+        log = self.log
+        if once.log and log is not None:
+            answer["log_lines_written"] = await asyncio.to_thread(log.write, once.requested_lines())
+        status = once.exit_status
+        if status is None or self.on_exit is None:
+            return JSONResponse(answer)
+        host, port = request.scope["server"]
+        if once.hold_port_s is not None:
+            answer["holder_pid"] = start_port_holder(host, port, once.hold_port_s)
+        if log is not None:
+            await asyncio.to_thread(log.write, once.last_words(host, port))
+        answer["exiting_with"] = status
+        # After the answer is sent: the caller learns what happened, then the service goes.
+        return JSONResponse(answer, background=BackgroundTask(self.on_exit, status))
+
+
 def create_demo_app(
     version: str = "0.1.0",
     *,
@@ -419,40 +467,6 @@ def create_demo_app(
     async def get_faults(request: Request) -> Response:
         return JSONResponse(asdict(state.faults))
 
-    async def post_faults(request: Request) -> Response:
-        try:
-            changes = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "body must be JSON"}, status_code=400)
-        if not isinstance(changes, dict):
-            return JSONResponse({"error": "faults must be a JSON object"}, status_code=400)
-        once, lasting, problems = split_breakage(
-            changes, can_exit=on_exit is not None, has_log=log is not None
-        )
-        try:
-            faults = state.faults.merged(lasting)
-        except FaultError as exc:
-            problems.insert(0, str(exc).removeprefix("invalid faults: "))
-        if problems:
-            return JSONResponse({"error": "invalid faults: " + "; ".join(problems)}, 400)
-        state.set_faults(faults)
-        return await _break(request, once, asdict(faults))
-
-    async def _break(request: Request, once: Breakage, answer: dict[str, Any]) -> Response:
-        """Write the requested lines, then start ending the service if asked to."""
-        if once.log and log is not None:
-            answer["log_lines_written"] = await asyncio.to_thread(log.write, once.requested_lines())
-        status = once.exit_status
-        if status is None or on_exit is None:
-            return JSONResponse(answer)
-        host, port = request.scope["server"]
-        if once.hold_port_s is not None:
-            answer["holder_pid"] = start_port_holder(host, port, once.hold_port_s)
-        if log is not None:
-            await asyncio.to_thread(log.write, once.last_words(host, port))
-        answer["exiting_with"] = status
-        return JSONResponse(answer, background=BackgroundTask(on_exit, status))
-
     async def delete_faults(request: Request) -> Response:
         state.set_faults(state.baseline)
         return JSONResponse(asdict(state.faults))
@@ -472,7 +486,7 @@ def create_demo_app(
             Route("/api/v1/status", api_status, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/admin/faults", get_faults, methods=["GET"]),
-            Route("/admin/faults", post_faults, methods=["POST"]),
+            Route("/admin/faults", _FaultsPost(state, log, on_exit).post, methods=["POST"]),
             Route("/admin/faults", delete_faults, methods=["DELETE"]),
             Route("/admin/requests", get_requests, methods=["GET"]),
             Route("/admin/requests", delete_requests, methods=["DELETE"]),

@@ -7,7 +7,6 @@ an environment's `process` can name exactly it among the other demo services on 
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import time
@@ -51,8 +50,20 @@ class LoggedService:
     def stop(self) -> None:
         stop_process(self.process)
         for pid in self.holders:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(pid).kill()
+            end(pid)
+
+
+def end(pid: int) -> None:
+    """Kill a process that is not our child, and wait until it is gone (or a zombie: its
+    parent, the service, has exited, and whoever inherited it reaps it in its own time)."""
+    try:
+        process = psutil.Process(pid)
+        process.kill()
+        deadline = time.monotonic() + EXIT_TIMEOUT_S
+        while process.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting for the signal to land, a condition
+    except psutil.NoSuchProcess:
+        pass
 
 
 def start_logged_service(tmp: Path, *, log: bool = True) -> LoggedService:

@@ -142,7 +142,7 @@ def _port_in_use(host: HostDiagnosis, spec: DiagnosisSpec) -> list[Finding]:
     service = (
         f"{_code(spec.process)} is not running"
         if host.running is False
-        else f"{_code(spec.process)} does not hold it"
+        else f"{_code(spec.process)} does not hold it{_how_many(host, spec)}"
     )
     kill = f"`kill {holder.pid}` on {host.target}" if holder.pid is not None else "as root"
     return [
@@ -188,7 +188,10 @@ def _not_answering(host: HostDiagnosis, spec: DiagnosisSpec) -> list[Finding]:
         return []  # no way to ask from the host: nothing to say
     port = host.port
     if host.running and port is not None and port.tool is not None and not port.listeners:
-        detail = f"{_code(spec.process)} runs on {host.target} but nothing listens on {port.port}"
+        detail = (
+            f"{_code(spec.process)} runs on {host.target} but nothing listens on {port.port}"
+            f"{_how_many(host, spec)}"
+        )
         step = "Check its log and configuration (bound to another port?), then restart it."
     elif _held_by_others(host):
         return []  # said by "Port already in use"
@@ -201,6 +204,15 @@ def _not_answering(host: HostDiagnosis, spec: DiagnosisSpec) -> list[Finding]:
         detail = f"healthz on {host.target} itself, on loopback: {answer}"
         step = "Check the service logs (Logs): it fails even without the network in between."
     return [Finding("Health check fails", Level.CRITICAL, detail, step, (host.target,))]
+
+
+def _how_many(host: HostDiagnosis, spec: DiagnosisSpec) -> str:
+    """On a host where the name matches several processes, none of them on the port, the
+    name may match something other than the service (a shared machine, a too short name)."""
+    count = len(host.processes or ())
+    if count < 2:
+        return ""
+    return f" ({count} processes match {_code(spec.process)}: is the name specific enough?)"
 
 
 def _log_errors(host: HostDiagnosis, spec: DiagnosisSpec, env_name: str) -> list[Finding]:

@@ -150,7 +150,7 @@ def host_text(host: HostDiagnosis) -> str:
         last = log.last_lines if host.running is False else log.last_errors
         which = "its last lines" if host.running is False else "the last error lines"
         if last:
-            lines.append(f"  {which}:```" + "\n".join(escape(line) for line in last) + "```")
+            lines.append(f"  {which}:\n```" + "\n".join(escape(line) for line in last) + "```")
     return "\n".join(lines)
 
 
@@ -169,6 +169,10 @@ def _processes(host: HostDiagnosis) -> str:
     if others:
         pids = ", ".join(str(p.pid) for p in others[:5])
         text += f" (and {len(others)} more: {pids})"
+    port = host.port
+    on_port = port is not None and any(x.pid == first.pid for x in port.listeners)
+    if port is not None and port.tool is not None and not on_port:
+        text += f" · none of {'them' if others else 'it'} on port {port.port}"
     return text
 
 

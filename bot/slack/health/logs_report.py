@@ -52,7 +52,8 @@ async def report_logs(
     await live.show(render())
     async for index, host_log in search_logs(env, ssh, query):
         found[index] = host_log
-        await live.show(render)
+        if None in found:  # the last answer goes straight into the final message
+            await live.show(render)
     results = [host_log for host_log in found if host_log is not None]
     if fits_in_message(results):
         final = render()
