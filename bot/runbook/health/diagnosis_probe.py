@@ -16,6 +16,7 @@ cannot be reached is a `HostDiagnosis` with its problem, never an error.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 import secrets
@@ -38,6 +39,8 @@ from bot.runbook.health.log_lines import (
 )
 from bot.runbook.health.resources import df_kib, meminfo_bytes, split_sections
 from bot.transport import Shell, Transport, TransportError
+
+log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT_S = 5  # the local healthz request
 COMMAND_TIMEOUT_S = 45.0  # the whole command on a host: a hung host is a finding, not a wait
@@ -260,7 +263,11 @@ async def diagnose_host(transport: Transport, spec: DiagnosisSpec) -> HostDiagno
         result = await transport.run(Shell(spec.script(marker)), timeout_s=COMMAND_TIMEOUT_S)
     except TransportError as exc:
         return HostDiagnosis(transport.target, problem=exc.problem)
-    diagnosis = parse_answer(transport.target, spec, result.stdout, result.stderr, marker)
+    try:
+        diagnosis = parse_answer(transport.target, spec, result.stdout, result.stderr, marker)
+    except Exception:  # a parser's blind spot is this host's finding, not the diagnosis's end
+        log.exception("%s: the diagnosis's answer could not be read", transport.target)
+        diagnosis = HostDiagnosis(transport.target, problem="its answer could not be read")
     return replace(diagnosis, seconds=time.monotonic() - started)
 
 

@@ -16,6 +16,10 @@ from bot.store import Store
 
 log = logging.getLogger(__name__)
 
+# Slack allows about 50 chat.update a minute: a diagnosis of hundreds of hosts that lasts a
+# minute or more edits its message at most every 2 s, well under it.
+EDIT_EVERY_S = 2.0
+
 
 async def report_diagnosis(
     conversation: Conversation,
@@ -34,7 +38,7 @@ async def report_diagnosis(
         elapsed = time.monotonic() - started
         return diagnosis_message(diagnosis, requested_by=requested_by, seconds=elapsed)
 
-    live = LiveMessage(conversation)
+    live = LiveMessage(conversation, min_interval_s=EDIT_EVERY_S)
     await live.show(render())
     bot_check = asyncio.create_task(_bot_check(checker, env))
     try:

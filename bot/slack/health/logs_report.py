@@ -26,6 +26,7 @@ from bot.slack.blocks import (
 )
 from bot.slack.chat import Conversation, Message, Upload
 from bot.slack.health.diagnose_blocks import counts_text
+from bot.slack.health.diagnose_report import EDIT_EVERY_S
 from bot.slack.live_message import LiveMessage
 
 LINES_WHEN_FILED = 5  # per host in the message when the lines went into the file
@@ -48,7 +49,7 @@ async def report_logs(
     def render(filed: str | None = None) -> Message:
         return logs_message(env.name, query, names, found, requested_by=requested_by, filed=filed)
 
-    live = LiveMessage(conversation)
+    live = LiveMessage(conversation, min_interval_s=EDIT_EVERY_S)
     await live.show(render())
     async for index, host_log in search_logs(env, ssh, query):
         found[index] = host_log
