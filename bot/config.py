@@ -119,7 +119,7 @@ def _base_url(value: str) -> str:
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
 # Sent to the hosts quoted, never as syntax; control characters would only hide mistakes.
 ProcessName = Annotated[
-    str, _matching(r"[^\x00-\x1f\x7f]{1,64}", "a process name (1-64 printable characters)")
+    str, _matching(r"[^\x00-\x1f\x7f]{1,200}", "a process name (1-200 printable characters)")
 ]
 LogPath = Annotated[
     str,

@@ -7,6 +7,7 @@ an environment's `process` can name exactly it among the other demo services on 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -54,14 +55,21 @@ class LoggedService:
 
 
 def end(pid: int) -> None:
-    """Kill a process that is not our child, and wait until it is gone (or a zombie: its
-    parent, the service, has exited, and whoever inherited it reaps it in its own time)."""
+    """Kill a process that is not our child, and wait until it is gone."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).kill()
+    wait_gone(pid)
+
+
+def wait_gone(pid: int) -> None:
+    """Until a process that is not our child has exited: gone, or a zombie (its parent has
+    exited too, and whoever inherited it reaps it in its own time)."""
+    deadline = time.monotonic() + EXIT_TIMEOUT_S
     try:
         process = psutil.Process(pid)
-        process.kill()
-        deadline = time.monotonic() + EXIT_TIMEOUT_S
-        while process.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
-            time.sleep(0.05)  # waiting for the signal to land, a condition
+        while process.status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, f"pid {pid} still runs"
+            time.sleep(0.05)  # waiting for it to exit, a condition
     except psutil.NoSuchProcess:
         pass
 
