@@ -302,6 +302,19 @@ def test_curls_own_failure_line(sshd: Sshd) -> None:
     assert found.problem is not None and found.problem.startswith("Failed to connect to 127.0.0.1")
 
 
+def test_a_command_line_is_shown_redacted() -> None:
+    from bot.runbook.health.diagnosis_probe import parse_processes
+
+    processes, _ = parse_processes(["ok", " 42  10 2048  1.5 /opt/bin/riptide-api --token=abc123"])
+    assert processes is not None
+    assert processes[0].command == "/opt/bin/riptide-api --token=[redacted]"
+    assert (processes[0].pid, processes[0].rss_bytes, processes[0].cpu_percent) == (
+        42,
+        2097152,
+        1.5,
+    )
+
+
 def test_ps_failing_is_the_process_checks_problem() -> None:
     from bot.runbook.health.diagnosis_probe import parse_processes
 

@@ -156,7 +156,7 @@ class ServiceProcess:
     uptime_s: int
     rss_bytes: int
     cpu_percent: float  # ps's %CPU: the average since the process started
-    command: str
+    command: str  # redacted
 
 
 @dataclass(frozen=True)
@@ -309,7 +309,8 @@ def parse_processes(
             cpu = float(fields[3])
         except (ValueError, IndexError):
             continue
-        command = fields[4] if len(fields) > 4 else ""
+        # Shown in the channel: a command line can carry a secret (--token=…).
+        command = shown(fields[4]) if len(fields) > 4 else ""
         processes.append(ServiceProcess(pid, uptime, rss * 1024, cpu, command))
     return tuple(processes), None
 
