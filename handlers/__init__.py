@@ -17,6 +17,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
 ACTIONS: tuple[ActionSpec, ...] = (
     health.recheck,
     health.stop_watch,
+    health.diagnosis_logs,
+    health.diagnosis_roll_back,
     deploy.cancel,
     deploy.roll_back,
     deploy.unlock_confirm,

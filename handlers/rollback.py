@@ -3,7 +3,8 @@ manual backups."""
 
 from __future__ import annotations
 
-from bot.runbook.changes.rollback_plan import parse_target
+from bot.config import Environment
+from bot.runbook.changes.rollback_plan import Named, parse_target
 from bot.slack import blocks
 from bot.slack.access import Usage
 from bot.slack.blocks import echo
@@ -72,6 +73,12 @@ async def rollback(ctx: Context) -> None:
                 f"backup of {env.name} (eventmesh-backup-{env.name}-20261127T115959Z.tar.gz, "
                 f"or just 20261127T115959Z). `/rollback list {env.name}` shows them."
             )
+    await roll_back(ctx, env, choice)
+
+
+async def roll_back(ctx: Context, env: Environment, choice: Named | None) -> None:
+    """`/rollback <env> [<id>]` once parsed, and every button that means the same (a
+    diagnosis's Roll back): deployers only, production through an approver."""
     if not ctx.may("deployers"):
         return await ctx.deny("Only deployers (access.deployers in the config) may roll back.")
     if env.requires_approval:
