@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import BotProcess, http_bot
-from tests.support.deploy_reports import buttons, responses_so_far, text_of, wait_for_response
+from tests.support.conversation import Conversation, buttons, text_of
 from tests.support.diagnose_env import LoggedService, environment, start_logged_service
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S, header_of
 from tests.support.slack_fake import SlackFake, block_kit_errors
@@ -162,26 +162,15 @@ def test_the_logs_button_shows_the_errors(diagnose_bot: BotProcess) -> None:
 
 
 def test_the_roll_back_button_is_rollback_for_deployers_only(diagnose_bot: BotProcess) -> None:
-    sent = diagnose_bot.command("/health", "staging diagnose")
-    diagnosis = final_message(diagnose_bot.slack, sent.channel, "Diagnosis · staging")
+    chat = Conversation(diagnose_bot)
+    asked = chat.as_("U0USER").say("/health staging diagnose")
+    diagnosis = asked.message("Diagnosis · staging")
+    diagnosis.when(lambda m: "diagnose_rollback" in buttons(m), timeout=DIAGNOSE_TIMEOUT_S)
 
-    mark = responses_so_far(diagnose_bot.slack)
-    diagnose_bot.press(
-        "diagnose_rollback", "staging", channel=sent.channel, message_ts=diagnosis["ts"]
-    )
-    wait_for_response(diagnose_bot.slack, "Only deployers", since=mark)
-
-    mark = responses_so_far(diagnose_bot.slack)
-    diagnose_bot.press(
-        "diagnose_rollback",
-        "staging",
-        channel=sent.channel,
-        message_ts=diagnosis["ts"],
-        user_id="U0DEPLOY1",
-    )
+    diagnosis.press("Roll back", as_="U0USER").private("Only deployers")
     # /rollback staging's own answer: the hosts were read, and nothing is installed there.
-    wait_for_response(
-        diagnose_bot.slack, "Nothing is installed on staging yet", since=mark, timeout=60
+    diagnosis.press("Roll back", as_="U0DEPLOY1").private(
+        "Nothing is installed on staging yet", timeout=60
     )
 
 
