@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start with a critical component down (healthz 503), as a broken release would",
     )
+    demo.add_argument("--log-file", type=Path, help="write its log here, in the runbook's format")
     return parser
 
 
@@ -81,11 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.demo.service import run_demo_service
 
         try:
-            run_demo_service(args.host, args.port, args.service_version, broken=args.unhealthy)
+            return run_demo_service(
+                args.host,
+                args.port,
+                args.service_version,
+                broken=args.unhealthy,
+                log_file=args.log_file,
+            )
         except PortInUse as exc:
             print(f"eventmesh-bot demo-service: {exc} (choose another --port)", file=sys.stderr)
             return EXIT_USAGE
-        return 0
     return _run(args.mode)
 
 

@@ -123,6 +123,16 @@ def _base_url(value: str) -> str:
 
 
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
+# Sent to the hosts quoted, never as syntax; control characters would only hide mistakes.
+ProcessName = Annotated[
+    str, _matching(r"[^\x00-\x1f\x7f]{1,200}", "a process name (1-200 printable characters)")
+]
+LogPath = Annotated[
+    str,
+    _matching(
+        r"[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f/]", "a file path (no trailing /, no control characters)"
+    ),
+]
 
 # Words that follow the command name in /deploy, /health and /rollback: an environment
 # called 'status' could never be addressed.
@@ -308,6 +318,10 @@ class DeploySettings(_Model):
     # this often for this long, each posted in the rollback's thread.
     followup_every: Duration = timedelta(minutes=1)
     followup_for: Duration = timedelta(minutes=15)
+    # What /health <env> diagnose and logs look at on each host: the service's processes (the
+    # runbook's `ps aux | grep riptide`: command lines containing this text) and its log.
+    process: ProcessName = "riptide"
+    log_file: LogPath = "/var/log/eventmesh/api.log"
 
     def watch_duration(self, requires_approval: bool) -> timedelta:
         if self.watch_for is not None:
@@ -315,7 +329,7 @@ class DeploySettings(_Model):
         return timedelta(minutes=5) if requires_approval else timedelta(minutes=2)
 
 
-_ENV_PATH_KEYS = ("workdir", "install_dir", "backup_dir")
+_ENV_PATH_KEYS = ("workdir", "install_dir", "backup_dir", "log_file")
 # An environment's own keys; any key of DeploySettings may be written beside them.
 _ENVIRONMENT_KEYS = ("base_url", "transport", "hosts", "requires_approval", "check_interval")
 
@@ -616,6 +630,12 @@ class MetricsSettings(_Model):
     exclude_paths: list[UrlPath] = Field(default_factory=list)
 
 
+class DiagnoseSettings(_Model):
+    """/health <env> diagnose: how many of the log's last lines it reads for errors."""
+
+    log_lines: int = Field(2000, ge=1, le=10_000)
+
+
 class CiSettings(_Model):
     """Deploys are gated on the latest run of `workflow` in `repository`."""
 
@@ -638,6 +658,7 @@ class Config(_Model):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     escalation: Escalation = Field(default_factory=Escalation)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
     ci: CiSettings | None = None
 
     @field_validator("environments", mode="before")

@@ -35,7 +35,7 @@ from bot.runbook.health.probe import Prober
 from bot.scheduler import Scheduler
 from bot.settings import Mode, Settings
 from bot.slack.bolt_app import create_bolt_app, socket_mode_handler, verify_tokens
-from bot.slack.changes.deployments import RECOVERY_EVERY, recover_interrupted
+from bot.slack.changes.recovery import RECOVERY_EVERY, recover_interrupted
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
 from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, TimerSpec

@@ -17,6 +17,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
 ACTIONS: tuple[ActionSpec, ...] = (
     health.recheck,
     health.stop_watch,
+    health.diagnosis_logs,
+    health.diagnosis_roll_back,
     deploy.cancel,
     deploy.roll_back,
     deploy.unlock_confirm,
@@ -31,8 +33,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     alerts.escalate,
 )
 TIMERS: tuple[TimerSpec, ...] = (
-    deploy.watch,
-    rollback.followup,
+    deploy.aftercare_check,
     deploy.remind,
     approval.expire,
     escalate.deadline,

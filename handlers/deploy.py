@@ -1,16 +1,23 @@
-"""/deploy: the runbook's deployment, its locks, status and history; the deploy's buttons."""
+"""/deploy: the runbook's deployment, its locks, status and history; the deploy's buttons; and
+the timers of every change (the checks after a deploy or a rollback, the lock reminder)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from bot.config import Config, Environment
-from bot.runbook.changes.deploy import DeployOptions, DeployRequest
+from bot.runbook.changes.deploy_request import DeployOptions, DeployRequest
 from bot.runbook.changes.releases import is_version
 from bot.slack import blocks
 from bot.slack.access import Usage
 from bot.slack.blocks import echo
-from bot.slack.changes import deploy_blocks, deployments, rollbacks
+from bot.slack.changes import aftercare, locks, run, status
+from bot.slack.changes.aftercare_blocks import ROLL_BACK
+from bot.slack.changes.change_blocks import CANCEL
+from bot.slack.changes.deploy import ask_approval
+from bot.slack.changes.deploy import start as start_deploy
+from bot.slack.changes.lock_blocks import UNLOCK_CONFIRM
+from bot.slack.changes.rollback import undo_deploy
 from bot.slack.dispatch import Context, action, command, timer
 from bot.slack.services import Services
 from bot.store import Timer
@@ -108,10 +115,10 @@ async def deploy(ctx: Context) -> None:
                 ":hourglass_flowing_sand:",
             )
         )
-        ctx.hand_off(lambda: deployments.ask_approval(services, request, conversation), lane="long")
+        ctx.hand_off(lambda: ask_approval(services, request, conversation), lane="long")
         return
     await ctx.ack()
-    ctx.hand_off(lambda: deployments.deploy(services, request, conversation), lane="long")
+    ctx.hand_off(lambda: start_deploy(services, request, conversation), lane="long")
 
 
 async def _status(ctx: Context, rest: list[str]) -> None:
@@ -125,7 +132,7 @@ async def _status(ctx: Context, rest: list[str]) -> None:
         env_name = env.name
     await ctx.ack()
     services, conversation = ctx.services, ctx.conversation
-    ctx.hand_off(lambda: deployments.status(services, env_name, conversation))
+    ctx.hand_off(lambda: status.status(services, env_name, conversation))
 
 
 async def _history(ctx: Context, rest: list[str]) -> None:
@@ -136,7 +143,7 @@ async def _history(ctx: Context, rest: list[str]) -> None:
         return await ctx.answer_usage(env)
     await ctx.ack()
     services, conversation = ctx.services, ctx.conversation
-    ctx.hand_off(lambda: deployments.history(services, env.name, conversation))
+    ctx.hand_off(lambda: status.history(services, env.name, conversation))
 
 
 async def _lock(ctx: Context, sub: str, rest: list[str], text: str) -> None:
@@ -156,9 +163,9 @@ async def _lock(ctx: Context, sub: str, rest: list[str], text: str) -> None:
     await ctx.ack()
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
     if sub == "lock":
-        ctx.hand_off(lambda: deployments.lock(services, env, reason, user, conversation))
+        ctx.hand_off(lambda: locks.lock(services, env, reason, user, conversation))
     else:
-        ctx.hand_off(lambda: deployments.unlock(services, env, user, conversation))
+        ctx.hand_off(lambda: locks.unlock(services, env, user, conversation))
 
 
 def _record_id(ctx: Context) -> int | None:
@@ -166,7 +173,7 @@ def _record_id(ctx: Context) -> int | None:
     return int(value) if value.isdigit() and len(value) < 12 else None
 
 
-@action(deploy_blocks.CANCEL)
+@action(CANCEL)
 async def cancel(ctx: Context) -> None:
     """The progress message's Cancel button: stop before the next step."""
     deployment_id = _record_id(ctx)
@@ -176,16 +183,17 @@ async def cancel(ctx: Context) -> None:
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
 
     async def work() -> str:
-        answer = await deployments.cancel(services, deployment_id, user)
-        await deployments.tell(conversation, blocks.notice(answer))
+        answer = await run.cancel(services, deployment_id, user)
+        await run.answer(conversation, blocks.notice(answer))
         return answer
 
     ctx.hand_off(work)
 
 
-@action(deploy_blocks.ROLL_BACK)
+@action(ROLL_BACK)
 async def roll_back(ctx: Context) -> None:
-    """The post-deploy watch's Roll back button: undo that deploy (a /rollback planned from it)."""
+    """The Roll back button of a deploy's aftercare: undo that deploy (a /rollback planned from
+    it)."""
     deployment_id = _record_id(ctx)
     if deployment_id is None:
         return await ctx.answer_usage("That button carries no deployment.")
@@ -193,12 +201,10 @@ async def roll_back(ctx: Context) -> None:
         return await ctx.deny("Only deployers (access.deployers) may roll back.")
     await ctx.ack()
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
-    ctx.hand_off(
-        lambda: rollbacks.undo_deploy(services, deployment_id, user, conversation), lane="long"
-    )
+    ctx.hand_off(lambda: undo_deploy(services, deployment_id, user, conversation), lane="long")
 
 
-@action(deploy_blocks.UNLOCK_CONFIRM)
+@action(UNLOCK_CONFIRM)
 async def unlock_confirm(ctx: Context) -> None:
     """Free someone else's lock, after being asked to confirm."""
     if not ctx.may("deployers"):
@@ -206,14 +212,15 @@ async def unlock_confirm(ctx: Context) -> None:
     await ctx.ack()
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
     value = ctx.request.text
-    ctx.hand_off(lambda: deployments.free_anyway(services, value, user, conversation))
+    ctx.hand_off(lambda: locks.free_anyway(services, value, user, conversation))
 
 
-@timer(deployments.WATCH_TIMER)
-async def watch(services: Services, due: Timer) -> None:
-    await deployments.watch_tick(services, due.payload)
+@timer(aftercare.AFTERCARE_TIMER)
+async def aftercare_check(services: Services, due: Timer) -> None:
+    """One check after a deploy or a rollback."""
+    await aftercare.check(services, due)
 
 
-@timer(deployments.LOCK_REMINDER_TIMER)
+@timer(locks.LOCK_REMINDER_TIMER)
 async def remind(services: Services, due: Timer) -> None:
-    await deployments.remind_lock_holder(services, due.key, str(due.payload.get("token", "")))
+    await locks.remind_lock_holder(services, due.key, str(due.payload.get("token", "")))

@@ -1,4 +1,5 @@
-"""/health: is EventMesh up? The runbook's health check, watch, resources and metrics report."""
+"""/health: is EventMesh up? The runbook's health check, watch, resources, metrics report, and
+its Troubleshooting: diagnose and logs."""
 
 from __future__ import annotations
 
@@ -7,19 +8,29 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.config import Config, Environment, parse_duration
+from bot.runbook.health.log_search import DEFAULT_LINES, MAX_LINES, LogQuery, Which
 from bot.runbook.health.metrics_report import DEFAULT_BUILDS, MAX_BUILDS
 from bot.runbook.health.watch import DEFAULT_WATCH, LONGEST_WATCH, WatchRefused
 from bot.slack.access import Usage
 from bot.slack.blocks import duration_text, echo
 from bot.slack.dispatch import Context, action, command
+from bot.slack.health.diagnose_blocks import LOGS_ACTION, ROLL_BACK_ACTION
+from bot.slack.health.diagnose_report import report_diagnosis
 from bot.slack.health.health_report import report_health
 from bot.slack.health.health_watch import watch_health
+from bot.slack.health.logs_report import report_logs
 from bot.slack.health.metrics_report import report_metrics
 from bot.slack.health.resources_report import report_resources, watch_resources
 from bot.slack.health.watch_blocks import STOP_ACTION
+from handlers.rollback import roll_back
 
 MAX_TEXT = 200  # longer than any valid /health text; anything past it is refused unread
 BUILD_COUNT = re.compile(r"[0-9]{1,4}")
+LINE_COUNT = re.compile(r"[0-9]{1,5}")
+MAX_MATCH = 100  # characters of text to look for
+# `<env> logs [rest]`, the rest kept as typed: the text after `matching` keeps its spacing.
+LOGS = re.compile(r"\s*(\S+)\s+logs(?:\s+(.*))?", re.IGNORECASE | re.DOTALL)
+WORD_AND_REST = re.compile(r"(\S+)(?:\s+(.*))?", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,20 @@ class ReportRequest:
     builds: int
 
 
-HealthRequest = CheckRequest | WatchRequest | ResourcesRequest | ReportRequest
+@dataclass(frozen=True)
+class DiagnoseRequest:
+    env: Environment
+
+
+@dataclass(frozen=True)
+class LogsRequest:
+    env: Environment
+    query: LogQuery
+
+
+HealthRequest = (
+    CheckRequest | WatchRequest | ResourcesRequest | ReportRequest | DiagnoseRequest | LogsRequest
+)
 
 
 def resolve(word: str, config: Config) -> list[Environment] | str:
@@ -63,13 +87,16 @@ def parse(words: list[str], config: Config) -> HealthRequest | str:
     """What `/health <words>` asks for, or what is wrong with it (then nothing runs).
 
     `report` is the one word that may come first besides an environment (no environment
-    may be called that: bot/config.py RESERVED_NAMES); `watch` and `resources` come only
-    second, after an environment's name, so environments called `watch` or `resources` are
-    still addressed unambiguously.
+    may be called that: bot/config.py RESERVED_NAMES); `watch`, `resources`, `diagnose` and
+    `logs` come only second, after an environment's name, so environments called so are
+    still addressed unambiguously. (`logs` is parsed from the text as typed: parse_logs.)
     """
     lowered = [word.lower() for word in words]
     if lowered[:1] == ["report"]:
         return _report(words[1:])
+    if lowered[1:] == ["diagnose"]:
+        env = _one_environment(words[0], config, "diagnose")
+        return env if isinstance(env, str) else DiagnoseRequest(env)
     if len(words) <= 1:
         scope = lowered[0] if words else "all"
         targets = resolve(scope, config)
@@ -87,6 +114,45 @@ def parse(words: list[str], config: Config) -> HealthRequest | str:
             return ResourcesRequest(env, duration)
         return WatchRequest(env, duration)
     return f"/health does not understand {echo(' '.join(words))}."
+
+
+def parse_logs(text: str, config: Config) -> LogsRequest | str:
+    """`<env> logs [errors|warnings] [N] [matching <text>]`, from the text as typed.
+
+    The text after `matching` is taken whole (inner spacing kept, the ends trimmed): it is
+    matched literally, never as a pattern, and never reaches a shell (log_search.py).
+    """
+    found = LOGS.fullmatch(text)
+    if found is None:
+        return f"/health does not understand {echo(text)}."
+    env = _one_environment(found[1], config, "logs")
+    if isinstance(env, str):
+        return env
+    which, count, match, rest = Which.ALL, None, None, found[2] or ""
+    while rest.strip():
+        step = WORD_AND_REST.fullmatch(rest.strip())
+        assert step is not None
+        word, rest = step[1], step[2] or ""
+        lowered = word.lower()
+        if lowered == "matching":
+            match = rest.strip()
+            if not match:
+                return "`matching` needs the text to look for after it."
+            if len(match) > MAX_MATCH:
+                return f"Look for at most {MAX_MATCH} characters after `matching`."
+            break
+        if lowered in ("errors", "warnings") and which is Which.ALL and count is None:
+            which = Which(lowered)
+        elif LINE_COUNT.fullmatch(word) and count is None:
+            count = int(word)
+            if not 1 <= count <= MAX_LINES:
+                return f"{echo(word)} lines: ask for 1 to {MAX_LINES:,}."
+        else:
+            return (
+                f"/health {env.name} logs does not understand {echo(word)}: "
+                "[errors|warnings] [N] [matching <text>], in that order."
+            )
+    return LogsRequest(env, LogQuery(which, count or DEFAULT_LINES, match))
 
 
 def _one_environment(word: str, config: Config, what: str) -> Environment | str:
@@ -187,6 +253,31 @@ async def resources(ctx: Context, env: Environment, duration: timedelta | None) 
     )
 
 
+async def diagnose(ctx: Context, env: Environment) -> None:
+    """Open to everyone, like /health; seconds to a minute of SSH: the long lane."""
+    await ctx.ack()
+    services = ctx.services
+    ctx.hand_off(
+        lambda: report_diagnosis(
+            ctx.conversation,
+            services.config,
+            services.health,
+            services.store,
+            env,
+            requested_by=ctx.user_id,
+        ),
+        lane="long",
+    )
+
+
+async def logs(ctx: Context, env: Environment, query: LogQuery) -> None:
+    await ctx.ack()
+    ctx.hand_off(
+        lambda: report_logs(ctx.conversation, env, ctx.config.ssh, query, requested_by=ctx.user_id),
+        lane="long",
+    )
+
+
 async def report(ctx: Context, builds: int) -> None:
     await ctx.ack()
     ctx.hand_off(
@@ -218,6 +309,18 @@ async def report(ctx: Context, builds: int) -> None:
         "build time, test pass rate and cache hit rate of the last N builds "
         f"(default {DEFAULT_BUILDS}, at most {MAX_BUILDS}), with a chart",
     ),
+    Usage(
+        "/health <env> diagnose",
+        "the runbook's Troubleshooting on every host: the service's process, who holds its "
+        "port, healthz from the host itself, log errors by type, disk, memory, load; a verdict "
+        "naming the runbook's common issue, with Logs and Roll back buttons",
+    ),
+    Usage(
+        "/health <env> logs [errors|warnings] [N] [matching <text>]",
+        f"the last N lines of the log on every host (default {DEFAULT_LINES}, at most "
+        f"{MAX_LINES:,}), or only errors or warnings, or only lines containing the text "
+        "(literally); counts by type; long answers as a file in the thread",
+    ),
     Usage("/health help", "show this help"),
 )
 async def health(ctx: Context) -> None:
@@ -230,7 +333,10 @@ async def health(ctx: Context) -> None:
     words = text.split()
     if words == ["help"]:
         return await ctx.answer_help()
-    request = parse(words, ctx.config)
+    if len(words) >= 2 and words[1].lower() == "logs":
+        request: HealthRequest | str = parse_logs(text, ctx.config)
+    else:
+        request = parse(words, ctx.config)
     if isinstance(request, str):
         return await ctx.answer_usage(request)
     if isinstance(request, CheckRequest):
@@ -239,6 +345,10 @@ async def health(ctx: Context) -> None:
         return await watch(ctx, request.env, request.duration)
     if isinstance(request, ResourcesRequest):
         return await resources(ctx, request.env, request.duration)
+    if isinstance(request, DiagnoseRequest):
+        return await diagnose(ctx, request.env)
+    if isinstance(request, LogsRequest):
+        return await logs(ctx, request.env, request.query)
     await report(ctx, request.builds)
 
 
@@ -260,3 +370,28 @@ async def stop_watch(ctx: Context) -> None:
         return await ctx.answer_usage("That watch has already ended.")
     await ctx.ack()
     ctx.result = f"stopped the {stopped.kind} watch of {stopped.environment}"
+
+
+def _button_environment(ctx: Context) -> Environment | str:
+    env = ctx.config.environments.get(ctx.request.value)
+    if env is None:  # the config changed since the diagnosis was posted
+        return f"{echo(ctx.request.value)} is no longer an environment in the config."
+    return env
+
+
+@action(LOGS_ACTION)
+async def diagnosis_logs(ctx: Context) -> None:
+    """A diagnosis's Logs button: `/health <env> logs errors`, posted in the same channel."""
+    env = _button_environment(ctx)
+    if isinstance(env, str):
+        return await ctx.answer_usage(env)
+    await logs(ctx, env, LogQuery(Which.ERRORS))
+
+
+@action(ROLL_BACK_ACTION)
+async def diagnosis_roll_back(ctx: Context) -> None:
+    """A diagnosis's Roll back button: exactly `/rollback <env>` (deployers; approval)."""
+    env = _button_environment(ctx)
+    if isinstance(env, str):
+        return await ctx.answer_usage(env)
+    await roll_back(ctx, env, None)

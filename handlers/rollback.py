@@ -3,14 +3,13 @@ manual backups."""
 
 from __future__ import annotations
 
-from bot.runbook.changes.rollback_plan import parse_target
+from bot.config import Environment
+from bot.runbook.changes.rollback_plan import Named, parse_target
 from bot.slack import blocks
 from bot.slack.access import Usage
 from bot.slack.blocks import echo
-from bot.slack.changes import rollbacks
-from bot.slack.dispatch import Context, command, timer
-from bot.slack.services import Services
-from bot.store import Timer
+from bot.slack.changes.rollback import backup, listing, rollback_to
+from bot.slack.dispatch import Context, command
 from handlers.deploy import environment
 
 MAX_TEXT = 200  # longer than any valid /rollback text: an environment and a backup name
@@ -53,12 +52,12 @@ async def rollback(ctx: Context) -> None:
         services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
         if sub == "list":
             await ctx.ack()
-            ctx.hand_off(lambda: rollbacks.listing(services, env, conversation))
+            ctx.hand_off(lambda: listing(services, env, conversation))
             return
         if not ctx.may("deployers"):
             return await ctx.deny("Only deployers (access.deployers) may take backups.")
         await ctx.ack()
-        ctx.hand_off(lambda: rollbacks.backup(services, env, user, conversation), lane="long")
+        ctx.hand_off(lambda: backup(services, env, user, conversation), lane="long")
         return
     env = environment(words[0], ctx.config)
     if isinstance(env, str):
@@ -74,6 +73,12 @@ async def rollback(ctx: Context) -> None:
                 f"backup of {env.name} (eventmesh-backup-{env.name}-20261127T115959Z.tar.gz, "
                 f"or just 20261127T115959Z). `/rollback list {env.name}` shows them."
             )
+    await roll_back(ctx, env, choice)
+
+
+async def roll_back(ctx: Context, env: Environment, choice: Named | None) -> None:
+    """`/rollback <env> [<id>]` once parsed, and every button that means the same (a
+    diagnosis's Roll back): deployers only, production through an approver."""
     if not ctx.may("deployers"):
         return await ctx.deny("Only deployers (access.deployers in the config) may roll back.")
     if env.requires_approval:
@@ -86,11 +91,4 @@ async def rollback(ctx: Context) -> None:
     else:
         await ctx.ack()
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
-    ctx.hand_off(
-        lambda: rollbacks.rollback_to(services, env, choice, user, conversation), lane="long"
-    )
-
-
-@timer(rollbacks.FOLLOWUP_TIMER)
-async def followup(services: Services, due: Timer) -> None:
-    await rollbacks.followup_tick(services, due)
+    ctx.hand_off(lambda: rollback_to(services, env, choice, user, conversation), lane="long")

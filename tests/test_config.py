@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "tests" / "fixtures" / "eventmesh.example.yml"
 DEFAULT = REPO / "config" / "eventmesh.yml"
 EXAMPLE_TEXT = EXAMPLE.read_text(encoding="utf-8")
+DEV_LINE = EXAMPLE_TEXT.splitlines().index("  dev:") + 1
+STAGING_LINE = EXAMPLE_TEXT.splitlines().index("  staging:") + 1
 MINIMAL = "environments:\n  local: {base_url: 'http://localhost:8080', transport: local}\n"
 
 
@@ -113,6 +115,34 @@ def test_example_loads_with_its_values() -> None:
     assert config.ci.repository == "eventmesh/eventmesh"
 
 
+def test_the_diagnosis_keys_and_their_defaults(tmp_path: Path) -> None:
+    config = load_config(EXAMPLE)
+    local, staging = config.environment("local"), config.environment("staging")
+    assert (staging.deploy.process, staging.deploy.log_file) == (
+        "riptide",
+        "/var/log/eventmesh/api.log",
+    )
+    assert (local.deploy.process, local.deploy.log_file) == (
+        "demo-service",
+        "./data/local/log/api.log",
+    )
+    assert config.diagnose.log_lines == 2000
+    # The example as it was before these keys (the shared copy): their defaults, and {env}.
+    lines = EXAMPLE_TEXT.split("\n")
+    before = "\n".join(
+        line
+        for line in lines
+        if not line.lstrip().startswith(("process:", "log_file:", "diagnose:", "log_lines:"))
+    )
+    before = before.replace(
+        "  auto_rollback: true\n", "  auto_rollback: true\n  log_file: /var/log/{env}.log\n"
+    )
+    older = load_config(write(tmp_path, before))
+    assert older.environment("local").deploy.process == "riptide"
+    assert older.environment("staging").deploy.log_file == "/var/log/staging.log"
+    assert older.diagnose.log_lines == 2000
+
+
 def test_default_config_has_the_runbook_environments() -> None:
     config = load_config(DEFAULT)
 
@@ -185,6 +215,21 @@ def test_environment_in_code_infers_ssh_from_hosts() -> None:
 # --- broken files: exactly one line each, naming the key and the problem --------------------
 
 BROKEN = {
+    "a process name over two lines": (
+        edited("  staging:\n", '  staging:\n    process: "riptide\\napi"\n'),
+        "environments.staging.process",
+        ["is not a process name"],
+    ),
+    "a log file that is a folder": (
+        edited("  staging:\n", "  staging:\n    log_file: /var/log/eventmesh/\n"),
+        "environments.staging.log_file",
+        ["is not a file path"],
+    ),
+    "too many log lines to read": (
+        edited("  log_lines: 2000", "  log_lines: 50000"),
+        "diagnose.log_lines",
+        ["at most 10000"],
+    ),
     "unknown key in an environment": (
         edited("  staging:\n", "  staging:\n    hostz: [deploy@x]\n"),
         "environments.staging.hostz",
@@ -372,12 +417,12 @@ BROKEN = {
     "YAML syntax error": (
         edited("  dev:\n", "  dev\n"),
         "",
-        ["YAML error at line 43", "could not find expected ':'"],
+        [f"YAML error at line {DEV_LINE + 1}", "could not find expected ':'"],  # after it
     ),
     "duplicate key": (
         edited("  staging:\n", "  dev:\n"),
         "",
-        ["line 46", "duplicate key 'dev'"],
+        [f"line {STAGING_LINE}", "duplicate key 'dev'"],
     ),
 }
 
@@ -430,7 +475,8 @@ def test_every_problem_of_a_file_gets_its_own_line(tmp_path: Path) -> None:
             "hosts, requires_approval, check_interval, workdir, build, test, artifacts, "
             "version, install_dir, backup_dir, keep_backups, stop, start, restart, "
             "verify_timeout, auto_rollback, keep_releases, smoke, verify_interval, "
-            "approval_timeout, watch_for, lock_reminder, followup_every, followup_for)",
+            "approval_timeout, watch_for, lock_reminder, followup_every, followup_for, process, "
+            "log_file)",
             "environments.staging.keep_backups: must be at least 1 (got 0)",
             "thresholds.cpu_percent.critical: required key is missing",
         ]

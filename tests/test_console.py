@@ -8,11 +8,13 @@ import shutil
 import sys
 from pathlib import Path
 
+import httpx
 import pexpect
 import pytest
 
 from tests.conftest import REPO, DemoService, clean_env, free_port, write_config
 from tests.support.alerts import alerts_config
+from tests.support.diagnose_env import wait_gone
 from tests.support.health_reports import png_size
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("eventmesh-bot")
@@ -306,3 +308,30 @@ def test_the_prompt_names_you_and_as_runs_one_command_as_someone_else(tmp_path: 
     child.expect_exact(f"U0APPROVER1 {PROMPT}")
     child.sendline("exit")
     left(child)
+
+
+def test_the_embedded_default_diagnoses_its_crashed_demo_service(tmp_path: Path) -> None:
+    """The console's own demo service, crashed by its fault: /health local diagnose says so.
+
+    The log's path is made absolute (it is in the service's command line, which is how the
+    diagnosis finds the process): other consoles on this machine use the relative one."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    config = tmp_path / "config" / "eventmesh.yml"
+    log = str(tmp_path / "data" / "local" / "log" / "api.log")
+    config.write_text(config.read_text().replace("data/local/log/api.log", log))
+    child = spawn_console(tmp_path)
+    state = json.loads((tmp_path / "data" / "local" / "service.json").read_text())
+    faults = f"http://127.0.0.1:{state['port']}/admin/faults"
+    httpx.post(faults, json={"crash": True}, timeout=10).raise_for_status()
+    wait_gone(state["pid"])
+
+    child.sendline("/health local diagnose")
+    child.expect(r"\[\d+\] Logs   \[\d+\] Roll back")
+    text = plain(child.before)
+    assert "Service crashed →" in text and "is not running on local" in text
+    assert "panicked at 'injected crash (POST /admin/faults)'" in text
+    child.expect_exact(PROMPT)
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import socket
 import subprocess
@@ -14,11 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
 
 from bot.demo.service import create_demo_app, find_free_port, serve_demo
+from bot.demo.service_log import ServiceLog
 from tests.conftest import clean_env, start_demo, stop_process
+from tests.support.diagnose_env import start_logged_service, wait_for_listener
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -394,3 +399,92 @@ def test_cli_entry_point_on_a_busy_port_says_so_in_one_line() -> None:
         f"eventmesh-bot demo-service: cannot listen on {HOST}:{port}: Address already in use "
         "(choose another --port)"
     ]
+
+
+# --- faults that happen once: crash, another process on the port, lines in the log -------------
+
+
+def post_to(app: Starlette, body: object) -> httpx.Response:
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
+            return await http.post("/admin/faults", json=body)
+
+    return asyncio.run(post())
+
+
+def test_the_log_fault_writes_the_runbooks_format(tmp_path: Path) -> None:
+    log = ServiceLog(tmp_path / "log" / "api.log")
+    app = create_demo_app(log=log)
+    answer = post_to(
+        app,
+        {
+            "log": [
+                {"level": "error", "type": "ConnectionRefused", "count": 2},
+                {"level": "warn", "type": "SlowQuery", "message": "query took 2.3s"},
+                {"level": "panic"},
+            ]
+        },
+    )
+    assert answer.status_code == 200 and answer.json()["log_lines_written"] == 4
+    lines = log.path.read_text().splitlines()
+    pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (ERROR|WARN) riptide_api::\w+: \w+: .+"
+    assert all(re.fullmatch(pattern, line) for line in lines), lines
+    assert lines[0].split()[2:5] == ["ERROR", "riptide_api::store:", "ConnectionRefused:"]
+    assert lines[2].endswith("WARN riptide_api::store: SlowQuery: query took 2.3s")
+    assert lines[3].split()[2:5] == ["ERROR", "riptide_api::main:", "panic:"]
+
+
+def test_one_off_faults_are_checked_all_or_nothing(tmp_path: Path) -> None:
+    app = create_demo_app()  # embedded, no log file: it can neither exit nor log
+    answer = post_to(
+        app, {"latency_ms": 50, "crash": True, "log": [{"level": "error", "count": 0}]}
+    )
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert "cannot exit" in error and "log[0].count" in error
+    answer = post_to(app, {"hold_port": 0, "crash": "yes", "log": [{"level": "error"}]})
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert (
+        "hold_port must be a number of seconds" in error and "crash must be true or false" in error
+    )
+    assert "log needs a log file" in error
+
+    async def faults() -> dict[str, object]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
+            return (await http.get("/admin/faults")).json()
+
+    current = asyncio.run(faults())
+    assert current["latency_ms"] == 0 and "crash" not in current  # nothing was applied
+
+
+def test_crash_exits_like_a_panic_with_the_panic_in_its_log(tmp_path: Path) -> None:
+    service = start_logged_service(tmp_path)
+    try:
+        answer = service.set_faults(crash=True)
+        assert answer["exiting_with"] == 101
+        assert service.wait_exited() == 101
+    finally:
+        service.stop()
+    last = service.log_file.read_text().splitlines()[-1]
+    assert "ERROR riptide_api::main: panic: thread 'main' panicked at 'injected crash" in last
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{service.url}/healthz", timeout=2)
+
+
+def test_hold_port_hands_the_port_to_another_named_process(tmp_path: Path) -> None:
+    service = start_logged_service(tmp_path)
+    try:
+        holder = service.set_faults(hold_port=60)["holder_pid"]
+        assert service.wait_exited() == 1
+        wait_for_listener(service.port, holder)
+        assert psutil.Process(holder).name() == "port-holder"
+        # It takes connections and closes them: no answer to a health check.
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{service.url}/healthz", timeout=2)
+    finally:
+        service.stop()
+    assert not psutil.pid_exists(holder) or psutil.Process(holder).status() == "zombie"
+    assert "ERROR riptide_api::server: AddrInUse: cannot bind" in service.log_file.read_text()

@@ -19,7 +19,7 @@ import pytest
 
 from bot.config import Config
 from bot.runbook.changes import releases
-from bot.runbook.changes.deploy import DeployOptions, DeployRequest
+from bot.runbook.changes.deploy_request import DeployOptions, DeployRequest
 from bot.runbook.changes.progress import StepDone, StepFailed, StepPlanned
 from bot.transport import LocalTransport
 from tests.support.deploy_env import (

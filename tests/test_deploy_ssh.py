@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bot.config import Config
-from bot.runbook.changes.deploy import DeployOptions
+from bot.runbook.changes.deploy_request import DeployOptions
 from bot.runbook.changes.progress import StepDone, StepFailed
 from tests.support.deploy_env import DemoTarget, demo_target, run_deploy, tree_digest
 from tests.support.sshd import Sshd, free_port, keygen

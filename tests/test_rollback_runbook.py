@@ -25,9 +25,10 @@ import pytest
 
 from bot.config import Config
 from bot.runbook.changes import releases
+from bot.runbook.changes.backup import ManualBackup
 from bot.runbook.changes.progress import Finished, StepDone, StepFailed, StepSkipped
 from bot.runbook.changes.releases import Backup, HostState, Release
-from bot.runbook.changes.rollback import ManualBackup, missing_artifacts
+from bot.runbook.changes.rollback import missing_artifacts
 from bot.runbook.changes.rollback_plan import (
     HostView,
     Move,

@@ -10,7 +10,6 @@ one test process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -20,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
 import psutil
@@ -28,12 +28,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.demo.breakage import Breakage, split_breakage, start_port_holder
+from bot.demo.service_log import LogLine, ServiceLog
 from bot.webserver import bind, embedded_server
 
 logger = logging.getLogger(__name__)
@@ -356,13 +359,68 @@ class _FaultInjection:
             )
 
 
+class _FaultsPost:
+    """POST /admin/faults: the lasting faults, and the one-off ones (bot/demo/breakage.py),
+    all checked before any is applied."""
+
+    def __init__(
+        self, state: _DemoState, log: ServiceLog | None, on_exit: Callable[[int], None] | None
+    ) -> None:
+        self.state = state
+        self.log = log
+        self.on_exit = on_exit
+
+    async def post(self, request: Request) -> Response:
+        try:
+            changes = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "body must be JSON"}, status_code=400)
+        if not isinstance(changes, dict):
+            return JSONResponse({"error": "faults must be a JSON object"}, status_code=400)
+        once, lasting, problems = split_breakage(
+            changes, can_exit=self.on_exit is not None, has_log=self.log is not None
+        )
+        try:
+            faults = self.state.faults.merged(lasting)
+        except FaultError as exc:
+            problems.insert(0, str(exc).removeprefix("invalid faults: "))
+        if problems:
+            return JSONResponse({"error": "invalid faults: " + "; ".join(problems)}, 400)
+        self.state.set_faults(faults)
+        return await self._break(request, once, asdict(faults))
+
+    async def _break(self, request: Request, once: Breakage, answer: dict[str, Any]) -> Response:
+        """Write the requested lines, then start ending the service if asked to."""
+        log = self.log
+        if once.log and log is not None:
+            answer["log_lines_written"] = await asyncio.to_thread(log.write, once.requested_lines())
+        status = once.exit_status
+        if status is None or self.on_exit is None:
+            return JSONResponse(answer)
+        host, port = request.scope["server"]
+        if once.hold_port_s is not None:
+            answer["holder_pid"] = start_port_holder(host, port, once.hold_port_s)
+        if log is not None:
+            await asyncio.to_thread(log.write, once.last_words(host, port))
+        answer["exiting_with"] = status
+        # After the answer is sent: the caller learns what happened, then the service goes.
+        return JSONResponse(answer, background=BackgroundTask(self.on_exit, status))
+
+
 def create_demo_app(
-    version: str = "0.1.0", *, clock: Callable[[], float] = time.monotonic, broken: bool = False
+    version: str = "0.1.0",
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    broken: bool = False,
+    log: ServiceLog | None = None,
+    on_exit: Callable[[int], None] | None = None,
 ) -> Starlette:
     """A fresh service with its own state and metrics registry.
 
     `clock` (monotonic seconds) drives uptime and request durations, so tests can set it.
     `broken` starts it with a critical component down (healthz 503), as a bad release would.
+    `log` is its log file (the `log` fault writes there); `on_exit(status)` ends the service
+    (the `crash` and `hold_port` faults: bot/demo/breakage.py), after the answer is sent.
     """
     state = _DemoState(version, clock, broken)
 
@@ -409,17 +467,6 @@ def create_demo_app(
     async def get_faults(request: Request) -> Response:
         return JSONResponse(asdict(state.faults))
 
-    async def post_faults(request: Request) -> Response:
-        try:
-            changes = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "body must be JSON"}, status_code=400)
-        try:
-            state.set_faults(state.faults.merged(changes))
-        except FaultError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(asdict(state.faults))
-
     async def delete_faults(request: Request) -> Response:
         state.set_faults(state.baseline)
         return JSONResponse(asdict(state.faults))
@@ -439,7 +486,7 @@ def create_demo_app(
             Route("/api/v1/status", api_status, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/admin/faults", get_faults, methods=["GET"]),
-            Route("/admin/faults", post_faults, methods=["POST"]),
+            Route("/admin/faults", _FaultsPost(state, log, on_exit).post, methods=["POST"]),
             Route("/admin/faults", delete_faults, methods=["DELETE"]),
             Route("/admin/requests", get_requests, methods=["GET"]),
             Route("/admin/requests", delete_requests, methods=["DELETE"]),
@@ -455,23 +502,42 @@ async def serve_demo(
     *,
     ready: asyncio.Event | None = None,
     broken: bool = False,
-) -> None:
-    """Serve a demo service in the running event loop until cancelled.
+    log_file: Path | None = None,
+) -> int | None:
+    """Serve a demo service in the running event loop until cancelled, or until a fault ends it.
 
     Sets `ready` once it accepts connections. A port already in use raises OSError.
     Cancelling it stops accepting, lets requests in flight finish (at most
-    _SHUTDOWN_GRACE_SECONDS) and then re-raises the cancellation.
+    _SHUTDOWN_GRACE_SECONDS) and then re-raises the cancellation. A `crash` or `hold_port`
+    fault stops it the same way, and the exit status it asked for is returned.
     """
     sock = bind(host, port)
+    log = ServiceLog(log_file) if log_file is not None else None
+    ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def end(status: int) -> None:
+        if not ended.done():
+            ended.set_result(status)
+
     server = embedded_server(
-        create_demo_app(version, broken=broken),
+        create_demo_app(version, broken=broken, log=log, on_exit=end),
         ready=ready,
         graceful_shutdown_s=_SHUTDOWN_GRACE_SECONDS,
     )
     serving = asyncio.create_task(server.serve(sockets=[sock]))
-    logger.info("demo EventMesh service %s listening on %s", version, sock.getsockname()[:2])
+    address = sock.getsockname()[:2]
+    logger.info("demo EventMesh service %s listening on %s", version, address)
+    if log is not None:
+        started = LogLine(
+            "INFO", "server", "Listening", f"on {address[0]}:{address[1]} (v{version})"
+        )
+        await asyncio.to_thread(log.write, [started])
     try:
-        await asyncio.shield(serving)
+        await asyncio.wait([serving, ended], return_when=asyncio.FIRST_COMPLETED)
+        if ended.done():
+            server.should_exit = True  # stops accepting at once, then lets the answer go out
+        await serving
+        return ended.result() if ended.done() else None
     except asyncio.CancelledError:
         server.should_exit = True
         await serving
@@ -480,21 +546,28 @@ async def serve_demo(
         sock.close()
 
 
-def run_demo_service(host: str, port: int, version: str, *, broken: bool = False) -> None:
-    """Serve until Ctrl-C or SIGTERM, both a normal exit, for `eventmesh-bot demo-service`."""
+def run_demo_service(
+    host: str, port: int, version: str, *, broken: bool = False, log_file: Path | None = None
+) -> int:
+    """Serve until Ctrl-C or SIGTERM (exit status 0), for `eventmesh-bot demo-service`, or
+    until a `crash` or `hold_port` fault ends it (their status)."""
 
-    async def serve_until_signalled() -> None:
+    async def serve_until_signalled() -> int:
         # Everything imported so far lives as long as the process: out of the collector's
         # sight, a full collection no longer stalls requests for tens of milliseconds.
         gc.freeze()
-        serving = asyncio.create_task(serve_demo(host, port, version, broken=broken))
+        serving = asyncio.create_task(
+            serve_demo(host, port, version, broken=broken, log_file=log_file)
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, serving.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
+        try:
+            return await serving or 0
+        except asyncio.CancelledError:
+            return 0
 
-    asyncio.run(serve_until_signalled())
+    return asyncio.run(serve_until_signalled())
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:

@@ -1,8 +1,10 @@
 """A tiny service manager for the demo EventMesh service: the embedded default's systemctl.
 
     python -m bot.demo.supervise start   --install-dir DIR --state FILE [--port N] [--host H]
+                                         [--log-file LOG]
     python -m bot.demo.supervise stop    --state FILE
     python -m bot.demo.supervise restart --install-dir DIR --state FILE [--port N] [--host H]
+                                         [--log-file LOG]
     python -m bot.demo.supervise status  --state FILE
 
 `start` runs `<install-dir>/bin/eventmesh-api` — whatever release the `current` link points at
@@ -10,6 +12,7 @@
 at once, like `systemctl start`: whether the service came up healthy is for the caller to
 verify. The port is kept in FILE, so a restart serves on the same one; the first start takes
 --port, or a free port when that one is busy. `stop` sends SIGTERM, then SIGKILL after 10 s.
+--log-file is handed to the service: its log, in the runbook's format (/health diagnose, logs).
 """
 
 from __future__ import annotations
@@ -96,7 +99,9 @@ def _choose_port(host: str, recorded: int | None, wanted: int) -> int:
         sock.close()
 
 
-def start(state_file: Path, install_dir: Path, host: str, port: int) -> str:
+def start(
+    state_file: Path, install_dir: Path, host: str, port: int, log_file: Path | None = None
+) -> str:
     state = ServiceState.read(state_file)
     if running(state.pid):
         return f"already running (pid {state.pid}) on {state.url}"
@@ -106,9 +111,10 @@ def start(state_file: Path, install_dir: Path, host: str, port: int) -> str:
     chosen = _choose_port(host, state.port, port)
     log = state_file.with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
+    log_args = ["--log-file", str(log_file)] if log_file is not None else []
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [str(launcher), "--host", host, "--port", str(chosen)],
+            [str(launcher), "--host", host, "--port", str(chosen), *log_args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -143,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--install-dir", type=Path, help="serve <install-dir>/bin/eventmesh-api")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--log-file", type=Path, help="the service's own log")
     args = parser.parse_args(argv)
     if args.action in ("start", "restart") and args.install_dir is None:
         parser.error(f"{args.action} needs --install-dir")
@@ -155,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.action in ("stop", "restart"):
             print(stop(args.state))
         if args.action in ("start", "restart"):
-            print(start(args.state, args.install_dir, args.host, args.port))
+            print(start(args.state, args.install_dir, args.host, args.port, args.log_file))
     except (OSError, PortInUse) as exc:
         print(f"{args.action}: {exc}", file=sys.stderr)
         return 1

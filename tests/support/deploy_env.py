@@ -27,7 +27,8 @@ from typing import Any
 import httpx
 
 from bot.config import Config, Environment
-from bot.runbook.changes.deploy import Deploy, DeployOptions, DeployRequest
+from bot.runbook.changes.deploy import Deploy
+from bot.runbook.changes.deploy_request import DeployOptions, DeployRequest
 from bot.runbook.changes.progress import Event, Finished, Outcome, StepDone, StepSkipped
 from bot.runbook.changes.releases import backup_name
 from bot.runbook.changes.rollback import Rollback

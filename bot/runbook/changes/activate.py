@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from bot.clock import Clock, utc_now
 from bot.config import Config, Environment
 from bot.runbook.changes import releases
-from bot.runbook.changes.progress import StepFailed, redact, tail
+from bot.runbook.changes.progress import StepFailed, shown_output
 from bot.runbook.changes.releases import Layout, RemoteCommandFailed
 from bot.runbook.health.probe import Prober
 from bot.transport.base import CommandResult, Shell, Transport, TransportError
@@ -29,6 +29,15 @@ def show_version(version: str | None) -> str:
     if not version:
         return "an unknown version"
     return version if version[:1] in "vV" else f"v{version}"
+
+
+def reports_other_version(reported: str | None, expected: str | None) -> str | None:
+    """Why a service is not on the version it should be ('it reports v1.4.1, not v1.4.2'), or
+    None when it is, or when either is unknown. The one wording of that rule, wherever a
+    check compares (verifying a switch, the checks after a change)."""
+    if reported is None or expected is None or reported == expected:
+        return None
+    return f"it reports {show_version(reported)}, not {show_version(expected)}"
 
 
 def one_line(exc: BaseException) -> str:
@@ -100,10 +109,9 @@ def judge(
     if reported is None:
         return Verdict(True, "healthy")
     version = str(reported)
-    if expect is not None and version != expect:
-        return Verdict(
-            False, f"it reports {show_version(version)}, not {show_version(expect)}", version
-        )
+    other = reports_other_version(version, expect)
+    if other is not None:
+        return Verdict(False, other, version)
     # None among the accepted means a version nobody knows (a hand-made install): any will do.
     accepted = set(accept)
     if expect is None and accepted and None not in accepted and version not in accepted:
@@ -133,7 +141,7 @@ class Activator:
 
     def output(self, result: CommandResult) -> str:
         """The last lines of a command's output, as they may be shown (secrets redacted)."""
-        return redact(tail(result.tail(40)), self.secrets)
+        return shown_output(result, self.secrets)
 
     async def activate(
         self,

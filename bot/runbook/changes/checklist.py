@@ -1,8 +1,9 @@
-"""The runbook's Pre-Deployment Checklist, for an approval request.
+"""What an approver reads before approving: the checklist of an approval request.
 
-The items the bot can check are checked (CI green, tests run, a backup planned, a release
-or backup to roll back to on every host); the rest are listed for the approver, who
-confirms them by approving.
+A deploy's is the runbook's Pre-Deployment Checklist: the items the bot can check are
+checked (CI green, tests run, a backup planned, a release or backup to roll back to on every
+host); the rest are listed for the approver, who confirms them by approving. A rollback's is
+its plan, host by host: what each runs now and what it goes back to.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from bot.config import Config
 from bot.runbook.changes import releases
 from bot.runbook.changes.activate import one_line, show_version
 from bot.runbook.changes.ci import CiClient, CiError
-from bot.runbook.changes.deploy import MAX_PARALLEL_HOSTS, DeployRequest, OpenHosts
+from bot.runbook.changes.deploy_request import DeployRequest
+from bot.runbook.changes.procedure import MAX_PARALLEL_HOSTS, OpenHosts
 from bot.runbook.changes.releases import HostState, Layout, RemoteCommandFailed
+from bot.runbook.changes.rollback_plan import Move, RollbackPlan
 from bot.transport.base import Transport, TransportError
 
 # RUNBOOK.md "Pre-Deployment Checklist", in its order; the bot checks the first and the
@@ -122,3 +125,22 @@ async def _rollback_plan(request: DeployRequest, open_hosts: OpenHosts) -> Check
         what = "its current release"
     backup = "" if request.options.no_backup else ", and a backup is taken first"
     return ChecklistItem(label, "passed", f"every host has {what} to switch back to{backup}")
+
+
+def rollback_checklist(plan: RollbackPlan) -> list[ChecklistItem]:
+    """Every host of a rollback: what it runs, and what it goes back to (and how)."""
+    return [
+        ChecklistItem(
+            move.host,
+            "passed",
+            f"runs {_ran(move)} → {plan.to_text}"
+            + (" (restored into a new release)" if move.backup else " (an instant switch)"),
+        )
+        for move in plan.moves
+    ] + [ChecklistItem(host, "passed", "already runs it: left as is") for host in plan.staying]
+
+
+def _ran(move: Move) -> str:
+    if move.current_version:
+        return show_version(move.current_version)
+    return f"release {move.current}" if move.current else "a hand-made install"

@@ -73,12 +73,12 @@ class CiClient:
 
     def runs_url(self, branch: str) -> str:
         return (
-            f"{self._repo_url}/actions/workflows/{quote(self.settings.workflow, safe='')}/runs"
+            f"{self.repo_url}/actions/workflows/{quote(self.settings.workflow, safe='')}/runs"
             f"?branch={quote(branch, safe='')}&per_page={RUNS_SHOWN}"
         )
 
     @property
-    def _repo_url(self) -> str:
+    def repo_url(self) -> str:
         return f"{self.settings.api_url}/repos/{self.settings.repository}"
 
     async def _get(self, url: str) -> Any:
@@ -114,7 +114,7 @@ class CiClient:
             raise CiError("GitHub answered something that is not JSON") from None
 
     async def default_branch(self) -> str:
-        repo = await self._get(self._repo_url)
+        repo = await self._get(self.repo_url)
         branch = repo.get("default_branch") if isinstance(repo, dict) else None
         if not isinstance(branch, str) or not branch:
             repository = self.settings.repository

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from bot.store import Store, StoreError
+from bot.transport.base import CommandResult
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 def tail(text: str, lines: int = OUTPUT_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def shown_output(result: CommandResult, secrets: Iterable[str] = ()) -> str:
+    """The last lines of a command's output, as they may be shown (secrets redacted)."""
+    return redact(tail(result.tail(40)), secrets)
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,30 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.state in ("succeeded", "planned")
+
+    @classmethod
+    def of(
+        cls,
+        state: str,
+        summary: str,
+        failure: StepFailed | None = None,
+        *,
+        version: str | None = None,
+        seconds: float = 0.0,
+        hosts: dict[str, dict[str, object]] | None = None,
+    ) -> Outcome:
+        """An outcome, with the failing step's where, what and output when there is one."""
+        return cls(
+            state=state,
+            summary=summary,
+            version=version,
+            failed_step=failure.step if failure else None,
+            failed_host=(failure.host or None) if failure else None,
+            error=failure.error if failure else None,
+            output=failure.output if failure else "",
+            seconds=seconds,
+            hosts=hosts or {},
+        )
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""The runbook's Rollback Procedures (Quick Rollback, Rollback Checklist) and Manual Backups.
+"""The runbook's Rollback Procedures (Quick Rollback, Rollback Checklist); Manual Backups are
+backup.py's.
 
-    plan (bot/runbook/rollback_plan.py) → [approval] → lock → Rollback.run():
+    plan (rollback_plan.py) → [approval] → lock → Rollback.run():
       lock → reach the hosts (does the plan still hold?) → restore the backup (every host,
       up to 5 at once) → check the files → one host at a time: stop → switch → start →
       health checks → unlock
@@ -18,17 +19,16 @@ Where this departs from the runbook's Quick Rollback, and why:
 - A failure stops the rollback at that host: nothing more is changed, and the outcome says
   which host runs which version. Opening an incident for it is the Slack side's (it pages).
 
-Every remote command is an argv list or a constant script (bot/runbook/releases.py).
+Every remote command is an argv list or a constant script (releases.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import logging
 import posixpath
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from bot.clock import Clock, utc_now
@@ -39,12 +39,20 @@ from bot.runbook.changes.activate import (
     Activator,
     Clocked,
     human_duration,
-    human_size,
     one_line,
     short,
     show_version,
 )
-from bot.runbook.changes.deploy import OpenHosts, StepError, each_host
+from bot.runbook.changes.procedure import (
+    OpenHosts,
+    StepError,
+    each_host,
+    locked,
+    mark_bad,
+    remove_release,
+    unlocked,
+    write_log,
+)
 from bot.runbook.changes.progress import (
     Event,
     Finished,
@@ -55,13 +63,11 @@ from bot.runbook.changes.progress import (
     StepSkipped,
     StepStarted,
     VersionKnown,
-    redact,
-    tail,
 )
-from bot.runbook.changes.releases import Backup, Layout, RemoteCommandFailed
+from bot.runbook.changes.releases import Layout, RemoteCommandFailed
 from bot.runbook.changes.rollback_plan import Move, RollbackPlan, hosts_text, look, still_holds
 from bot.runbook.health.probe import Prober
-from bot.transport.base import CommandResult, Shell, Transport, TransportError
+from bot.transport.base import Shell, Transport, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +88,21 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("incident", "Incident record"),
 )
 AFTER_RUN = ("followup", "notify", "incident")
-BACKUP_STEPS: tuple[tuple[str, str], ...] = (
-    ("lock", "Lock"),
-    ("backup", "Back up"),
-    ("unlock", "Unlock"),
-)
-TITLES = dict((*STEPS, *BACKUP_STEPS))
+TITLES = dict(STEPS)
 
 
 HostFate = Literal[
     "untouched", "stop_failed", "switch_failed", "start_failed", "unhealthy", "rolled_back"
 ]
+
+
+def steps_to_run(plan: RollbackPlan) -> list[str]:
+    """What an approver approves: the titles of the steps this rollback will run."""
+    return [
+        title
+        for key, title in STEPS
+        if key not in ("lock", "unlock") and not (key == "restore" and plan.kind == "release")
+    ]
 
 
 def artifact_names(env: Environment) -> list[str]:
@@ -150,7 +160,7 @@ class Rollback:
     # --- the procedure ---------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[Event]:
-        yield StepDone("lock", detail=f"{self.env.name} is locked for this rollback")
+        yield locked(self.env.name, "rollback")
         yield HostsChanged(self.hosts())
         async with self.open_hosts(self.env) as hosts:
             async for event in self._run(hosts):
@@ -168,11 +178,10 @@ class Rollback:
                 "ask again",
             )
             yield failure
-            yield StepDone("unlock", detail=f"{self.env.name} is free again")
+            yield unlocked(self.env.name)
             yield Finished(self._untouched(failure))
             return
         hosts = [by_target[m.host] for m in self.plan.moves]
-        output = self.activator.output
         prepare = [
             ("hosts", hosts, self._check_plan),
             ("restore", [h for h in hosts if self._needs_restore(h)], self._restore),
@@ -187,11 +196,11 @@ class Rollback:
                 )
                 continue
             try:
-                async for event in each_host(step, on, work, output=output):
+                async for event in each_host(step, on, work):
                     yield event
             except StepError as failure:
                 await self._remove_restored(hosts)
-                yield StepDone("unlock", detail=f"{self.env.name} is free again")
+                yield unlocked(self.env.name)
                 yield Finished(self._untouched(failure.event))
                 return
         for index, host in enumerate(hosts):
@@ -204,7 +213,7 @@ class Rollback:
                 await self._mark_bad(every_host, host, failure)
                 await self._remove_restored(hosts)
                 yield HostsChanged(self.hosts())
-                yield StepDone("unlock", detail=f"{self.env.name} is free again")
+                yield unlocked(self.env.name)
                 yield Finished(self._failed(failure))
                 return
         await self._prune(hosts)
@@ -212,7 +221,7 @@ class Rollback:
         if len(versions) == 1 and None not in versions:
             yield VersionKnown(str(versions.pop()))
         yield HostsChanged(self.hosts())
-        yield StepDone("unlock", detail=f"{self.env.name} is free again")
+        yield unlocked(self.env.name)
         yield Finished(self._succeeded())
 
     def _needs_restore(self, host: Transport) -> bool:
@@ -373,17 +382,9 @@ class Rollback:
 
     # --- the release log ---------------------------------------------------------------------
 
-    async def _log(self, host: Transport, event: dict[str, object]) -> None:
-        """A verdict in the host's release log; the switch is what matters, so a failure to
-        write it is logged, not fatal."""
-        try:
-            await releases.run_checked(host, [self.layout.log_command(event)])
-        except (TransportError, RemoteCommandFailed) as exc:
-            log.error("%s: release log not written (%s): %s", host.target, event["event"], exc)
-
     async def _record_verdicts(self, host: Transport, run: HostRun) -> None:
         assert run.release is not None
-        await self._log(host, releases.log_event("good", run.release, self.clock()))
+        await write_log(host, self.layout, releases.log_event("good", run.release, self.clock()))
         if run.current is None:
             return
         if self.plan.verdict == "bad":
@@ -394,7 +395,7 @@ class Rollback:
         else:
             reason = f"rolled back by {self.requested_by} to {self._target_of(run)}"
         event = releases.log_event(self.plan.verdict, run.current, self.clock(), reason=reason)
-        await self._log(host, event)
+        await write_log(host, self.layout, event)
 
     async def _mark_bad(
         self, every_host: Sequence[Transport], failed_on: Transport, failure: StepFailed
@@ -404,34 +405,29 @@ class Rollback:
         run = self.runs[failed_on.target]
         if run.fate not in ("start_failed", "unhealthy") or run.release is None:
             return
-        event = releases.log_event(
-            "bad",
-            run.release,
-            self.clock(),
-            reason=f"failed after a rollback by {self.requested_by}: {failure.error}",
-        )
-        if run.restored is not None:
-            await self._log(failed_on, event)
-            return
-        for host in every_host:
-            with contextlib.suppress(TransportError, RemoteCommandFailed):
-                state, _ = await releases.inspect(host, self.layout)
-                if state.release(run.release) is not None:
-                    await self._log(host, event)
+        having = [failed_on]
+        if run.restored is None:
+            having = [h for h in every_host if await self._has(h, run.release)]
+        reason = f"failed after a rollback by {self.requested_by}: {failure.error}"
+        await mark_bad(having, self.layout, run.release, self.clock(), reason)
+
+    async def _has(self, host: Transport, release_id: str) -> bool:
+        try:
+            state, _ = await releases.inspect(host, self.layout)
+        except (TransportError, RemoteCommandFailed):
+            return False
+        return state.release(release_id) is not None
 
     async def _remove_restored(self, hosts: Sequence[Transport]) -> None:
         """Releases unpacked for hosts this rollback never switched go again."""
         for host in hosts:
             run = self.runs[host.target]
-            if run.restored is None or run.fate not in ("untouched", "stop_failed"):
-                continue
-            try:
-                await releases.run_checked(
-                    host, [self.layout.remove_releases_command([run.restored])]
-                )
+            if (
+                run.restored is not None
+                and run.fate in ("untouched", "stop_failed")
+                and await remove_release(host, self.layout, run.restored)
+            ):
                 run.restored = None
-            except (TransportError, RemoteCommandFailed) as exc:
-                log.warning("could not remove unused %s on %s: %s", run.restored, host.target, exc)
 
     async def _prune(self, hosts: Sequence[Transport]) -> None:
         """Keep keep_releases per host; the release left is kept, so this can be undone."""
@@ -472,14 +468,11 @@ class Rollback:
 
     def _outcome(self, state: str, summary: str, failure: StepFailed | None = None) -> Outcome:
         versions = {r.version for r in self.runs.values()}
-        return Outcome(
-            state=state,
-            summary=summary,
+        return Outcome.of(
+            state,
+            summary,
+            failure,
             version=versions.pop() if len(versions) == 1 else None,
-            failed_step=failure.step if failure else None,
-            failed_host=(failure.host or None) if failure else None,
-            error=failure.error if failure else None,
-            output=failure.output if failure else "",
             seconds=self.clocked.seconds,
             hosts=self.hosts(),
         )
@@ -542,96 +535,3 @@ class Rollback:
                 verb = "run" + verb.removeprefix("runs") if verb.startswith("runs") else verb
             parts.append(f"{hosts_text(hosts)} {verb}" + (f", {how}" if how else ""))
         return "; ".join(parts)
-
-
-def backup_title(environment: str) -> str:
-    return f"Back up {environment}"
-
-
-# --- /rollback backup ---------------------------------------------------------------------
-
-
-@dataclass
-class ManualBackup:
-    """The runbook's Manual Backups: archive what runs now on every host, then prune to
-    keep_backups, named and pruned exactly as /deploy's backups are."""
-
-    env: Environment
-    open_hosts: OpenHosts
-    clock: Clock = utc_now
-    taken: dict[str, Backup | None] = field(default_factory=dict)
-    versions: set[str | None] = field(default_factory=set)
-    removed: int = 0
-
-    async def run(self) -> AsyncIterator[Event]:
-        clocked = Clocked()
-        layout = Layout.of(self.env)
-        name = self.env.name
-        yield StepDone("lock", detail=f"{name} is locked for this backup")
-        taken_at = self.clock()  # one name on every host: one backup of the environment
-
-        async def back_up(host: Transport) -> str:
-            state, _ = await releases.inspect(host, layout)
-            backup, removed = await releases.take_backup(host, layout, state, taken_at)
-            self.taken[host.target] = backup
-            if backup is None:
-                return "nothing installed on this host: nothing to back up"
-            current = state.current_release
-            self.versions.add(current.version if current else None)
-            self.removed += len(removed)
-            what = (
-                show_version(current.version)
-                if current and current.version
-                else ("the hand-made bin/" if state.needs_adoption else "the current release")
-            )
-            pruned = f"; {len(removed)} old removed (keep_backups {layout.keep_backups})"
-            size = human_size(backup.size)
-            return f"{backup.name} ({size}) of {what}{pruned if removed else ''}"
-
-        async with self.open_hosts(self.env) as hosts:
-            try:
-                async for event in each_host("backup", hosts, back_up, output=_output):
-                    yield event
-            except StepError as failure:
-                yield StepDone("unlock", detail=f"{name} is free again")
-                event = failure.event
-                summary = f"Backup of {name} failed on {event.host}: {event.error}"
-                made = [t for t, b in self.taken.items() if b is not None]
-                if made:
-                    summary += f" ({hosts_text(made)} did get it)"
-                yield Finished(
-                    Outcome(
-                        "failed",
-                        summary + ".",
-                        failed_step="backup",
-                        failed_host=event.host,
-                        error=event.error,
-                        output=event.output,
-                        seconds=clocked.seconds,
-                    )
-                )
-                return
-        yield StepDone("unlock", detail=f"{name} is free again")
-        made = [b for b in self.taken.values() if b is not None]
-        if not made:
-            yield Finished(
-                Outcome(
-                    "failed",
-                    f"Nothing to back up on {name}: nothing is installed on its hosts yet.",
-                    seconds=clocked.seconds,
-                )
-            )
-            return
-        version = self.versions.pop() if len(self.versions) == 1 else None
-        if version is not None:
-            yield VersionKnown(version)
-        count = len(made)
-        of = f" of {show_version(version)}" if version else ""
-        summary = f"Backed up {name}{of}: {made[0].name} on {count} host{'s' if count != 1 else ''}"
-        if self.removed:
-            summary += f"; {self.removed} older archive(s) removed (keep_backups)"
-        yield Finished(Outcome("succeeded", summary + ".", version, seconds=clocked.seconds))
-
-
-def _output(result: CommandResult) -> str:
-    return redact(tail(result.tail(40)))

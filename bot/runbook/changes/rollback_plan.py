@@ -5,7 +5,7 @@
 Choosing is a pure function of what the hosts run and keep (`choose`, or `undo` for the deploy
 message's Roll back button). It happens before any lock or message, so a request that cannot
 run ("no such release", "nothing to roll back to") is answered at once and changes nothing.
-The Plan is pinned: an approver approves exactly it, and the run (bot/runbook/rollback.py)
+The Plan is pinned: an approver approves exactly it, and the run (rollback.py)
 refuses it if a host changed since (`still_holds`).
 
 - No id: the newest release on every host that ran and was neither marked bad nor rolled back
@@ -30,7 +30,7 @@ from typing import Literal
 from bot.config import Environment
 from bot.runbook.changes import releases
 from bot.runbook.changes.activate import one_line, show_version
-from bot.runbook.changes.deploy import MAX_PARALLEL_HOSTS, OpenHosts
+from bot.runbook.changes.procedure import MAX_PARALLEL_HOSTS, OpenHosts
 from bot.runbook.changes.releases import Backup, HostState, Layout, RemoteCommandFailed
 from bot.transport.base import Transport, TransportError
 
@@ -323,7 +323,7 @@ class RollbackPlan:
     moves: tuple[Move, ...]
     staying: tuple[str, ...] = ()  # hosts that already run the target
     # How the release left is marked: 'rolled_back' for /rollback, 'bad' when the deploy
-    # message's Roll back button undoes a deploy its watch saw fail.
+    # aftercare's Roll back button undoes a deploy whose checks saw it fail.
     verdict: Literal["rolled_back", "bad"] = "rolled_back"
     undoing: int | None = None  # that deploy's id
 
@@ -447,93 +447,107 @@ def choose(survey: Survey, choice: Named | None) -> RollbackPlan | RollbackRefus
     refused = _unreadable(survey)
     if refused is not None:
         return refused
-    views = survey.hosts
-    states = [v.state for v in views if v.state is not None]
+    states = [v.state for v in survey.hosts if v.state is not None]
     if not any(s.has_deployment for s in states):
         return RollbackRefused(
             f"Nothing is installed on {env} yet: there is nothing to roll back to."
         )
-    rows, backups = survey.releases(), survey.backups()
     listing = f"`/rollback list {env}` shows what each host has."
     if choice is None:
-        release = next(
-            (
-                r
-                for r in rows
-                if survey.everywhere(r)
-                and r.ran
-                and r.bad is None
-                and r.rolled_back is None
-                and len(r.current_on) < len(views)
-            ),
-            None,
-        )
-        if release is not None:
-            return _to_release(survey, release)
-        backup = next(
-            (
-                b
-                for b in backups
-                if survey.everywhere(b) and not b.bad and not survey.runs_already(b)
-            ),
-            None,
-        )
-        if backup is not None:
-            return _to_backup(survey, backup)
-        undo = next(
-            (r for r in rows if survey.everywhere(r) and r.rolled_back is not None and not r.bad),
-            None,
-        )
-        hint = (
-            f" Release {undo.id} was rolled back from: `/rollback {env} {undo.id}` goes back to it."
-            if undo is not None
-            else ""
-        )
-        return RollbackRefused(
-            f"Nothing to roll back to on {env}: no earlier release that ran (and was neither "
-            "marked bad nor rolled back from) is on every host, and no backup archive of "
-            f"something else is on every host.{hint} {listing}"
-        )
+        return _previous_good(survey, listing)
     if choice.kind == "release":
-        row = next((r for r in rows if r.id == choice.id), None)
-        if row is None:
-            return RollbackRefused(f"There is no release {choice.id} on {env}'s hosts. {listing}")
-        missing = [v.target for v in views if v.target not in row.on]
-        if missing:
-            return RollbackRefused(
-                f"Release {choice.id} is not on {hosts_text(missing)} (it is on "
-                f"{hosts_text(list(row.on))}): a rollback goes to the same release on every "
-                f"host. {listing}"
-            )
-        if row.bad is not None:
-            why = f": {row.bad}" if row.bad else ""
-            return RollbackRefused(
-                f"Release {choice.id} was marked bad{why}. A rollback never goes back to a "
-                "release that failed its health check."
-            )
-        if not row.ran:
-            return RollbackRefused(
-                f"Release {choice.id} never ran on {env} (a deploy unpacked it and stopped "
-                "before switching to it): it is no rollback target. Deploy its version instead."
-            )
-        if len(row.current_on) == len(views):
-            return RollbackRefused(f"{env} already runs release {choice.id} on every host.")
-        return _to_release(survey, row)
-    backup_row = next((b for b in backups if b.name == choice.id), None)
-    if backup_row is None:
-        return RollbackRefused(f"There is no backup {choice.id} on {env}'s hosts. {listing}")
-    missing = [v.target for v in views if v.target not in backup_row.on]
+        return _named_release(survey, choice.id, listing)
+    return _named_backup(survey, choice.id, listing)
+
+
+def _previous_good(survey: Survey, listing: str) -> RollbackPlan | RollbackRefused:
+    """No id: the newest release that ran and is good, else the newest usable backup."""
+    env, rows, views = survey.environment, survey.releases(), survey.hosts
+    release = next(
+        (
+            r
+            for r in rows
+            if survey.everywhere(r)
+            and r.ran
+            and r.bad is None
+            and r.rolled_back is None
+            and len(r.current_on) < len(views)
+        ),
+        None,
+    )
+    if release is not None:
+        return _to_release(survey, release)
+    backup = next(
+        (
+            b
+            for b in survey.backups()
+            if survey.everywhere(b) and not b.bad and not survey.runs_already(b)
+        ),
+        None,
+    )
+    if backup is not None:
+        return _to_backup(survey, backup)
+    undo = next(
+        (r for r in rows if survey.everywhere(r) and r.rolled_back is not None and not r.bad),
+        None,
+    )
+    hint = (
+        f" Release {undo.id} was rolled back from: `/rollback {env} {undo.id}` goes back to it."
+        if undo is not None
+        else ""
+    )
+    return RollbackRefused(
+        f"Nothing to roll back to on {env}: no earlier release that ran (and was neither "
+        "marked bad nor rolled back from) is on every host, and no backup archive of "
+        f"something else is on every host.{hint} {listing}"
+    )
+
+
+def _named_release(survey: Survey, release_id: str, listing: str) -> RollbackPlan | RollbackRefused:
+    env, views = survey.environment, survey.hosts
+    row = next((r for r in survey.releases() if r.id == release_id), None)
+    if row is None:
+        return RollbackRefused(f"There is no release {release_id} on {env}'s hosts. {listing}")
+    missing = [v.target for v in views if v.target not in row.on]
     if missing:
         return RollbackRefused(
-            f"Backup {choice.id} is not on {hosts_text(missing)}: a rollback restores the same "
+            f"Release {release_id} is not on {hosts_text(missing)} (it is on "
+            f"{hosts_text(list(row.on))}): a rollback goes to the same release on every "
+            f"host. {listing}"
+        )
+    if row.bad is not None:
+        why = f": {row.bad}" if row.bad else ""
+        return RollbackRefused(
+            f"Release {release_id} was marked bad{why}. A rollback never goes back to a "
+            "release that failed its health check."
+        )
+    if not row.ran:
+        return RollbackRefused(
+            f"Release {release_id} never ran on {env} (a deploy unpacked it and stopped "
+            "before switching to it): it is no rollback target. Deploy its version instead."
+        )
+    if len(row.current_on) == len(views):
+        return RollbackRefused(f"{env} already runs release {release_id} on every host.")
+    return _to_release(survey, row)
+
+
+def _named_backup(survey: Survey, name: str, listing: str) -> RollbackPlan | RollbackRefused:
+    env = survey.environment
+    row = next((b for b in survey.backups() if b.name == name), None)
+    if row is None:
+        return RollbackRefused(f"There is no backup {name} on {env}'s hosts. {listing}")
+    missing = [v.target for v in survey.hosts if v.target not in row.on]
+    if missing:
+        return RollbackRefused(
+            f"Backup {name} is not on {hosts_text(missing)}: a rollback restores the same "
             f"archive on every host. {listing}"
         )
-    if backup_row.bad:
+    if row.bad:
         return RollbackRefused(
-            f"Backup {choice.id} was restored before and failed its health check: a rollback "
+            f"Backup {name} was restored before and failed its health check: a rollback "
             "never lands on it again."
         )
-    return _to_backup(survey, backup_row)
+    return _to_backup(survey, row)
 
 
 def _to_release(survey: Survey, row: ReleaseRow) -> RollbackPlan:

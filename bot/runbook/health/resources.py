@@ -124,10 +124,10 @@ async def read_usage(transport: Transport, *, timeout_s: float = 30.0) -> Usage:
         return await asyncio.to_thread(_local_usage, transport.target)
     marker = f"@@eventmesh-usage-{secrets.token_hex(8)}"
     result = await transport.run(Shell(_USAGE_SCRIPT.format(marker=marker)), timeout_s=timeout_s)
-    sections = _sections(result.stdout, marker)
+    sections = split_sections(result.stdout, marker)
     try:
         cpu, _ = _cpu_line(sections["stat"])
-        total, available = _memory(sections["meminfo"])
+        total, available = meminfo_bytes(sections["meminfo"])
         return Usage(transport.target, cpu, (total - available) / total * 100)
     except (KeyError, ValueError, IndexError, ZeroDivisionError) as exc:
         problem = result.stderr.strip().splitlines()[-1:] or [f"unexpected output ({exc})"]
@@ -253,7 +253,7 @@ async def _probe_over(transport: Transport, disk_path: str, interval_s: float) -
         marker=marker, interval=f"{interval_s:.3f}", path=shlex.quote(disk_path)
     )
     result = await transport.run(Shell(script), timeout_s=interval_s + 30)
-    sections = _sections(result.stdout, marker)
+    sections = split_sections(result.stdout, marker)
     try:
         return parse_proc(transport.target, sections, interval_s)
     except (KeyError, ValueError, IndexError, ZeroDivisionError) as exc:
@@ -263,7 +263,7 @@ async def _probe_over(transport: Transport, disk_path: str, interval_s: float) -
         ) from None
 
 
-def _sections(text: str, marker: str) -> dict[str, list[str]]:
+def split_sections(text: str, marker: str) -> dict[str, list[str]]:
     sections: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in text.splitlines():
@@ -278,9 +278,9 @@ def parse_proc(target: str, sections: dict[str, list[str]], interval_s: float) -
     """Figures from the probe's sections of /proc text (KeyError/ValueError if malformed)."""
     cpu1, cpus = _cpu_line(sections["stat1"])
     cpu2, _ = _cpu_line(sections["stat2"])
-    total, available = _memory(sections["meminfo"])
+    total, available = meminfo_bytes(sections["meminfo"])
     page_size = int(sections["pagesize"][0])
-    disk_path, disk = sections["df"][0], _df(sections["df"][1:])
+    disk_path, disk = sections["df"][0], df_kib(sections["df"][1:])
     used_kib, available_kib = disk[1], disk[2]
     # Elapsed time per CPU, in clock ticks, is what a process's ticks are compared with.
     ticks_per_cpu = (cpu2[1] - cpu1[1]) / cpus
@@ -316,7 +316,7 @@ def parse_proc(target: str, sections: dict[str, list[str]], interval_s: float) -
     )
 
 
-def _memory(lines: Sequence[str]) -> tuple[int, int]:
+def meminfo_bytes(lines: Sequence[str]) -> tuple[int, int]:
     """(total, available) bytes from /proc/meminfo's lines."""
     meminfo = {
         name: int(value.split()[0]) * 1024
@@ -359,7 +359,7 @@ def _proc_stats(lines: Iterable[str]) -> dict[int, tuple[str, int, int]]:
     return stats
 
 
-def _df(lines: Sequence[str]) -> tuple[int, int, int]:
+def df_kib(lines: Sequence[str]) -> tuple[int, int, int]:
     """(total, used, available) KiB from `df -P -k` (the filesystem name may hold spaces)."""
     for line in lines[1:]:
         match = re.match(r"^.*?\s+(\d+)\s+(\d+)\s+(\d+)\s+\d+%\s+", line + " ")

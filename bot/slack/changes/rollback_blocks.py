@@ -1,12 +1,10 @@
 """Block Kit for /rollback: what can be rolled back to, the summary in the alerts channel, and
-the follow-up checks in the rollback's thread (the checklist itself is deploy_blocks.DeployView).
-"""
+the call to page someone when a failed rollback could not open its incident (the checklist
+itself is change_blocks.ChangeView; the follow-up checks are aftercare_blocks')."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
-from bot.runbook.changes.activate import human_duration, human_size, show_version
+from bot.runbook.changes.activate import human_size, show_version
 from bot.runbook.changes.rollback_plan import (
     BackupRow,
     ReleaseRow,
@@ -14,18 +12,8 @@ from bot.runbook.changes.rollback_plan import (
     RollbackRefused,
     Survey,
 )
-from bot.runbook.health.health import Health, HealthResult
-from bot.slack.blocks import (
-    HEALTH_EMOJI,
-    Block,
-    context,
-    escape,
-    header,
-    message,
-    section,
-    sections_for_lines,
-)
-from bot.slack.changes.deploy_blocks import day_and_time, link, when
+from bot.slack.blocks import Block, context, escape, header, message, section, sections_for_lines
+from bot.slack.changes.change_blocks import day_and_time, link
 from bot.slack.chat import Message
 from bot.store import Deployment
 
@@ -160,77 +148,6 @@ def summary(
             context("Follow-up checks run in its thread; a failing one is posted here too.")
         )
     return message(f"Rollback of {env}: {state}. {deployment.summary}", blocks)
-
-
-# --- the follow-up checks, in the rollback's thread ----------------------------------------
-
-
-def followup_started(
-    env: str, every: timedelta, until: datetime, total: int, alerts: str | None
-) -> Message:
-    also = f", and a failing one in <#{alerts}>" if alerts else ""
-    text = (
-        f":eyes: Follow-up checks of {env}: one every {human_duration(every.total_seconds())} "
-        f"until {when(until)} ({total} check{'s' if total != 1 else ''}). Each is posted "
-        f"here{also}."
-    )
-    return message(text, [section(text)])
-
-
-def followup_check(
-    number: int, total: int, result: HealthResult, failed: bool, reason: str
-) -> Message:
-    emoji = ":red_circle:" if failed else HEALTH_EMOJI.get(result.health, ":grey_question:")
-    parts = [f"check {number} of {total}", when(result.checked_at), result.health.value]
-    if result.latency_ms is not None:
-        parts.append(f"{result.latency_ms:.0f} ms")
-    if result.version:
-        parts.append(show_version(result.version))
-    text = f"{emoji} Follow-up " + " · ".join(parts)
-    if failed or (result.health is not Health.HEALTHY and reason):
-        text += f": {escape(reason)}"
-    return message(text, [section(text)])
-
-
-def followup_resumed(missed: int, since: datetime, now: datetime, until: datetime) -> Message:
-    lost = (
-        f"{missed} check{'s' if missed != 1 else ''} fell due while it was down (from "
-        f"{when(since)} to {when(now)}) and did not run"
-        if missed
-        else "no check was missed"
-    )
-    text = (
-        f":warning: The bot restarted during the follow-up checks: {lost}. They go on until "
-        f"{when(until)}."
-    )
-    return message(text, [section(text)])
-
-
-def followup_alert(
-    env: str, deployment: Deployment, number: int, total: int, reason: str
-) -> Message:
-    text = (
-        f":red_circle: *{env}* fails its follow-up check {number} of {total} after rollback "
-        f"#{deployment.id}: {escape(reason)}. "
-        + link(deployment.permalink, "The rollback and its checks")
-    )
-    return message(
-        f"{env} fails its follow-up checks after rollback #{deployment.id}", [section(text)]
-    )
-
-
-def followup_recovered(env: str, deployment: Deployment, number: int, total: int) -> Message:
-    text = (
-        f":large_green_circle: *{env}* passes its follow-up checks again after rollback "
-        f"#{deployment.id} (check {number} of {total}). "
-        + link(deployment.permalink, "The rollback and its checks")
-    )
-    return message(f"{env} passes its follow-up checks again", [section(text)])
-
-
-def followup_done(text: str, failed: bool) -> Message:
-    shown = f"{':red_circle:' if failed else ':white_check_mark:'} {escape(text)}"
-    return message(text, [section(shown)])
 
 
 def page_someone(env: str, deployment_id: int, problem: str) -> Message:

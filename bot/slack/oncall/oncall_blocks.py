@@ -15,7 +15,7 @@ from bot.runbook.oncall.handoffs import Handoff, OpenWork
 from bot.runbook.oncall.oncall import SCHEDULE_SPAN, Shift, zone_of
 from bot.slack.alerts.alert_blocks import title as alert_title
 from bot.slack.blocks import Block, context, escape, header, message, section, sections_for_lines
-from bot.slack.changes.deploy_blocks import lock_holder
+from bot.slack.changes.lock_blocks import lock_holder
 from bot.slack.chat import Message
 from bot.slack.incidents.incident_blocks import mentions, status_line
 from bot.store.oncall import Override

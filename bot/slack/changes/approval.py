@@ -1,30 +1,36 @@
-"""Requests that wait for an approver: production deploys and rollbacks.
+"""Changes that wait for an approver: production deploys and rollbacks, asked and decided the
+same way.
 
 An approval is a row in the store (kind 'deploy' or 'rollback', what in its payload) and a
 message in `slack.approvals_channel` with Approve / Reject buttons (action ids
 `approval_approve` / `approval_reject`, the request id as value). The decision is a
 conditional UPDATE … WHERE state = 'pending', so a double press, a duplicated delivery or a
-press racing the expiry decides exactly once; only that one caller starts the work.
+press racing the expiry decides exactly once; only that one caller starts the work
+(approved.py: what an approved kind starts).
 
 Payload keys every kind uses (the request message is drawn from them):
   version, flags, hosts, checklist (ChecklistItem dicts), plan (step titles),
   channel (where the requester asked), response_url (their ephemeral replies).
-A kind adds whatever its starter needs (a rollback: `target`, the line naming what it goes back
-to, and `plan`, the pinned Plan).
+A kind adds whatever its starter needs (a deploy: `options`; a rollback: `target`, the line
+naming what it goes back to, and `plan`, the pinned RollbackPlan).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 
+from bot.config import Environment
 from bot.runbook.changes.activate import human_duration
 from bot.runbook.changes.checklist import ChecklistItem
-from bot.slack.changes import deploy_blocks
-from bot.slack.chat import ChatError, Message, MessageRef
+from bot.slack import blocks
+from bot.slack.changes import approval_blocks
+from bot.slack.changes.change_blocks import when
+from bot.slack.changes.run import answer
+from bot.slack.chat import ChatError, Conversation, Message, MessageRef
 from bot.slack.services import Services
 from bot.store import Approval
 
@@ -32,79 +38,97 @@ log = logging.getLogger(__name__)
 
 EXPIRE_TIMER = "approval.expire"
 
-Starter = Callable[[Services, Approval], Awaitable[str]]
-
 
 def timeout_text(timeout: timedelta) -> str:
     return human_duration(timeout.total_seconds())
 
 
+def _texts(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
 def render(approval: Approval) -> Message:
     payload = approval.payload
-    return deploy_blocks.approval_request(
+    checklist = payload.get("checklist")
+    return approval_blocks.request(
         approval,
         version=str(payload.get("version") or ""),
-        flags=[str(f) for f in payload.get("flags", []) or []],  # type: ignore[union-attr]
-        hosts=[str(h) for h in payload.get("hosts", []) or []],  # type: ignore[union-attr]
-        checklist=[ChecklistItem.from_dict(i) for i in payload.get("checklist", []) or []],  # type: ignore[union-attr]
-        plan=[str(p) for p in payload.get("plan", []) or []],  # type: ignore[union-attr]
+        flags=_texts(payload.get("flags")),
+        hosts=_texts(payload.get("hosts")),
+        checklist=[ChecklistItem.from_dict(i) for i in checklist]
+        if isinstance(checklist, list)
+        else [],
+        plan=_texts(payload.get("plan")),
         timeout_text=str(payload.get("timeout_text", "")),
         target=str(payload.get("target") or ""),
     )
 
 
+class NotStartable(Exception):
+    """An approved request whose payload cannot be started (its pinned plan does not read
+    back); the message says why, to the requester."""
+
+
 @dataclass(frozen=True)
-class Asked:
-    approval: Approval | None
-    problem: str | None = None
+class ApprovalRequest:
+    """What an approver is asked to approve; the request message is drawn from it."""
+
+    kind: str  # deploy | rollback: what approved.py starts
+    environment: Environment
+    requested_by: str
+    version: str
+    flags: Sequence[str]
+    hosts: Sequence[str]
+    checklist: Sequence[ChecklistItem]
+    plan: Sequence[str]  # the titles of the steps that will run
+    what: str  # for the audit line: 'v1.4.2', 'a rollback to release …'
+    extra: Mapping[str, object] = field(default_factory=dict)  # what the kind's starter needs
 
 
-async def ask(
-    services: Services,
-    *,
-    kind: str,
-    environment: str,
-    requested_by: str,
-    timeout: timedelta,
-    version: str,
-    flags: Sequence[str],
-    hosts: Sequence[str],
-    checklist: Sequence[ChecklistItem],
-    plan: Sequence[str],
-    channel: str,
-    response_url: str | None,
-    extra: dict[str, object] | None = None,
-) -> Asked:
+async def ask(services: Services, request: ApprovalRequest, conversation: Conversation) -> str:
+    """Ask for approval and tell the requester where (or why it could not be asked)."""
+    asked, problem = await _post_request(services, request, conversation)
+    if asked is None:
+        await answer(conversation, blocks.notice(problem, ":x:"))
+        return f"not asked: {problem}"
+    timeout = timeout_text(request.environment.deploy.approval_timeout)
+    await answer(conversation, approval_blocks.asked(asked, asked.channel, timeout))
+    return f"approval #{asked.id} requested for {request.what}"
+
+
+async def _post_request(
+    services: Services, request: ApprovalRequest, conversation: Conversation
+) -> tuple[Approval | None, str]:
     """Record a request, post it for the approvers, and set its expiry timer."""
     store, chat = services.store, services.chat
+    timeout = request.environment.deploy.approval_timeout
     payload: dict[str, object] = {
-        "version": version,
-        "flags": list(flags),
-        "hosts": list(hosts),
-        "checklist": [item.as_dict() for item in checklist],
-        "plan": list(plan),
-        "channel": channel,
-        "response_url": response_url,
+        "version": request.version,
+        "flags": list(request.flags),
+        "hosts": list(request.hosts),
+        "checklist": [item.as_dict() for item in request.checklist],
+        "plan": list(request.plan),
+        "channel": conversation.channel_id,
+        "response_url": conversation.response_url,
         "timeout_text": timeout_text(timeout),
-        **(extra or {}),
+        **request.extra,
     }
     approval = await asyncio.to_thread(
         store.create_approval,
-        kind=kind,
-        environment=environment,
-        requested_by=requested_by,
+        kind=request.kind,
+        environment=request.environment.name,
+        requested_by=request.requested_by,
         payload=payload,
         expires_at=store.clock() + timeout,
     )
-    where = services.config.slack.approvals_channel or channel
+    where = services.config.slack.approvals_channel or conversation.channel_id
     try:
         ref = await chat.post(where, render(approval))
     except ChatError as exc:
         await asyncio.to_thread(store.decide_approval, approval.id, "expired", None)
-        return Asked(
-            None,
+        return None, (
             f"could not post the approval request in <#{where}>: Slack said {exc.error} "
-            "(invite the bot to the approvals channel). Nothing was started.",
+            "(invite the bot to the approvals channel). Nothing was started."
         )
     await asyncio.to_thread(store.set_approval_message, approval.id, ref.channel, ref.ts)
     await services.scheduler.schedule(
@@ -116,7 +140,7 @@ async def ask(
         # Decided in the moment between posting and recording where the request is: the
         # decider could not update the message, so it is done here.
         await show_decision(services, current, tell_requester=False)
-    return Asked(current)
+    return current, ""
 
 
 @dataclass(frozen=True)
@@ -163,7 +187,7 @@ async def decide(
             approval = await asyncio.to_thread(store.approval, approval_id)
             assert approval is not None
         by = f" by <@{approval.decided_by}>" if approval.decided_by else ""
-        at = f" at {deploy_blocks.when(approval.decided_at)}" if approval.decided_at else ""
+        at = f" at {when(approval.decided_at)}" if approval.decided_at else ""
         return Decision(
             False, approval, f"Request #{approval_id} is already {approval.state}{by}{at}."
         )
@@ -206,6 +230,6 @@ async def show_decision(
         return
     what = f"{approval.kind} of {approval.environment}"
     try:
-        await chat.dm(approval.requested_by, deploy_blocks.approval_told(approval, what))
+        await chat.dm(approval.requested_by, approval_blocks.told(approval, what))
     except ChatError as exc:
         log.warning("approval #%d: requester not told: %s", approval.id, exc.error)
