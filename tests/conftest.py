@@ -340,16 +340,19 @@ def start_slack_bot(
     (e.g. LOG_LEVEL="DEBUG").
     """
     database_url = database_url or bot_database_url(workdir)
-    process, url, log = start_bot(
-        workdir,
-        SLACK_BOT_TOKEN=BOT_TOKEN,
-        SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        SLACK_API_URL=slack.api_url,
-        EVENTMESH_CONFIG=str(config),
-        EVENTMESH_DATABASE_URL=database_url,
-        **env,
-    )
+    process, url, log = start_bot(workdir, **slack_bot_env(slack, config, database_url), **env)
     return BotProcess(url, process, log, database_url, slack)
+
+
+def slack_bot_env(slack: SlackFake, config: Path, database_url: str) -> dict[str, str]:
+    """The variables of a bot in HTTP mode talking to the Slack fake."""
+    return {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "EVENTMESH_CONFIG": str(config),
+        "EVENTMESH_DATABASE_URL": database_url,
+    }
 
 
 @contextlib.contextmanager

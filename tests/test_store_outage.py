@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from bot.store import Store, StoreError
 from tests.conftest import (
     BotProcess,
+    Sent,
     new_channel,
     start_slack_bot,
     stop_process,
@@ -92,15 +93,7 @@ def run_the_outage(
     assert UNREACHABLE in locked["text"] and "/deploy" in locked["text"]
 
     asked = len(slack.responses)
-    pressed = bot.press(
-        "incident_ack",
-        "INC-1",
-        channel="D" + ONCALL[1:],
-        message_ts=page["ts"],
-        user_id=ONCALL,
-        block_id=actions_block_id(page) or "b1",
-    )
-    assert pressed.response.status_code == 200
+    assert acknowledge(bot, page).response.status_code == 200
     acked = answer_to(slack, asked)
     assert "Your press was not recorded" in acked["text"], acked["text"]
     assert "Press the button again" in acked["text"]
@@ -127,15 +120,7 @@ def run_the_outage(
     finally:
         store.close()
     # Pressed again, it is recorded.
-    asked = len(slack.responses)
-    bot.press(
-        "incident_ack",
-        "INC-1",
-        channel="D" + ONCALL[1:],
-        message_ts=page["ts"],
-        user_id=ONCALL,
-        block_id=actions_block_id(page) or "b1",
-    )
+    acknowledge(bot, page)
     store = Store(database_url)
     try:
         wait_until(
@@ -144,6 +129,18 @@ def run_the_outage(
         )
     finally:
         store.close()
+
+
+def acknowledge(bot: BotProcess, page: dict[str, Any]) -> Sent:
+    """The on-call person presses Acknowledge on their page."""
+    return bot.press(
+        "incident_ack",
+        "INC-1",
+        channel="D" + ONCALL[1:],
+        message_ts=page["ts"],
+        user_id=ONCALL,
+        block_id=actions_block_id(page) or "b1",
+    )
 
 
 def acknowledger(store: Store) -> str | None:

@@ -260,7 +260,7 @@ class AlertStore(StoreCore):
         try:
             with self._session() as session, session.begin():
                 if fence is not None:
-                    hold(session, fence, now)
+                    hold(session, fence)
                 for write in writes:
                     created.update(self._write_alert(session, write, now))
                 rows = [

@@ -4,8 +4,8 @@ A lease is a row: its holder (bot/process.py's THIS_PROCESS), a fencing token th
 with every new holder, and when it runs out. The holder renews it well before then; a
 holder that dies simply stops renewing, and the next to ask after it ran out gets it with
 the next token. Work done under a lease writes with its `Fence`: the write's transaction
-first checks (`hold`) that the lease is still this holder's, with this token, and not run
-out — so a deposed holder's late write is refused, not merged (a paused process, a network
+first checks (`hold`) that the lease is still this holder's, with this token — so a deposed
+holder's late write is refused, not merged (a paused process, a network
 that came back). A row rather than PostgreSQL's advisory locks: the same code on SQLite, and
 the token that makes late writes refusable.
 """
@@ -137,17 +137,17 @@ def _held_by(fence: Fence) -> tuple[object, ...]:
     )
 
 
-def hold(session: Session, fence: Fence, now: datetime) -> None:
-    """Inside the caller's transaction: go on only while fence's lease is held and not run
-    out; else LeaseLost (the caller's transaction is rolled back).
+def hold(session: Session, fence: Fence) -> None:
+    """Inside the caller's transaction: go on only while fence's lease is still this holder's,
+    under this token; else LeaseLost (the caller's transaction is rolled back).
 
-    An UPDATE, not a read: on PostgreSQL it locks the lease's row until the caller commits,
-    so a new holder's acquire waits for this write or this write sees the new token.
+    The token, not the expiry: a lease that ran out but was taken by nobody (a renewal late
+    on a busy machine) has no other writer, and a new holder always has a new token. An
+    UPDATE, not a read: on PostgreSQL it locks the lease's row until the caller commits, so a
+    new holder's acquire waits for this write, or this write sees the new token.
     """
     held = session.execute(
-        update(LeaseRecord)
-        .where(*_held_by(fence), LeaseRecord.expires_at > now)
-        .values(token=LeaseRecord.token)
+        update(LeaseRecord).where(*_held_by(fence)).values(token=LeaseRecord.token)
     )
     if held.rowcount != 1:  # type: ignore[attr-defined]
         raise LeaseLost(f"the {fence.name} lease (token {fence.token}) is no longer held here")

@@ -32,20 +32,19 @@ def unreachable_reason() -> str | None:
 def create_database(prefix: str = "evt") -> str:
     """A new, empty database; returns its SQLAlchemy URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
+    _administer(f'CREATE DATABASE "{name}"')
     return f"{SERVER}/{name}"
 
 
 def drop_database(url: str) -> None:
-    name = make_url(url).database
+    _administer(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
+def _administer(statement: str) -> None:
+    # CREATE and DROP DATABASE cannot run inside a transaction.
     engine = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(statement))
     finally:
         engine.dispose()

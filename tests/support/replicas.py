@@ -10,10 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tests.conftest import (
-    BOT_TOKEN,
-    SIGNING_SECRET,
     BotProcess,
     serving_or_stopped,
+    slack_bot_env,
     spawn_bot,
     stop_process,
 )
@@ -28,17 +27,7 @@ def start_replicas(
     for n in range(count):
         workdir = tmp / f"replica-{n}"
         workdir.mkdir(parents=True, exist_ok=True)
-        spawned.append(
-            spawn_bot(
-                workdir,
-                SLACK_BOT_TOKEN=BOT_TOKEN,
-                SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                SLACK_API_URL=slack.api_url,
-                EVENTMESH_CONFIG=str(config),
-                EVENTMESH_DATABASE_URL=database_url,
-                **env,
-            )
-        )
+        spawned.append(spawn_bot(workdir, **slack_bot_env(slack, config, database_url), **env))
     bots = []
     try:
         for process, url, log in spawned:
