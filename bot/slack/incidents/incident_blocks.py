@@ -235,11 +235,13 @@ def _card_buttons(incident: Incident, status: Status) -> list[Block]:
     return buttons
 
 
-def page(incident: Incident) -> Message:
-    """A page: the card, with a notification text that says why it arrived."""
+def page(incident: Incident, level_paged: int | None = None) -> Message:
+    """A page: the card, with a notification text that says why it arrived — the level the
+    person was paged as (by default the incident's current one)."""
     plan = plan_of(incident)
     card = incident_card(incident)
-    level = plan.levels[incident.level].name if plan.levels else ""
+    index = incident.level if level_paged is None else level_paged
+    level = plan.levels[index].name if 0 <= index < len(plan.levels) else ""
     text = (
         f"Paging you for {incident_name(incident.id)} (SEV {incident.severity}, "
         f"{escape(level)}): {escape(incident.summary)}"
