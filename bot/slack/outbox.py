@@ -174,6 +174,7 @@ class SlackHealth:
         self.cause = ""
         self.failures = 0
         self.next_probe: datetime | None = None
+        self.last_outage: tuple[datetime, datetime, str] | None = None  # since, until, cause
 
     @property
     def down(self) -> bool:
@@ -182,6 +183,14 @@ class SlackHealth:
     def may_try(self) -> bool:
         """Whether a message may go now: Slack answers, or it is time to probe again."""
         return self.next_probe is None or self.clock() >= self.next_probe
+
+    def outage_since(self, moment: datetime) -> str | None:
+        """The cause of an outage that lasted past `moment` (the one now, or the last one)."""
+        if self.down_since is not None:
+            return self.cause
+        if self.last_outage is not None and self.last_outage[1] >= moment:
+            return self.last_outage[2]
+        return None
 
     def failed(self, exc: ChatError) -> None:
         now = self.clock()
@@ -199,7 +208,9 @@ class SlackHealth:
     def answered(self, waiting: Callable[[], int]) -> None:
         if self.down_since is None:
             return
-        away = (self.clock() - self.down_since).total_seconds()
+        now = self.clock()
+        away = (now - self.down_since).total_seconds()
+        self.last_outage = (self.down_since, now, self.cause)
         self.down_since, self.failures, self.next_probe = None, 0, None
         log.warning(
             "Slack Web API reachable again after %.0f s, %d messages waiting", away, waiting()
@@ -469,7 +480,7 @@ class Outbox:
                 return None
             message = rendered
         if row.op != UPDATE:
-            message = late_note(message, row, self.clock())
+            message = late_note(message, row, self.clock(), self.health.outage_since(row.due_at))
         return message
 
     async def _thread_ts(self, row: Delivery) -> str | None:
@@ -673,7 +684,9 @@ def _finished_outcome(row: Delivery) -> Outcome | None:
     if row.state == SENT:
         where, ts = row.sent_channel, row.sent_ts
         return Sent(MessageRef(where, ts) if where and ts else None)
-    if row.state in (REFUSED, EXPIRED):
+    if row.state == EXPIRED:
+        return Refused(ChatError("expired"))
+    if row.state == REFUSED:
         return Refused(ChatError(row.last_error or row.state))
     if row.state == DROPPED:
         return Dropped(row.last_error or "dropped")

@@ -40,7 +40,7 @@ from bot.slack.incidents.incidents import (
     Incidents,
     KeyedLocks,
     PressReply,
-    delivery_failed,
+    check_delivered,
 )
 from bot.slack.outbox import Outbox, Pending, Refused, Sent, outbox_of
 from bot.slack.posting_lease import POSTING_LEASE, posting_lease
@@ -131,8 +131,7 @@ class Alerting:
         ):
             await self.incidents.note(alert.incident_id, alert_blocks.incident_note(alert))
             await self.alerts.mark_incident_noted(alert.id)
-        if failures:
-            raise delivery_failed(f"alert {alert.id}", failures, self.outbox)
+        check_delivered(f"alert {alert.id}", failures, self.outbox)
         latest = await self.alerts.get(alert.id)
         return latest is not None and latest.version != seen
 

@@ -17,10 +17,11 @@ level is paged, write its pages to the outbox (one row per person). The timer's 
 
 Each message is recorded once Slack accepted it, so a retry posts only what is missing; each
 carries its outbox key, so one whose answer was lost is found, not posted again. A message
-that could not go now waits in the outbox, which sends it when Slack answers (and has the
-incident synced again then); the timer tries again too (after a Slack outage without a
-traceback: RetryLater). One Slack refuses for good (no such user) is recorded, noted on the
-timeline, logged at ERROR, and not tried again.
+that could not go because Slack is away waits in the outbox, whose worker sends it when Slack
+answers and has the incident synced again then (to record it and post what follows); a
+message's own trouble (Slack answered fatal_error) is the timer's to retry, with backoff. One
+Slack refuses for good (no such user) is recorded, noted on the timeline, logged at ERROR, and
+not tried again.
 """
 
 from __future__ import annotations
@@ -95,17 +96,25 @@ class Failure:
     quiet: bool  # Slack away, or another sender on it: retried without a traceback
 
 
-def delivery_failed(name: str, failures: list[Failure], outbox: Outbox) -> Exception:
-    """What a sync that left failures raises: SlackAway when Slack is simply away."""
+def check_delivered(name: str, failures: list[Failure], outbox: Outbox) -> None:
+    """After a sync pass: raise to have the timer try again, if anything needs it.
+
+    What waits in the outbox only because Slack is away (or another sender has it) is the
+    delivery worker's, which has the subject synced again once it delivered it: nothing to
+    retry here, and nothing to log per try. Without a worker running (a bare outbox, in
+    process) the timer is the only retry: SlackAway, a RetryLater. Anything else (a message's
+    own trouble) is DeliveryFailed, retried with backoff and logged.
+    """
+    if not failures:
+        return
     text = f"{name}: " + "; ".join(f.what for f in failures)
-    if all(f.quiet for f in failures):
-        away = outbox.health.down_since
-        seconds = (outbox.clock() - away).total_seconds() if away is not None else 0.0
-        # Back after as long again as Slack has been away (5 s at least): the outbox delivers
-        # meanwhile, and has the sync run again when it did.
-        delay = min(MAX_RETRY_LATER, timedelta(seconds=max(5.0, seconds)))
-        return SlackAway(text, delay)
-    return DeliveryFailed(text)
+    if not all(f.quiet for f in failures):
+        raise DeliveryFailed(text)
+    if outbox.running:
+        return
+    away = outbox.health.down_since
+    seconds = (outbox.clock() - away).total_seconds() if away is not None else 0.0
+    raise SlackAway(text, min(MAX_RETRY_LATER, timedelta(seconds=max(5.0, seconds))))
 
 
 @dataclass(frozen=True)
@@ -297,8 +306,7 @@ class Incidents:
             latest = await asyncio.to_thread(self.store.incident_events, incident_id)
             if len(latest) == len(events):
                 break  # nothing happened meanwhile: what was posted is current
-        if failures:
-            raise delivery_failed(incident_name(incident_id), failures, self.outbox)
+        check_delivered(incident_name(incident_id), failures, self.outbox)
 
     async def _render_page(self, row: Delivery) -> Message | None:
         """A page, as the incident stands when it goes; None once nobody needs waking."""
