@@ -77,7 +77,7 @@ def test_socket_mode_acks_on_the_socket_while_the_web_api_fails(
                     channel_id=new_channel(),
                     user_id=users[0],
                     response_url=fake.response_url(),
-                )  # fmt: skip
+                )
                 for n in (1, 2)
             ]
             for envelope in envelopes:
