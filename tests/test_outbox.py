@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from bot.slack.chat import Asked, ChatError, Message, answering
+from bot.slack.delivery import Pending, Sent
 from bot.slack.durable_chat import DurableChat
-from bot.slack.outbox import Outbox, Pending, Sent
+from bot.slack.outbox import Outbox
 from bot.slack.web_api import SlackChat, create_web_client
 from bot.store import LANE_PAGE, NewDelivery, Store
 from bot.telemetry import Telemetry

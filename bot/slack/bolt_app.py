@@ -208,6 +208,18 @@ async def learn_identity(
         log.info("learned the bot's identity from Slack: user %s", identity.bot_user_id)
 
 
+async def know_identity(
+    client: AsyncWebClient, identity: BotIdentity, app_token: str | None
+) -> asyncio.Task[None] | None:
+    """Check the tokens (raises SlackRefused for a wrong one) and learn the bot's ids now, or,
+    with Slack unreachable, in the background: returns that task (cancel it at shutdown)."""
+    answer = await verify_tokens(client, app_token)
+    if answer is not None:
+        identity.learn(answer)
+        return None
+    return asyncio.create_task(learn_identity(client, identity), name="identity")
+
+
 def socket_mode_handler(app: AsyncApp, app_token: str) -> AsyncSocketModeHandler:
     """Made here so that only bot/slack imports slack_bolt (the runtime just starts it)."""
     return AsyncSocketModeHandler(app, app_token)

@@ -24,8 +24,10 @@ import uuid
 from datetime import timedelta
 
 from bot.slack.chat import Asked, ChatError, Message, MessageRef, Upload, answering
-from bot.slack.outbox import Dropped, Outbox, Outcome, Pending, Refused, Sent
-from bot.store import LANE_REPLY, NewDelivery
+from bot.slack.delivery import Dropped, Outcome, Pending, Refused, Sent
+from bot.slack.outbox import Outbox
+from bot.slack.paced_chat import Priority
+from bot.store import LANE_PAGE, LANE_REPLY, LANE_ROUTINE, NewDelivery
 from bot.store.outbox import POST, RESPOND, UPDATE
 
 REPLY_USEFUL_FOR = timedelta(hours=1)
@@ -34,8 +36,15 @@ REPLY_USEFUL_FOR = timedelta(hours=1)
 class DurableChat:
     """The Chat protocol over an Outbox (see the module's docstring)."""
 
-    def __init__(self, outbox: Outbox, *, useful_for: timedelta = REPLY_USEFUL_FOR) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        lane: int = LANE_REPLY,
+        useful_for: timedelta = REPLY_USEFUL_FOR,
+    ) -> None:
         self.outbox = outbox
+        self.lane = lane  # LANE_REPLY keeps no pace but Slack's; the others Slack's per channel
         self.useful_for = useful_for
 
     async def post(
@@ -93,7 +102,7 @@ class DurableChat:
         new = NewDelivery(
             key=f"msg/{uuid.uuid4().hex}",
             kind="reply" if asked is not None else "message",
-            lane=LANE_REPLY,
+            lane=self.lane,
             op=op,
             channel=channel,
             user_id=user_id,
@@ -107,8 +116,22 @@ class DurableChat:
         )
         outcome = await self.outbox.send(new)
         if isinstance(outcome, Pending) and wait:
+            if not outcome.recorded:  # no database: nothing to wait for
+                raise ChatError(outcome.reason)
             outcome = await self.outbox.wait(new.key)
         return _result(outcome)
+
+
+class PacedLanes:
+    """`lane(priority)`: a DurableChat in the outbox's paced page or routine lane, for callers
+    that post beside alerts and incidents (a rollback's summary in the alerts channel)."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    def lane(self, priority: Priority) -> DurableChat:
+        lane = LANE_PAGE if priority == Priority.PAGE else LANE_ROUTINE
+        return DurableChat(self.outbox, lane=lane)
 
 
 def _about(what: str, asked: Asked | None) -> str:

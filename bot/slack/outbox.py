@@ -37,15 +37,26 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from bot.clock import Clock, utc_now
 from bot.process import THIS_PROCESS
-from bot.slack.chat import ChatError, Message, MessageRef, Upload
+from bot.slack.chat import ChatError, Message, MessageRef
+from bot.slack.delivery import (
+    SPENT_RESPONSE_URL,
+    Dropped,
+    Hook,
+    Outcome,
+    Pending,
+    Refused,
+    Renderer,
+    Sender,
+    Sent,
+    permanent,
+)
 from bot.slack.delivery_notes import late_note
 from bot.slack.paced_chat import UPDATES, PacedChat, Priority
+from bot.slack.slack_health import SlackHealth, backoff_s
 from bot.store import LANE_PAGE, LANE_REPLY, Delivery, NewDelivery, Store, StoreError
 from bot.store.outbox import DROPPED, EXPIRED, POST, REFUSED, RESPOND, SENT, UPDATE, WAITING
 from bot.telemetry import Telemetry
@@ -53,100 +64,12 @@ from bot.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=15)
-MAX_BACKOFF_S = 5.0
 RESPONSE_URL_VALID_FOR = timedelta(minutes=30)  # Slack's: then it answers expired_url
 NOT_READY = timedelta(seconds=1)  # a thread line whose first message is not posted yet
 KEEP_FINISHED = timedelta(days=7)
-IDLE_ROUND_S = 1.0
+IDLE_ROUND_S = 1.0  # between rounds while something waits
+QUIET_ROUND_S = 5.0  # and when nothing did (a writer's Pending wakes the worker at once)
 ROUND_LIMIT = 500
-
-# Slack's answers that will not change by trying again: the target or the content is wrong.
-PERMANENT_ERRORS = frozenset(
-    {
-        "channel_not_found",
-        "not_in_channel",
-        "is_archived",
-        "user_not_found",
-        "user_disabled",
-        "user_not_visible",
-        "cannot_dm_bot",
-        "users_list_not_supplied",
-        "invalid_blocks",
-        "msg_too_long",
-        "no_text",
-        "message_not_found",
-        "cant_update_message",
-        "edit_window_closed",
-        "restricted_action",
-        "invalid_metadata_format",
-        "expired",  # the outbox's own: past its usefulness
-    }
-)
-SPENT_RESPONSE_URL = frozenset({"used_url", "expired_url"})
-
-
-class Sender(Protocol):
-    """What the outbox delivers through: Slack's Web API (SlackChat) or the console."""
-
-    async def post(
-        self,
-        channel: str,
-        message: Message,
-        *,
-        thread_ts: str | None = None,
-        key: str | None = None,
-    ) -> MessageRef: ...
-
-    async def dm(self, user_id: str, message: Message, *, key: str | None = None) -> MessageRef: ...
-
-    async def update(self, ref: MessageRef, message: Message) -> None: ...
-
-    async def respond(self, response_url: str, message: Message) -> None: ...
-
-    async def find_posted(
-        self,
-        key: str,
-        *,
-        channel: str | None = None,
-        user_id: str | None = None,
-        thread_ts: str | None = None,
-    ) -> MessageRef | None: ...
-
-    async def upload(
-        self, channel: str, upload: Upload, *, thread_ts: str | None = None
-    ) -> str: ...
-
-    async def permalink(self, ref: MessageRef) -> str | None: ...
-
-
-@dataclass(frozen=True)
-class Sent:
-    ref: MessageRef | None  # None for an update or a reply through a response_url
-
-
-@dataclass(frozen=True)
-class Refused:
-    error: ChatError
-
-
-@dataclass(frozen=True)
-class Pending:
-    """Not delivered yet: it waits in the outbox and goes when it can."""
-
-    reason: str
-    # Nothing wrong with this message: Slack is away, or another sender has it. Its writer
-    # retries without a traceback (as opposed to one message's own trouble, say fatal_error).
-    quiet: bool = False
-
-
-@dataclass(frozen=True)
-class Dropped:
-    reason: str
-
-
-Outcome = Sent | Refused | Pending | Dropped
-Renderer = Callable[[Delivery], Awaitable[Message | None]]
-Hook = Callable[[Delivery], Awaitable[None]]
 
 
 class _NotYet(Exception):
@@ -155,66 +78,6 @@ class _NotYet(Exception):
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(str(outcome))
         self.outcome = outcome
-
-
-def permanent(exc: ChatError) -> bool:
-    return exc.error in PERMANENT_ERRORS
-
-
-def _backoff_s(attempts: int) -> float:
-    return min(MAX_BACKOFF_S, 2.0 ** max(0, attempts - 1))
-
-
-class SlackHealth:
-    """Whether Slack's Web API answers: one log line when it stops, one when it is back."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.down_since: datetime | None = None
-        self.cause = ""
-        self.failures = 0
-        self.next_probe: datetime | None = None
-        self.last_outage: tuple[datetime, datetime, str] | None = None  # since, until, cause
-
-    @property
-    def down(self) -> bool:
-        return self.down_since is not None
-
-    def may_try(self) -> bool:
-        """Whether a message may go now: Slack answers, or it is time to probe again."""
-        return self.next_probe is None or self.clock() >= self.next_probe
-
-    def outage_since(self, moment: datetime) -> str | None:
-        """The cause of an outage that lasted past `moment` (the one now, or the last one)."""
-        if self.down_since is not None:
-            return self.cause
-        if self.last_outage is not None and self.last_outage[1] >= moment:
-            return self.last_outage[2]
-        return None
-
-    def failed(self, exc: ChatError) -> None:
-        now = self.clock()
-        self.failures += 1
-        if self.down_since is None:
-            self.down_since, self.cause = now, exc.describe()
-            log.warning(
-                "Slack Web API unreachable since %s UTC (%s); messages wait in the outbox",
-                f"{now:%H:%M:%S}",
-                self.cause,
-            )
-        wait = max(exc.retry_after_s or 0.0, _backoff_s(self.failures))
-        self.next_probe = now + timedelta(seconds=wait)
-
-    def answered(self, waiting: Callable[[], int]) -> None:
-        if self.down_since is None:
-            return
-        now = self.clock()
-        away = (now - self.down_since).total_seconds()
-        self.last_outage = (self.down_since, now, self.cause)
-        self.down_since, self.failures, self.next_probe = None, 0, None
-        log.warning(
-            "Slack Web API reachable again after %.0f s, %d messages waiting", away, waiting()
-        )
 
 
 _owners = itertools.count(1)
@@ -246,7 +109,7 @@ class Outbox:
         self._hooks: list[tuple[str, Hook]] = []
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}  # by key: a try under way
         self._held: dict[str, int] = {}  # the rows those tries hold (claims to renew)
-        self._finished: dict[str, asyncio.Event] = {}
+        self._finished: dict[str, asyncio.Event] = {}  # keys someone `wait`s for
         self._groups: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -380,12 +243,19 @@ class Outbox:
                 return outcome
             event.clear()
 
+    def _tell_waiters(self, key: str) -> None:
+        event = self._finished.get(key)
+        if event is not None:
+            event.set()
+
     async def _send_unrecorded(self, new: NewDelivery) -> Outcome:
         message = Message(new.text or "", new.blocks or [])
         try:
             ref = await _transmit(self.sender, new.op, new, message, new.thread_ts)
         except ChatError as exc:
-            return Refused(exc) if permanent(exc) else Pending(exc.describe(), quiet=exc.outage)
+            if permanent(exc):
+                return Refused(exc)
+            return Pending(exc.describe(), quiet=exc.outage, recorded=False)
         return Sent(ref)
 
     # --- one try ----------------------------------------------------------------------------
@@ -408,7 +278,7 @@ class Outbox:
             self._held.pop(row.key, None)
             self._unreserve(row.key, reserved, outcome)
             if not isinstance(outcome, Pending):
-                self._finished.setdefault(row.key, asyncio.Event()).set()
+                self._tell_waiters(row.key)
         return outcome
 
     async def _deliver(self, row: Delivery) -> Outcome:
@@ -510,7 +380,7 @@ class Outbox:
             return Refused(exc)
         if exc.outage:
             self.health.failed(exc)
-        delay = exc.retry_after_s if exc.retry_after_s else _backoff_s(row.attempts)
+        delay = exc.retry_after_s if exc.retry_after_s else backoff_s(row.attempts)
         in_doubt = row.op == POST and (exc.in_doubt or (row.in_doubt and exc.outage))
         await self._retry(row, timedelta(seconds=delay), in_doubt=in_doubt, error=exc.describe())
         log.debug("outbox row %s not delivered (%s); again in %.1f s", row.key, exc, delay)
@@ -553,7 +423,7 @@ class Outbox:
     async def _retry(
         self, row: Delivery, delay: timedelta | None, *, in_doubt: bool, error: str
     ) -> None:
-        wait = delay if delay is not None else timedelta(seconds=_backoff_s(row.attempts))
+        wait = delay if delay is not None else timedelta(seconds=backoff_s(row.attempts))
         await asyncio.to_thread(
             self.store.retry_delivery,
             row.id,
@@ -589,25 +459,26 @@ class Outbox:
         """Start sending what is due; returns how long to wait for the next round."""
         for row in await asyncio.to_thread(self.store.expire_deliveries):
             _log_expired(row, self.health)
-            self._finished.setdefault(row.key, asyncio.Event()).set()
+            self._tell_waiters(row.key)
         rows = await asyncio.to_thread(self.store.waiting_deliveries, ROUND_LIMIT)
         await self._measure()
         now = self.clock()
         if not self.health.may_try():
             assert self.health.next_probe is not None
-            return min(IDLE_ROUND_S, (self.health.next_probe - now).total_seconds())
+            until_probe = (self.health.next_probe - now).total_seconds()
+            return max(0.05, min(IDLE_ROUND_S, until_probe))
+        self._groups = {name: task for name, task in self._groups.items() if not task.done()}
         groups: dict[str, list[Delivery]] = {}
         for row in rows:
             groups.setdefault(_group(row), []).append(row)
         for name, group in groups.items():
             head = group[0]
-            busy = name in self._groups and not self._groups[name].done()
-            if busy or head.next_try_at > now or _held(head, now):
+            if name in self._groups or head.next_try_at > now or _held(head, now):
                 continue
             self._groups[name] = asyncio.create_task(self._drain(group), name=f"outbox-{name}")
             if self.health.down:
                 break  # Slack is away: one probe at a time
-        return IDLE_ROUND_S
+        return IDLE_ROUND_S if rows else QUIET_ROUND_S
 
     async def _drain(self, group: list[Delivery]) -> None:
         """Send a conversation's rows in order, until one does not go."""

@@ -19,7 +19,7 @@ from bot.runbook.health.watch import Watches
 from bot.scheduler import Scheduler
 from bot.slack.alerts.alerting import Alerting
 from bot.slack.chat import Chat
-from bot.slack.durable_chat import DurableChat
+from bot.slack.durable_chat import DurableChat, PacedLanes
 from bot.slack.incidents.incidents import Incidents
 from bot.slack.outbox import Outbox
 from bot.store import Store
@@ -48,6 +48,8 @@ class Services:
     # Made from the ones above. Every message goes through the one outbox: incidents in its
     # page lane (ahead of routine alert posts), replies to commands through `chat`.
     outbox: Outbox = field(init=False)
+    # Paced lanes over the outbox, for what posts beside alerts (a rollback's summary).
+    pacer: PacedLanes = field(init=False)
     incidents: Incidents = field(init=False)
     alerts: Alerts = field(init=False)
     alerting: Alerting = field(init=False)
@@ -61,6 +63,7 @@ class Services:
             paced=self.paced,
         )
         self.chat = DurableChat(self.outbox)
+        self.pacer = PacedLanes(self.outbox)
         self.incidents = Incidents(self.config, self.store, self.outbox, self.scheduler)
         self.alerts = Alerts(self.config, self.store, wake=self.scheduler.sweep_at)
         self.alerting = Alerting(self.config, self.store, self.outbox, self.alerts, self.incidents)

@@ -13,9 +13,12 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.runbook.incidents.escalation import PAGE_DELIVERY
 from bot.store import Delivery, Store
@@ -120,24 +123,41 @@ class DrillBot:
 
     # --- what reached Slack -----------------------------------------------------------------
 
+    def _keyed(self, channel: str) -> list[tuple[str, dict[str, Any]]]:
+        """The bot's messages in a channel with the outbox key each carries (its metadata:
+        what Slack shows, whatever edits have made of the text since)."""
+        found = []
+        for message in self.slack.channel_messages(channel):
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if "key" in payload:
+                found.append((str(payload["key"]), message))
+        return found
+
     def pages(self) -> Counter[tuple[str, str]]:
         """Pages in the people's DMs, counted by (incident, user)."""
         seen: Counter[tuple[str, str]] = Counter()
         for user in self.users:
-            for message in self.slack.channel_messages("D" + user[1:]):
-                text = str(message.get("text", ""))
-                if text.startswith("Paging you for INC-"):
-                    seen[(text.split()[3], user)] += 1
+            for key, _ in self._keyed("D" + user[1:]):
+                incident, kind, *_ = key.split("/")
+                if kind == "page":
+                    seen[(incident, user)] += 1
         return seen
 
     def page_texts(self, user: str) -> list[str]:
-        return [str(m.get("text", "")) for m in self.slack.channel_messages("D" + user[1:])]
+        """The pages' words as sent (the messages are edited later to show the incident)."""
+        return [
+            str(call.args.get("text", ""))
+            for call in self.slack.calls_to("chat.postMessage")
+            if call.args.get("channel") == "D" + user[1:]
+            and call.status == 200
+            and call.error is None
+        ]
 
     def cards(self) -> Counter[str]:
         return Counter(
-            str(m["text"]).split()[0]
-            for m in self.slack.channel_messages(self.incidents_channel)
-            if "thread_ts" not in m and str(m.get("text", "")).startswith("INC-")
+            key.split("/")[0]
+            for key, message in self._keyed(self.incidents_channel)
+            if key.endswith("/card") and "thread_ts" not in message
         )
 
     def thread_lines(self) -> Counter[tuple[str, str]]:
@@ -151,6 +171,28 @@ class DrillBot:
         return sum(
             1 for m in self.slack.channel_messages(self.alerts_channel) if "thread_ts" not in m
         )
+
+    def metric(self, name: str) -> float | None:
+        """A sample of the bot's /metrics (None: not exposed)."""
+        for family in text_string_to_metric_families(self.bot.metrics()):
+            for sample in family.samples:
+                if sample.name == name:
+                    return float(sample.value)
+        return None
+
+    def metrics_show(self, wanted: dict[str, Callable[[float], bool]], timeout: float) -> None:
+        """Until /metrics shows what is wanted (the outbox measures itself every round)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            values = {name: self.metric(name) for name in wanted}
+            if all(
+                v is not None and ok(v)
+                for (name, ok), v in zip(wanted.items(), values.values(), strict=True)
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"/metrics never showed it: {values}")
+            time.sleep(0.2)
 
     def log_lines(self, words: str) -> list[str]:
         return [line for line in self.bot.log.read_text().splitlines() if words in line]

@@ -35,6 +35,7 @@ from bot.runbook.levels import Level
 from bot.slack import blocks
 from bot.slack.alerts import alert_blocks
 from bot.slack.chat import Chat, Message
+from bot.slack.delivery import Pending, Refused, Sent
 from bot.slack.incidents.incidents import (
     Failure,
     Incidents,
@@ -42,7 +43,7 @@ from bot.slack.incidents.incidents import (
     PressReply,
     check_delivered,
 )
-from bot.slack.outbox import Outbox, Pending, Refused, Sent, outbox_of
+from bot.slack.outbox import Outbox, outbox_of
 from bot.slack.posting_lease import POSTING_LEASE, posting_lease
 from bot.store import LANE_ROUTINE, Alert, Delivery, NewDelivery, Store
 from bot.store.outbox import UPDATE

@@ -56,8 +56,9 @@ from bot.runbook.incidents.escalation import (
 )
 from bot.scheduler import RetryLater, Scheduler
 from bot.slack.chat import Chat, ChatError, Message
+from bot.slack.delivery import Dropped, Outcome, Pending, Refused, Sent
 from bot.slack.incidents import incident_blocks
-from bot.slack.outbox import Dropped, Outbox, Outcome, Pending, Refused, Sent, outbox_of
+from bot.slack.outbox import Outbox, outbox_of
 from bot.slack.posting_lease import POSTING_LEASE, posting_lease
 from bot.store import (
     LANE_PAGE,
