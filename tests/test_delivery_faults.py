@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BOT_TOKEN, DemoService, stop_process
-from tests.support.fault_drill import LATE_WORDS, DrillBot, start_drill_bot
+from tests.conftest import DemoService
+from tests.support.fault_drill import LATE_WORDS, DrillBot, drill_bots, own_slack, start_drill_bot
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S
 from tests.support.slack_fake import SlackFake
 
@@ -30,18 +30,12 @@ FIRST_THREE = ("INC-1", "INC-2", "INC-3")
 
 @pytest.fixture
 def fake() -> Iterator[SlackFake]:
-    """A Slack of this test's own: its faults reach no other test's bot."""
-    with SlackFake(bot_token=BOT_TOKEN) as running:
-        yield running
+    yield from own_slack()
 
 
 @pytest.fixture
-def drills(tmp_path: Path) -> Iterator[list[DrillBot]]:
-    started: list[DrillBot] = []
-    yield started
-    for drill in started:
-        drill.bot.http.close()
-        stop_process(drill.bot.process)
+def drills() -> Iterator[list[DrillBot]]:
+    yield from drill_bots()
 
 
 def through_an_outage(

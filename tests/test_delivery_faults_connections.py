@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BOT_TOKEN, DemoService, new_channel, start_bot, stop_process
-from tests.support.fault_drill import DrillBot, drill_config
+from tests.support.fault_drill import DrillBot, drill_bots, drill_config, own_slack
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S
 from tests.support.slack_fake import SlackFake
 from tests.support.socket_mode_fake import SocketModeFake
@@ -25,17 +25,12 @@ APP_TOKEN = "xapp-test-token"
 
 @pytest.fixture
 def fake() -> Iterator[SlackFake]:
-    with SlackFake(bot_token=BOT_TOKEN, app_token=APP_TOKEN) as running:
-        yield running
+    yield from own_slack()
 
 
 @pytest.fixture
-def drills(tmp_path: Path) -> Iterator[list[DrillBot]]:
-    started: list[DrillBot] = []
-    yield started
-    for drill in started:
-        drill.bot.http.close()
-        stop_process(drill.bot.process)
+def drills() -> Iterator[list[DrillBot]]:
+    yield from drill_bots()
 
 
 @pytest.mark.parametrize("mode", MODES[3:])

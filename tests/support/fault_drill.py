@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.runbook.incidents.escalation import PAGE_DELIVERY
 from bot.store import Delivery, Store
-from tests.conftest import BotProcess, Sent, new_channel, start_slack_bot
+from tests.conftest import BOT_TOKEN, BotProcess, Sent, new_channel, start_slack_bot, stop_process
 from tests.support.slack_fake import SlackFake
 
 LEVEL_NAMES = ("On-call DevOps Engineer", "DevOps Team Lead", "Engineering Manager", "CTO")
@@ -212,6 +212,21 @@ class DrillBot:
                     f"missing, {self.waiting()} waiting\n{self.bot.log.read_text()[-4000:]}"
                 )
             time.sleep(0.2)
+
+
+def own_slack() -> Iterator[SlackFake]:
+    """A Slack fake of the test's own (its faults reach no other test's bot), for a fixture."""
+    with SlackFake(bot_token=BOT_TOKEN) as running:
+        yield running
+
+
+def drill_bots() -> Iterator[list[DrillBot]]:
+    """The drill bots a test starts, stopped at its end, for a fixture."""
+    started: list[DrillBot] = []
+    yield started
+    for drill in started:
+        drill.bot.http.close()
+        stop_process(drill.bot.process)
 
 
 def start_drill_bot(

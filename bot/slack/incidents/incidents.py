@@ -417,8 +417,9 @@ class _Delivery:
         if incident.status == Status.TRIGGERED and self.plan.levels:
             # Written with the step; written here too for an incident opened before pages
             # were outbox rows (a no-op otherwise: the key is there).
+            now = self.incidents.clock()
             for new in page_deliveries(
-                incident.id, incident.paged_seq, incident.level, self.plan, incident.opened_at
+                incident.id, incident.paged_seq, incident.level, self.plan, now
             ):
                 await self.outbox.send(new, attempt=False)
         rows = await asyncio.to_thread(self.store.deliveries_of, self.name, PAGE_DELIVERY)
