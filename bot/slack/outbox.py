@@ -329,9 +329,9 @@ class Outbox:
         except ChatError as exc:
             if exc.outage:
                 raise
-            # Cannot look (a missing *:history scope): better twice than never.
+            # Cannot look (most likely a missing *:history scope): better twice than never.
             log.error(
-                "cannot check whether %s reached Slack (%s); sending it again — add the "
+                "cannot look for %s in Slack (%s); sending it again — the app needs the "
                 "channels:history, groups:history, im:history and mpim:history scopes",
                 row.about or row.key,
                 exc.error,
@@ -447,8 +447,11 @@ class Outbox:
                     pruned_at = self.clock()
                     await asyncio.to_thread(self.store.prune_deliveries, pruned_at - KEEP_FINISHED)
                 delay = await self._round()
+                self._store_down = False
             except StoreError as exc:
-                log.error("outbox not read: %s — check EVENTMESH_DATABASE_URL", exc)
+                if not self._store_down:  # once per database outage, not once a round
+                    log.error("outbox not read: %s — check EVENTMESH_DATABASE_URL", exc)
+                    self._store_down = True
             except Exception:
                 log.exception("outbox round failed; next round in %.0f s", IDLE_ROUND_S)
             self._wake.clear()
