@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.asyncio import AsyncIOExecutor
@@ -64,28 +64,6 @@ class RetryLater(Exception):
     def __init__(self, reason: str, delay: timedelta = timedelta(seconds=1)) -> None:
         super().__init__(reason)
         self.delay = delay
-
-
-@contextlib.asynccontextmanager
-async def renewed(renew: Callable[[], Awaitable[object]], every: timedelta) -> AsyncIterator[None]:
-    """Call renew every `every` while the block runs: a short lease kept by a live holder
-    (a dead one stops renewing, and the lease soon runs out for the next)."""
-
-    async def keep() -> None:
-        while True:
-            await asyncio.sleep(every.total_seconds())
-            try:
-                await renew()
-            except StoreError as exc:
-                log.warning("a lease was not renewed: %s", exc)
-
-    keeper = asyncio.create_task(keep())
-    try:
-        yield
-    finally:
-        keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await keeper
 
 
 def retry_delay(attempts: int) -> timedelta:

@@ -79,6 +79,22 @@ class Telemetry:
             registry=self.registry,
         )
         self.store_reachable.set(1)
+        self.outbox_depth = Gauge(
+            "eventmesh_bot_outbox_depth",
+            "Messages waiting in the outbox for Slack to take them (pages, posts, replies).",
+            registry=self.registry,
+        )
+        self.outbox_oldest_seconds = Gauge(
+            "eventmesh_bot_outbox_oldest_seconds",
+            "Age of the oldest message waiting in the outbox (0 when none waits).",
+            registry=self.registry,
+        )
+        self.slack_reachable = Gauge(
+            "eventmesh_bot_slack_reachable",
+            "1 while Slack's Web API answers, 0 since it stopped (an outage).",
+            registry=self.registry,
+        )
+        self.slack_reachable.set(1)
         # Exposed as eventmesh_bot_build_info{version="…"} 1, the usual shape of build info.
         build = Info("eventmesh_bot_build", "The running bot's version.", registry=self.registry)
         build.info({"version": __version__})

@@ -36,3 +36,10 @@ def test_manifest_is_socket_mode_with_interactivity_and_needed_scopes() -> None:
     for command in MANIFEST["features"]["slash_commands"]:
         assert command["usage_hint"] and command["description"]
         assert "url" not in command  # Socket Mode: Slack delivers over the socket
+
+
+def test_manifest_lets_the_bot_look_for_its_own_messages_everywhere_it_posts() -> None:
+    # A post whose answer was lost is looked for in conversations.history / .replies (by the
+    # key in its metadata) before it is sent again: that needs each conversation type's scope.
+    scopes = set(MANIFEST["oauth_config"]["scopes"]["bot"])
+    assert {"channels:history", "groups:history", "im:history", "mpim:history"} <= scopes

@@ -160,12 +160,6 @@ def test_due_timers_raced_for_by_three_replicas_fire_once_each(
     store.close()
 
 
-@pytest.mark.xfail(
-    reason="needs the delivery half of issue 15: the survivor pages only the level current "
-    "when it takes over (level 2's page is lost) and re-sends the page whose answer the dead "
-    "replica never heard; the short renewed leases here bring it in 15 s instead of 2 min",
-    strict=False,
-)
 def test_a_replica_killed_right_after_a_page_delays_no_level(
     tmp_path: Path, slack: SlackFake, postgres_database: str, dead_url: str
 ) -> None:
@@ -194,8 +188,12 @@ def test_a_replica_killed_right_after_a_page_delays_no_level(
         # incident's posting lease and its sync timer's claim.
         if killed or call.method != "chat.postMessage" or call.args.get("channel") != dm(team[0]):
             return
-        with engine.connect() as connection:
-            owner = connection.execute(text("SELECT sync_owner FROM incidents")).scalar()
+        with (
+            engine.connect() as connection
+        ):  # the replica delivering that page (bot/store/outbox.py)
+            owner = connection.execute(
+                text("SELECT claimed_by FROM outbox WHERE user_id = :user"), {"user": team[0]}
+            ).scalar()
         pid = int(str(owner).rsplit(":", 2)[1])
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)

@@ -20,7 +20,7 @@ from typing import Literal
 from bot.config import Config
 from bot.slack import blocks
 from bot.slack.access import Role, Usage, may_run
-from bot.slack.chat import Conversation, Message, MessageRef
+from bot.slack.chat import Asked, Conversation, Message, MessageRef, answering
 from bot.slack.services import Services
 from bot.store import StoreError, Timer
 from bot.workers import Lane
@@ -250,6 +250,14 @@ class Dispatcher:
         await self._run(Context(request, self.services, ack), spec.handler)
 
     async def _run(self, ctx: Context, handler: Handler) -> None:
+        # What the handler sends is a reply to this request (see bot/slack/durable_chat.py).
+        replying = answering.set(_asked(ctx.request))
+        try:
+            await self._handle(ctx, handler)
+        finally:
+            answering.reset(replying)
+
+    async def _handle(self, ctx: Context, handler: Handler) -> None:
         request = ctx.request
         try:
             await handler(ctx)
@@ -295,6 +303,7 @@ class Dispatcher:
     async def _work(self, ctx: Context, audit_id: int | None) -> None:
         assert ctx.work is not None
         started = time.perf_counter()
+        replying = answering.set(_asked(ctx.request))  # the workers' tasks outlive requests
         try:
             ctx.result = await ctx.work()
         except StoreError as exc:
@@ -314,6 +323,7 @@ class Dispatcher:
                 time.perf_counter() - started
             )
             await self._finish(ctx, audit_id)
+            answering.reset(replying)
 
     @staticmethod
     def _store_failed(ctx: Context, exc: StoreError) -> None:
@@ -351,3 +361,9 @@ class Dispatcher:
 
 def _unreachable(request: Request) -> Message:
     return blocks.store_unreachable(request.name, press=isinstance(request, ActionRequest))
+
+
+def _asked(request: Request) -> Asked:
+    return Asked(
+        request.name, request.text, request.user_id, request.channel_id, request.response_url
+    )

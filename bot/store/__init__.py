@@ -6,8 +6,9 @@ the event loop run them with `asyncio.to_thread` so a slow disk never delays an 
 
 One module per concern, each with its records (tables), the values it hands back and a mixin
 of Store's methods: audit, health, timers, incidents, deployments (with environment locks),
-approvals, alerts and leases (one replica at a time); base holds the engine, the sessions
-and StoreError; schema the migrations that make the tables. Import from here.
+approvals, alerts, the outbox (every message on its way to Slack, and posting leases) and
+leases (one replica at a time); base holds the engine, the sessions and StoreError; schema
+the migrations that make the tables. Import from here.
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ from bot.store.incidents import (
     NewEvent,
 )
 from bot.store.leases import Fence, Lease, LeaseLost, LeaseRecord, LeaseStore
+from bot.store.outbox import (
+    LANE_PAGE,
+    LANE_REPLY,
+    LANE_ROUTINE,
+    Delivery,
+    NewDelivery,
+    OutboxRecord,
+    OutboxStore,
+    PostingLeaseRecord,
+)
 from bot.store.timers import NewTimer, Timer, TimerRecord, TimerStore
 
 
@@ -71,6 +82,7 @@ class Store(
     ApprovalStore,
     AlertStore,
     LeaseStore,
+    OutboxStore,
 ):
     """The bot's database: every concern's methods over one engine (see the modules)."""
 
@@ -79,6 +91,9 @@ __all__ = [
     "ALERT_FIELDS",
     "FINISHED_STATES",
     "INCIDENT_STATE_FIELDS",
+    "LANE_PAGE",
+    "LANE_REPLY",
+    "LANE_ROUTINE",
     "MAX_AUDIT_TEXT",
     "MAX_STEP_OUTPUT",
     "RUNNING",
@@ -96,6 +111,7 @@ __all__ = [
     "AuditEntry",
     "AuditRecord",
     "Base",
+    "Delivery",
     "Deployment",
     "DeploymentRecord",
     "DeploymentStep",
@@ -117,8 +133,11 @@ __all__ = [
     "LeaseRecord",
     "LockHeld",
     "NewAlertEvent",
+    "NewDelivery",
     "NewEvent",
     "NewTimer",
+    "OutboxRecord",
+    "PostingLeaseRecord",
     "StaleAlertStates",
     "Store",
     "StoreError",
