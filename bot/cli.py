@@ -1,4 +1,4 @@
-"""eventmesh-bot: run the bot, check a config, or run the demo EventMesh service.
+"""eventmesh-bot: run the bot, check a config, upgrade the database, or run the demo service.
 
 This is the composition root: the one module that knows the handlers and the runtime both,
 so it imports from handlers/ while nothing else in bot/ does.
@@ -21,6 +21,7 @@ from bot.config import ConfigError, check_config, load_config
 from bot.logs import configure_logging
 from bot.settings import Settings, SettingsError, scrub_slack_environment
 from bot.slack.bolt_app import SlackRefused
+from bot.store.schema import SchemaError
 from bot.webserver import PortInUse
 
 log = logging.getLogger("eventmesh-bot")
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also ask Slack, the hosts, the services and CI whether the config works",
     )
+    db = sub.add_parser("db", help="the store's database ($EVENTMESH_DATABASE_URL)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser(
+        "upgrade",
+        help="apply the schema migrations (a start does it too, under the same lock)",
+    )
     demo = sub.add_parser("demo-service", help="run the simulated EventMesh service")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
@@ -69,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.path, live=args.live)
+    if args.command == "db":
+        return _db_upgrade()
     if args.command == "demo-service":
         from bot.demo.service import run_demo_service
 
@@ -118,6 +127,39 @@ def _check_live(path: Path) -> int:
     return 0
 
 
+def _db_upgrade() -> int:
+    """`eventmesh-bot db upgrade`: the schema to this bot's version; exit 0, or 2 and why."""
+    from bot.store import Store
+
+    configure_logging("WARNING", ())
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"eventmesh-bot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    url = make_url(settings.database_url).render_as_string(hide_password=True)
+    try:
+        store = Store(settings.database_url)
+    except SchemaError as exc:
+        print(f"eventmesh-bot db upgrade: {url}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SQLAlchemyError as exc:
+        print(_unreachable(url, exc), file=sys.stderr)
+        return EXIT_USAGE
+    store.close()
+    done = store.schema
+    if done.changed:
+        print(f"{url}: schema upgraded from {done.before or 'nothing'} to {done.after}")
+    else:
+        print(f"{url}: schema already at {done.after}, nothing to do")
+    return 0
+
+
+def _unreachable(url: str, exc: SQLAlchemyError) -> str:
+    detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    return f"cannot open the store at {url}: {detail} — check EVENTMESH_DATABASE_URL"
+
+
 def _run(forced_mode: str | None) -> int:
     try:
         settings = Settings.from_env()
@@ -160,6 +202,9 @@ def _run(forced_mode: str | None) -> int:
             url,
             type(exc).__name__,
         )
+    except SchemaError as exc:
+        url = make_url(settings.database_url).render_as_string(hide_password=True)
+        log.error("cannot use the store at %s: %s", url, exc)
     return EXIT_USAGE
 
 

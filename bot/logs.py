@@ -39,5 +39,7 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Every request to the Web API at INFO would drown the bot's own lines.
-    for noisy in ("slack_sdk", "slack_bolt", "httpx", "uvicorn.error", "aiohttp", "apscheduler"):
+    # Alembic says what it is about to do at every start; the bot says what it did (runtime).
+    noisy_loggers = ("slack_sdk", "slack_bolt", "httpx", "uvicorn.error", "aiohttp", "apscheduler")
+    for noisy in (*noisy_loggers, "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))

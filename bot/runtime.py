@@ -30,6 +30,7 @@ from bot.demo.local_env import (
     stop_local_service,
     supervised,
 )
+from bot.runbook.alerts.checking import CheckingLease
 from bot.runbook.health.health import HealthChecker
 from bot.runbook.health.probe import Prober
 from bot.scheduler import Scheduler
@@ -49,6 +50,7 @@ from bot.slack.services import Services
 from bot.slack.web import create_web_app
 from bot.slack.web_api import SlackChat, create_web_client
 from bot.store import Store
+from bot.store_watch import WATCH_EVERY, StoreWatch
 from bot.telemetry import Telemetry
 from bot.transport.local import LocalTransport
 from bot.webserver import EmbeddedServer, bind, bind_preferring, bound_port, embedded_server
@@ -125,6 +127,8 @@ async def run_bot(
         cleanup.push_async_callback(_stop_servers, servers)
 
         watching: list[str] = []  # what the scheduled checks watch, for the start-up line
+        # Asked for once this bot serves: a replica that cannot talk to Slack never checks.
+        checking: list[CheckingLease] = []
 
         def start_services(config: Config, chat: Chat) -> Dispatcher:
             """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
@@ -144,7 +148,7 @@ async def run_bot(
             )
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))
-            watching.append(_schedule_checks(config, scheduler, services))
+            watching.append(_schedule_checks(config, scheduler, services, cleanup, checking))
             # Whatever waits in the outbox (left by a previous run too) goes as Slack allows.
             services.outbox.start()
             # Unwound in reverse: no more ticks or timers, then the checks under way end and
@@ -157,6 +161,7 @@ async def run_bot(
                 RECOVERY_EVERY,
                 functools.partial(recover_interrupted, services),
             )
+            scheduler.every("store-watch", WATCH_EVERY, StoreWatch(store, telemetry).check)
             # Timers left by a previous run fire as soon as there is a chat to report to.
             scheduler.start()
             cleanup.push_async_callback(scheduler.stop)
@@ -180,6 +185,8 @@ async def run_bot(
                 f"  {watching[0]}; alerts print here",
                 flush=True,
             )
+            for lease in checking:
+                lease.start()
             if not await _first(Console(dispatcher, console_chat, workers).run(), stop.wait()):
                 sys.stdout.write("\n")  # stopped by a signal: end the prompt's line
             return 0
@@ -199,7 +206,14 @@ async def run_bot(
             # While Slack is unreachable the client retries forever: a stop must still work.
             if not await _first(handler.connect_async(), stop.wait()):
                 return 0
-        log.info("serving Slack in %s mode; health and metrics on %s", mode, web.url)
+        log.info(
+            "serving Slack in %s mode; health and metrics on %s; %s",
+            mode,
+            web.url,
+            _schema_words(store),
+        )
+        for lease in checking:
+            lease.start()
         await stop.wait()
         log.info("stopping: no new requests; letting running work finish")
         return 0
@@ -231,13 +245,30 @@ def _slack_app(
     return bolt_app, identity, create_web_client(token, settings.api_url)
 
 
-def _schedule_checks(config: Config, scheduler: Scheduler, services: Services) -> str:
-    """The scheduled checks behind the threshold alerts, two jobs per check_interval; returns
-    what they watch, in words."""
+def _schema_words(store: Store) -> str:
+    done = store.schema
+    if done.changed:
+        return f"store schema upgraded from {done.before or 'nothing'} to {done.after}"
+    return f"store schema at {done.after}"
+
+
+def _schedule_checks(
+    config: Config,
+    scheduler: Scheduler,
+    services: Services,
+    cleanup: AsyncExitStack,
+    checking: list[CheckingLease],
+) -> str:
+    """The scheduled checks behind the threshold alerts, two jobs per check_interval, run
+    while this replica holds the checking lease; returns what they watch, in words."""
     if not config.alerts.scheduled_checks:
         return "scheduled checks off (alerts.scheduled_checks: false)"
-    for name, interval, job in services.monitor.jobs():
-        scheduler.every(name, interval, job)
+    lease = CheckingLease(
+        services.store, scheduler, services.monitor, services.alerts, services.telemetry
+    )
+    checking.append(lease)
+    # A clean stop gives the lease up: the next replica takes over at once.
+    cleanup.push_async_callback(lease.release)
     intervals = sorted({env.check_interval for env in config.environments.values()})
     every = ", ".join(f"{i.total_seconds():g}s" for i in intervals)
     return f"scheduled checks of {len(config.environments)} environment(s) every {every}"

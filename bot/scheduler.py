@@ -6,8 +6,12 @@ Two kinds:
 - Durable timers: an escalation's next level, an approval's expiry, a reminder. They are
   rows in the store with a due time (`schedule`), not asyncio timers, so a restarted bot — or
   another replica on the same database — picks them up. One periodic sweep claims the due
-  rows (a lease: a claimer that died gives them back when it runs out) and runs the handler
-  registered for each row's kind (`on`).
+  rows and runs the handler registered for each row's kind (`on`). A claim is a short lease
+  (15 s), renewed every third of it while the handler runs: a claimer that died (SIGKILL, a
+  lost node) delays its timers by at most the lease, not minutes. A handler whose claim was
+  lost meanwhile (its process stalled past the lease and another replica claimed the timer)
+  is cancelled at its next renewal, and its claim's token (the attempt number) no longer
+  matches, so it cannot mark the timer fired or give it back.
 
 Exactly once, from the handler's side: a handler can run again if the bot dies between its
 effect and the row being marked fired. Handlers make that harmless by carrying a token in
@@ -25,11 +29,13 @@ sweep runs when they fall due.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.asyncio import AsyncIOExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.clock import Clock, utc_now
@@ -42,10 +48,14 @@ TimerHandler = Callable[[Timer], Awaitable[None]]
 PeriodicJob = Callable[[], Awaitable[None]]
 
 DEFAULT_SWEEP_EVERY = timedelta(seconds=1)
-DEFAULT_LEASE = timedelta(minutes=5)
+DEFAULT_LEASE = timedelta(seconds=15)
 MAX_RETRY_DELAY = timedelta(minutes=5)
 # A timer nobody here handles may belong to a newer version of the bot sharing the database.
 UNHANDLED_RETRY_DELAY = timedelta(minutes=5)
+
+
+class ClaimLost(Exception):
+    """A timer's claim passed to another replica while its handler ran here."""
 
 
 class RetryLater(Exception):
@@ -105,6 +115,11 @@ class Scheduler:
             misfire_grace_time=None,
             replace_existing=True,
         )
+
+    def remove(self, name: str) -> None:
+        """Stop the periodic job `name` (a run under way finishes)."""
+        with contextlib.suppress(JobLookupError):
+            self._aps.remove_job(name)
 
     def start(self) -> None:
         self.every("timers", self.sweep_every, self.sweep)
@@ -191,10 +206,32 @@ class Scheduler:
                 await self._retry(timer, UNHANDLED_RETRY_DELAY)
                 return
             try:
-                await handler(timer)
+                await self._run_claimed(timer, handler)
+            except ClaimLost:
+                log.warning(
+                    "timer %s #%d (%s) stopped here: its claim passed to another replica",
+                    timer.kind,
+                    timer.id,
+                    timer.key,
+                )
+                return
             except RetryLater as later:
                 log.info("timer %s #%d (%s) deferred: %s", timer.kind, timer.id, timer.key, later)
                 await self._retry(timer, later.delay)
+                return
+            except StoreError as exc:
+                # The database is away: one line (bot/store_watch.py says the rest), no trace.
+                delay = retry_delay(timer.attempts)
+                log.error(
+                    "timer %s #%d (%s) not done, the store is unreachable (%s); trying again "
+                    "in %ds",
+                    timer.kind,
+                    timer.id,
+                    timer.key,
+                    exc,
+                    delay.total_seconds(),
+                )
+                await self._retry(timer, delay)
                 return
             except Exception:
                 delay = retry_delay(timer.attempts)
@@ -208,14 +245,52 @@ class Scheduler:
                 )
                 await self._retry(timer, delay)
                 return
-            if not await asyncio.to_thread(self.store.finish_timer, timer.id, self.owner):
+            finished = await asyncio.to_thread(
+                self.store.finish_timer, timer.id, self.owner, timer.attempts
+            )
+            if not finished:
                 log.warning("timer %s #%d ran after its lease was lost", timer.kind, timer.id)
         except StoreError as exc:
             # The lease runs out and the timer is fired again: late, never lost.
             log.error("timer %s #%d not marked done: %s", timer.kind, timer.id, exc)
 
+    async def _run_claimed(self, timer: Timer, handler: TimerHandler) -> None:
+        """Run handler, renewing the timer's claim every third of the lease; ClaimLost (and
+        the handler cancelled) once it is another's, or could not be renewed before it ran
+        out (the database away: another replica may have it by then)."""
+        loop = asyncio.get_running_loop()
+        lease_s = self.lease.total_seconds()
+        renew_s = lease_s / 3
+        valid_until = loop.time() + lease_s
+        work = asyncio.ensure_future(handler(timer))
+        try:
+            while not (await asyncio.wait({work}, timeout=renew_s))[0]:
+                asked = loop.time()
+                try:
+                    kept: bool | None = await asyncio.to_thread(
+                        self.store.renew_timer,
+                        timer.id,
+                        self.owner,
+                        timer.attempts,
+                        self.clock() + self.lease,
+                    )
+                except StoreError:
+                    kept = None
+                if kept:
+                    valid_until = asked + lease_s
+                elif kept is False or loop.time() + renew_s >= valid_until:
+                    raise ClaimLost()
+            work.result()
+        finally:
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(BaseException):
+                    await work
+
     async def _retry(self, timer: Timer, delay: timedelta) -> None:
-        await asyncio.to_thread(self.store.retry_timer, timer.id, self.owner, self.clock() + delay)
+        await asyncio.to_thread(
+            self.store.retry_timer, timer.id, self.owner, self.clock() + delay, timer.attempts
+        )
 
 
 class _DrainingExecutor(AsyncIOExecutor):

@@ -4,7 +4,14 @@ One registry per bot instance (not prometheus_client's global one) so that sever
 or a bot and the demo service, can live in one process — the test suite does exactly that.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from bot import __version__
@@ -59,6 +66,19 @@ class Telemetry:
             ["metric", "change"],
             registry=self.registry,
         )
+        self.checking_lease = Gauge(
+            "eventmesh_bot_checking_lease",
+            "1 while this replica holds the checking lease and so runs the scheduled checks; "
+            "0 while another replica does (or scheduled checks are off).",
+            registry=self.registry,
+        )
+        self.store_reachable = Gauge(
+            "eventmesh_bot_store_reachable",
+            "1 while the store (EVENTMESH_DATABASE_URL) answers, 0 while it does not "
+            "(down, unreachable, its SQLite file deleted): readiness, not liveness.",
+            registry=self.registry,
+        )
+        self.store_reachable.set(1)
         self.outbox_depth = Gauge(
             "eventmesh_bot_outbox_depth",
             "Messages waiting in the outbox for Slack to take them (pages, posts, replies).",

@@ -2,6 +2,10 @@
 
 Everything talks over real loopback HTTP. Waiting is for conditions (a port answering, a call
 reaching the fake), never for a fixed time.
+
+EVENTMESH_TEST_DATABASE=postgres runs the bots on PostgreSQL (a new database on the machine's
+server for each bot started without a database_url, dropped at the end of the session);
+unset, or sqlite, on a SQLite file in the bot's working directory. scripts/test runs both.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from tests.support import postgres
 from tests.support.conversation import Conversation
 from tests.support.slack_fake import SlackFake
 from tests.support.slack_signing import block_actions_body, signed_headers, slash_command_body
@@ -37,6 +42,27 @@ SIGNING_SECRET = "test-signing-secret-8f1d2c3b4a"
 BOT_TOKEN = "xoxb-test-token"
 STARTUP_TIMEOUT_S = 30.0
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TEST_DATABASE = os.environ.get("EVENTMESH_TEST_DATABASE", "sqlite").strip().lower() or "sqlite"
+if TEST_DATABASE not in ("sqlite", "postgres"):
+    raise RuntimeError(f"EVENTMESH_TEST_DATABASE={TEST_DATABASE!r}: use sqlite or postgres")
+_made_databases: list[str] = []  # this worker's, dropped when its session ends
+
+
+def bot_database_url(workdir: Path) -> str:
+    """Where a bot started without a database_url keeps its store, in this run's database."""
+    if TEST_DATABASE == "postgres":
+        url = postgres.create_database("bot")
+        _made_databases.append(url)
+        return url
+    return f"sqlite:///{workdir / 'bot.db'}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_made_databases() -> Iterator[None]:
+    # Session-wide and autouse: set up first, so torn down after every bot has stopped.
+    yield
+    for url in _made_databases:
+        postgres.drop_database(url)
 
 
 def free_port() -> int:
@@ -195,10 +221,10 @@ def bot_config(
     )
 
 
-def start_bot(workdir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+def spawn_bot(workdir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     """`eventmesh-bot run` in workdir, on a free PORT, with its store under workdir.
 
-    `env` adds to (and overrides) those defaults; returns once GET /healthz answers.
+    `env` adds to (and overrides) those defaults; returns at once (start_bot waits for it).
     """
     port = free_port()
     log = workdir / "bot.log"
@@ -211,7 +237,12 @@ def start_bot(workdir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, 
             cwd=workdir,
             env=clean_env(**{**defaults, **env}),
         )
-    url = f"http://127.0.0.1:{port}"
+    return process, f"http://127.0.0.1:{port}", log
+
+
+def start_bot(workdir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """spawn_bot, returning once GET /healthz answers."""
+    process, url, log = spawn_bot(workdir, **env)
     serving_or_stopped(f"{url}/healthz", process, log)
     return process, url, log
 
@@ -308,17 +339,20 @@ def start_slack_bot(
     bot gets the same database_url and a fresh workdir for its log). `env` adds variables
     (e.g. LOG_LEVEL="DEBUG").
     """
-    database_url = database_url or f"sqlite:///{workdir / 'bot.db'}"
-    process, url, log = start_bot(
-        workdir,
-        SLACK_BOT_TOKEN=BOT_TOKEN,
-        SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        SLACK_API_URL=slack.api_url,
-        EVENTMESH_CONFIG=str(config),
-        EVENTMESH_DATABASE_URL=database_url,
-        **env,
-    )
+    database_url = database_url or bot_database_url(workdir)
+    process, url, log = start_bot(workdir, **slack_bot_env(slack, config, database_url), **env)
     return BotProcess(url, process, log, database_url, slack)
+
+
+def slack_bot_env(slack: SlackFake, config: Path, database_url: str) -> dict[str, str]:
+    """The variables of a bot in HTTP mode talking to the Slack fake."""
+    return {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "EVENTMESH_CONFIG": str(config),
+        "EVENTMESH_DATABASE_URL": database_url,
+    }
 
 
 @contextlib.contextmanager
@@ -366,6 +400,17 @@ def postgres_schema() -> Iterator[str]:
     with engine.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     engine.dispose()
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A new, empty database on the local PostgreSQL, dropped after the test."""
+    reason = postgres.unreachable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    url = postgres.create_database("test")
+    yield url
+    postgres.drop_database(url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

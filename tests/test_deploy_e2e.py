@@ -17,7 +17,14 @@ import httpx
 import pytest
 
 from bot.store import Store
-from tests.conftest import BOT_TOKEN, SIGNING_SECRET, BotProcess, start_bot, stop_process
+from tests.conftest import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    BotProcess,
+    bot_database_url,
+    start_bot,
+    stop_process,
+)
 from tests.support.approvals import (
     APPROVALS,
     APPROVER,
@@ -127,7 +134,7 @@ def bot(
 ) -> Iterator[BotProcess]:
     tmp = tmp_path_factory.mktemp("deploy-bot")
     config = write_config(tmp / "eventmesh.yml", targets, gate, sshd, github)
-    database_url = f"sqlite:///{tmp / 'bot.db'}"
+    database_url = bot_database_url(tmp)
     process, url, log = start_bot(
         tmp,
         SLACK_BOT_TOKEN=BOT_TOKEN,

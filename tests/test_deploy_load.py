@@ -20,6 +20,7 @@ from tests.conftest import (
     SIGNING_SECRET,
     BotProcess,
     DemoService,
+    bot_database_url,
     start_bot,
     stop_process,
 )
@@ -90,7 +91,7 @@ def test_health_reports_stay_on_time_while_three_deploys_run(
             }
         )
     )
-    database_url = f"sqlite:///{tmp_path / 'bot.db'}"
+    database_url = bot_database_url(tmp_path)
     process, url, log = start_bot(
         tmp_path,
         SLACK_BOT_TOKEN=BOT_TOKEN,

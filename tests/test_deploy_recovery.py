@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from bot.store import Store
-from tests.conftest import BOT_TOKEN, SIGNING_SECRET, BotProcess, start_bot, stop_process
+from tests.conftest import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    BotProcess,
+    bot_database_url,
+    start_bot,
+    stop_process,
+)
 from tests.support.deploy_env import DemoTarget, demo_target
 from tests.support.deploy_reports import final_deploy, text_of, wait_in_thread
 from tests.support.slack_fake import SlackFake
@@ -61,7 +68,7 @@ def test_a_bot_killed_mid_deploy_reports_it_interrupted_and_frees_the_lock(
             }
         )
     )
-    database_url = f"sqlite:///{tmp_path / 'bot.db'}"
+    database_url = bot_database_url(tmp_path)
     variables = {
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,

@@ -44,6 +44,19 @@ async def deploy(ctx: Context) -> None:
 
         ctx.hand_off(work)
         return
+    if ctx.request.text == "record-before-ack":
+        await asyncio.to_thread(ctx.services.store.audit_entries)
+        await ctx.ack()
+        return
+    if ctx.request.text == "record":
+        await ctx.ack()
+
+        async def record() -> str:
+            await asyncio.to_thread(ctx.services.store.audit_entries)
+            return "recorded"
+
+        ctx.hand_off(record)
+        return
     if ctx.request.text == "explode-later":
         await ctx.ack()
 
@@ -155,3 +168,24 @@ def test_denied_is_answered_privately_audited_and_counted(tmp_path: Path) -> Non
     (entry,) = store.audit_entries()
     assert (entry.outcome, entry.result) == ("denied", "Only deployers may run /deploy staging.")
     assert counted(telemetry, "denied") == 1
+
+
+def test_a_store_failure_is_said_as_such_nothing_done_and_try_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # After the ack, in the background: the user is told (privately), not left guessing.
+    acks, printed, _, telemetry = run(tmp_path, "record", "U1", broken_store=True)
+    assert acks == [None]
+    assert "database is unreachable, so nothing was done" in printed
+    assert "/deploy" in printed and "again in a minute" in printed
+    assert "internal error" not in printed
+    assert counted(telemetry, "error") == 1
+    assert "/deploy 'record' by U1 not done: the store is unreachable" in caplog.text
+    assert "EVENTMESH_DATABASE_URL" in caplog.text
+
+    # Before the ack: the ack itself says so.
+    acks, printed, _, telemetry = run(tmp_path / "b", "record-before-ack", "U1", broken_store=True)
+    (message,) = acks
+    assert message is not None and "database is unreachable, so nothing was done" in message.text
+    assert "internal error" not in message.text
+    assert counted(telemetry, "error") == 1

@@ -20,7 +20,14 @@ import pytest
 
 from bot.config import Config
 from bot.store import Deployment, Store
-from tests.conftest import BOT_TOKEN, SIGNING_SECRET, BotProcess, start_bot, stop_process
+from tests.conftest import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    BotProcess,
+    bot_database_url,
+    start_bot,
+    stop_process,
+)
 from tests.support.approvals import (
     APPROVALS,
     APPROVER,
@@ -114,7 +121,7 @@ def bot(
     }
     path = tmp / "eventmesh.yml"
     path.write_text(json.dumps(config, indent=2))
-    database_url = f"sqlite:///{tmp / 'bot.db'}"
+    database_url = bot_database_url(tmp)
     process, url, log = start_bot(
         tmp,
         SLACK_BOT_TOKEN=BOT_TOKEN,

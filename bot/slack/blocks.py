@@ -190,6 +190,17 @@ def internal_error(what: str, reference: int | None = None) -> Message:
     return message(text, [section(f":x: {text}")])
 
 
+def store_unreachable(what: str, *, press: bool) -> Message:
+    """The store did not answer: nothing was done, and the user knows to try again."""
+    again = "Press the button again" if press else f"Run `{what}` again"
+    done = "Your press was not recorded" if press else f"`{what}` was not carried out"
+    text = (
+        f"The bot's database is unreachable, so nothing was done: {done}. {again} in a "
+        "minute; if it keeps failing, tell whoever runs the bot (the log names the database)."
+    )
+    return message(text, [section(f":warning: {text}")])
+
+
 # --- health --------------------------------------------------------------------------------------
 
 

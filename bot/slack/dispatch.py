@@ -3,7 +3,9 @@
 A handler is a small async function (see handlers/): it parses, authorizes, acks, and hands
 long work off. The dispatcher around it does what every command needs the same way: the ack
 deadline and its latency metric, the audit row, the outcome counter, the worker pool, and
-turning any exception into a log line for operators and a plain sentence for the user.
+turning any exception into a log line for operators and a plain sentence for the user — a
+StoreError (the database is away) into "the store is unreachable, nothing was done, try
+again", for every command and button alike.
 """
 
 from __future__ import annotations
@@ -259,6 +261,13 @@ class Dispatcher:
         request = ctx.request
         try:
             await handler(ctx)
+        except StoreError as exc:
+            self._store_failed(ctx, exc)
+            ctx.work = None
+            if not ctx.acked:
+                await ctx.ack(_unreachable(request))
+            else:
+                await self._tell_user(ctx, _unreachable(request))
         except Exception:
             log.exception("%s failed while handling %r", request.name, request.text[:200])
             ctx.outcome, ctx.result, ctx.work = "error", "internal error in handler", None
@@ -297,6 +306,9 @@ class Dispatcher:
         replying = answering.set(_asked(ctx.request))  # the workers' tasks outlive requests
         try:
             ctx.result = await ctx.work()
+        except StoreError as exc:
+            self._store_failed(ctx, exc)
+            await self._tell_user(ctx, _unreachable(ctx.request))
         except Exception:
             log.exception(
                 "%s %r failed in the background (audit #%s)",
@@ -305,7 +317,7 @@ class Dispatcher:
                 audit_id,
             )
             ctx.outcome, ctx.result = "error", "internal error"
-            await self._tell_user_it_failed(ctx, audit_id)
+            await self._tell_user(ctx, blocks.internal_error(ctx.request.name, reference=audit_id))
         finally:
             self.services.telemetry.job_seconds.labels(command=ctx.request.name).observe(
                 time.perf_counter() - started
@@ -313,8 +325,20 @@ class Dispatcher:
             await self._finish(ctx, audit_id)
             answering.reset(replying)
 
-    async def _tell_user_it_failed(self, ctx: Context, audit_id: int | None) -> None:
-        message = blocks.internal_error(ctx.request.name, reference=audit_id)
+    @staticmethod
+    def _store_failed(ctx: Context, exc: StoreError) -> None:
+        request = ctx.request
+        log.error(
+            "%s %r by %s not done: the store is unreachable (%s) — check the database at "
+            "EVENTMESH_DATABASE_URL",
+            request.name,
+            request.text[:200],
+            request.user_id,
+            exc,
+        )
+        ctx.outcome, ctx.result = "error", f"store unreachable, nothing done: {exc}"[:500]
+
+    async def _tell_user(self, ctx: Context, message: Message) -> None:
         try:
             if ctx.request.response_url:
                 await self.services.chat.respond(ctx.request.response_url, message)
@@ -333,6 +357,10 @@ class Dispatcher:
             )
         except StoreError as exc:
             log.error("audit #%d not finished (%s) — check EVENTMESH_DATABASE_URL", audit_id, exc)
+
+
+def _unreachable(request: Request) -> Message:
+    return blocks.store_unreachable(request.name, press=isinstance(request, ActionRequest))
 
 
 def _asked(request: Request) -> Asked:

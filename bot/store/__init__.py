@@ -6,12 +6,16 @@ the event loop run them with `asyncio.to_thread` so a slow disk never delays an 
 
 One module per concern, each with its records (tables), the values it hands back and a mixin
 of Store's methods: audit, health, timers, incidents, deployments (with environment locks),
-approvals, alerts and the outbox (every message on its way to Slack, and posting leases);
-base holds the engine, the sessions and StoreError. Import from here.
+approvals, alerts, the outbox (every message on its way to Slack, and posting leases) and
+leases (one replica at a time); base holds the engine, the sessions and StoreError; schema
+the migrations that make the tables. Import from here.
 """
 
 from __future__ import annotations
 
+# On-call's tables (bot/store/oncall.py, not a Store mixin yet) belong to the schema too: the
+# migrations are compared with the models that every `import bot.store` registers.
+from bot.store import oncall as _oncall  # noqa: F401
 from bot.store.alerts import (
     ALERT_FIELDS,
     Alert,
@@ -25,6 +29,7 @@ from bot.store.alerts import (
     AlertStore,
     AlertWrite,
     NewAlertEvent,
+    StaleAlertStates,
 )
 from bot.store.approvals import Approval, ApprovalRecord, ApprovalStore
 from bot.store.audit import AuditEntry, AuditRecord, AuditStore
@@ -54,6 +59,7 @@ from bot.store.incidents import (
     IncidentStore,
     NewEvent,
 )
+from bot.store.leases import Fence, Lease, LeaseLost, LeaseRecord, LeaseStore
 from bot.store.outbox import (
     LANE_PAGE,
     LANE_REPLY,
@@ -75,6 +81,7 @@ class Store(
     DeploymentStore,
     ApprovalStore,
     AlertStore,
+    LeaseStore,
     OutboxStore,
 ):
     """The bot's database: every concern's methods over one engine (see the modules)."""
@@ -111,6 +118,7 @@ __all__ = [
     "DeploymentStepRecord",
     "EnvironmentLock",
     "EnvironmentLockRecord",
+    "Fence",
     "HealthCheck",
     "HealthCheckRecord",
     "HealthStreakRecord",
@@ -120,6 +128,9 @@ __all__ = [
     "IncidentMessage",
     "IncidentMessageRecord",
     "IncidentRecord",
+    "Lease",
+    "LeaseLost",
+    "LeaseRecord",
     "LockHeld",
     "NewAlertEvent",
     "NewDelivery",
@@ -127,6 +138,7 @@ __all__ = [
     "NewTimer",
     "OutboxRecord",
     "PostingLeaseRecord",
+    "StaleAlertStates",
     "Store",
     "StoreError",
     "Timer",

@@ -15,15 +15,17 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    bindparam,
     delete,
     insert,
     select,
-    tuple_,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from bot.store.base import MAX_AUDIT_TEXT, Base, StoreCore, _as_utc, _guarded
+from bot.store.leases import Fence, LeaseLost, hold
 from bot.store.timers import NewTimer, TimerRecord, _set_timer, _waiting
 
 
@@ -32,7 +34,8 @@ class AlertStateRecord(Base):
 
     Written by the scheduled checks alone, a cycle's rows in one transaction; lists are JSON.
     `alert_id` is the last alert it raised. Silences are in their own table, so a press never
-    races a cycle over one row.
+    races a cycle over one row. `version` goes up with every write, and a write names the
+    version it read: one from a checker that was deposed meanwhile is refused.
     """
 
     __tablename__ = "alert_states"
@@ -51,6 +54,7 @@ class AlertStateRecord(Base):
     sample: Mapped[str | None] = mapped_column(String(200), nullable=True)
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     alert_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class AlertRecord(Base):
@@ -126,6 +130,11 @@ class AlertStateRow:
     sample: str | None = None
     checked_at: datetime | None = None
     alert_id: int | None = None
+    version: int = 0  # as read from the store; 0: not saved yet
+
+
+class StaleAlertStates(LeaseLost):
+    """Alert states were written by another checker since they were read: nothing written."""
 
 
 @dataclass(frozen=True)
@@ -233,67 +242,94 @@ class AlertStore(StoreCore):
 
     @_guarded
     def save_alert_states(
-        self, states: Sequence[AlertStateRow], writes: Sequence[AlertWrite] = ()
+        self,
+        states: Sequence[AlertStateRow],
+        writes: Sequence[AlertWrite] = (),
+        fence: Fence | None = None,
     ) -> dict[tuple[str, str], int]:
         """A cycle's states and the alert changes they made, in one transaction.
 
-        Returns the id of each new alert by (environment, metric); the state of that pair is
-        saved pointing at it. Existing states are updated in one executemany.
+        Each state is written only if it is still at the version it was read at (0: not in
+        the store yet), and with `fence` only while its lease is held: else StaleAlertStates
+        or LeaseLost, and nothing of the cycle is written. Returns the id of each new alert by
+        (environment, metric); the state of that pair is saved pointing at it. Existing states
+        are updated in one executemany.
         """
         now = self.clock()
         created: dict[tuple[str, str], int] = {}
-        with self._session() as session, session.begin():
-            for write in writes:
-                key = (write.environment, write.metric)
-                unknown = set(write.values) - ALERT_FIELDS
-                if unknown:
-                    raise ValueError(f"not alert fields: {sorted(unknown)}")
-                if write.alert_id is None:
-                    record = AlertRecord(
-                        environment=write.environment,
-                        metric=write.metric,
-                        **write.values,
-                        version=1,
-                        shown_version=0,
+        try:
+            with self._session() as session, session.begin():
+                if fence is not None:
+                    hold(session, fence)
+                for write in writes:
+                    created.update(self._write_alert(session, write, now))
+                rows = [
+                    _alert_state_values(
+                        replace(state, alert_id=created[(state.environment, state.metric)])
+                        if (state.environment, state.metric) in created
+                        else state
                     )
-                    session.add(record)
-                    session.flush()
-                    alert_id = created[key] = record.id
-                else:
-                    alert_id = write.alert_id
-                    values = dict(write.values)
-                    if write.bump:
-                        values["version"] = AlertRecord.version + 1
-                    if values:
-                        session.execute(
-                            update(AlertRecord).where(AlertRecord.id == alert_id).values(**values)
-                        )
-                timers, cancel = write.timers(alert_id), write.cancel(alert_id)
-                self._alert_effects(session, alert_id, write.event, timers, cancel, now)
-            rows = [
-                _alert_state_values(
-                    replace(state, alert_id=created[(state.environment, state.metric)])
-                    if (state.environment, state.metric) in created
-                    else state
-                )
-                for state in states
-            ]
-            if rows:
-                keys = [(row["environment"], row["metric"]) for row in rows]
-                existing = {
-                    (environment, metric)
-                    for environment, metric in session.execute(
-                        select(AlertStateRecord.environment, AlertStateRecord.metric).where(
-                            tuple_(AlertStateRecord.environment, AlertStateRecord.metric).in_(keys)
-                        )
-                    )
-                }
-                old = [row for row in rows if (row["environment"], row["metric"]) in existing]
-                new = [row for row in rows if (row["environment"], row["metric"]) not in existing]
+                    for state in states
+                ]
+                new = [row for row in rows if row["version"] == 0]
+                old = [row for row in rows if row["version"] != 0]
                 if new:
-                    session.execute(insert(AlertStateRecord), new)
+                    session.execute(
+                        insert(AlertStateRecord), [{**row, "version": 1} for row in new]
+                    )
                 if old:
-                    session.execute(update(AlertStateRecord), old)
+                    table = AlertStateRecord.__table__
+                    updated = session.execute(
+                        update(table)
+                        .where(
+                            table.c.environment == bindparam("key_environment"),
+                            table.c.metric == bindparam("key_metric"),
+                            table.c.version == bindparam("key_version"),
+                        )
+                        .values(version=table.c.version + 1),
+                        [_keyed(row) for row in old],
+                    )
+                    if updated.rowcount != len(old):  # type: ignore[attr-defined]
+                        raise StaleAlertStates(
+                            f"{len(old) - updated.rowcount} alert state(s) were changed by "  # type: ignore[attr-defined]
+                            "another checker since they were read"
+                        )
+        except IntegrityError as exc:
+            raise StaleAlertStates(
+                "alert states were created by another checker since they were read"
+            ) from exc
+        return created
+
+    def _write_alert(
+        self, session: Session, write: AlertWrite, now: datetime
+    ) -> dict[tuple[str, str], int]:
+        """One alert's change inside save_alert_states; the new alert's id, if it made one."""
+        unknown = set(write.values) - ALERT_FIELDS
+        if unknown:
+            raise ValueError(f"not alert fields: {sorted(unknown)}")
+        created: dict[tuple[str, str], int] = {}
+        if write.alert_id is None:
+            record = AlertRecord(
+                environment=write.environment,
+                metric=write.metric,
+                **write.values,
+                version=1,
+                shown_version=0,
+            )
+            session.add(record)
+            session.flush()
+            alert_id = created[(write.environment, write.metric)] = record.id
+        else:
+            alert_id = write.alert_id
+            values = dict(write.values)
+            if write.bump:
+                values["version"] = AlertRecord.version + 1
+            if values:
+                session.execute(
+                    update(AlertRecord).where(AlertRecord.id == alert_id).values(**values)
+                )
+        timers, cancel = write.timers(alert_id), write.cancel(alert_id)
+        self._alert_effects(session, alert_id, write.event, timers, cancel, now)
         return created
 
     @staticmethod
@@ -492,7 +528,19 @@ def _alert_state(row: AlertStateRecord) -> AlertStateRow:
         sample=row.sample,
         checked_at=_as_utc(row.checked_at),
         alert_id=row.alert_id,
+        version=row.version,
     )
+
+
+def _keyed(row: dict[str, object]) -> dict[str, object]:
+    """An existing state's values for the UPDATE: its key and the version it was read at."""
+    values = {k: v for k, v in row.items() if k not in ("environment", "metric", "version")}
+    return {
+        **values,
+        "key_environment": row["environment"],
+        "key_metric": row["metric"],
+        "key_version": row["version"],
+    }
 
 
 def _alert_state_values(state: AlertStateRow) -> dict[str, object]:
@@ -511,6 +559,7 @@ def _alert_state_values(state: AlertStateRow) -> dict[str, object]:
         "sample": state.sample[:200] if state.sample else state.sample,
         "checked_at": state.checked_at,
         "alert_id": state.alert_id,
+        "version": state.version,
     }
 
 

@@ -139,29 +139,50 @@ class TimerStore(StoreCore):
         return claimed
 
     @_guarded
-    def finish_timer(self, timer_id: int, owner: str) -> bool:
-        """Mark a claimed timer fired; False if the claim was lost (another bot has it now)."""
+    def renew_timer(self, timer_id: int, owner: str, attempt: int, until: datetime) -> bool:
+        """Extend owner's claim (the one of that attempt) to until; False if it is lost."""
         with self._session() as session, session.begin():
             result = session.execute(
                 update(TimerRecord)
-                .where(TimerRecord.id == timer_id, TimerRecord.claimed_by == owner)
+                .where(*_claim(timer_id, owner, attempt), TimerRecord.fired_at.is_(None))
+                .values(claimed_until=until)
+            )
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
+    @_guarded
+    def finish_timer(self, timer_id: int, owner: str, attempt: int | None = None) -> bool:
+        """Mark a claimed timer fired; False if the claim was lost (another bot has it now).
+
+        `attempt` is the claim's token (Timer.attempts when claimed): a claim of the same
+        owner that ran out and was made again is another claim.
+        """
+        with self._session() as session, session.begin():
+            result = session.execute(
+                update(TimerRecord)
+                .where(*_claim(timer_id, owner, attempt))
                 .values(fired_at=self.clock(), claimed_until=None)
             )
             return result.rowcount == 1  # type: ignore[attr-defined]
 
     @_guarded
-    def retry_timer(self, timer_id: int, owner: str, due_at: datetime) -> None:
+    def retry_timer(
+        self, timer_id: int, owner: str, due_at: datetime, attempt: int | None = None
+    ) -> None:
         """Give a claimed timer back, due again at due_at (its handler failed)."""
         with self._session() as session, session.begin():
             session.execute(
                 update(TimerRecord)
-                .where(
-                    TimerRecord.id == timer_id,
-                    TimerRecord.claimed_by == owner,
-                    TimerRecord.fired_at.is_(None),
-                )
+                .where(*_claim(timer_id, owner, attempt), TimerRecord.fired_at.is_(None))
                 .values(due_at=due_at, claimed_by=None, claimed_until=None)
             )
+
+
+def _claim(timer_id: int, owner: str, attempt: int | None) -> list[ColumnElement[bool]]:
+    """The timer while owner's claim (of that attempt, when given) stands."""
+    conditions = [TimerRecord.id == timer_id, TimerRecord.claimed_by == owner]
+    if attempt is not None:
+        conditions.append(TimerRecord.attempts == attempt)
+    return conditions
 
 
 def _waiting(kind: str, key: str, now: datetime) -> ColumnElement[bool]:

@@ -296,6 +296,7 @@ class _Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     injected: bool = False
+    call: ApiCall | None = None  # the call it answered, once recorded
     drop: bool = False  # carried out; close the connection instead of answering
     raw: tuple[int, dict[str, str], bytes, str] | None = None  # a fault's non-JSON answer
 
@@ -333,6 +334,9 @@ class SlackFake:
         self.bot_token = bot_token
         self.app_token = app_token
         self.socket_mode: SocketModeEndpoint | None = None
+        # Called (on the serving thread) with each Web API call once recorded, before it is
+        # answered: a test's way to act at that instant (kill the bot that made it, say).
+        self.on_call: Callable[[ApiCall], None] | None = None
         self.calls: list[ApiCall] = []
         self.responses: list[dict[str, Any]] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
@@ -428,6 +432,7 @@ class SlackFake:
     def reset(self) -> None:
         """Forget calls, messages, responses, response_urls and queued failures (keeps serving)."""
         with self._cond:
+            self.on_call = None
             self.calls.clear()
             self.responses.clear()
             self.messages.clear()
@@ -623,6 +628,7 @@ class SlackFake:
             error = answer.body.get("error")
             call = ApiCall(method, args, token, time.monotonic(), answer.status, error)
             call.answered = not answer.drop
+            answer.call = call
             self.calls.append(call)
             if error is not None and not answer.injected:
                 detail = answer.body.get("errors")
@@ -1055,6 +1061,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.headers.get("Content-Type", ""),
                 self.headers.get("Authorization", ""),
             )
+            hook = fake.on_call
+            if hook is not None and answer.call is not None:
+                hook(answer.call)
             if answer.drop:
                 self._drop()
             elif answer.raw is not None:

@@ -46,6 +46,8 @@ from bot.store import (
     AlertSilence,
     AlertStateRow,
     AlertWrite,
+    Fence,
+    LeaseLost,
     NewAlertEvent,
     NewTimer,
     Store,
@@ -160,6 +162,7 @@ class AlertState:
     sample: str | None = None
     checked_at: datetime | None = None
     alert_id: int | None = None  # the latest alert raised for it
+    version: int = 0  # its row's version in the store (0: not saved yet)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -350,7 +353,14 @@ class _Cycle:
 
 class Alerts:
     """The alert states, cached in memory (the scheduled checks are their only writer) and
-    saved after each batch of readings; alerts, silences and acknowledgements in the store."""
+    saved after each batch of readings; alerts, silences and acknowledgements in the store.
+
+    With several replicas, the one holding the checking lease writes the states
+    (bot/runbook/alerts/checking.py): `take_over` reloads them from the store and fences its
+    writes with the lease; after `stand_down` readings are refused. Each state's write names
+    the version it read, so a write racing another checker's is refused too, and the cache is
+    dropped (read again before the next readings).
+    """
 
     def __init__(
         self,
@@ -368,15 +378,32 @@ class Alerts:
         self._states: dict[tuple[str, str], AlertState] | None = None
         self._writing = asyncio.Lock()
         self._loading = asyncio.Lock()
+        # Set by the checking lease: None and `_fenced` means another replica checks.
+        self.fence: Fence | None = None
+        self._fenced = False
+
+    async def take_over(self, fence: Fence) -> None:
+        """This replica checks now, under fence: the states are read afresh from the store."""
+        async with self._writing:
+            self._states = None
+            self.fence, self._fenced = fence, True
+
+    def stand_down(self) -> None:
+        """Another replica checks now: readings are refused until `take_over`."""
+        self.fence, self._fenced = None, True
+        self._states = None
 
     # --- readings ---------------------------------------------------------------------------
 
     async def observe(
         self, observations: Iterable[Observation]
     ) -> list[tuple[AlertState, Transition]]:
-        """Apply readings in order; returns the changes they made. Raises StoreError (then
-        nothing of this batch is kept: the next readings start from the saved states)."""
+        """Apply readings in order; returns the changes they made. Raises StoreError, or
+        LeaseLost when this replica does not check (then nothing of this batch is kept: the
+        next readings start from the saved states)."""
         async with self._writing:
+            if self._fenced and self.fence is None:
+                raise LeaseLost("this replica does not hold the checking lease")
             states = await self._loaded()
             now = self.clock()
             cycle = _Cycle()
@@ -395,14 +422,19 @@ class Alerts:
                         cycle.writes.append(write)
             if not cycle.states:
                 return []
-            created = await asyncio.to_thread(
-                self.store.save_alert_states,
-                [_row(state) for state in cycle.states.values()],
-                cycle.writes,
-            )
+            try:
+                created = await asyncio.to_thread(
+                    self.store.save_alert_states,
+                    [_row(state) for state in cycle.states.values()],
+                    cycle.writes,
+                    self.fence,
+                )
+            except LeaseLost:
+                self._states = None  # another checker wrote: read them again next time
+                raise
             for key, state in cycle.states.items():
                 alert_id = created.get(key, state.alert_id)
-                states[key] = replace(state, alert_id=alert_id)
+                states[key] = replace(state, alert_id=alert_id, version=state.version + 1)
             if cycle.writes:
                 self.wake(now)
             return [
@@ -779,6 +811,7 @@ def _row(state: AlertState) -> AlertStateRow:
         sample=state.sample,
         checked_at=state.checked_at,
         alert_id=state.alert_id,
+        version=state.version,
     )
 
 
@@ -799,4 +832,5 @@ def _state(row: AlertStateRow) -> AlertState:
         sample=row.sample,
         checked_at=row.checked_at,
         alert_id=row.alert_id,
+        version=row.version,
     )

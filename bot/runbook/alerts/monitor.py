@@ -45,7 +45,7 @@ from bot.runbook.alerts.error_rate import Counters, error_rate
 from bot.runbook.health.health import Health, HealthChecker, HealthResult
 from bot.runbook.health.metrics_report import BUILD_FILE, MetricsError, builds_since
 from bot.runbook.health.resources import ProbeFailed, Usage, read_usage
-from bot.store import StoreError
+from bot.store import LeaseLost, StoreError
 from bot.telemetry import Telemetry
 from bot.transport import Transport, TransportError, transports_for
 
@@ -110,6 +110,17 @@ class Monitor:
             return
         if pruned:
             log.info("pruned %d health check(s) older than %s", pruned, before.date())
+
+    def stand_down(self) -> None:
+        """Another replica checks now: drop what is under way and what was measured (a later
+        take-over starts from fresh baselines); kept connections stay open."""
+        for cycle in self._cycles:
+            cycle.cancel()
+        for task in self._tasks:
+            task.cancel()
+        self._baselines.clear()
+        self._usage.clear()
+        self._builds_file = None
 
     async def close(self) -> None:
         """Stop what is under way and close the kept connections."""
@@ -346,6 +357,9 @@ class Monitor:
                 "EVENTMESH_DATABASE_URL",
                 exc,
             )
+        except LeaseLost as exc:
+            # Another replica checks now (bot/runbook/alerts/checking.py): its readings count.
+            log.warning("readings of this replica dropped: %s", exc)
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(work)
