@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -111,6 +113,13 @@ class SlackChat:
             return None  # a refusal without a link still names who holds the lock
         link = response.get("permalink")
         return str(link) if link else None
+
+    async def publish_home(self, user_id: str, blocks: list[dict[str, Any]]) -> None:
+        try:
+            view = {"type": "home", "blocks": blocks}
+            await self.client.views_publish(user_id=user_id, view=view)
+        except SlackApiError as exc:
+            raise _chat_error(exc) from exc
 
     async def respond(self, response_url: str, message: Message) -> None:
         webhook = AsyncWebhookClient(response_url, timeout=10)
