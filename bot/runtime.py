@@ -37,7 +37,7 @@ from bot.slack.bolt_app import create_bolt_app, socket_mode_handler, verify_toke
 from bot.slack.changes.recovery import RECOVERY_EVERY, recover_interrupted
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
-from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, TimerSpec
+from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, EventSpec, TimerSpec
 from bot.slack.services import Services
 from bot.slack.web import create_web_app
 from bot.slack.web_api import SlackChat, create_web_client
@@ -88,6 +88,7 @@ async def run_bot(
     commands: Sequence[CommandSpec],
     actions: Sequence[ActionSpec],
     timers: Sequence[TimerSpec] = (),
+    events: Sequence[EventSpec] = (),
 ) -> int:
     # What is loaded by now (modules, the config) lives as long as the process. Out of the
     # collector's sight, a full collection takes a few ms instead of 40-100 ms that every ack
@@ -141,6 +142,7 @@ async def run_bot(
             # Unwound in reverse: no more ticks or timers, then the checks under way end and
             # the kept SSH connections close, then whatever still waits to be posted.
             cleanup.push_async_callback(services.pacer.close)
+            cleanup.push_async_callback(services.home.close)
             cleanup.push_async_callback(services.monitor.close)
             # Deployments a crashed bot left 'running': interrupted, said so, lock freed.
             scheduler.every(
@@ -153,7 +155,7 @@ async def run_bot(
             cleanup.push_async_callback(scheduler.stop)
             # Unwound before the workers' grace period: watches end now, each with its summary.
             cleanup.callback(services.watches.stop_all)
-            return Dispatcher(services, commands, actions)
+            return Dispatcher(services, commands, actions, events)
 
         if mode == "console":
             config, local_line = await _start_local_service(config, http, after_work)
