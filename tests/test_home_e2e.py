@@ -288,28 +288,26 @@ def test_the_console_prints_the_home_and_its_acknowledge_button_works(tmp_path: 
     child.sendline("as U0DEPLOY1 /deploy lock staging a freeze")
     child.expect_exact(f"UCONSOLE {PROMPT}")
 
-    child.sendline("/home")
-    child.expect_exact("→ Home of @UCONSOLE")
-    child.expect_exact(f"UCONSOLE {PROMPT}")
-    screen = plain(child.before)
+    def home_of(user: str) -> str:
+        """`/home` as `user` sees it: the screen between its heading and the next prompt."""
+        child.sendline(f"as {user} /home")
+        child.expect_exact(f"→ Home of @{user}")
+        child.expect_exact(f"UCONSOLE {PROMPT}")
+        return plain(child.before)
+
+    screen = home_of("UCONSOLE")
     assert "EventMesh — what needs attention" in screen
     assert "INC-1 · SEV 2 · queue consumers stuck" in screen
     assert "local — not checked yet" in screen
     assert "staging — not checked yet · 🔒 held by hand by @U0DEPLOY1" in screen
     assert re.search(r"\[\d+\] Acknowledge", screen) is None  # not theirs to press
 
-    child.sendline("as U0ONCALL /home")
-    child.expect_exact("→ Home of @U0ONCALL")
-    child.expect(r"\[(\d+)\] Acknowledge")
-    button = child.match.group(1)
-    child.expect_exact(f"UCONSOLE {PROMPT}")
-    child.sendline(f"as U0ONCALL {button}")  # the incident card's own handler takes it
+    button = re.search(r"\[(\d+)\] Acknowledge", home_of("U0ONCALL"))
+    assert button is not None
+    child.sendline(f"as U0ONCALL {button[1]}")  # the incident card's own handler takes it
     child.expect_exact("Acknowledged by @U0ONCALL")
     child.expect_exact(f"UCONSOLE {PROMPT}")
-    child.sendline("as U0ONCALL /home")
-    child.expect_exact("→ Home of @U0ONCALL")
-    child.expect_exact(f"UCONSOLE {PROMPT}")
-    screen = plain(child.before)
+    screen = home_of("U0ONCALL")
     assert "acknowledged by @U0ONCALL" in screen
     assert re.search(r"\[\d+\] Acknowledge", screen) is None
     child.sendline("exit")

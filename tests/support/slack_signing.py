@@ -125,18 +125,21 @@ def block_actions_body(
         "message": message,
         "state": {"values": {}},
         "response_url": response_url,
-        "actions": [
-            {
-                "action_id": action_id,
-                "block_id": block_id,
-                "text": {"type": "plain_text", "text": action_id, "emoji": True},
-                "value": value,
-                "type": "button",
-                "action_ts": f"{time.time():.6f}",
-            }
-        ],
+        "actions": [_button_pressed(action_id, value, block_id)],
     }
     return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def _button_pressed(action_id: str, value: str, block_id: str) -> dict[str, Any]:
+    """The ``actions`` entry of a click on a button."""
+    return {
+        "action_id": action_id,
+        "block_id": block_id,
+        "text": {"type": "plain_text", "text": action_id, "emoji": True},
+        "value": value,
+        "type": "button",
+        "action_ts": f"{time.time():.6f}",
+    }
 
 
 def app_home_opened_event(
@@ -209,15 +212,6 @@ def home_block_actions_body(
         "enterprise": None,
         "is_enterprise_install": False,
         "view": {**view, "type": "home"},
-        "actions": [
-            {
-                "action_id": action_id,
-                "block_id": block_id,
-                "text": {"type": "plain_text", "text": action_id, "emoji": True},
-                "value": value,
-                "type": "button",
-                "action_ts": f"{time.time():.6f}",
-            }
-        ],
+        "actions": [_button_pressed(action_id, value, block_id)],
     }
     return urlencode({"payload": json.dumps(payload)}).encode()
