@@ -385,3 +385,39 @@ def test_refresh_rounds_of_two_replicas_publish_a_viewers_home_once_per_interval
                 store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_hand_off_writes_nothing_and_the_sweep_after_it_refreshes_the_home(
+    tmp_path: Path, slack: SlackFake
+) -> None:
+    slack.reset()
+    clock = ManualClock()
+    handoff = (START - timedelta(hours=1)).isoformat()  # Alice's turn began an hour ago
+    rotation = {"members": ["U0ALICE", "U0BOB"], "every": "1d", "handoff": handoff}
+    cfg = config(["local"], [{"name": LEVEL, "rotation": rotation}])
+    viewer = "U0HANDOFFVIEWER"
+
+    async def scenario() -> None:
+        store = Store(f"sqlite:///{tmp_path / 'bot.db'}", clock=clock)
+        chat = SlackChat(create_web_client(BOT_TOKEN, slack.api_url))
+        oncall = OnCallDesk(cfg, store, chat, Scheduler(store, clock=clock), clock=clock)
+        desk = HomeDesk(cfg, store, chat, oncall, clock=clock)
+        try:
+            await desk.opened(viewer, showing=False)
+            assert f"*1 · {LEVEL}* — <@U0ALICE> until " in shown(slack.home(viewer) or {})
+            await desk.sweep()  # before the hand-off: nothing to count, nothing published
+            clock.advance(hours=23, seconds=1)
+            await desk.sweep()
+            text = await asyncio.to_thread(
+                slack.wait_for,
+                lambda fake: (
+                    text if "<@U0BOB> until" in (text := shown(fake.home(viewer) or {})) else None
+                ),
+            )
+            assert f"*1 · {LEVEL}* — <@U0BOB> until " in text
+            assert len(slack.home_publishes(viewer)) == 2
+        finally:
+            await desk.close()
+            store.close()
+
+    asyncio.run(scenario())

@@ -2,7 +2,7 @@
 what it shows changes.
 
 What it shows changes in many flows (a lock, an incident, an alert, an approval, a health
-class, an override, a hand-off); none of them calls this module. The store tells it instead
+class, an override); none of them calls this module. The store tells it instead
 (bot/store/commits.py): after any commit here that wrote those tables, `_written` hands over
 to the event loop. Writes within SETTLE_S of each other are one change; the next refresh
 round then counts it for every recent viewer (one UPDATE) and publishes the Homes that are
@@ -15,7 +15,8 @@ Several replicas on one database: the replica that made the change refreshes; th
 their unseen changes and their last publish are rows in the store, and each publish is
 claimed with a conditional UPDATE, so whichever replica's round comes first publishes, once
 per interval. A replica that dies between counting a change and publishing it leaves the
-rows counted: every replica's sweep (SWEEP_EVERY) publishes them.
+rows counted: every replica's sweep (SWEEP_EVERY) publishes them. A hand-off, or an override
+running out, changes who is on call without a write: the sweep after it counts it.
 
 The console has no Home tab: its `/home` prints the view once (`show`), and nobody is kept
 up to date there.
@@ -47,7 +48,7 @@ from bot.store import (
 )
 from bot.store.commits import watch_commits
 from bot.store.home import HomeStore, HomeViewer
-from bot.store.oncall import HandoffNoticeRecord, OverrideRecord
+from bot.store.oncall import OverrideRecord
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ SHOWN_TABLES = frozenset(
         ApprovalRecord,
         HealthStreakRecord,
         OverrideRecord,
-        HandoffNoticeRecord,
     )
 )
 SETTLE_S = 0.5  # writes closer together than this are one change
@@ -101,6 +101,7 @@ class HomeDesk:
         self._round: asyncio.Task[None] | None = None
         self._again = False
         self._forgotten_at: datetime | None = None
+        self._turn_ends: datetime | None = None  # the next hand-off or override end shown
         self._unwatch = watch_commits(store.engine, SHOWN_TABLES, self._written)
 
     # --- a viewer's Home --------------------------------------------------------------------
@@ -134,7 +135,12 @@ class HomeDesk:
 
     async def _read(self) -> tuple[HomeState, list[Standing]]:
         state = await self.overview.read()
-        return state, await self.oncall.standings(state.at)
+        standings = await self.oncall.standings(state.at)
+        # A turn ends (a hand-off, an override running out) with no write: the sweep after it
+        # counts it as a change.
+        ends = [s.shift.ends_at for s in standings if s.shift and s.shift.ends_at]
+        self._turn_ends = min(ends, default=None)
+        return state, standings
 
     # --- keeping Homes up to date -----------------------------------------------------------
 
@@ -235,10 +241,14 @@ class HomeDesk:
             await asyncio.to_thread(self.viewers.unchanged, unchanged)
 
     async def sweep(self) -> None:
-        """Periodic, on every replica: publish what a dead replica counted and left, and
-        forget viewers whose last open is past RECENT (hourly)."""
+        """Periodic, on every replica: publish what a dead replica counted and left, count a
+        turn on call that ended since the Home was drawn, and forget viewers whose last open
+        is past RECENT (hourly)."""
         self._loop = asyncio.get_running_loop()
         now = self.clock()
+        if self._turn_ends is not None and self._turn_ends <= now:
+            self._turn_ends = None
+            self._unmarked = True
         if self._forgotten_at is None or now - self._forgotten_at >= FORGET_EVERY:
             self._forgotten_at = now
             await asyncio.to_thread(self.viewers.forget_before, now - RECENT)
