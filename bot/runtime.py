@@ -14,11 +14,12 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
+from slack_sdk.web.async_client import AsyncWebClient
 from starlette.types import ASGIApp
 
 from bot import __version__
@@ -33,7 +34,13 @@ from bot.runbook.health.health import HealthChecker
 from bot.runbook.health.probe import Prober
 from bot.scheduler import Scheduler
 from bot.settings import Mode, Settings
-from bot.slack.bolt_app import create_bolt_app, socket_mode_handler, verify_tokens
+from bot.slack.bolt_app import (
+    AsyncApp,
+    BotIdentity,
+    create_bolt_app,
+    know_identity,
+    socket_mode_handler,
+)
 from bot.slack.changes.recovery import RECOVERY_EVERY, recover_interrupted
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
@@ -139,9 +146,11 @@ async def run_bot(
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))
             watching.append(_schedule_checks(config, scheduler, services))
+            # Whatever waits in the outbox (left by a previous run too) goes as Slack allows.
+            services.outbox.start()
             # Unwound in reverse: no more ticks or timers, then the checks under way end and
-            # the kept SSH connections close, then whatever still waits to be posted.
-            cleanup.push_async_callback(services.pacer.close)
+            # the kept SSH connections close, then the outbox stops (what waits stays there).
+            cleanup.push_async_callback(services.outbox.close)
             cleanup.push_async_callback(services.home.close)
             cleanup.push_async_callback(services.monitor.close)
             # Deployments a crashed bot left 'running': interrupted, said so, lock freed.
@@ -177,15 +186,15 @@ async def run_bot(
                 sys.stdout.write("\n")  # stopped by a signal: end the prompt's line
             return 0
 
-        client = create_web_client(settings.bot_token or "", settings.api_url)
-        dispatcher = start_services(config, SlackChat(client))
-        bolt_app = create_bolt_app(
-            dispatcher, client=client, signing_secret=settings.signing_secret
-        )
+        bolt_app, identity, client = _slack_app(settings, mode, config, start_services)
         web_app = create_web_app(telemetry, mode, bolt_app if mode == "http" else None)
         web = _start_server(web_app, _bind_web(settings, mode), settings.host)
         servers.append(web)
-        await verify_tokens(client, settings.app_token if mode == "socket" else None)
+        learning = await know_identity(
+            client, identity, settings.app_token if mode == "socket" else None
+        )
+        if learning is not None:
+            cleanup.callback(learning.cancel)
         if mode == "socket":
             handler = socket_mode_handler(bolt_app, settings.app_token or "")
             cleanup.push_async_callback(handler.close_async)
@@ -196,6 +205,32 @@ async def run_bot(
         await stop.wait()
         log.info("stopping: no new requests; letting running work finish")
         return 0
+
+
+def _slack_app(
+    settings: Settings,
+    mode: Mode,
+    config: Config,
+    start_services: Callable[[Config, Chat], Dispatcher],
+) -> tuple[AsyncApp, BotIdentity, AsyncWebClient]:
+    """The services on Slack's Web API, and the Bolt app in front of them; returns the app,
+    the identity requests are authorized with, and the client that checks the tokens.
+
+    Start-up checks ride out Slack's trouble by themselves; the outbox's client makes one try
+    per call (it looks before it sends a lost post again); Bolt's carries no token (each
+    request gets the one the identity authorizes with)."""
+    token = settings.bot_token or ""
+    dispatcher = start_services(
+        config, SlackChat(create_web_client(token, settings.api_url, retries=False))
+    )
+    identity = BotIdentity(token)
+    bolt_app = create_bolt_app(
+        dispatcher,
+        client=create_web_client(None, settings.api_url),
+        signing_secret=settings.signing_secret,
+        identity=identity,
+    )
+    return bolt_app, identity, create_web_client(token, settings.api_url)
 
 
 def _schedule_checks(config: Config, scheduler: Scheduler, services: Services) -> str:

@@ -4,7 +4,7 @@ One registry per bot instance (not prometheus_client's global one) so that sever
 or a bot and the demo service, can live in one process — the test suite does exactly that.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from bot import __version__
@@ -59,6 +59,22 @@ class Telemetry:
             ["metric", "change"],
             registry=self.registry,
         )
+        self.outbox_depth = Gauge(
+            "eventmesh_bot_outbox_depth",
+            "Messages waiting in the outbox for Slack to take them (pages, posts, replies).",
+            registry=self.registry,
+        )
+        self.outbox_oldest_seconds = Gauge(
+            "eventmesh_bot_outbox_oldest_seconds",
+            "Age of the oldest message waiting in the outbox (0 when none waits).",
+            registry=self.registry,
+        )
+        self.slack_reachable = Gauge(
+            "eventmesh_bot_slack_reachable",
+            "1 while Slack's Web API answers, 0 since it stopped (an outage).",
+            registry=self.registry,
+        )
+        self.slack_reachable.set(1)
         # Exposed as eventmesh_bot_build_info{version="…"} 1, the usual shape of build info.
         build = Info("eventmesh_bot_build", "The running bot's version.", registry=self.registry)
         build.info({"version": __version__})

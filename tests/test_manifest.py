@@ -46,3 +46,10 @@ def test_manifest_has_the_home_tab_and_subscribes_to_exactly_the_handled_events(
     # app_home_opened and views.publish need no scope: the bot asks for no more than before.
     scopes = set(MANIFEST["oauth_config"]["scopes"]["bot"])
     assert not any(scope.startswith(("views", "app_home")) for scope in scopes)
+
+
+def test_manifest_lets_the_bot_look_for_its_own_messages_everywhere_it_posts() -> None:
+    # A post whose answer was lost is looked for in conversations.history / .replies (by the
+    # key in its metadata) before it is sent again: that needs each conversation type's scope.
+    scopes = set(MANIFEST["oauth_config"]["scopes"]["bot"])
+    assert {"channels:history", "groups:history", "im:history", "mpim:history"} <= scopes

@@ -3,18 +3,27 @@
 The only module that imports slack_bolt's app. Listeners translate Bolt's arguments into
 CommandRequest / ActionRequest / EventRequest and an ack function; everything else is the
 dispatcher's.
+
+Requests are authorized from what the bot learned at start-up (`BotIdentity`: the bot token,
+and the bot's ids from auth.test), never with a call to Slack on the request path: Bolt's
+default single-workspace authorization calls auth.test on a process's first request, and with
+Slack's API unreachable then, that command got an error or no answer at all. With Slack
+unreachable at start the ids are learned later, in the background (`learn_identity`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -28,11 +37,56 @@ log = logging.getLogger(__name__)
 RECEIVED_AT = "eventmesh_received_at"
 
 
+@dataclass
+class BotIdentity:
+    """Who the bot is in its workspace: its token, and the ids auth.test tells."""
+
+    bot_token: str
+    team_id: str | None = None
+    enterprise_id: str | None = None
+    bot_user_id: str | None = None
+    bot_id: str | None = None
+    known: bool = False
+
+    def learn(self, answer: Mapping[str, Any]) -> None:
+        """Take the ids from auth.test's answer."""
+        self.team_id = answer.get("team_id") or self.team_id
+        self.enterprise_id = answer.get("enterprise_id") or self.enterprise_id
+        self.bot_user_id = answer.get("user_id") or self.bot_user_id
+        self.bot_id = answer.get("bot_id") or self.bot_id
+        self.known = True
+
+    def authorization(
+        self, enterprise_id: str | None, team_id: str | None, user_id: str | None
+    ) -> AuthorizeResult:
+        return AuthorizeResult(
+            enterprise_id=enterprise_id or self.enterprise_id,
+            team_id=team_id or self.team_id,
+            bot_token=self.bot_token,
+            bot_user_id=self.bot_user_id,
+            bot_id=self.bot_id,
+            user_id=user_id,
+        )
+
+
 def create_bolt_app(
-    dispatcher: Dispatcher, *, client: AsyncWebClient, signing_secret: str | None
+    dispatcher: Dispatcher,
+    *,
+    client: AsyncWebClient,
+    signing_secret: str | None,
+    identity: BotIdentity,
 ) -> AsyncApp:
+    """The Bolt app. `client` carries no token (Bolt gives each request the one `identity`
+    authorizes with) and is what Bolt copies base_url from."""
+
+    async def authorize(
+        enterprise_id: str | None, team_id: str | None, user_id: str | None
+    ) -> AuthorizeResult:
+        return identity.authorization(enterprise_id, team_id, user_id)
+
     app = AsyncApp(
         client=client,
+        authorize=authorize,
         # Socket Mode has no signatures (Bolt skips the check for it); HTTP mode always has one.
         signing_secret=signing_secret or "",
         name="eventmesh-bot",
@@ -57,9 +111,7 @@ def create_bolt_app(
 
         await dispatcher.handle_command(request, reply)
 
-    async def on_action(
-        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
-    ) -> None:
+    async def on_action(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         pressed = (body.get("actions") or [{}])[0]
         container = body.get("container") or {}
         request = ActionRequest(
@@ -74,15 +126,11 @@ def create_bolt_app(
         )
 
         async def reply(message: Message | None) -> None:
-            # A button's ack carries no message; anything for the user goes to response_url.
+            # A button's ack carries no message; anything for the user goes to response_url,
+            # through the outbox like every other reply.
             await ack()
-            if message is not None:
-                await respond(
-                    text=message.text,
-                    blocks=message.blocks,
-                    response_type="ephemeral",
-                    replace_original=False,
-                )
+            if message is not None and request.response_url:
+                await dispatcher.services.chat.respond(request.response_url, message)
 
         await dispatcher.handle_action(request, reply)
 
@@ -118,13 +166,16 @@ _TOKEN_ERRORS = frozenset(
 )
 
 
-async def verify_tokens(client: AsyncWebClient, app_token: str | None) -> None:
-    """Fail fast on a wrong token instead of answering every command with an error.
+async def verify_tokens(client: AsyncWebClient, app_token: str | None) -> Mapping[str, Any] | None:
+    """Fail fast on a wrong token instead of answering every command with an error; returns
+    auth.test's answer (the bot's ids), or None when Slack could not be asked.
 
-    If Slack cannot be reached right now the bot starts anyway: Bolt and the Socket Mode
-    client retry, and /healthz stays honest about the process being up.
+    If Slack cannot be reached right now the bot starts anyway: requests are authorized from
+    the token alone meanwhile, the Socket Mode client retries, and /healthz stays honest about
+    the process being up.
     """
-    checks: list[tuple[str, str, Callable[[], Awaitable[object]]]] = [
+    answer: Mapping[str, Any] | None = None
+    checks: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = [
         ("SLACK_BOT_TOKEN", "xoxb-", client.auth_test)
     ]
     if app_token is not None:
@@ -133,17 +184,56 @@ async def verify_tokens(client: AsyncWebClient, app_token: str | None) -> None:
         )
     for variable, prefix, check in checks:
         try:
-            await check()
+            result = await check()
         except SlackApiError as exc:
-            error = str(exc.response.get("error", ""))
+            error = (
+                str(exc.response.get("error", "")) if isinstance(exc.response.data, dict) else ""
+            )
             if error in _TOKEN_ERRORS:
                 raise SlackRefused(
                     f"Slack refused {variable} ({error}): it must be the {prefix}… token of this "
                     "app, from the app's settings page"
                 ) from None
-            log.warning("could not check %s with Slack (%s); starting anyway", variable, error)
+            log.warning(
+                "could not check %s with Slack (%s); starting anyway",
+                variable,
+                error or f"HTTP {exc.response.status_code}",
+            )
         except (OSError, TimeoutError, aiohttp.ClientError) as exc:
             log.warning("could not reach Slack to check %s (%s); starting anyway", variable, exc)
+        else:
+            if variable == "SLACK_BOT_TOKEN":
+                answer = result.data if isinstance(result.data, dict) else None
+    return answer
+
+
+async def learn_identity(
+    client: AsyncWebClient, identity: BotIdentity, *, first_wait_s: float = 5.0
+) -> None:
+    """Ask auth.test until Slack answers (5 s, then longer apart, at most a minute)."""
+    wait = first_wait_s
+    while not identity.known:
+        await asyncio.sleep(wait)
+        try:
+            answer = await client.auth_test()
+        except (SlackApiError, OSError, TimeoutError, aiohttp.ClientError) as exc:
+            log.debug("auth.test still failing: %s", exc)
+            wait = min(60.0, wait * 2)
+            continue
+        identity.learn(answer.data if isinstance(answer.data, dict) else {})
+        log.info("learned the bot's identity from Slack: user %s", identity.bot_user_id)
+
+
+async def know_identity(
+    client: AsyncWebClient, identity: BotIdentity, app_token: str | None
+) -> asyncio.Task[None] | None:
+    """Check the tokens (raises SlackRefused for a wrong one) and learn the bot's ids now, or,
+    with Slack unreachable, in the background: returns that task (cancel it at shutdown)."""
+    answer = await verify_tokens(client, app_token)
+    if answer is not None:
+        identity.learn(answer)
+        return None
+    return asyncio.create_task(learn_identity(client, identity), name="identity")
 
 
 def socket_mode_handler(app: AsyncApp, app_token: str) -> AsyncSocketModeHandler:

@@ -6,6 +6,7 @@ it, so the console runs the very same handlers as Slack.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,16 +34,61 @@ class Upload:
     title: str
 
 
-class ChatError(Exception):
-    """The chat refused a message; `error` is Slack's error code (e.g. not_in_channel).
+# Errors of the way to Slack rather than answers from it (bot/slack/web_api.py raises them).
+CONNECTION_REFUSED = "connection_refused"  # nothing was sent
+CONNECTION_LOST = "connection_lost"  # sent, and the answer never came: it may have happened
+TIMED_OUT = "timed_out"  # likewise
+RATELIMITED = "ratelimited"
 
-    `retry_after_s` is Slack's Retry-After when it rate-limited the call (`ratelimited`).
+
+class ChatError(Exception):
+    """The chat refused a message; `error` is Slack's error code (e.g. not_in_channel), or one
+    of the transport's own (connection_refused, connection_lost, timed_out).
+
+    `retry_after_s` is Slack's Retry-After when it rate-limited the call (`ratelimited`);
+    `status` the HTTP status Slack answered with; `in_doubt` says the call may have been
+    carried out all the same (the answer was lost, or Slack failed half-way with a 5xx).
     """
 
-    def __init__(self, error: str, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        error: str,
+        retry_after_s: float | None = None,
+        *,
+        status: int | None = None,
+        in_doubt: bool = False,
+    ) -> None:
         super().__init__(error)
         self.error = error
         self.retry_after_s = retry_after_s
+        self.status = status
+        self.in_doubt = in_doubt
+
+    @property
+    def outage(self) -> bool:
+        """Slack unreachable or pushing back (connection failures, 5xx, rate limits): nothing
+        said about this message itself, so it goes again later."""
+        return (
+            self.error in (CONNECTION_REFUSED, CONNECTION_LOST, TIMED_OUT, RATELIMITED)
+            or self.status == 429
+            or (self.status or 0) >= 500
+        )
+
+    def describe(self) -> str:
+        """The cause in words, for a log line or a late message: "HTTP 503", "connection
+        refused", "rate limited, Retry-After 5 s"."""
+        if self.error == RATELIMITED or self.status == 429:
+            after = f", Retry-After {self.retry_after_s:g} s" if self.retry_after_s else ""
+            return f"rate limited (HTTP {self.status or 200}{after})"
+        if self.error == CONNECTION_REFUSED:
+            return "connection refused"
+        if self.error == CONNECTION_LOST:
+            return "connection closed before the answer"
+        if self.error == TIMED_OUT:
+            return "no answer in time"
+        if (self.status or 0) >= 500:
+            return f"HTTP {self.status}"
+        return self.error
 
 
 class Chat(Protocol):
@@ -71,6 +117,26 @@ class Chat(Protocol):
     async def publish_home(self, user_id: str, blocks: list[dict[str, Any]]) -> None:
         """Show `blocks` as the user's App Home tab (Slack's views.publish), replacing it."""
         ...
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The command or button press the messages being sent answer (see `answering`)."""
+
+    name: str
+    text: str
+    user_id: str
+    channel_id: str
+    response_url: str | None = None
+
+    def __str__(self) -> str:
+        said = f"{self.name} {self.text}".strip()
+        return f"{said[:120]} by {self.user_id} in {self.channel_id}"
+
+
+# Set by the dispatcher while a handler and its work run: what goes out meanwhile is a reply,
+# useful for a while (the outbox drops it after that, saying which command it answered).
+answering: ContextVar[Asked | None] = ContextVar("answering", default=None)
 
 
 @dataclass

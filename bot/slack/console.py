@@ -215,7 +215,12 @@ class ConsoleChat:
         self.out.flush()
 
     async def post(
-        self, channel: str, message: Message, *, thread_ts: str | None = None
+        self,
+        channel: str,
+        message: Message,
+        *,
+        thread_ts: str | None = None,
+        key: str | None = None,
     ) -> MessageRef:
         self._next_ts += 1
         ref = MessageRef(channel, f"{self._next_ts}.000000")
@@ -226,7 +231,7 @@ class ConsoleChat:
         where = _dm_user(ref.channel)
         self._print(message, ref, f"→ DM @{where} updated" if where else "updated")
 
-    async def dm(self, user_id: str, message: Message) -> MessageRef:
+    async def dm(self, user_id: str, message: Message, *, key: str | None = None) -> MessageRef:
         self._next_ts += 1
         ref = MessageRef(dm_channel(user_id), f"{self._next_ts}.000000")
         self._print(message, ref, f"→ DM @{user_id}")
@@ -234,6 +239,16 @@ class ConsoleChat:
 
     async def respond(self, response_url: str, message: Message) -> None:
         self._print(message, None, "only you can see this")
+
+    async def find_posted(
+        self,
+        key: str,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        thread_ts: str | None = None,
+    ) -> MessageRef | None:
+        return None  # a terminal never loses an answer: nothing printed is in doubt
 
     async def permalink(self, ref: MessageRef) -> str | None:
         return None  # a terminal has no links; messages are referred to by channel and time

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from bot.config import Config
 from bot.slack import blocks
 from bot.slack.access import Role, Usage, may_run
-from bot.slack.chat import Conversation, Message, MessageRef
+from bot.slack.chat import Asked, Conversation, Message, MessageRef, answering
 from bot.slack.services import Services
 from bot.store import StoreError, Timer
 from bot.workers import Lane
@@ -306,6 +306,14 @@ class Dispatcher:
         await self._run(Context(request, self.services, ack), spec.handler)
 
     async def _run(self, ctx: Context, handler: Handler) -> None:
+        # What the handler sends is a reply to this request (see bot/slack/durable_chat.py).
+        replying = answering.set(_asked(ctx.request))
+        try:
+            await self._handle(ctx, handler)
+        finally:
+            answering.reset(replying)
+
+    async def _handle(self, ctx: Context, handler: Handler) -> None:
         request = ctx.request
         try:
             await handler(ctx)
@@ -344,6 +352,7 @@ class Dispatcher:
     async def _work(self, ctx: Context, audit_id: int | None) -> None:
         assert ctx.work is not None
         started = time.perf_counter()
+        replying = answering.set(_asked(ctx.request))  # the workers' tasks outlive requests
         try:
             ctx.result = await ctx.work()
         except Exception:
@@ -360,6 +369,7 @@ class Dispatcher:
                 time.perf_counter() - started
             )
             await self._finish(ctx, audit_id)
+            answering.reset(replying)
 
     async def _tell_user_it_failed(self, ctx: Context, audit_id: int | None) -> None:
         message = blocks.internal_error(ctx.request.name, reference=audit_id)
@@ -381,3 +391,9 @@ class Dispatcher:
             )
         except StoreError as exc:
             log.error("audit #%d not finished (%s) — check EVENTMESH_DATABASE_URL", audit_id, exc)
+
+
+def _asked(request: Request) -> Asked:
+    return Asked(
+        request.name, request.text, request.user_id, request.channel_id, request.response_url
+    )

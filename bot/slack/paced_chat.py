@@ -13,13 +13,14 @@ incidents post through this queue:
 - two lanes: a page (an incident's card, its pages, its thread lines) is always taken before
   routine posts waiting for the same destination, so a page never waits behind a backlog of
   alerts (incidents and alerts may share a channel);
-- a call Slack rate-limited all the same (`ratelimited`, once the client's retries are spent)
-  pauses its queue for Retry-After and is tried again, first of its lane: late, never lost.
+- a call Slack rate-limited all the same (`ratelimited`) pauses its queue for Retry-After and
+  is tried again, first of its lane: late, never lost — or, for a caller that keeps its own
+  record and retries (the outbox, bot/slack/outbox.py), goes back to it once the pause is set.
   Any other error goes back to the caller.
 
-Commands' own messages (a /health report, a watch) do not come through here: each posts once in
-its own channel, and LiveMessage throttles its updates. Uploads and ephemeral answers pass
-straight through.
+The outbox sends alerts and incidents through here; replies to commands keep no pace of their
+own (each posts once in its own channel, and LiveMessage throttles its updates) beyond the
+Retry-After pauses Slack asks for. Uploads and ephemeral answers pass straight through.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class _Call:
     seq: int
     send: Callable[[], Awaitable[Any]] = field(compare=False)
     done: asyncio.Future[Any] = field(compare=False)
+    retry_rate_limited: bool = field(default=True, compare=False)
 
 
 class _Queue:
@@ -127,10 +129,12 @@ class PacedChat:
                 call.done.cancel()
             queue.waiting.clear()
 
-    async def call(
-        self, destination: str, priority: Priority, send: Callable[[], Awaitable[T]]
-    ) -> T:
-        """Queue one call to Slack for destination; returns its result once it went."""
+    def pause(self, destination: str, seconds: float) -> None:
+        """Send nothing more to destination for a while (Slack asked, on a call made here)."""
+        queue = self._queue(destination)
+        queue.paused_until = max(queue.paused_until, self._monotonic() + seconds)
+
+    def _queue(self, destination: str) -> _Queue:
         queue = self._queues.get(destination)
         if queue is None:
             interval, burst = (
@@ -139,8 +143,24 @@ class PacedChat:
                 else (self.post_interval_s, self.post_burst)
             )
             queue = self._queues[destination] = _Queue(interval, burst, self._monotonic())
+        return queue
+
+    async def call(
+        self,
+        destination: str,
+        priority: Priority,
+        send: Callable[[], Awaitable[T]],
+        *,
+        retry_rate_limited: bool = True,
+    ) -> T:
+        """Queue one call to Slack for destination; returns its result once it went.
+
+        A call Slack rate-limits is tried again after Retry-After, or with
+        `retry_rate_limited` False raises its ChatError once the pause is set."""
+        queue = self._queue(destination)
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        heapq.heappush(queue.waiting, _Call(int(priority), next(self._seq), send, done))
+        call = _Call(int(priority), next(self._seq), send, done, retry_rate_limited)
+        heapq.heappush(queue.waiting, call)
         if queue.worker is None or queue.worker.done():
             queue.worker = asyncio.create_task(self._drain(destination, queue), name=destination)
         # A caller that gives up cancels `done`, and the queue skips its call.
@@ -159,17 +179,21 @@ class PacedChat:
             try:
                 result = await call.send()
             except ChatError as exc:
-                if exc.error != "ratelimited":
+                if exc.error != "ratelimited" and exc.status != 429:
                     _settle(call, exc)
                     continue
                 pause = max(MIN_PAUSE_S, exc.retry_after_s or 1.0)
                 queue.paused_until = self._monotonic() + pause
-                log.warning(
+                # Debug only: a long rate limit is one line each way in the outbox's log.
+                log.debug(
                     "Slack rate-limited %s: pausing it %.1f s (%d waiting)",
                     destination,
                     pause,
                     len(queue.waiting) + 1,
                 )
+                if not call.retry_rate_limited:
+                    _settle(call, exc)
+                    continue
                 heapq.heappush(queue.waiting, call)  # same place: first of its lane again
             except Exception as exc:
                 _settle(call, exc)

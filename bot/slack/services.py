@@ -20,11 +20,12 @@ from bot.runbook.oncall.handoffs import PLAN_EVERY
 from bot.scheduler import Scheduler
 from bot.slack.alerts.alerting import Alerting
 from bot.slack.chat import Chat
+from bot.slack.durable_chat import DurableChat, PacedLanes
 from bot.slack.home.home import SWEEP_EVERY as HOME_SWEEP_EVERY
 from bot.slack.home.home import HomeDesk
 from bot.slack.incidents.incidents import Incidents
 from bot.slack.oncall.oncall import OnCallDesk
-from bot.slack.paced_chat import PacedChat, Priority
+from bot.slack.outbox import Outbox
 from bot.store import Store
 from bot.telemetry import Telemetry
 from bot.workers import WorkerPool
@@ -36,6 +37,8 @@ class Services:
 
     config: Config
     store: Store
+    # The transport given (Slack's Web API, the console) — replaced, once the outbox is made
+    # over it, by the durable chat every handler and flow talks to.
     chat: Chat
     health: HealthChecker
     telemetry: Telemetry
@@ -46,9 +49,11 @@ class Services:
     watches: Watches = field(default_factory=Watches)  # running watches, for their Stop button
     # Keep Slack's pace for alerts and incidents (the console has no rate limits to keep).
     paced: bool = True
-    # Made from the ones above. Alerts and incidents post through one paced queue (incidents
-    # in its page lane, ahead of routine alert posts), on this scheduler's timers.
-    pacer: PacedChat = field(init=False)
+    # Made from the ones above. Every message goes through the one outbox: incidents in its
+    # page lane (ahead of routine alert posts), replies to commands through `chat`.
+    outbox: Outbox = field(init=False)
+    # Paced lanes over the outbox, for what posts beside alerts (a rollback's summary).
+    pacer: PacedLanes = field(init=False)
     incidents: Incidents = field(init=False)
     alerts: Alerts = field(init=False)
     alerting: Alerting = field(init=False)
@@ -57,30 +62,23 @@ class Services:
     home: HomeDesk = field(init=False)
 
     def __post_init__(self) -> None:
-        self.pacer = (
-            PacedChat(self.chat)
-            if self.paced
-            else PacedChat(self.chat, post_interval_s=0, update_interval_s=0)
-        )
-        self.incidents = Incidents(
-            self.config, self.store, self.pacer.lane(Priority.PAGE), self.scheduler
-        )
-        self.alerts = Alerts(self.config, self.store, wake=self.scheduler.sweep_at)
-        self.alerting = Alerting(
-            self.config,
+        self.outbox = Outbox(
             self.store,
-            self.pacer.lane(Priority.ROUTINE),
-            self.alerts,
-            self.incidents,
+            self.chat,  # type: ignore[arg-type]
+            telemetry=self.telemetry,
+            paced=self.paced,
         )
+        self.chat = DurableChat(self.outbox)
+        self.pacer = PacedLanes(self.outbox)
+        self.incidents = Incidents(self.config, self.store, self.outbox, self.scheduler)
+        self.alerts = Alerts(self.config, self.store, wake=self.scheduler.sweep_at)
+        self.alerting = Alerting(self.config, self.store, self.outbox, self.alerts, self.incidents)
         self.monitor = Monitor(self.config, self.health, self.alerts, self.telemetry)
-        self.oncall = OnCallDesk(
-            self.config, self.store, self.pacer.lane(Priority.ROUTINE), self.scheduler
-        )
+        self.oncall = OnCallDesk(self.config, self.store, self.outbox, self.scheduler)
         # Each rotation's next hand-off gets its timer at start (and again hourly, in case the
         # store was down then); from there each hand-off sets the next.
         self.scheduler.every("oncall-handoffs", PLAN_EVERY, self.oncall.plan_handoffs)
-        # The App Home publishes through the chat itself (views.publish, not postMessage), at
-        # its own pace; its sweep picks up what another replica counted and left.
+        # The App Home's views are not messages: published straight through (views.publish),
+        # at its own pace; its sweep picks up what another replica counted and left.
         self.home = HomeDesk(self.config, self.store, self.chat, self.oncall)
         self.scheduler.every("home-sweep", HOME_SWEEP_EVERY, self.home.sweep)

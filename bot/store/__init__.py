@@ -6,7 +6,8 @@ the event loop run them with `asyncio.to_thread` so a slow disk never delays an 
 
 One module per concern, each with its records (tables), the values it hands back and a mixin
 of Store's methods: audit, health, timers, incidents, deployments (with environment locks),
-approvals and alerts; base holds the engine, the sessions and StoreError. Import from here.
+approvals, alerts and the outbox (every message on its way to Slack, and posting leases);
+base holds the engine, the sessions and StoreError. Import from here.
 """
 
 from __future__ import annotations
@@ -53,11 +54,28 @@ from bot.store.incidents import (
     IncidentStore,
     NewEvent,
 )
+from bot.store.outbox import (
+    LANE_PAGE,
+    LANE_REPLY,
+    LANE_ROUTINE,
+    Delivery,
+    NewDelivery,
+    OutboxRecord,
+    OutboxStore,
+    PostingLeaseRecord,
+)
 from bot.store.timers import NewTimer, Timer, TimerRecord, TimerStore
 
 
 class Store(
-    AuditStore, HealthStore, TimerStore, IncidentStore, DeploymentStore, ApprovalStore, AlertStore
+    AuditStore,
+    HealthStore,
+    TimerStore,
+    IncidentStore,
+    DeploymentStore,
+    ApprovalStore,
+    AlertStore,
+    OutboxStore,
 ):
     """The bot's database: every concern's methods over one engine (see the modules)."""
 
@@ -66,6 +84,9 @@ __all__ = [
     "ALERT_FIELDS",
     "FINISHED_STATES",
     "INCIDENT_STATE_FIELDS",
+    "LANE_PAGE",
+    "LANE_REPLY",
+    "LANE_ROUTINE",
     "MAX_AUDIT_TEXT",
     "MAX_STEP_OUTPUT",
     "RUNNING",
@@ -83,6 +104,7 @@ __all__ = [
     "AuditEntry",
     "AuditRecord",
     "Base",
+    "Delivery",
     "Deployment",
     "DeploymentRecord",
     "DeploymentStep",
@@ -100,8 +122,11 @@ __all__ = [
     "IncidentRecord",
     "LockHeld",
     "NewAlertEvent",
+    "NewDelivery",
     "NewEvent",
     "NewTimer",
+    "OutboxRecord",
+    "PostingLeaseRecord",
     "Store",
     "StoreError",
     "Timer",

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from bot.store.base import MAX_AUDIT_TEXT, Base, StoreCore, _as_utc, _guarded
+from bot.store.outbox import NewDelivery, _enqueue
 from bot.store.timers import NewTimer, TimerRecord, _set_timer, _waiting
 
 
@@ -200,11 +201,13 @@ class IncidentStore(StoreCore):
         opened_at: datetime,
         event: NewEvent,
         timers: Callable[[int], Sequence[NewTimer]],
+        deliveries: Callable[[int], Sequence[NewDelivery]] = lambda incident_id: (),
     ) -> tuple[Incident, bool]:
-        """Open an incident with its first event and timers, in one transaction.
+        """Open an incident with its first event, timers and pages, in one transaction.
 
-        `timers` gets the new incident's id. With a `dedupe_key` that an unresolved incident
-        already has, nothing is written and that incident comes back with False.
+        `timers` and `deliveries` get the new incident's id. With a `dedupe_key` that an
+        unresolved incident already has, nothing is written and that incident comes back with
+        False.
         """
         with self._session() as session, session.begin():
             if dedupe_key is not None:
@@ -241,6 +244,8 @@ class IncidentStore(StoreCore):
             self._add_event(session, record.id, 1, event, opened_at)
             for timer in timers(record.id):
                 _set_timer(session, timer, opened_at)
+            for delivery in deliveries(record.id):
+                _enqueue(session, delivery, opened_at)
             return _incident(record), True
 
     @_guarded
@@ -252,11 +257,12 @@ class IncidentStore(StoreCore):
         event: NewEvent,
         timers: Sequence[NewTimer] = (),
         cancel: Sequence[tuple[str, str]] = (),
+        deliveries: Sequence[NewDelivery] = (),
     ) -> Incident | None:
         """Apply a state change if the incident is still at expected_seq; None if it moved on.
 
-        The change, its timeline event, its timers (set and cancelled) are one transaction:
-        a crash leaves either all of them or none.
+        The change, its timeline event, its timers (set and cancelled) and its pages (outbox
+        deliveries) are one transaction: a crash leaves either all of them or none.
         """
         unknown = set(values) - INCIDENT_STATE_FIELDS
         if unknown:
@@ -275,6 +281,8 @@ class IncidentStore(StoreCore):
                 session.execute(delete(TimerRecord).where(_waiting(kind, key, now)))
             for timer in timers:
                 _set_timer(session, timer, now)
+            for delivery in deliveries:
+                _enqueue(session, delivery, now)
             row = session.get(IncidentRecord, incident_id)
             assert row is not None
             return _incident(row)

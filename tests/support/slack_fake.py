@@ -20,6 +20,15 @@ blocks, the Block Kit limits, 250 kB) and answered ``invalid_arguments`` with th
 Socket Mode: ``apps.connections.open`` takes the app-level token (``xapp-``) and nothing else
 does, as in Slack; it answers with a URL of the ``SocketModeFake`` attached as
 ``fake.socket_mode`` (tests/support/socket_mode_fake.py).
+
+Message metadata: ``chat.postMessage`` keeps ``metadata`` (``event_type`` + ``event_payload``)
+on the message, and ``conversations.history`` / ``conversations.replies`` show it with
+``include_all_metadata``, as Slack does — what a client needs to find its own message after an
+answer was lost.
+
+Faults: ``fake.fault(mode, seconds=...)`` makes Slack answer 5xx, 429 with Retry-After,
+``ok:false ratelimited``, refuse connections, or carry calls out and drop the answer, for a
+while (tests/support/slack_faults.py); ``fake.heal()`` ends it early.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import hashlib
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +49,7 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.support.slack_faults import Fault, FaultPeriod
 from tests.support.waiting import wait_on
 
 T = TypeVar("T")
@@ -269,6 +280,7 @@ class ApiCall:
     at: float
     status: int = 200
     error: str | None = None
+    answered: bool = True  # False: carried out, but the answer was dropped (a ``drop`` fault)
 
 
 @dataclass
@@ -291,6 +303,8 @@ class _Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     injected: bool = False
+    drop: bool = False  # carried out; close the connection instead of answering
+    raw: tuple[int, dict[str, str], bytes, str] | None = None  # a fault's non-JSON answer
 
 
 class _SlackError(Exception):
@@ -346,6 +360,11 @@ class SlackFake:
         self._next_file = _FIRST_FILE_NUMBER
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._port: int | None = None
+        self._fault: Fault | None = None
+        self._fault_timer: threading.Timer | None = None
+        self.faults: list[FaultPeriod] = []
+        self.faulted: list[str] = []  # response_url and upload requests a fault met
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
@@ -358,6 +377,8 @@ class SlackFake:
             "apps.connections.open": self._apps_connections_open,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
+            "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
             "views.publish": self._views_publish,
         }
         self.homes: dict[str, dict[str, Any]] = {}  # user id -> the Home view Slack shows them
@@ -366,22 +387,25 @@ class SlackFake:
 
     def start(self) -> SlackFake:
         """Listen on a free loopback port; the serving thread is a daemon so nothing hangs."""
-        if self._server is not None:
+        if self._port is not None:
             raise RuntimeError("SlackFake already started")
-        server = _Server(("127.0.0.1", 0), _Handler)
+        self._listen(0)
+        return self
+
+    def _listen(self, port: int) -> None:
+        server = _Server(("127.0.0.1", port), _Handler)
         server.fake = self
-        self._thread = threading.Thread(
+        thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},  # shutdown() waits up to one poll interval
             name="slack-fake",
             daemon=True,
         )
-        self._thread.start()
-        self._server = server
-        return self
+        thread.start()
+        self._server, self._thread = server, thread
+        self._port = int(server.server_address[1])
 
-    def stop(self) -> None:
-        """Stop serving and free the port (idempotent, so teardown can always call it)."""
+    def _stop_listening(self) -> None:
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
@@ -389,6 +413,15 @@ class SlackFake:
             server.server_close()
         if thread is not None:
             thread.join()
+
+    def stop(self) -> None:
+        """Stop serving and free the port (idempotent, so teardown can always call it)."""
+        with self._cond:
+            timer, self._fault_timer, self._fault = self._fault_timer, None, None
+        if timer is not None:
+            timer.cancel()
+        self._stop_listening()
+        self._port = None
 
     def __enter__(self) -> SlackFake:
         return self.start()
@@ -418,14 +451,15 @@ class SlackFake:
             self.files.clear()
             self.upload_posts.clear()
             self._uploads.clear()
+            self.faulted.clear()
             self.homes.clear()
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:<port>`` of the running fake."""
-        if self._server is None:
+        """``http://127.0.0.1:<port>`` of the running fake (the same while it refuses)."""
+        if self._port is None:
             raise RuntimeError("SlackFake is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self._port}"
 
     @property
     def api_url(self) -> str:
@@ -500,6 +534,54 @@ class SlackFake:
             else:
                 self._rate_limits.pop(method, None)
 
+    def fault(
+        self,
+        mode: str,
+        *,
+        seconds: float | None = None,
+        status: int = 503,
+        retry_after: int = 5,
+    ) -> None:
+        """Be Slack in trouble from now: ``mode`` is one of ``5xx``, ``429``, ``ratelimited``,
+        ``refuse``, ``drop`` (see tests/support/slack_faults.py), for ``seconds`` (None: until
+        ``heal()``). ``status`` is a ``5xx`` fault's HTTP status, ``retry_after`` a ``429``'s."""
+        fault = Fault(mode, status, retry_after)
+        self.heal()
+        with self._cond:
+            self._fault = fault
+            self.faults.append(FaultPeriod(mode, fault.since))
+            if seconds is not None:
+                timer = threading.Timer(seconds, self.heal)
+                timer.daemon = True
+                self._fault_timer = timer
+                timer.start()
+            self._cond.notify_all()
+        if mode == "refuse":
+            self._stop_listening()
+
+    def heal(self) -> None:
+        """End the fault now (a refusing fake listens again on its port); no-op without one."""
+        with self._cond:
+            fault, self._fault = self._fault, None
+            timer, self._fault_timer = self._fault_timer, None
+            if fault is not None and self.faults:
+                self.faults[-1] = FaultPeriod(fault.mode, fault.since, time.monotonic())
+            self._cond.notify_all()
+        if timer is not None and timer is not threading.current_thread():
+            timer.cancel()
+        if fault is not None and fault.mode == "refuse" and self._port is not None:
+            self._listen(self._port)
+
+    @property
+    def faulty(self) -> bool:
+        """Whether a fault is on now."""
+        with self._cond:
+            return self._fault is not None
+
+    def _current_fault(self) -> Fault | None:
+        with self._cond:
+            return self._fault
+
     def _rate_limited(self, method: str, args: dict[str, Any]) -> _Answer | None:
         every_s = self._rate_limits.get(method)
         if every_s is None:
@@ -554,13 +636,21 @@ class SlackFake:
         with self._cond:
             args: dict[str, Any] = {}
             token: str | None = None
+            fault = self._fault
             try:
                 args, token = _decode_args(query, body, content_type, authorization)
-                answer = self._dispatch(method, args, token)
+                if fault is not None and fault.answers:
+                    raw = fault.web_api_answer()
+                    answer = _Answer({"error": fault.error}, raw[0], raw[1], True, raw=raw)
+                else:
+                    answer = self._dispatch(method, args, token)
             except _SlackError as e:
                 answer = _Answer({"ok": False, "error": e.error, **e.extra})
+            answer.drop = fault is not None and fault.mode == "drop"
             error = answer.body.get("error")
-            self.calls.append(ApiCall(method, args, token, time.monotonic(), answer.status, error))
+            call = ApiCall(method, args, token, time.monotonic(), answer.status, error)
+            call.answered = not answer.drop
+            self.calls.append(call)
             if error is not None and not answer.injected:
                 detail = answer.body.get("errors")
                 self.rejected.append(f"{method}: {error}" + (f" {detail}" if detail else ""))
@@ -601,6 +691,15 @@ class SlackFake:
                 self.rejected.append(f"response_url {url_id}: {status} {text}")
             self._cond.notify_all()
             return status, text
+
+    def _faulted(self, what: str) -> Fault | None:
+        """The fault a response_url or upload request meets now, noted (None: none)."""
+        with self._cond:
+            fault = self._fault
+            if fault is not None:
+                self.faulted.append(f"{what}: {fault.mode}")
+                self._cond.notify_all()
+            return fault
 
     def _respond(self, url_id: str, body: bytes) -> tuple[int, str]:
         uses_left = self._response_urls.get(url_id)
@@ -672,6 +771,8 @@ class SlackFake:
         message.update((k, v) for k, v in content.items() if v != [])
         if args.get("thread_ts"):
             message["thread_ts"] = str(args["thread_ts"])
+        if args.get("metadata") is not None:
+            message["metadata"] = _metadata(args["metadata"])
         self.messages[(channel, ts)] = message
         return {"channel": channel, "ts": ts, "message": copy.deepcopy(message)}
 
@@ -803,6 +904,32 @@ class SlackFake:
             self.messages[(channel, ts)] = message
         return {"files": shared}
 
+    def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A conversation's messages, newest first: no thread replies, metadata only with
+        ``include_all_metadata``; ``oldest``/``latest`` (exclusive), ``limit`` and a cursor."""
+        channel = _channel(args)
+        top = [
+            m
+            for (ch, ts), m in self.messages.items()
+            if ch == channel and m.get("thread_ts", ts) == ts
+        ]
+        oldest, latest = _ts_bound(args.get("oldest"), 0.0), _ts_bound(args.get("latest"), 1e12)
+        shown = [m for m in reversed(top) if oldest < float(m["ts"]) < latest]
+        return _page_of(shown, args)
+
+    def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A thread: its parent, then its replies, oldest first (metadata as in history)."""
+        channel = _channel(args)
+        ts = str(args.get("ts") or "")
+        if (channel, ts) not in self.messages:
+            raise _SlackError("thread_not_found")
+        thread = [
+            m
+            for (ch, m_ts), m in self.messages.items()
+            if ch == channel and (m_ts == ts or m.get("thread_ts") == ts)
+        ]
+        return _page_of(thread, args)
+
     def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
         """A Home tab view for one user, checked as Slack checks it, replacing their last one."""
         user_id = str(args.get("user_id") or "")
@@ -841,6 +968,44 @@ class SlackFake:
                 "profile": {"real_name": real_name, "display_name": name},
             }
         }
+
+
+def _metadata(value: object) -> dict[str, Any]:
+    """Slack's message metadata: an ``event_type`` and an object ``event_payload``."""
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("event_type"), str)
+        or not isinstance(value.get("event_payload"), dict)
+    ):
+        raise _SlackError("invalid_metadata_format")
+    return {"event_type": value["event_type"], "event_payload": value["event_payload"]}
+
+
+def _ts_bound(value: object, default: float) -> float:
+    try:
+        return float(str(value)) if value not in (None, "") else default
+    except ValueError:
+        raise _SlackError("invalid_ts_oldest") from None
+
+
+def _page_of(messages: list[dict[str, Any]], args: dict[str, Any]) -> dict[str, Any]:
+    """One page of messages as Slack pages them (``limit``, an opaque ``cursor``)."""
+    try:
+        limit = min(999, max(1, int(args.get("limit") or 100)))
+        start = int(str(args.get("cursor") or "0").removeprefix("next:"))
+    except ValueError:
+        raise _SlackError("invalid_cursor") from None
+    with_metadata = str(args.get("include_all_metadata") or "").lower() in ("1", "true")
+    page = [copy.deepcopy(m) for m in messages[start : start + limit]]
+    if not with_metadata:
+        for message in page:
+            message.pop("metadata", None)
+    more = start + limit < len(messages)
+    return {
+        "messages": page,
+        "has_more": more,
+        "response_metadata": {"next_cursor": f"next:{start + limit}" if more else ""},
+    }
 
 
 def _decode_args(
@@ -955,16 +1120,42 @@ class _Handler(BaseHTTPRequestHandler):
                 self.headers.get("Content-Type", ""),
                 self.headers.get("Authorization", ""),
             )
-            payload = json.dumps(answer.body).encode()
-            self._send(answer.status, payload, "application/json; charset=utf-8", answer.headers)
-        elif url.path.startswith("/upload/v1/") and self.command == "POST":
-            status, text = fake._answer_upload(url.path.removeprefix("/upload/v1/"), body)
-            self._send(status, text.encode(), "text/plain; charset=utf-8", {})
-        elif url.path.startswith("/response/"):
-            status, text = fake._answer_response(url.path.removeprefix("/response/"), body)
-            self._send(status, text.encode(), "text/html", {})
-        else:
-            self._send(404, b"not found", "text/plain", {})
+            if answer.drop:
+                self._drop()
+            elif answer.raw is not None:
+                status, headers, raw, content_type = answer.raw
+                self._send(status, raw, content_type, headers)
+            else:
+                payload = json.dumps(answer.body).encode()
+                json_type = "application/json; charset=utf-8"
+                self._send(answer.status, payload, json_type, answer.headers)
+            return
+        if url.path.startswith(("/upload/v1/", "/response/")):
+            fault = fake._faulted(url.path)
+            if fault is not None and fault.answers:
+                status, headers, raw, content_type = fault.plain_answer()
+                self._send(status, raw, content_type, headers)
+                return
+            if url.path.startswith("/response/"):
+                status, text = fake._answer_response(url.path.removeprefix("/response/"), body)
+                content_type = "text/html"
+            elif self.command == "POST":
+                status, text = fake._answer_upload(url.path.removeprefix("/upload/v1/"), body)
+                content_type = "text/plain; charset=utf-8"
+            else:
+                status, text, content_type = 404, "not found", "text/plain"
+            if fault is not None:  # a drop: carried out, never answered
+                self._drop()
+            else:
+                self._send(status, text.encode(), content_type, {})
+            return
+        self._send(404, b"not found", "text/plain", {})
+
+    def _drop(self) -> None:
+        """Close the connection without a word, as a dying proxy does after forwarding."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def _send(
         self, status: int, payload: bytes, content_type: str, headers: dict[str, str]

@@ -14,10 +14,16 @@ at the level where it was acknowledged. Escalate moves up a level at once (from 
 too: the acknowledger asks for help); Resolve ends it.
 
 Every change is decided here by pure functions (`decide`, `on_deadline`) and applied by the
-store as one transaction — the new state, its timeline event, and its timers (the next
-deadline, and a "sync" that posts what the step needs in Slack) — conditional on the seq it
-was decided on. A stale button press, a press delivered twice, a deadline timer fired again
-after a crash: each finds the seq moved on and changes nothing.
+store as one transaction — the new state, its timeline event, its timers (the next deadline,
+and a "sync" that posts what the step needs in Slack) and, when a level is paged, one page per
+person of it (an outbox row each: a page is a record before it is a message) — conditional on
+the seq it was decided on. A stale button press, a press delivered twice, a deadline timer
+fired again after a crash: each finds the seq moved on and changes nothing.
+
+Deadlines are counted from when a step was due, not from when it was handled: the CTO is
+paged at the sum of the timeouts however late each step ran. A bot that was down past several
+deadlines walks each level once, in order, as soon as it is back; missed repeats of the last
+level are one page, not a burst.
 
 Nothing here knows Slack. Incidents are opened through bot/slack/incidents.py
 `Incidents.open_incident`, which adds what the chat needs (the channel, the plan from the
@@ -40,11 +46,12 @@ from bot.clock import Clock, utc_now
 from bot.config import AlertSettings, Escalation
 from bot.runbook.oncall.oncall import OnCall
 from bot.runbook.oncall.rotation import Rotation
-from bot.store import Incident, IncidentEvent, NewEvent, NewTimer, Store
+from bot.store import LANE_PAGE, Incident, IncidentEvent, NewDelivery, NewEvent, NewTimer, Store
 from bot.store.oncall import OnCallStore
 
 DEADLINE_TIMER = "incident.deadline"
 SYNC_TIMER = "incident.sync"
+PAGE_DELIVERY = "incident.page"
 
 SEVERITIES = (1, 2, 3)
 DEFAULT_SEVERITY = 2
@@ -200,11 +207,13 @@ def plan_of(incident: Incident) -> EscalationPlan:
 
 @dataclass(frozen=True)
 class IncidentChange:
-    """A decided state change: the fields to set, the event to record, the next deadline."""
+    """A decided state change: the fields to set, the event to record, the next deadline, and
+    when the level it pages fell due (None: it pages nobody)."""
 
     values: dict[str, object]
     event: NewEvent
     deadline: datetime | None
+    paged_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -227,13 +236,19 @@ def _page_level(
     plan: EscalationPlan,
     level: int,
     step: Step,
+    at: datetime,
     now: datetime,
     *,
     user_id: str | None = None,
     detail: str = "",
 ) -> IncidentChange:
-    """Trigger the incident at `level` and page it: escalate, re-page, re-open."""
-    deadline = _due_after(now, plan.wait_at(level))
+    """Trigger the incident at `level` and page it: escalate, re-page, re-open. `at` is when
+    the step was due; the next deadline counts from it."""
+    wait = plan.wait_at(level)
+    deadline = _due_after(at, wait)
+    if step is Step.REPAGED and deadline is not None and wait and deadline <= now:
+        # Repeats the bot slept through are one page, not one each: keep to the grid.
+        deadline += wait * ((now - deadline) // wait + 1)
     values: dict[str, object] = {
         "status": Status.TRIGGERED.value,
         "level": level,
@@ -244,34 +259,36 @@ def _page_level(
         "reminded_at": None,
     }
     return IncidentChange(
-        _deadline(values, deadline), NewEvent(step.value, level, user_id, detail), deadline
+        _deadline(values, deadline), NewEvent(step.value, level, user_id, detail), deadline, at
     )
 
 
 def _escalate(
-    incident: Incident, plan: EscalationPlan, now: datetime, user_id: str | None
+    incident: Incident, plan: EscalationPlan, at: datetime, now: datetime, user_id: str | None
 ) -> IncidentChange:
     detail = BY_BUTTON if user_id else BY_DEADLINE
     if incident.level < plan.last:
-        return _page_level(
-            incident, plan, incident.level + 1, Step.ESCALATED, now, user_id=user_id, detail=detail
-        )
-    return _page_level(
-        incident, plan, incident.level, Step.REPAGED, now, user_id=user_id, detail=detail
-    )
+        step, level = Step.ESCALATED, incident.level + 1
+    else:
+        step, level = Step.REPAGED, incident.level
+    return _page_level(incident, plan, level, step, at, now, user_id=user_id, detail=detail)
 
 
 def on_deadline(incident: Incident, plan: EscalationPlan, now: datetime) -> IncidentChange | None:
-    """What happens when the incident's deadline passes (None: nothing, it has ended)."""
+    """What happens when the incident's deadline passes (None: nothing, it has ended).
+
+    The step is taken as of the deadline itself (when it was due), not as of now."""
+    due = incident.deadline_at
+    at = due if due is not None and due <= now else now
     if incident.status == Status.TRIGGERED:
         if not plan.levels:
             return None
-        return _escalate(incident, plan, now, None)
+        return _escalate(incident, plan, at, now, None)
     if incident.status == Status.ACKNOWLEDGED:
         if incident.reminded_at is None:
-            deadline = now + plan.reopen_after
+            deadline = at + plan.reopen_after
             return IncidentChange(
-                _deadline({"reminded_at": now}, deadline),
+                _deadline({"reminded_at": at}, deadline),
                 NewEvent(Step.REMINDED.value, incident.level, incident.acknowledged_by),
                 deadline,
             )
@@ -280,6 +297,7 @@ def on_deadline(incident: Incident, plan: EscalationPlan, now: datetime) -> Inci
             plan,
             incident.level,
             Step.REOPENED,
+            at,
             now,
             user_id=incident.acknowledged_by,
         )
@@ -312,7 +330,7 @@ def decide(
     if action is Action.ESCALATE:
         if not plan.levels:
             return Refusal("there are no escalation levels in the config to page")
-        return _escalate(incident, plan, now, user_id)
+        return _escalate(incident, plan, now, now, user_id)
     if action is Action.RESOLVE:
         values = {"status": Status.RESOLVED.value, "resolved_by": user_id, "resolved_at": now}
         return IncidentChange(
@@ -389,6 +407,30 @@ def deadline_timer(incident_id: int, seq: int, due_at: datetime) -> NewTimer:
     return NewTimer(DEADLINE_TIMER, incident_name(incident_id), due_at, {"seq": seq})
 
 
+def page_deliveries(
+    incident_id: int, seq: int, level: int, people: Sequence[str], due_at: datetime
+) -> list[NewDelivery]:
+    """The pages of paging step `seq`, one per person on call for `level` when it fell due.
+
+    Their words are the chat's: each is rendered when it is delivered (as the incident stands
+    then); the key names the step and the person, so a page is written, and sent, once.
+    """
+    name = incident_name(incident_id)
+    return [
+        NewDelivery(
+            key=f"{name}/page/{seq}/{user}",
+            kind=PAGE_DELIVERY,
+            lane=LANE_PAGE,
+            user_id=user,
+            subject=name,
+            payload={"seq": seq, "level": level},
+            about=f"{name} page to {user} (level {level + 1})",
+            due_at=due_at,
+        )
+        for user in people
+    ]
+
+
 class Escalations:
     """Opens incidents and applies changes through the store; the scheduler does the rest.
 
@@ -441,8 +483,11 @@ class Escalations:
                 wanted.append(deadline_timer(incident_id, 1, deadline))
             return wanted
 
+        # Who is paged is decided when the level falls due: whoever is on call then.
+        people = await self.on_call.on_call(plan.levels[0], now) if plan.levels else ()
         incident, created = await asyncio.to_thread(
             self.store.create_incident,
+            deliveries=lambda incident_id: page_deliveries(incident_id, 1, 0, people, now),
             summary=summary,
             severity=severity,
             source=source,
@@ -557,6 +602,11 @@ class Escalations:
             timers.append(deadline_timer(incident.id, new_seq, change.deadline))
         else:
             cancel.append((DEADLINE_TIMER, incident_name(incident.id)))
+        pages: list[NewDelivery] = []
+        if change.paged_at is not None:
+            level = int(change.values["level"])  # type: ignore[call-overload]
+            people = await self.on_call.on_call(plan_of(incident).levels[level], change.paged_at)
+            pages = page_deliveries(incident.id, new_seq, level, people, change.paged_at)
         changed = await asyncio.to_thread(
             self.store.change_incident,
             incident.id,
@@ -565,6 +615,7 @@ class Escalations:
             change.event,
             timers,
             cancel,
+            pages,
         )
         if changed is not None:
             for timer in timers:

@@ -13,9 +13,13 @@ Every alert change (bot/runbook/alerts.py) is written with an `alert.sync` timer
 4. a resolved alert that paged notes its resolution on the incident.
 
 While the alert's metric is silenced nothing is posted for it — no new message, no thread line,
-no page — but a message already posted is still edited to show where things stand. Each step
-is recorded as soon as Slack accepted it, so a retry (the timer's backoff after Slack failed)
-and a restart post only what is missing.
+no page — but a message already posted is still edited to show where things stand. Every
+message goes through the outbox (bot/slack/outbox.py, routine lane): it is a row before it is a
+message, carries its key (so a post whose answer was lost is found, not posted twice), and
+waits there while Slack is away; the outbox has the alert synced again when it delivered it.
+Each step is recorded as soon as Slack accepted it, so a retry and a restart post only what is
+missing. One replica at a time posts about an alert: a 15 s posting lease, renewed while the
+sync runs.
 """
 
 from __future__ import annotations
@@ -26,23 +30,28 @@ import re
 
 from bot.clock import Clock, utc_now
 from bot.config import Config
-from bot.runbook.alerts.alerts import Alerts, Metric, Status
+from bot.runbook.alerts.alerts import SYNC_TIMER, Alerts, Metric, Status
 from bot.runbook.levels import Level
 from bot.slack import blocks
 from bot.slack.alerts import alert_blocks
-from bot.slack.chat import Chat, ChatError, Message, MessageRef
+from bot.slack.chat import Chat, Message
+from bot.slack.delivery import Pending, Refused, Sent
 from bot.slack.incidents.incidents import (
-    PERMANENT_ERRORS,
-    DeliveryFailed,
+    Failure,
     Incidents,
     KeyedLocks,
     PressReply,
+    check_delivered,
 )
-from bot.store import Alert, Store
+from bot.slack.outbox import Outbox, outbox_of
+from bot.slack.posting_lease import POSTING_LEASE, posting_lease
+from bot.store import LANE_ROUTINE, Alert, Delivery, NewDelivery, Store
+from bot.store.outbox import UPDATE
 
 log = logging.getLogger(__name__)
 
 MAX_SYNC_ROUNDS = 5
+LEASE = POSTING_LEASE
 _ALERT_ID = re.compile(r"[1-9][0-9]{0,9}")
 
 
@@ -55,7 +64,7 @@ class Alerting:
         self,
         config: Config,
         store: Store,
-        chat: Chat,
+        chat: Chat | Outbox,
         alerts: Alerts,
         incidents: Incidents,
         *,
@@ -63,7 +72,8 @@ class Alerting:
     ) -> None:
         self.config = config
         self.store = store
-        self.chat = chat
+        self.outbox = outbox_of(chat, store, clock)
+        self.outbox.on_delivered("alert-", self._delivered)
         self.alerts = alerts
         self.incidents = incidents
         self.clock = clock
@@ -73,14 +83,30 @@ class Alerting:
     # --- bringing Slack up to date ----------------------------------------------------------
 
     async def sync(self, alert_id: int) -> None:
-        """Make Slack show the alert as it is. Raises DeliveryFailed to be tried again."""
-        async with self._locks.hold(alert_id):
+        """Make Slack show the alert as it is. Raises DeliveryFailed or SlackAway (a
+        RetryLater) to be tried again."""
+        subject = _subject(alert_id)
+        owner = self.outbox.owner
+
+        async def take() -> bool:
+            return await asyncio.to_thread(self.store.take_posting_lease, subject, owner, LEASE)
+
+        async def release() -> None:
+            await asyncio.to_thread(self.store.release_posting_lease, subject, owner)
+
+        async with self._locks.hold(alert_id), posting_lease(f"alert {alert_id}", take, release):
             for _ in range(MAX_SYNC_ROUNDS):
                 alert = await self.alerts.get(alert_id)
                 if alert is None:
                     return
                 if not await self._round(alert):
                     return
+
+    async def _delivered(self, row: Delivery) -> None:
+        """The outbox delivered an alert's message on its own (Slack came back): sync it."""
+        alert_id = parse_alert_id((row.subject or "").removeprefix("alert-"))
+        if alert_id is not None:
+            await self.incidents.scheduler.schedule(SYNC_TIMER, str(alert_id), self.clock())
 
     async def _round(self, alert: Alert) -> bool:
         """One pass; True if the alert changed meanwhile (another pass shows that too)."""
@@ -95,7 +121,7 @@ class Alerting:
         ):
             await self._page(alert)
             return True
-        failures: list[str] = []
+        failures: list[Failure] = []
         alert = await self._message(alert, silence is not None, failures)
         if not failures:
             await self._thread(alert, silence is not None, failures)
@@ -106,8 +132,7 @@ class Alerting:
         ):
             await self.incidents.note(alert.incident_id, alert_blocks.incident_note(alert))
             await self.alerts.mark_incident_noted(alert.id)
-        if failures:
-            raise DeliveryFailed(f"alert {alert.id}: " + "; ".join(failures))
+        check_delivered(f"alert {alert.id}", failures, self.outbox)
         latest = await self.alerts.get(alert.id)
         return latest is not None and latest.version != seen
 
@@ -120,7 +145,20 @@ class Alerting:
         )
         await self.alerts.link_incident(alert.id, incident.id)
 
-    async def _message(self, alert: Alert, silenced: bool, failures: list[str]) -> Alert:
+    def _new(self, alert: Alert, key: str, content: Message, **where: object) -> NewDelivery:
+        subject = _subject(alert.id)
+        return NewDelivery(
+            key=f"{subject}/{key}",
+            kind="alert",
+            lane=LANE_ROUTINE,
+            text=content.text,
+            blocks=content.blocks,
+            subject=subject,
+            about=f"alert {alert.id} ({alert.environment} {alert.metric}) {key}",
+            **where,  # type: ignore[arg-type]
+        )
+
+    async def _message(self, alert: Alert, silenced: bool, failures: list[Failure]) -> Alert:
         channel = self.config.slack.alerts_channel
         if alert.ts is None:
             if alert.post_error is not None or alert.status == Status.RESOLVED or silenced:
@@ -133,61 +171,63 @@ class Alerting:
                     self._warned_no_channel = True
                 return alert
             content = await self._content(alert)
-            try:
-                ref = await self.chat.post(channel, content)
-            except Exception as exc:
-                if not _permanent(exc):
-                    failures.append(f"the alert message: {_describe(exc)}")
-                    return alert
+            outcome = await self.outbox.send(self._new(alert, "message", content, channel=channel))
+            if isinstance(outcome, Pending):
+                failures.append(Failure(f"the alert message: {outcome.reason}", outcome.quiet))
+                return alert
+            if isinstance(outcome, Refused):
                 log.error(
                     "Slack refused the alert message in %s for good (%s) — check "
                     "slack.alerts_channel",
                     channel,
-                    _describe(exc),
+                    outcome.error.error,
                 )
-                await asyncio.to_thread(
-                    self.store.record_alert_message,
-                    alert.id,
-                    channel=channel,
-                    ts=None,
-                    shown_version=alert.version,
-                    error=_describe(exc),
-                )
-                return alert
+            ref = outcome.ref if isinstance(outcome, Sent) else None
             await asyncio.to_thread(
                 self.store.record_alert_message,
                 alert.id,
-                channel=ref.channel,
-                ts=ref.ts,
+                channel=ref.channel if ref else channel,
+                ts=ref.ts if ref else None,
                 shown_version=alert.version,
+                error=None if ref else _why_not(outcome),
             )
             return await self.alerts.get(alert.id) or alert
         if alert.shown_version >= alert.version or alert.channel is None:
             return alert
         content = await self._content(alert)
-        try:
-            await self.chat.update(_ref(alert), content)
-        except Exception as exc:
-            if not _permanent(exc):
-                failures.append(f"the update of the alert message: {_describe(exc)}")
-                return alert
-            log.warning("alert %d's message cannot be updated (%s)", alert.id, _describe(exc))
+        update = self._new(
+            alert, f"update/{alert.version}", content, op=UPDATE, channel=alert.channel, ts=alert.ts
+        )
+        outcome = await self.outbox.send(update)
+        if isinstance(outcome, Pending):
+            what = f"the update of the alert message: {outcome.reason}"
+            failures.append(Failure(what, outcome.quiet))
+            return alert
+        if isinstance(outcome, Refused):
+            log.warning("alert %d's message cannot be updated (%s)", alert.id, outcome.error.error)
         await asyncio.to_thread(self.store.mark_alert_shown, alert.id, alert.version)
         return alert
 
-    async def _thread(self, alert: Alert, silenced: bool, failures: list[str]) -> None:
+    async def _thread(self, alert: Alert, silenced: bool, failures: list[Failure]) -> None:
         events = await asyncio.to_thread(self.store.alert_events, alert.id, pending=True)
+        waiting = False  # keep the thread in order: after a line that did not go, the rest wait
         for event in events:
             if alert.ts is not None and alert.channel is not None and not silenced:
-                try:
-                    await self.chat.post(
-                        alert.channel, alert_blocks.thread_line(event), thread_ts=alert.ts
-                    )
-                except Exception as exc:
-                    if not _permanent(exc):
-                        failures.append(f"a thread line: {_describe(exc)}")
-                        return  # keep the thread in order: the rest waits for the retry
-                    log.warning("alert %d: thread line refused (%s)", alert.id, _describe(exc))
+                line = self._new(
+                    alert,
+                    f"event/{event.id}",
+                    alert_blocks.thread_line(event),
+                    channel=alert.channel,
+                    thread_ts=alert.ts,
+                )
+                outcome = await self.outbox.send(line, attempt=not waiting)
+                if isinstance(outcome, Pending):
+                    if not waiting:
+                        failures.append(Failure(f"a thread line: {outcome.reason}", outcome.quiet))
+                    waiting = True
+                    continue
+                if isinstance(outcome, Refused):
+                    log.warning("alert %d: thread line refused (%s)", alert.id, outcome.error.error)
             # Posted, or nowhere to post it (silenced, or the alert never shown): done.
             await asyncio.to_thread(self.store.finish_alert_event, event.id)
 
@@ -241,16 +281,9 @@ def _dedupe_key(alert: Alert) -> str:
     return f"alert:{alert.environment}:{alert.metric}"
 
 
-def _ref(alert: Alert) -> MessageRef:
-    assert alert.channel is not None and alert.ts is not None
-    return MessageRef(alert.channel, alert.ts)
+def _subject(alert_id: int) -> str:
+    return f"alert-{alert_id}"
 
 
-def _permanent(exc: Exception) -> bool:
-    return isinstance(exc, ChatError) and exc.error in PERMANENT_ERRORS
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ChatError):
-        return exc.error
-    return f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
+def _why_not(outcome: object) -> str:
+    return outcome.error.error if isinstance(outcome, Refused) else "not posted"

@@ -154,7 +154,7 @@ def plan_lines(incident: Incident, plan: EscalationPlan) -> list[str]:
     for index, (level, offset) in enumerate(zip(plan.levels, plan.offsets(), strict=True)):
         when = "+0" if not offset else f"+{span(offset)}"
         reached = index <= incident.top_level
-        people = mentions(level.users) if reached else _headcount(level)
+        people = level_people(level) if reached else _headcount(level)
         marker = "▶" if index == current else ("✓" if reached else "·")
         name = f"*{escape(level.name)}*" if index == current else escape(level.name)
         lines.append(f"{marker} {when} {name} — {people}")
@@ -167,8 +167,19 @@ def _first_upper(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def level_people(level: Level, paged: Sequence[str] = ()) -> str:
+    """Who a level pages: the people its page went to when known, else its fixed users and,
+    for a rotation, whoever holds its turn when the page is sent."""
+    if paged:
+        return mentions(paged)
+    named = [mentions(level.users)] if level.users else []
+    if level.rotation is not None:
+        named.append("whoever is on call in its rotation")
+    return " and ".join(named) or "nobody"
+
+
 def _headcount(level: Level) -> str:
-    count = len(level.users)
+    count = len(level.users) + (1 if level.rotation is not None else 0)
     return f"{count} {'person' if count == 1 else 'people'}"
 
 
@@ -235,11 +246,13 @@ def _card_buttons(incident: Incident, status: Status) -> list[Block]:
     return buttons
 
 
-def page(incident: Incident) -> Message:
-    """A page: the card, with a notification text that says why it arrived."""
+def page(incident: Incident, level_paged: int | None = None) -> Message:
+    """A page: the card, with a notification text that says why it arrived — the level the
+    person was paged as (by default the incident's current one)."""
     plan = plan_of(incident)
     card = incident_card(incident)
-    level = plan.levels[incident.level].name if plan.levels else ""
+    index = incident.level if level_paged is None else level_paged
+    level = plan.levels[index].name if 0 <= index < len(plan.levels) else ""
     text = (
         f"Paging you for {incident_name(incident.id)} (SEV {incident.severity}, "
         f"{escape(level)}): {escape(incident.summary)}"
@@ -278,30 +291,35 @@ def reminder(incident: Incident, asked_at_seq: int) -> Message:
 # --- the thread -------------------------------------------------------------------------------
 
 
-def timeline_line(event: IncidentEvent, incident: Incident) -> Message | None:
-    """The thread's line for one step (None for the opening: the card is that)."""
+def timeline_line(
+    event: IncidentEvent, incident: Incident, paged: Sequence[str] = ()
+) -> Message | None:
+    """The thread's line for one step (None for the opening: the card is that); `paged` is
+    who its pages went to, when it paged."""
     plan = plan_of(incident)
     who = f"<@{event.user_id}>" if event.user_id else "someone"
     step = Step(event.kind)
     level = plan.levels[event.level] if 0 <= event.level < len(plan.levels) else None
-    paged = f"{escape(level.name)}: {mentions(level.users)}" if level else "nobody"
+    paged_text = f"{escape(level.name)}: {level_people(level, paged)}" if level else "nobody"
     if step is Step.OPENED:
         return None
     if step is Step.ESCALATED:
         if event.detail == BY_BUTTON:
-            text = f":arrow_double_up: {who} escalated — paging level {event.level + 1}, {paged}"
+            text = (
+                f":arrow_double_up: {who} escalated — paging level {event.level + 1}, {paged_text}"
+            )
         else:
             waited = plan.levels[event.level - 1].timeout if event.level > 0 else None
             within = f" within {span(waited)}" if waited else ""
             text = (
                 f":arrow_double_up: No acknowledgement{within} — "
-                f"paging level {event.level + 1}, {paged}"
+                f"paging level {event.level + 1}, {paged_text}"
             )
     elif step is Step.REPAGED:
         if event.detail == BY_BUTTON:
-            text = f":repeat: {who} asked to page the last level again — {paged}"
+            text = f":repeat: {who} asked to page the last level again — {paged_text}"
         else:
-            text = f":repeat: Still not acknowledged — paging again: {paged}"
+            text = f":repeat: Still not acknowledged — paging again: {paged_text}"
     elif step is Step.ACKNOWLEDGED:
         after = span(event.at - incident.opened_at)
         where = f" at level {event.level + 1}" if level else ""
@@ -316,7 +334,7 @@ def timeline_line(event: IncidentEvent, incident: Incident) -> Message | None:
     elif step is Step.REOPENED:
         text = (
             f":leftwards_arrow_with_hook: No answer from {who} within "
-            f"{span(plan.reopen_after)} — re-opened at level {event.level + 1}, {paged}"
+            f"{span(plan.reopen_after)} — re-opened at level {event.level + 1}, {paged_text}"
         )
     elif step is Step.RESOLVED:
         to_ack = time_to_acknowledge(incident)
@@ -345,7 +363,7 @@ def opened(incident: Incident, created: bool, channel: str | None) -> Message:
         first = plan.levels[0]
         text = (
             f":rotating_light: Opened *{name}*{where}: paging level 1, "
-            f"{escape(first.name)} ({mentions(first.users)}). Its buttons are on the "
+            f"{escape(first.name)} ({level_people(first)}). Its buttons are on the "
             "message and in the pages."
         )
     else:

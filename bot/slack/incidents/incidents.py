@@ -2,22 +2,26 @@
 
 `Incidents.open_incident` is the one way in — /escalate, a critical alert and a failed
 rollback all open incidents through it. Opening and every later change are store
-transactions (bot/runbook/escalation.py) that also set an `incident.sync` timer; the timer's
-handler, `sync`, brings Slack up to date with the incident:
+transactions (bot/runbook/escalation.py) that also set an `incident.sync` timer and, when a
+level is paged, write its pages to the outbox (one row per person). The timer's handler,
+`sync`, brings Slack up to date with the incident, every message through the outbox
+(bot/slack/outbox.py, in its page lane):
 
 1. the card in the incidents channel, posted once;
 2. a thread line for every step of the timeline not yet in the thread, in order;
-3. a page (DM) to each person of the level being paged, once per paging step;
+3. every page written for it, in order — the people of each level that fell due, even while
+   Slack was away (a page that goes out late says when it was due, and why);
 4. the reminder to the acknowledger, once per reminder;
 5. every copy already posted — the card, each page, each reminder — updated to the current
    state, so no one is left looking at a live button for a closed incident.
 
-Each message is recorded once Slack accepted it, so a retry posts only what is missing. A
-message Slack refused for a passing reason (rate limited, down) fails the sync, and the timer
-runs it again with backoff: late, never dropped. One Slack refuses for good (no such user) is
-recorded, noted on the timeline, logged at ERROR, and not tried again. (Slack has no
-idempotency key: if the bot dies between Slack accepting a page and the record of it, the
-page goes out again on restart — twice rather than never.)
+Each message is recorded once Slack accepted it, so a retry posts only what is missing; each
+carries its outbox key, so one whose answer was lost is found, not posted again. A message
+that could not go because Slack is away waits in the outbox, whose worker sends it when Slack
+answers and has the incident synced again then (to record it and post what follows); a
+message's own trouble (Slack answered fatal_error) is the timer's to retry, with backoff. One
+Slack refuses for good (no such user) is recorded, noted on the timeline, logged at ERROR, and
+not tried again.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,6 +38,8 @@ from bot.clock import Clock, utc_now
 from bot.config import Config
 from bot.runbook.incidents.escalation import (
     DEFAULT_SEVERITY,
+    PAGE_DELIVERY,
+    SYNC_TIMER,
     Action,
     Changed,
     EscalationPlan,
@@ -44,46 +50,72 @@ from bot.runbook.incidents.escalation import (
     Status,
     Step,
     incident_name,
+    page_deliveries,
     parse_incident_name,
     plan_of,
 )
 from bot.scheduler import RetryLater, Scheduler
-from bot.slack.chat import Chat, ChatError, Message, MessageRef
+from bot.slack.chat import Chat, ChatError, Message
+from bot.slack.delivery import Dropped, Outcome, Pending, Refused, Sent
 from bot.slack.incidents import incident_blocks
-from bot.store import Incident, IncidentEvent, IncidentMessage, Store, Timer
+from bot.slack.outbox import Outbox, outbox_of
+from bot.slack.posting_lease import POSTING_LEASE, posting_lease
+from bot.store import (
+    LANE_PAGE,
+    Delivery,
+    Incident,
+    IncidentEvent,
+    IncidentMessage,
+    NewDelivery,
+    Store,
+    Timer,
+)
+from bot.store.outbox import UPDATE
 
 log = logging.getLogger(__name__)
 
 CARD, THREAD, PAGE, REMINDER = "card", "thread", "page", "reminder"
-SYNC_LEASE = timedelta(minutes=2)
+SYNC_LEASE = POSTING_LEASE
 MAX_SYNC_ROUNDS = 5
-
-# Slack's answers that will not change by trying again: the target or the content is wrong.
-PERMANENT_ERRORS = frozenset(
-    {
-        "channel_not_found",
-        "not_in_channel",
-        "is_archived",
-        "user_not_found",
-        "user_disabled",
-        "user_not_visible",
-        "cannot_dm_bot",
-        "users_list_not_supplied",
-        "invalid_blocks",
-        "msg_too_long",
-        "no_text",
-        "message_not_found",
-        "cant_update_message",
-        "edit_window_closed",
-        "restricted_action",
-    }
-)
+MAX_RETRY_LATER = timedelta(minutes=5)
 
 _LINK = re.compile(r"https?://[^\s<>|]{1,2000}")
 
 
 class DeliveryFailed(Exception):
     """Something for an incident could not be posted now; the sync timer tries again."""
+
+
+class SlackAway(RetryLater):
+    """Nothing could be posted because Slack is unreachable: the outbox has it, and the timer
+    looks again later (a log line at INFO, not a traceback per try)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    what: str
+    quiet: bool  # Slack away, or another sender on it: retried without a traceback
+
+
+def check_delivered(name: str, failures: list[Failure], outbox: Outbox) -> None:
+    """After a sync pass: raise to have the timer try again, if anything needs it.
+
+    What waits in the outbox only because Slack is away (or another sender has it) is the
+    delivery worker's, which has the subject synced again once it delivered it: nothing to
+    retry here, and nothing to log per try. Without a worker running (a bare outbox, in
+    process) the timer is the only retry: SlackAway, a RetryLater. Anything else (a message's
+    own trouble) is DeliveryFailed, retried with backoff and logged.
+    """
+    if not failures:
+        return
+    text = f"{name}: " + "; ".join(f.what for f in failures)
+    if not all(f.quiet for f in failures):
+        raise DeliveryFailed(text)
+    if outbox.running:
+        return
+    away = outbox.health.down_since
+    seconds = (outbox.clock() - away).total_seconds() if away is not None else 0.0
+    raise SlackAway(text, min(MAX_RETRY_LATER, timedelta(seconds=max(5.0, seconds))))
 
 
 @dataclass(frozen=True)
@@ -122,16 +154,19 @@ class Incidents:
         self,
         config: Config,
         store: Store,
-        chat: Chat,
+        chat: Chat | Outbox,
         scheduler: Scheduler,
         *,
         clock: Clock = utc_now,
     ) -> None:
         self.config = config
         self.store = store
-        self.chat = chat
         self.clock = clock
         self.owner = scheduler.owner
+        self.scheduler = scheduler
+        self.outbox = outbox_of(chat, store, clock)
+        self.outbox.render(PAGE_DELIVERY, self._render_page)
+        self.outbox.on_delivered("INC-", self._delivered)
         self.escalations = Escalations(store, clock=clock, wake=scheduler.sweep_at)
         self._locks = KeyedLocks()
 
@@ -240,21 +275,28 @@ class Incidents:
         await self.sync(incident_id)
 
     async def sync(self, incident_id: int) -> None:
-        """Bring Slack up to date with the incident. Raises DeliveryFailed to be retried."""
+        """Bring Slack up to date with the incident. Raises DeliveryFailed or SlackAway (a
+        RetryLater) to be tried again."""
+        name = incident_name(incident_id)
         async with self._locks.hold(incident_id):
-            now = self.clock()
-            leased = await asyncio.to_thread(
-                self.store.lease_incident_sync, incident_id, self.owner, now, SYNC_LEASE
-            )
-            if not leased:
-                raise RetryLater(f"{incident_name(incident_id)} is being posted by another bot")
-            try:
-                await self._sync_rounds(incident_id)
-            finally:
+
+            async def take() -> bool:
+                return await asyncio.to_thread(
+                    self.store.lease_incident_sync,
+                    incident_id,
+                    self.owner,
+                    self.clock(),
+                    SYNC_LEASE,
+                )
+
+            async def release() -> None:
                 await asyncio.to_thread(self.store.release_incident_sync, incident_id, self.owner)
 
+            async with posting_lease(name, take, release):
+                await self._sync_rounds(incident_id)
+
     async def _sync_rounds(self, incident_id: int) -> None:
-        failures: list[str] = []
+        failures: list[Failure] = []
         for _ in range(MAX_SYNC_ROUNDS):
             incident = await asyncio.to_thread(self.store.incident, incident_id)
             if incident is None:
@@ -265,8 +307,28 @@ class Incidents:
             latest = await asyncio.to_thread(self.store.incident_events, incident_id)
             if len(latest) == len(events):
                 break  # nothing happened meanwhile: what was posted is current
-        if failures:
-            raise DeliveryFailed(f"{incident_name(incident_id)}: " + "; ".join(failures))
+        check_delivered(incident_name(incident_id), failures, self.outbox)
+
+    async def _render_page(self, row: Delivery) -> Message | None:
+        """A page, as the incident stands when it goes; None once nobody needs waking."""
+        incident_id = parse_incident_name(row.subject or "")
+        incident = await self.get(incident_id) if incident_id is not None else None
+        if incident is None or incident.status != Status.TRIGGERED:
+            return None
+        return incident_blocks.page(incident, int(row.payload.get("level", incident.level)))
+
+    async def _delivered(self, row: Delivery) -> None:
+        """The outbox delivered something of an incident on its own (Slack came back): sync
+        it now, to record it and post what follows (thread lines, updated copies)."""
+        await self.scheduler.schedule(SYNC_TIMER, f"{row.subject}/delivered", self.clock())
+
+
+@dataclass(frozen=True)
+class _Thread:
+    """Where thread lines go: the card's ts, or the card's outbox key while it waits."""
+
+    ts: str | None = None
+    of: str | None = None
 
 
 class _Delivery:
@@ -280,17 +342,17 @@ class _Delivery:
         messages: list[IncidentMessage],
     ) -> None:
         self.incidents = incidents
-        self.chat = incidents.chat
+        self.outbox = incidents.outbox
         self.store = incidents.store
         self.incident = incident
         self.plan = plan_of(incident)
         self.events = events
         self.messages = messages
         self.recorded = {(m.role, m.step, m.target): m for m in messages}
-        self.failures: list[str] = []
+        self.failures: list[Failure] = []
         self.name = incident_name(incident.id)
 
-    async def run(self) -> list[str]:
+    async def run(self) -> list[Failure]:
         card = await self._card()
         if card is not None:
             await self._thread(card)
@@ -299,40 +361,81 @@ class _Delivery:
         await self._update_copies()
         return self.failures
 
-    async def _card(self) -> IncidentMessage | MessageRef | None:
+    def _new(
+        self, kind: str, key: str, content: Message, about: str, **where: object
+    ) -> NewDelivery:
+        return NewDelivery(
+            key=f"{self.name}/{key}",
+            kind=f"incident.{kind}",
+            lane=LANE_PAGE,
+            text=content.text,
+            blocks=content.blocks,
+            subject=self.name,
+            about=f"{self.name} {about}",
+            **where,  # type: ignore[arg-type]
+        )
+
+    async def _card(self) -> _Thread | None:
         channel = self.incident.channel
         if channel is None:
             return None
         existing = self.recorded.get((CARD, 0, channel))
         if existing is not None:
-            return existing if existing.ts else None
+            return _Thread(ts=existing.ts) if existing.ts else None
         content = incident_blocks.incident_card(self.incident)
-        ref = await self._post(CARD, 0, channel, self.chat.post(channel, content))
-        return ref
+        new = self._new(CARD, CARD, content, f"card in {channel}", channel=channel)
+        outcome = await self._send(CARD, 0, channel, new)
+        if isinstance(outcome, Sent) and outcome.ref is not None:
+            return _Thread(ts=outcome.ref.ts)
+        return _Thread(of=new.key) if isinstance(outcome, Pending) else None
 
-    async def _thread(self, card: IncidentMessage | MessageRef) -> None:
-        channel, ts = card.channel, card.ts
-        assert channel is not None and ts is not None
+    async def _thread(self, card: _Thread) -> None:
+        channel = self.incident.channel
+        assert channel is not None
+        waiting = card.ts is None  # lines go behind the card (or a line that did not go)
+        # Who each paging step's pages went to (the rows written with the step).
+        paged: dict[int, list[str]] = {}
+        for row in await asyncio.to_thread(self.store.deliveries_of, self.name, PAGE_DELIVERY):
+            paged.setdefault(int(row.payload.get("seq", 0)), []).append(str(row.user_id))
         for event in self.events:
             if event.kind == Step.OPENED or (THREAD, event.id, channel) in self.recorded:
                 continue
-            line = incident_blocks.timeline_line(event, self.incident)
+            line = incident_blocks.timeline_line(event, self.incident, paged.get(event.seq, ()))
             if line is None:
                 continue
-            failed_before = len(self.failures)
-            await self._post(THREAD, event.id, channel, self.chat.post(channel, line, thread_ts=ts))
-            if len(self.failures) > failed_before:
-                return  # keep the thread in order: the rest waits for the retry
+            new = self._new(
+                THREAD,
+                f"thread/{event.id}",
+                line,
+                f"thread line {event.id}",
+                channel=channel,
+                thread_ts=card.ts,
+                thread_of=card.of,
+            )
+            outcome = await self._send(THREAD, event.id, channel, new, attempt=not waiting)
+            waiting = waiting or isinstance(outcome, Pending)
 
     async def _pages(self) -> None:
+        """Every page written for the incident, in the order they fell due."""
         incident = self.incident
-        if incident.status != Status.TRIGGERED or not self.plan.levels:
-            return
-        for user in await self.incidents.escalations.paged_people(incident, self.events):
-            if (PAGE, incident.paged_seq, user) in self.recorded:
+        if incident.status == Status.TRIGGERED and self.plan.levels:
+            # Written with the step; written here too for an incident opened before pages
+            # were outbox rows (a no-op otherwise: the key is there).
+            now = self.incidents.clock()
+            people = await self.incidents.escalations.paged_people(incident, self.events)
+            for new in page_deliveries(
+                incident.id, incident.paged_seq, incident.level, people, now
+            ):
+                await self.outbox.send(new, attempt=False)
+        rows = await asyncio.to_thread(self.store.deliveries_of, self.name, PAGE_DELIVERY)
+        blocked = False
+        for row in rows:
+            step, user = int(row.payload.get("seq", 0)), str(row.user_id)
+            if (PAGE, step, user) in self.recorded:
                 continue
-            content = incident_blocks.page(incident)
-            await self._post(PAGE, incident.paged_seq, user, self.chat.dm(user, content))
+            outcome = await self.outbox.send_row(row, attempt=not blocked)
+            await self._outcome(PAGE, step, user, outcome)
+            blocked = blocked or isinstance(outcome, Pending)
 
     async def _reminder(self) -> None:
         incident = self.incident
@@ -342,7 +445,14 @@ class _Delivery:
         if (REMINDER, incident.seq, user) in self.recorded:
             return
         content = incident_blocks.reminder(incident, incident.seq)
-        await self._post(REMINDER, incident.seq, user, self.chat.dm(user, content))
+        new = self._new(
+            REMINDER,
+            f"reminder/{incident.seq}/{user}",
+            content,
+            f"reminder to {user}",
+            user_id=user,
+        )
+        await self._send(REMINDER, incident.seq, user, new)
 
     async def _update_copies(self) -> None:
         incident = self.incident
@@ -355,61 +465,65 @@ class _Delivery:
                 content = incident_blocks.reminder(incident, copy.step)
             else:
                 content = incident_blocks.incident_card(incident)
-            try:
-                await self.chat.update(MessageRef(copy.channel, copy.ts), content)
-            except Exception as exc:
-                if _permanent(exc):
-                    log.warning(
-                        "%s: %s copy in %s cannot be updated (%s); leaving it",
-                        self.name,
-                        copy.role,
-                        copy.channel,
-                        _describe(exc),
-                    )
-                else:
-                    self.failures.append(
-                        f"update of the {copy.role} in {copy.channel}: {_describe(exc)}"
-                    )
-                    continue
+            new = self._new(
+                "update",
+                f"update/{copy.id}/{incident.seq}",
+                content,
+                f"{copy.role} copy in {copy.channel}",
+                op=UPDATE,
+                channel=copy.channel,
+                ts=copy.ts,
+            )
+            outcome = await self.outbox.send(new)
+            if isinstance(outcome, Pending):
+                what = f"update of the {copy.role} in {copy.channel}"
+                self.failures.append(Failure(f"{what}: {outcome.reason}", outcome.quiet))
+                continue
+            if isinstance(outcome, Refused):
+                log.warning(
+                    "%s: %s copy in %s cannot be updated (%s); leaving it",
+                    self.name,
+                    copy.role,
+                    copy.channel,
+                    outcome.error.error,
+                )
             await asyncio.to_thread(self.store.mark_incident_message_shown, copy.id, incident.seq)
 
-    async def _post(
-        self, role: str, step: int, target: str, sending: Awaitable[MessageRef]
-    ) -> MessageRef | None:
-        """Await one post or DM and record it; None if Slack refused it."""
-        try:
-            ref = await sending
-        except Exception as exc:
-            await self._refused(role, step, target, exc)
-            return None
-        await asyncio.to_thread(
-            self.store.record_incident_message,
-            self.incident.id,
-            role=role,
-            step=step,
-            target=target,
-            channel=ref.channel,
-            ts=ref.ts,
-            shown_seq=self.incident.seq,
-        )
-        return ref
+    async def _send(
+        self, role: str, step: int, target: str, new: NewDelivery, *, attempt: bool = True
+    ) -> Outcome:
+        outcome = await self.outbox.send(new, attempt=attempt)
+        await self._outcome(role, step, target, outcome)
+        return outcome
 
-    async def _refused(self, role: str, step: int, target: str, exc: Exception) -> None:
-        what = {
-            CARD: f"the incident message in {target}",
-            THREAD: f"a thread line in {target}",
-            PAGE: f"the page to {target}",
-            REMINDER: f"the reminder to {target}",
-        }[role]
-        if not _permanent(exc):
-            self.failures.append(f"{what}: {_describe(exc)}")
-            return
+    async def _outcome(self, role: str, step: int, target: str, outcome: Outcome) -> None:
+        """Record what became of one message (a Pending one is a failure of this pass)."""
+        if isinstance(outcome, Sent) and outcome.ref is not None:
+            await asyncio.to_thread(
+                self.store.record_incident_message,
+                self.incident.id,
+                role=role,
+                step=step,
+                target=target,
+                channel=outcome.ref.channel,
+                ts=outcome.ref.ts,
+                shown_seq=self.incident.seq,
+            )
+        elif isinstance(outcome, Refused):
+            await self._refused(role, step, target, outcome.error)
+        elif isinstance(outcome, Pending):
+            self.failures.append(Failure(f"{_what(role, target)}: {outcome.reason}", outcome.quiet))
+        elif isinstance(outcome, Dropped) and role == PAGE:
+            log.info("%s: the page to %s was not sent: %s", self.name, target, outcome.reason)
+
+    async def _refused(self, role: str, step: int, target: str, exc: ChatError) -> None:
+        what = _what(role, target)
         fix = (
             "check slack.incidents_channel"
             if role in (CARD, THREAD)
             else ("check the user ids in escalation.levels")
         )
-        log.error("%s: Slack refused %s for good (%s) — %s", self.name, what, _describe(exc), fix)
+        log.error("%s: Slack refused %s for good (%s) — %s", self.name, what, exc.error, fix)
         await asyncio.to_thread(
             self.store.record_incident_message,
             self.incident.id,
@@ -419,19 +533,18 @@ class _Delivery:
             channel=None,
             ts=None,
             shown_seq=self.incident.seq,
-            error=_describe(exc),
+            error=exc.error,
         )
         if role in (PAGE, REMINDER):
             await self.incidents.note(
-                self.incident.id, f"Could not send {what}: Slack answered {_describe(exc)}."
+                self.incident.id, f"Could not send {what}: Slack answered {exc.error}."
             )
 
 
-def _permanent(exc: Exception) -> bool:
-    return isinstance(exc, ChatError) and exc.error in PERMANENT_ERRORS
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ChatError):
-        return exc.error
-    return f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
+def _what(role: str, target: str) -> str:
+    return {
+        CARD: f"the incident message in {target}",
+        THREAD: f"a thread line in {target}",
+        PAGE: f"the page to {target}",
+        REMINDER: f"the reminder to {target}",
+    }[role]

@@ -7,7 +7,6 @@ the levels are the config's, as an incident opened now would freeze them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,12 +24,14 @@ from bot.runbook.oncall.oncall import (
     zone_of,
 )
 from bot.scheduler import Scheduler
-from bot.slack.chat import Chat, ChatError, Message, MessageRef
+from bot.slack import delivery
+from bot.slack.chat import Chat, Message
+from bot.slack.durable_chat import DurableChat
 from bot.slack.incidents.incident_blocks import mentions
-from bot.slack.incidents.incidents import PERMANENT_ERRORS
 from bot.slack.oncall import oncall_blocks
 from bot.slack.oncall.oncall_blocks import Standing, level_title
-from bot.store import Store, StoreError, Timer
+from bot.slack.outbox import Outbox, outbox_of
+from bot.store import LANE_ROUTINE, NewDelivery, Store, StoreError, Timer
 from bot.store.oncall import OnCallStore
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,14 @@ class OnCallDesk:
         self,
         config: Config,
         store: Store,
-        chat: Chat,
+        chat: Chat | Outbox,
         scheduler: Scheduler,
         *,
         clock: Clock = utc_now,
     ) -> None:
         self.config = config
-        self.chat = chat
+        self.outbox = outbox_of(chat, store, clock)
+        self.chat = DurableChat(self.outbox, lane=LANE_ROUTINE)
         self.clock = clock
         overrides = OnCallStore(store)
         self.on_call = OnCall(overrides, clock=clock)
@@ -209,33 +211,47 @@ class OnCallDesk:
         for user in handoff.incoming:
             if user not in sent:
                 message = oncall_blocks.handoff_dm(handoff)
-                await self._send(handoff, user, self.chat.dm(user, message), failures)
+                await self._send(handoff, user, message, failures, user_id=user)
         channel = self.config.slack.incidents_channel
         if channel and channel not in sent:
             line = oncall_blocks.handoff_line(handoff)
-            await self._send(handoff, channel, self.chat.post(channel, line), failures)
+            await self._send(handoff, channel, line, failures, channel=channel)
         if failures:
             raise HandoffNotSent("; ".join(failures))
 
     async def _send(
-        self, handoff: Handoff, target: str, sending: Awaitable[MessageRef], failures: list[str]
+        self,
+        handoff: Handoff,
+        target: str,
+        message: Message,
+        failures: list[str],
+        *,
+        user_id: str | None = None,
+        channel: str | None = None,
     ) -> None:
-        try:
-            await sending
-        except ChatError as exc:
-            if exc.error not in PERMANENT_ERRORS:
-                failures.append(f"hand-off message to {target}: {exc.error}")
-                return
+        """Hand the message to the outbox under a key of its own (this hand-off, this
+        target): written once and delivered once, however often the timer tries it."""
+        new = NewDelivery(
+            key=f"handoff/{handoff.level.name}/{handoff.at.isoformat()}/{target}",
+            kind="handoff",
+            lane=LANE_ROUTINE,
+            user_id=user_id,
+            channel=channel,
+            text=message.text,
+            blocks=message.blocks,
+            about=f"hand-off of {handoff.level.name} to {target}",
+        )
+        outcome = await self.outbox.send(new)
+        if isinstance(outcome, delivery.Refused):
             log.error(
                 "hand-off of %s: Slack refused the message to %s for good (%s) — check the "
                 "user ids in the rotation and slack.incidents_channel",
                 handoff.level.name,
                 target,
-                exc.error,
+                outcome.error.error,
             )
-            await self.handoffs.record(handoff, target, exc.error)
-            return
-        except Exception as exc:
-            failures.append(f"hand-off message to {target}: {type(exc).__name__}")
-            return
-        await self.handoffs.record(handoff, target)
+            await self.handoffs.record(handoff, target, outcome.error.error)
+        elif isinstance(outcome, delivery.Sent):
+            await self.handoffs.record(handoff, target)
+        else:  # not yet: the timer tries again, and the key keeps it to one message
+            failures.append(f"hand-off message to {target}: {outcome.reason}")
