@@ -187,10 +187,10 @@ def _run(forced_mode: str | None) -> int:
 
     # Imported here so check-config and demo-service start fast and need no Slack libraries.
     from bot.runtime import run_bot
-    from handlers import ACTIONS, COMMANDS, TIMERS
+    from handlers import ACTIONS, COMMANDS, EVENTS, TIMERS
 
     try:
-        return asyncio.run(run_bot(settings, config, mode, COMMANDS, ACTIONS, TIMERS))
+        return asyncio.run(run_bot(settings, config, mode, COMMANDS, ACTIONS, TIMERS, EVENTS))
     except PortInUse as exc:
         log.error("%s — set PORT (and HOST) to a free address", exc)
     except SlackRefused as exc:

@@ -45,7 +45,7 @@ from bot.slack.bolt_app import (
 from bot.slack.changes.recovery import RECOVERY_EVERY, recover_interrupted
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
-from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, TimerSpec
+from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, EventSpec, TimerSpec
 from bot.slack.services import Services
 from bot.slack.web import create_web_app
 from bot.slack.web_api import SlackChat, create_web_client
@@ -97,6 +97,7 @@ async def run_bot(
     commands: Sequence[CommandSpec],
     actions: Sequence[ActionSpec],
     timers: Sequence[TimerSpec] = (),
+    events: Sequence[EventSpec] = (),
 ) -> int:
     # What is loaded by now (modules, the config) lives as long as the process. Out of the
     # collector's sight, a full collection takes a few ms instead of 40-100 ms that every ack
@@ -154,6 +155,7 @@ async def run_bot(
             # Unwound in reverse: no more ticks or timers, then the checks under way end and
             # the kept SSH connections close, then the outbox stops (what waits stays there).
             cleanup.push_async_callback(services.outbox.close)
+            cleanup.push_async_callback(services.home.close)
             cleanup.push_async_callback(services.monitor.close)
             # Deployments a crashed bot left 'running': interrupted, said so, lock freed.
             scheduler.every(
@@ -167,7 +169,7 @@ async def run_bot(
             cleanup.push_async_callback(scheduler.stop)
             # Unwound before the workers' grace period: watches end now, each with its summary.
             cleanup.callback(services.watches.stop_all)
-            return Dispatcher(services, commands, actions)
+            return Dispatcher(services, commands, actions, events)
 
         if mode == "console":
             config, local_line = await _start_local_service(config, http, after_work)

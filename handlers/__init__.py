@@ -1,11 +1,12 @@
 """Thin listeners: parse, authorize, ack, then hand the work to bot/.
 
 Adding a command: write a module with `@command` / `@action` handlers and list them here;
-`@timer` handlers run when a durable timer of their kind falls due (bot/scheduler.py).
+`@timer` handlers run when a durable timer of their kind falls due (bot/scheduler.py), and
+`@event` handlers when Slack sends an event of their type (the manifest subscribes to it).
 """
 
-from bot.slack.dispatch import ActionSpec, CommandSpec, TimerSpec
-from handlers import alerts, approval, deploy, escalate, health, oncall, rollback
+from bot.slack.dispatch import ActionSpec, CommandSpec, EventSpec, TimerSpec
+from handlers import alerts, approval, deploy, escalate, health, home, oncall, rollback
 
 COMMANDS: tuple[CommandSpec, ...] = (
     health.health,
@@ -43,3 +44,4 @@ TIMERS: tuple[TimerSpec, ...] = (
     alerts.unsilence,
     oncall.handoff,
 )
+EVENTS: tuple[EventSpec, ...] = (home.home_opened,)

@@ -1,10 +1,10 @@
-"""manifest.yml declares exactly the slash commands the bot answers."""
+"""manifest.yml declares exactly the slash commands and events the bot answers."""
 
 from __future__ import annotations
 
 import yaml
 
-from handlers import COMMANDS
+from handlers import COMMANDS, EVENTS
 from tests.conftest import REPO, BotProcess
 
 MANIFEST = yaml.safe_load((REPO / "manifest.yml").read_text())
@@ -36,6 +36,16 @@ def test_manifest_is_socket_mode_with_interactivity_and_needed_scopes() -> None:
     for command in MANIFEST["features"]["slash_commands"]:
         assert command["usage_hint"] and command["description"]
         assert "url" not in command  # Socket Mode: Slack delivers over the socket
+
+
+def test_manifest_has_the_home_tab_and_subscribes_to_exactly_the_handled_events() -> None:
+    home = MANIFEST["features"]["app_home"]
+    assert home["home_tab_enabled"] is True and home["messages_tab_enabled"] is True
+    events = MANIFEST["settings"]["event_subscriptions"]["bot_events"]
+    assert set(events) == {spec.event_type for spec in EVENTS} == {"app_home_opened"}
+    # app_home_opened and views.publish need no scope: the bot asks for no more than before.
+    scopes = set(MANIFEST["oauth_config"]["scopes"]["bot"])
+    assert not any(scope.startswith(("views", "app_home")) for scope in scopes)
 
 
 def test_manifest_lets_the_bot_look_for_its_own_messages_everywhere_it_posts() -> None:

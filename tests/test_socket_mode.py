@@ -29,6 +29,7 @@ from tests.conftest import (
 )
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S, final_report, report_text
 from tests.support.slack_fake import ApiCall, SlackFake, block_kit_errors
+from tests.support.slack_signing import app_home_opened_event
 from tests.support.socket_mode_fake import Ack, Envelope, SocketModeFake
 
 APP_TOKEN = "xapp-test-token"
@@ -149,6 +150,15 @@ def test_bad_input_gets_usage_in_the_ack_and_runs_nothing(
     final_report(socket_bot.slack, barrier)
     assert socket_bot.slack.channel_messages(channel) == []
     assert len([r for r in demo.requests() if r["path"] == "/healthz"]) == 1
+
+
+def test_opening_the_home_tab_over_the_socket_publishes_the_home(socket_bot: SocketBot) -> None:
+    viewer = "U0SOCKETHOME"
+    envelope = socket_bot.socket.event(app_home_opened_event(viewer))
+    assert socket_bot.acked(envelope).payload is None  # an event is acked bare, at once
+    socket_bot.slack.wait_for(lambda fake: fake.home(viewer))
+    (publish,) = socket_bot.slack.home_publishes(viewer)
+    assert "*staging* — " in str(publish.args["view"])
 
 
 def test_check_again_button_updates_the_same_message(

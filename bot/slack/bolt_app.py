@@ -1,7 +1,8 @@
 """Bolt wiring: Slack's payloads in, the shared dispatcher out.
 
 The only module that imports slack_bolt's app. Listeners translate Bolt's arguments into
-CommandRequest / ActionRequest and an ack function; everything else is the dispatcher's.
+CommandRequest / ActionRequest / EventRequest and an ack function; everything else is the
+dispatcher's.
 
 Requests are authorized from what the bot learned at start-up (`BotIdentity`: the bot token,
 and the bot's ids from auth.test), never with a call to Slack on the request path: Bolt's
@@ -27,7 +28,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.chat import Message
-from bot.slack.dispatch import ActionRequest, CommandRequest, Dispatcher
+from bot.slack.dispatch import ActionRequest, CommandRequest, Dispatcher, EventRequest
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +134,25 @@ def create_bolt_app(
 
         await dispatcher.handle_action(request, reply)
 
+    async def on_event(event: dict[str, Any], context: AsyncBoltContext) -> None:
+        request = EventRequest(
+            event_type=str(event.get("type") or ""),
+            user_id=str(event.get("user") or ""),
+            event=event,
+            received_at=context.get(RECEIVED_AT) or time.perf_counter(),
+        )
+
+        async def acked(message: Message | None) -> None:
+            """Bolt acked the event before this listener ran; an event takes no answer."""
+
+        await dispatcher.handle_event(request, acked)
+
     for name in dispatcher.commands:
         app.command(name)(on_command)
     for action_id in dispatcher.actions:
         app.action(action_id)(on_action)
+    for event_type in dispatcher.events:
+        app.event(event_type)(on_event)
     return app
 
 

@@ -114,6 +114,10 @@ class Chat(Protocol):
         """A link to the message (a lock refusal points at the deploy holding it), if any."""
         ...
 
+    async def publish_home(self, user_id: str, blocks: list[dict[str, Any]]) -> None:
+        """Show `blocks` as the user's App Home tab (Slack's views.publish), replacing it."""
+        ...
+
 
 @dataclass(frozen=True)
 class Asked:

@@ -27,6 +27,7 @@ USER_ID = re.compile(r"[UW][A-Z0-9]{1,20}")
 CONSOLE_CHANNEL = "CCONSOLE"
 PROMPT = "eventmesh> "  # after whom you are: "UCONSOLE eventmesh> "
 RULE = "─" * 60
+HOME = "/home"  # the console's own command: Slack shows the same in the App Home tab
 
 EMOJI = {
     "large_green_circle": "🟢",
@@ -134,6 +135,10 @@ class TextRenderer:
                 lines.extend(
                     "  " + self._text(f).replace("\n", "\n    ") for f in block.get("fields", [])
                 )
+                accessory = block.get("accessory") or {}
+                if accessory.get("type") == "button":  # a button beside the text (App Home)
+                    number = press(accessory, block.get("block_id"))
+                    lines.append(f"   [{number}] {self._text(accessory.get('text'))}")
             elif kind == "context":
                 joined = "  ".join(self._text(e) for e in block.get("elements", []))
                 lines.append(self._style(joined, "2", "22"))
@@ -248,6 +253,9 @@ class ConsoleChat:
     async def permalink(self, ref: MessageRef) -> str | None:
         return None  # a terminal has no links; messages are referred to by channel and time
 
+    async def publish_home(self, user_id: str, blocks: list[dict[str, Any]]) -> None:
+        self._print(Message("App Home", blocks), None, f"→ Home of @{user_id}")
+
     async def upload(self, channel: str, upload: Upload, *, thread_ts: str | None = None) -> str:
         self._files += 1
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -306,7 +314,7 @@ class Console:
         self.chat.prompt = prompt_for(user_id)
 
     def greeting(self) -> str:
-        names = "  ".join(sorted(self.dispatcher.commands))
+        names = "  ".join(sorted([*self.dispatcher.commands, HOME]))
         return (
             f"Type a slash command as in Slack ({names}), e.g. /health all or /health help.\n"
             "Type a button's number to press it; 'as <user id>' makes you another user, "
@@ -358,6 +366,9 @@ class Console:
             await self._act_as(line.removeprefix("as").strip())
         elif line.isdigit():
             await self._press(int(line))
+        elif line == HOME or line.startswith(HOME + " "):
+            # Slack's App Home tab, printed once: the console has no tab to keep current.
+            await self.dispatcher.services.home.show(self.user_id)
         elif line.startswith("/"):
             name, _, text = line.partition(" ")
             request = CommandRequest(
@@ -411,9 +422,9 @@ class Console:
             await self.chat.respond("console://ephemeral", message)
 
     def _command_list(self) -> str:
-        return "\n".join(
-            f"  {spec.name:<10} {spec.summary}" for spec in self.dispatcher.commands.values()
-        )
+        lines = [f"  {spec.name:<10} {spec.summary}" for spec in self.dispatcher.commands.values()]
+        lines.append(f"  {HOME:<10} What Slack's App Home tab shows you: everything at a glance.")
+        return "\n".join(lines)
 
     def _say(self, text: str) -> None:
         self.chat.out.write(text + "\n")

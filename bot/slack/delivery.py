@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.slack.chat import ChatError, Message, MessageRef, Upload
 from bot.store import Delivery
@@ -71,6 +71,8 @@ class Sender(Protocol):
     ) -> str: ...
 
     async def permalink(self, ref: MessageRef) -> str | None: ...
+
+    async def publish_home(self, user_id: str, blocks: list[dict[str, Any]]) -> None: ...
 
 
 @dataclass(frozen=True)

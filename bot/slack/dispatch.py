@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from bot.config import Config
 from bot.slack import blocks
@@ -82,7 +82,40 @@ class ActionRequest:
         return MessageRef(self.channel_id, self.message_ts) if self.message_ts else None
 
 
-Request = CommandRequest | ActionRequest
+@dataclass(frozen=True)
+class EventRequest:
+    """An Events API event (app_home_opened): its type, whose it is, and the event as sent.
+
+    Slack wants no answer to an event: Bolt acks it before the listener runs.
+    """
+
+    event_type: str
+    user_id: str
+    event: Mapping[str, Any]
+    received_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def name(self) -> str:
+        return self.event_type
+
+    @property
+    def text(self) -> str:
+        return str(self.event.get("tab") or "")  # what the audit keeps of it
+
+    @property
+    def channel_id(self) -> str:
+        return str(self.event.get("channel") or "")
+
+    @property
+    def response_url(self) -> str | None:
+        return None
+
+    @property
+    def message_ref(self) -> MessageRef | None:
+        return None
+
+
+Request = CommandRequest | ActionRequest | EventRequest
 
 
 Work = Callable[[], Awaitable[str]]
@@ -203,6 +236,21 @@ def action(action_id: str) -> Callable[[Handler], ActionSpec]:
     return register
 
 
+@dataclass(frozen=True)
+class EventSpec:
+    event_type: str
+    handler: Handler
+
+
+def event(event_type: str) -> Callable[[Handler], EventSpec]:
+    """Declare the handler of an Events API event type (the bot subscribes to it)."""
+
+    def register(handler: Handler) -> EventSpec:
+        return EventSpec(event_type=event_type, handler=handler)
+
+    return register
+
+
 TimerHandler = Callable[[Services, Timer], Awaitable[None]]
 
 
@@ -229,10 +277,12 @@ class Dispatcher:
         services: Services,
         commands: Sequence[CommandSpec],
         actions: Sequence[ActionSpec] = (),
+        events: Sequence[EventSpec] = (),
     ) -> None:
         self.services = services
         self.commands = {spec.name: spec for spec in commands}
         self.actions = {spec.action_id: spec for spec in actions}
+        self.events = {spec.event_type: spec for spec in events}
 
     async def handle_command(self, request: CommandRequest, ack: Ack) -> None:
         spec = self.commands.get(request.command)
@@ -245,6 +295,14 @@ class Dispatcher:
         spec = self.actions.get(request.action_id)
         if spec is None:
             log.warning("button %r has no handler; ignoring the press", request.action_id)
+            await ack(None)
+            return
+        await self._run(Context(request, self.services, ack), spec.handler)
+
+    async def handle_event(self, request: EventRequest, ack: Ack) -> None:
+        spec = self.events.get(request.event_type)
+        if spec is None:
+            log.warning("event %r has no handler; ignoring it", request.event_type)
             await ack(None)
             return
         await self._run(Context(request, self.services, ack), spec.handler)

@@ -14,14 +14,15 @@ at once, so with Slack answering nothing is slower than a direct call:
 A message sent while a command or a button press is being answered (`answering`) is a reply:
 useful for REPLY_USEFUL_FOR, a private reply goes through the response_url while Slack takes
 it and to the user's DM after, and one still waiting past its usefulness is dropped with a log
-line naming the command (the waiting caller gets ChatError("expired")). Uploads and permalinks
-pass straight through.
+line naming the command (the waiting caller gets ChatError("expired")). Uploads, permalinks
+and App Home views pass straight through.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from bot.slack.chat import Asked, ChatError, Message, MessageRef, Upload, answering
 from bot.slack.delivery import Dropped, Outcome, Pending, Refused, Sent
@@ -84,6 +85,10 @@ class DurableChat:
 
     async def permalink(self, ref: MessageRef) -> str | None:
         return await self.outbox.sender.permalink(ref)
+
+    async def publish_home(self, user_id: str, blocks: list[dict[str, Any]]) -> None:
+        # A Home tab view is state, not a message: the App Home paces and re-publishes it.
+        await self.outbox.sender.publish_home(user_id, blocks)
 
     async def _deliver(
         self,

@@ -21,6 +21,8 @@ from bot.scheduler import Scheduler
 from bot.slack.alerts.alerting import Alerting
 from bot.slack.chat import Chat
 from bot.slack.durable_chat import DurableChat, PacedLanes
+from bot.slack.home.home import SWEEP_EVERY as HOME_SWEEP_EVERY
+from bot.slack.home.home import HomeDesk
 from bot.slack.incidents.incidents import Incidents
 from bot.slack.oncall.oncall import OnCallDesk
 from bot.slack.outbox import Outbox
@@ -57,6 +59,7 @@ class Services:
     alerting: Alerting = field(init=False)
     monitor: Monitor = field(init=False)
     oncall: OnCallDesk = field(init=False)
+    home: HomeDesk = field(init=False)
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(
@@ -75,3 +78,7 @@ class Services:
         # Each rotation's next hand-off gets its timer at start (and again hourly, in case the
         # store was down then); from there each hand-off sets the next.
         self.scheduler.every("oncall-handoffs", PLAN_EVERY, self.oncall.plan_handoffs)
+        # The App Home's views are not messages: published straight through (views.publish),
+        # at its own pace; its sweep picks up what another replica counted and left.
+        self.home = HomeDesk(self.config, self.store, self.chat, self.oncall)
+        self.scheduler.every("home-sweep", HOME_SWEEP_EVERY, self.home.sweep)

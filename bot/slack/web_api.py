@@ -207,6 +207,10 @@ class SlackChat:
         link = response.get("permalink")
         return str(link) if link else None
 
+    async def publish_home(self, user_id: str, blocks: list[dict[str, Any]]) -> None:
+        view = {"type": "home", "blocks": blocks}
+        await _api(self.client.views_publish(user_id=user_id, view=view))
+
     async def respond(self, response_url: str, message: Message) -> None:
         # No retries here either: the outbox decides (a reply answered twice is noise).
         webhook = AsyncWebhookClient(response_url, timeout=10, retry_handlers=[])

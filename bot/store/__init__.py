@@ -15,6 +15,7 @@ from __future__ import annotations
 
 # On-call's tables (bot/store/oncall.py, not a Store mixin yet) belong to the schema too: the
 # migrations are compared with the models that every `import bot.store` registers.
+from bot.store import home as _home  # noqa: F401
 from bot.store import oncall as _oncall  # noqa: F401
 from bot.store.alerts import (
     ALERT_FIELDS,

@@ -1,8 +1,7 @@
 """On-call overrides, and the hand-off messages sent (see bot/runbook/oncall).
 
-Its tables register on the store's Base like every concern's, so the store's schema (and a
-migration generated from it) includes them. Until this concern joins `Store` as a mixin,
-`OnCallStore` is built on a Store's engine and makes sure its own tables exist.
+Its tables register on the store's Base like every concern's, and migration 0002 makes them.
+`OnCallStore` is built on a Store's engine (the runbook's on-call code takes only this part).
 """
 
 from __future__ import annotations
@@ -54,9 +53,6 @@ class HandoffNoticeRecord(Base):
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-TABLES = (OverrideRecord.__table__, HandoffNoticeRecord.__table__)
-
-
 @dataclass(frozen=True)
 class Override:
     id: int
@@ -80,7 +76,6 @@ class OnCallStore:
         self.clock = core.clock
         self.engine = core.engine
         self._sessions = sessionmaker(core.engine, expire_on_commit=False)
-        Base.metadata.create_all(core.engine, tables=list(TABLES))
 
     def _session(self) -> Session:
         return self._sessions()

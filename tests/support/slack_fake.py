@@ -13,6 +13,10 @@ POSTed there, unauthenticated (the URL is the credential), and must be exactly t
 (a message with ``files``, as Slack posts it). ``fake.files`` holds every completed upload with
 its bytes.
 
+App Home: ``views.publish`` takes a ``home`` view for one user, checked like Slack (at most 100
+blocks, the Block Kit limits, 250 kB) and answered ``invalid_arguments`` with the problems in
+``response_metadata`` otherwise; ``fake.homes`` holds the view each user is shown now.
+
 Socket Mode: ``apps.connections.open`` takes the app-level token (``xapp-``) and nothing else
 does, as in Slack; it answers with a URL of the ``SocketModeFake`` attached as
 ``fake.socket_mode`` (tests/support/socket_mode_fake.py).
@@ -55,11 +59,13 @@ BOT_USER_ID = "U0BOT"
 BOT_ID = "B0BOT"
 
 MAX_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100  # a Home tab (or modal) view
+MAX_VIEW_BYTES = 250_000  # views.publish: view_too_large past 250 kB
 MAX_MESSAGE_TEXT = 40_000
 RESPONSE_URL_USES = 5  # Slack: a response_url works at most 5 times (within 30 minutes)
 _FIRST_TS_MICROS = 1_700_000_000_000_100  # first ts is '1700000000.000100'
 # Form-encoded (or query-string) callers send these as JSON text.
-_JSON_ARGS = ("blocks", "attachments", "metadata", "files")
+_JSON_ARGS = ("blocks", "attachments", "metadata", "files", "view")
 _FIRST_FILE_NUMBER = 1_000_001
 MAX_ALT_TEXT = 1000
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
@@ -73,18 +79,19 @@ _TEXT_TYPES = ("plain_text", "mrkdwn")
 _PLAIN = ("plain_text",)
 
 
-def block_kit_errors(blocks: object) -> list[str]:
+def block_kit_errors(blocks: object, max_blocks: int = MAX_BLOCKS) -> list[str]:
     """Say why Slack would answer ``invalid_blocks`` for ``blocks`` (empty list: acceptable).
 
     Covers the documented limits a ChatOps bot can run into (counts, lengths, text object
     types, ids), not the whole Block Kit schema. Public so tests can run it directly on the
-    output of the bot's message builders, without a round trip.
+    output of the bot's message builders, without a round trip. A message takes 50 blocks,
+    a view (``max_blocks=MAX_VIEW_BLOCKS``) 100.
     """
     if not isinstance(blocks, list):
         return [f"blocks must be a list, not {type(blocks).__name__}"]
     errors: list[str] = []
-    if len(blocks) > MAX_BLOCKS:
-        errors.append(f"{len(blocks)} blocks (max {MAX_BLOCKS})")
+    if len(blocks) > max_blocks:
+        errors.append(f"{len(blocks)} blocks (max {max_blocks})")
     block_ids: set[str] = set()
     for i, block in enumerate(blocks):
         where = f"blocks[{i}]"
@@ -376,7 +383,9 @@ class SlackFake:
             "files.completeUploadExternal": self._complete_upload,
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
+            "views.publish": self._views_publish,
         }
+        self.homes: dict[str, dict[str, Any]] = {}  # user id -> the Home view Slack shows them
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -448,6 +457,7 @@ class SlackFake:
             self.upload_posts.clear()
             self._uploads.clear()
             self.faulted.clear()
+            self.homes.clear()
 
     @property
     def base_url(self) -> str:
@@ -484,6 +494,23 @@ class SlackFake:
         """Copies of the files shared in ``channel`` (with their ``content`` bytes), in order."""
         with self._cond:
             return [copy.deepcopy(f) for f in self.files.values() if channel in f["channels"]]
+
+    def home(self, user_id: str) -> dict[str, Any] | None:
+        """A copy of the Home tab view Slack shows ``user_id`` now (None: never published)."""
+        with self._cond:
+            view = self.homes.get(user_id)
+            return copy.deepcopy(view) if view is not None else None
+
+    def home_publishes(self, user_id: str) -> list[ApiCall]:
+        """The views.publish calls Slack accepted for ``user_id``, in order."""
+        with self._cond:
+            return [
+                call
+                for call in self.calls
+                if call.method == "views.publish"
+                and call.error is None
+                and call.args.get("user_id") == user_id
+            ]
 
     def fail_next(
         self,
@@ -909,6 +936,25 @@ class SlackFake:
         ]
         return _page_of(thread, args)
 
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A Home tab view for one user, checked as Slack checks it, replacing their last one."""
+        user_id = str(args.get("user_id") or "")
+        if not _USER_ID.match(user_id):
+            raise _invalid_arguments(["invalid `user_id`"])
+        view = args.get("view")
+        if not isinstance(view, dict):
+            raise _invalid_arguments(["`view` must be a JSON object"])
+        if view.get("type") != "home":
+            raise _invalid_arguments([f"views.publish takes type home, not {view.get('type')!r}"])
+        if len(json.dumps(view)) > MAX_VIEW_BYTES:
+            raise _SlackError("view_too_large")
+        errors = block_kit_errors(view.get("blocks"), MAX_VIEW_BLOCKS)
+        if errors:
+            raise _invalid_arguments(errors)
+        self.homes[user_id] = copy.deepcopy(view)
+        view_id = "V" + hashlib.sha1(user_id.encode()).hexdigest()[:10].upper()
+        return {"view": {"id": view_id, "team_id": TEAM_ID, **copy.deepcopy(view)}}
+
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user_id = str(args.get("user") or "")
         if not _USER_ID.match(user_id) or user_id in self.missing:
@@ -1011,6 +1057,12 @@ def _check_content(args: dict[str, Any]) -> dict[str, Any]:
     return content
 
 
+def _invalid_arguments(errors: list[str]) -> _SlackError:
+    """Slack's answer to a view it cannot take: the problems in response_metadata."""
+    messages = [f"[ERROR] {e}" for e in errors]
+    return _SlackError("invalid_arguments", errors=errors, response_metadata={"messages": messages})
+
+
 def _channel(args: dict[str, Any]) -> str:
     """The channel a message goes to; a user id means that user's DM, as in Slack."""
     channel = args.get("channel")
@@ -1024,12 +1076,25 @@ def _dm_id(user_id: str) -> str:
 
 
 def _brief(args: dict[str, Any]) -> str:
-    keys = ("channel", "channel_id", "ts", "thread_ts", "user", "url", "filename", "length")
+    keys = (
+        "channel",
+        "channel_id",
+        "ts",
+        "thread_ts",
+        "user",
+        "user_id",
+        "url",
+        "filename",
+        "length",
+    )
     shown = {k: args[k] for k in keys if k in args}
     if "text" in args:
         shown["text"] = str(args["text"])[:80]
     if isinstance(args.get("blocks"), list):
         shown["blocks"] = f"<{len(args['blocks'])} blocks>"
+    view = args.get("view")
+    if isinstance(view, dict):
+        shown["view"] = f"<{view.get('type')} view, {len(view.get('blocks') or [])} blocks>"
     return json.dumps(shown)
 
 

@@ -11,10 +11,12 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 from typing import Any
 from urllib.parse import urlencode
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+JSON_CONTENT_TYPE = "application/json"
 VERIFICATION_TOKEN = "fake-verification-token"  # Slack's deprecated per-app token field
 TEAM_DOMAIN = "eventmesh-test"
 
@@ -25,11 +27,19 @@ def signature(secret: str, timestamp: int | str, body: bytes) -> str:
     return "v0=" + hmac.new(secret.encode(), basestring, hashlib.sha256).hexdigest()
 
 
-def signed_headers(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-    """Headers Slack sends with ``body``; pass an old ``timestamp`` to test replay refusal."""
+def signed_headers(
+    secret: str,
+    body: bytes,
+    timestamp: int | None = None,
+    content_type: str = FORM_CONTENT_TYPE,
+) -> dict[str, str]:
+    """Headers Slack sends with ``body``; pass an old ``timestamp`` to test replay refusal.
+
+    Commands and clicks come form-encoded; events (``event_callback_body``) as JSON.
+    """
     ts = int(time.time()) if timestamp is None else timestamp
     return {
-        "Content-Type": FORM_CONTENT_TYPE,
+        "Content-Type": content_type,
         "X-Slack-Request-Timestamp": str(ts),
         "X-Slack-Signature": signature(secret, ts, body),
     }
@@ -115,15 +125,93 @@ def block_actions_body(
         "message": message,
         "state": {"values": {}},
         "response_url": response_url,
-        "actions": [
+        "actions": [_button_pressed(action_id, value, block_id)],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def _button_pressed(action_id: str, value: str, block_id: str) -> dict[str, Any]:
+    """The ``actions`` entry of a click on a button."""
+    return {
+        "action_id": action_id,
+        "block_id": block_id,
+        "text": {"type": "plain_text", "text": action_id, "emoji": True},
+        "value": value,
+        "type": "button",
+        "action_ts": f"{time.time():.6f}",
+    }
+
+
+def app_home_opened_event(
+    user_id: str = "U0USER",
+    *,
+    tab: str = "home",
+    view: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``app_home_opened`` event as Slack sends it: ``view`` is the Home view the user is
+    shown, present once the app published one (Slack leaves it out before)."""
+    event: dict[str, Any] = {
+        "type": "app_home_opened",
+        "user": user_id,
+        "channel": "D" + user_id[1:],  # the user's conversation with the app
+        "tab": tab,
+        "event_ts": f"{time.time():.6f}",
+    }
+    if view is not None:
+        event["view"] = view
+    return event
+
+
+def event_callback_body(
+    event: dict[str, Any], *, team_id: str = "T0TEST", api_app_id: str = "A0APP"
+) -> bytes:
+    """The JSON body of an Events API delivery (``event_callback``) wrapping ``event``."""
+    envelope = {
+        "token": VERIFICATION_TOKEN,
+        "team_id": team_id,
+        "api_app_id": api_app_id,
+        "event": event,
+        "type": "event_callback",
+        "event_id": "Ev" + uuid.uuid4().hex[:10].upper(),
+        "event_time": int(time.time()),
+        "authorizations": [
             {
-                "action_id": action_id,
-                "block_id": block_id,
-                "text": {"type": "plain_text", "text": action_id, "emoji": True},
-                "value": value,
-                "type": "button",
-                "action_ts": f"{time.time():.6f}",
+                "enterprise_id": None,
+                "team_id": team_id,
+                "user_id": "U0BOT",
+                "is_bot": True,
+                "is_enterprise_install": False,
             }
         ],
+        "is_ext_shared_channel": False,
+        "event_context": "4-" + uuid.uuid4().hex,
+    }
+    return json.dumps(envelope).encode()
+
+
+def home_block_actions_body(
+    action_id: str,
+    value: str,
+    *,
+    user_id: str,
+    block_id: str,
+    view: dict[str, Any],
+    team_id: str = "T0TEST",
+    api_app_id: str = "A0APP",
+) -> bytes:
+    """A button click on the user's App Home tab: the container is the view, not a message,
+    and Slack sends no channel and no response_url with it."""
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": user_id.lower(), "name": user_id.lower()},
+        "api_app_id": api_app_id,
+        "token": VERIFICATION_TOKEN,
+        "container": {"type": "view", "view_id": view.get("id", "V0HOME")},
+        "trigger_id": "1.2.3",
+        "team": {"id": team_id, "domain": TEAM_DOMAIN},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "view": {**view, "type": "home"},
+        "actions": [_button_pressed(action_id, value, block_id)],
     }
     return urlencode({"payload": json.dumps(payload)}).encode()

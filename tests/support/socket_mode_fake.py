@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, parse_qsl
 
 from aiohttp import WSMsgType, web
 
-from tests.support.slack_signing import block_actions_body, slash_command_body
+from tests.support.slack_signing import block_actions_body, event_callback_body, slash_command_body
 from tests.support.waiting import wait_on
 
 T = TypeVar("T")
@@ -266,6 +266,12 @@ class SocketModeFake:
         )
         payload = json.loads(parse_qs(body.decode())["payload"][0])
         return self.push("interactive", payload, accepts_response_payload=False)
+
+    def event(self, event: dict[str, Any]) -> Envelope:
+        """An Events API event (e.g. ``app_home_opened_event()``) as an ``events_api`` envelope:
+        the same ``event_callback`` body Slack POSTs in HTTP mode."""
+        payload = json.loads(event_callback_body(event, api_app_id=self.app_id))
+        return self.push("events_api", payload, accepts_response_payload=False)
 
     def request_refresh(self, reason: str = "refresh_requested") -> Connection:
         """Send Slack's ``disconnect`` frame on the newest session; return that session.

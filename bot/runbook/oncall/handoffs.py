@@ -49,6 +49,19 @@ class OpenWork:
     locks: list[EnvironmentLock]
 
 
+async def open_work(store: Store, incidents_limit: int = 100) -> OpenWork:
+    """The unresolved incidents (oldest first, up to the limit), the firing or flapping
+    alerts, and the environment locks."""
+    incidents = await asyncio.to_thread(store.unresolved_incidents, incidents_limit)
+    alerts = [
+        alert
+        for status in _STILL_OPEN
+        for alert in await asyncio.to_thread(store.alerts, None, status)
+    ]
+    locks = await asyncio.to_thread(store.environment_locks)
+    return OpenWork(incidents, alerts, locks)
+
+
 @dataclass(frozen=True)
 class Handoff:
     number: int  # the level's number, 1-based
@@ -114,18 +127,8 @@ class Handoffs:
             incoming=tuple(p for p in after if p not in before),
             outgoing=tuple(p for p in before if p not in after),
             until=until,
-            open=await self.open_work(),
+            open=await open_work(self.store),
         )
-
-    async def open_work(self) -> OpenWork:
-        incidents = await asyncio.to_thread(self.store.unresolved_incidents, 100)
-        alerts = [
-            alert
-            for status in _STILL_OPEN
-            for alert in await asyncio.to_thread(self.store.alerts, None, status)
-        ]
-        locks = await asyncio.to_thread(self.store.environment_locks)
-        return OpenWork(incidents, alerts, locks)
 
     async def sent(self, handoff: Handoff) -> set[str]:
         """Whom a message about this hand-off went to already (users and channels)."""

@@ -53,6 +53,17 @@ def people_on_call(level: Staffed, at: datetime, overrides: Sequence[Override]) 
     return tuple(dict.fromkeys([*([holder] if holder else []), *level.users]))
 
 
+def people_between(
+    level: Staffed, start: datetime, end: datetime, overrides: Sequence[Override]
+) -> set[str]:
+    """Everyone among the level's people at some time in [start, end]: its fixed users, the
+    rotation members whose turn it was, and whoever an override of it put on call then."""
+    ours = [o for o in overrides if o.level == level.name and o.ends_at > start]
+    ours = [o for o in ours if o.starts_at <= end]
+    people = set(level.users) | {o.user_id for o in ours}
+    return people | {s.user_id for s in shifts(level, start, end, ours) if s.override is None}
+
+
 def zone_of(level: Staffed) -> tzinfo:
     """Where the level's times are read and shown: its rotation's zone or offset, else UTC."""
     return level.rotation.tz if level.rotation is not None else UTC
@@ -118,11 +129,7 @@ class OnCall:
         overrides = await asyncio.to_thread(
             self.store.overrides, level.name, ending_after=start, starting_by=end
         )
-        if any(o.user_id == user_id for o in overrides):
-            return True
-        return any(
-            s.user_id == user_id for s in shifts(level, start, end, overrides) if s.override is None
-        )
+        return user_id in people_between(level, start, end, overrides)
 
     async def shifts(self, level: Staffed, start: datetime, end: datetime) -> list[Shift]:
         overrides = await self.overrides_from(start, level)

@@ -94,10 +94,12 @@ class OnCallDesk:
 
     async def overview(self) -> Message:
         now = self.clock()
-        levels = self.levels()
-        standings = [await self._standing(n, level, now) for n, level in enumerate(levels, 1)]
         in_effect = [o for o in await self.on_call.overrides_from(now) if o.starts_at <= now]
-        return oncall_blocks.overview(standings, in_effect, levels)
+        return oncall_blocks.overview(await self.standings(now), in_effect, self.levels())
+
+    async def standings(self, now: datetime) -> list[Standing]:
+        """Each level: who is on call at `now`, until when, and the next hand-offs."""
+        return [await self._standing(n, level, now) for n, level in enumerate(self.levels(), 1)]
 
     async def _standing(self, number: int, level: Level, now: datetime) -> Standing:
         people = await self.on_call.on_call(level, now)

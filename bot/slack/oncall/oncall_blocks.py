@@ -44,7 +44,7 @@ def level_title(number: int, level: Level) -> str:
     return f"level {number}, {escape(level.name)}"
 
 
-def _standing_lines(standing: Standing) -> list[str]:
+def standing_lines(standing: Standing) -> list[str]:
     level, zone = standing.level, zone_of(standing.level)
     title = f"*{standing.number} · {escape(level.name)}*"
     if standing.shift is None:
@@ -84,7 +84,7 @@ def overview(
     if not standings:
         text = "No escalation levels in the config (`escalation.levels`): nobody is on call."
         return message(text, [section(text)])
-    lines = [line for standing in standings for line in _standing_lines(standing)]
+    lines = [line for standing in standings for line in standing_lines(standing)]
     blocks: list[Block] = [header("On call now"), *sections_for_lines(lines)]
     if overrides:
         blocks.extend(
