@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from bot.store import Store
-from tests.conftest import BOT_TOKEN, SIGNING_SECRET, BotProcess, start_bot, stop_process
+from tests.conftest import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    TEST_LIMITS,
+    BotProcess,
+    start_bot,
+    stop_process,
+)
 from tests.support.deploy_env import DemoTarget, demo_target
 from tests.support.deploy_reports import final_deploy, text_of, wait_in_thread
 from tests.support.slack_fake import SlackFake
@@ -57,6 +64,7 @@ def test_a_bot_killed_mid_deploy_reports_it_interrupted_and_frees_the_lock(
             {
                 "access": {"deployers": ["U0DEPLOY1"], "approvers": ["U0APPROVER1"]},
                 "alerts": {"scheduled_checks": False},  # this test is about commands, not alerts
+                "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
                 "environments": {"dev": env, "qa": dev.environment()},
             }
         )

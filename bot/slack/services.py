@@ -7,6 +7,7 @@ put together here, so every run mode shares one wiring.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import httpx
@@ -17,10 +18,13 @@ from bot.runbook.alerts.monitor import Monitor
 from bot.runbook.health.health import HealthChecker
 from bot.runbook.health.watch import Watches
 from bot.runbook.oncall.handoffs import PLAN_EVERY
+from bot.runbook.retention import RETENTION_EVERY, prune_old_rows
 from bot.scheduler import Scheduler
+from bot.slack.access import Policy
 from bot.slack.alerts.alerting import Alerting
 from bot.slack.chat import Chat
 from bot.slack.incidents.incidents import Incidents
+from bot.slack.limits import EnvironmentSlots, Limits
 from bot.slack.oncall.oncall import OnCallDesk
 from bot.slack.paced_chat import PacedChat, Priority
 from bot.store import Store
@@ -41,7 +45,7 @@ class Services:
     scheduler: Scheduler
     # Outbound HTTP that is not a health probe (the CI provider's API).
     http: httpx.AsyncClient
-    watches: Watches = field(default_factory=Watches)  # running watches, for their Stop button
+    watches: Watches = field(init=False)  # running watches, for their Stop button
     # Keep Slack's pace for alerts and incidents (the console has no rate limits to keep).
     paced: bool = True
     # Made from the ones above. Alerts and incidents post through one paced queue (incidents
@@ -52,8 +56,16 @@ class Services:
     alerting: Alerting = field(init=False)
     monitor: Monitor = field(init=False)
     oncall: OnCallDesk = field(init=False)
+    # Who may do what (bot/slack/access.py), and the limits (bot/slack/limits.py).
+    policy: Policy = field(init=False)
+    limits: Limits = field(init=False)
+    environment_slots: EnvironmentSlots = field(init=False)
 
     def __post_init__(self) -> None:
+        limits = self.config.limits
+        self.watches = Watches(per_user=limits.watches_per_user)
+        self.limits = Limits(limits, self.store)
+        self.environment_slots = EnvironmentSlots(limits.ssh_per_environment)
         self.pacer = (
             PacedChat(self.chat)
             if self.paced
@@ -74,6 +86,13 @@ class Services:
         self.oncall = OnCallDesk(
             self.config, self.store, self.pacer.lane(Priority.ROUTINE), self.scheduler
         )
+        self.policy = Policy(self.config, self.oncall.on_call.store)
         # Each rotation's next hand-off gets its timer at start (and again hourly, in case the
         # store was down then); from there each hand-off sets the next.
         self.scheduler.every("oncall-handoffs", PLAN_EVERY, self.oncall.plan_handoffs)
+        # Timers that fired, the audit log and the events are kept config.retention (90 days).
+        self.scheduler.every(
+            "retention",
+            RETENTION_EVERY,
+            functools.partial(prune_old_rows, self.store, self.config.retention),
+        )

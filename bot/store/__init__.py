@@ -53,11 +53,19 @@ from bot.store.incidents import (
     IncidentStore,
     NewEvent,
 )
+from bot.store.retention import RetentionStore
 from bot.store.timers import NewTimer, Timer, TimerRecord, TimerStore
 
 
 class Store(
-    AuditStore, HealthStore, TimerStore, IncidentStore, DeploymentStore, ApprovalStore, AlertStore
+    AuditStore,
+    HealthStore,
+    TimerStore,
+    IncidentStore,
+    DeploymentStore,
+    ApprovalStore,
+    AlertStore,
+    RetentionStore,
 ):
     """The bot's database: every concern's methods over one engine (see the modules)."""
 

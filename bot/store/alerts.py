@@ -94,7 +94,7 @@ class AlertEventRecord(Base):
     alert_id: Mapped[int] = mapped_column(Integer, index=True)
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text, default="")
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)  # retention
     done: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
@@ -443,14 +443,18 @@ class AlertStore(StoreCore):
         silenced_by: str,
         timers: Sequence[NewTimer] = (),
     ) -> AlertSilence:
-        """Silence (environment, metric) until `until`, replacing a silence it had."""
+        """Silence (environment, metric) until `until`, replacing a silence it had. A silence
+        still in force keeps its `silenced_at` (when it began: silence_max counts from there);
+        `silenced_by` is whoever pressed last."""
         now = self.clock()
         with self._session() as session, session.begin():
             row = session.get(AlertSilenceRecord, (environment, metric))
             if row is None:
                 row = AlertSilenceRecord(environment=environment, metric=metric)
                 session.add(row)
-            row.until, row.silenced_by, row.silenced_at = until, silenced_by, now
+            if row.until is None or _as_utc(row.until) <= now:  # type: ignore[operator]
+                row.silenced_at = now
+            row.until, row.silenced_by = until, silenced_by
             for timer in timers:
                 _set_timer(session, timer, now)
             session.flush()
