@@ -204,7 +204,8 @@ def _escalation_path(config: Config) -> frozenset[str]:
 def policy_rows(
     commands: Iterable[tuple[str, Iterable[Usage]]], buttons: Iterable[tuple[str, str, Allow]]
 ) -> list[tuple[str, str, str]]:
-    """(what, who may, checked besides) for every usage line and every button."""
+    """(what, who may, checked besides) for every usage line and every button, as Markdown
+    table cells (`|` escaped)."""
     rows = [
         (f"`{usage.syntax}`", who(usage.role), usage.then or "—")
         for _, usages in commands
@@ -215,4 +216,4 @@ def policy_rows(
         (f"{label} (`{action_id}`)", who(allow.role, allow.also), allow.then or "—")
         for action_id, label, allow in buttons
     ]
-    return rows
+    return [tuple(cell.replace("|", "\\|") for cell in row) for row in rows]  # type: ignore[misc]
