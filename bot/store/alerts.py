@@ -442,19 +442,18 @@ class AlertStore(StoreCore):
         until: datetime,
         silenced_by: str,
         timers: Sequence[NewTimer] = (),
+        began: datetime | None = None,
     ) -> AlertSilence:
-        """Silence (environment, metric) until `until`, replacing a silence it had. A silence
-        still in force keeps its `silenced_at` (when it began: silence_max counts from there);
-        `silenced_by` is whoever pressed last."""
+        """Silence (environment, metric) until `until`, replacing a silence it had. `began` is
+        when the silence began (a press that extends one keeps its start: silence_max counts
+        from there), now if not given; `silenced_by` is whoever pressed last."""
         now = self.clock()
         with self._session() as session, session.begin():
             row = session.get(AlertSilenceRecord, (environment, metric))
             if row is None:
                 row = AlertSilenceRecord(environment=environment, metric=metric)
                 session.add(row)
-            if row.until is None or _as_utc(row.until) <= now:  # type: ignore[operator]
-                row.silenced_at = now
-            row.until, row.silenced_by = until, silenced_by
+            row.until, row.silenced_by, row.silenced_at = until, silenced_by, began or now
             for timer in timers:
                 _set_timer(session, timer, now)
             session.flush()

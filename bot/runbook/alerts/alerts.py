@@ -635,6 +635,7 @@ class Alerts:
                     {"until": longer.until.isoformat()},
                 )
             ],
+            longer.began,
         )
         # The message shows the silence: a change for it to catch up with.
         alert = await self._touch(alert_id) or alert

@@ -33,6 +33,7 @@ def holds(silence: AlertSilence, alert: Alert, config: Config) -> bool:
 
 @dataclass(frozen=True)
 class Extension:
+    began: datetime  # when the silence began (kept by an extension)
     until: datetime
     capped: bool  # shorter than silence_for: silence_max from its start is reached
 
@@ -47,4 +48,4 @@ def extension(
     until = min(wanted, began + settings.silence_max)
     if current is not None and until <= current.until:
         return None
-    return Extension(until, capped=until < wanted)
+    return Extension(began, until, capped=until < wanted)
