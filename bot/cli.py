@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +18,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import __version__
-from bot.config import ConfigError, check_config, load_config
+from bot.config import Config, ConfigError, check_config, load_config
 from bot.logs import configure_logging
-from bot.settings import Settings, SettingsError, scrub_slack_environment
+from bot.redaction import register_secrets, secret_name
+from bot.settings import (
+    SECRET_VARIABLES,
+    Settings,
+    SettingsError,
+    make_non_dumpable,
+    read_ci_token,
+    scrub_secrets,
+)
 from bot.slack.bolt_app import SlackRefused
 from bot.store.schema import SchemaError
 from bot.webserver import PortInUse
@@ -175,7 +184,7 @@ def _run(forced_mode: str | None) -> int:
         else settings.log_level
     )
     configure_logging(level, settings.secrets())
-    scrub_slack_environment()
+    make_non_dumpable()
     try:
         config = load_config(settings.config_path)
     except ConfigError as exc:
@@ -183,6 +192,11 @@ def _run(forced_mode: str | None) -> int:
         # restarting to find the next is what a new operator should not have to do.
         for problem in exc.errors:
             log.error("config %s: %s", settings.config_path, problem)
+        return EXIT_USAGE
+    try:
+        _keep_secrets(config)
+    except SettingsError as exc:
+        log.error("%s", exc)
         return EXIT_USAGE
 
     # Imported here so check-config and demo-service start fast and need no Slack libraries.
@@ -206,6 +220,22 @@ def _run(forced_mode: str | None) -> int:
         url = make_url(settings.database_url).render_as_string(hide_password=True)
         log.error("cannot use the store at %s: %s", url, exc)
     return EXIT_USAGE
+
+
+def _keep_secrets(config: Config) -> None:
+    """The CI token read (from its variable or its _FILE), secret-looking deploy.env values
+    registered for redaction, then every secret taken out of the process environment."""
+    names = list(SECRET_VARIABLES)
+    if config.ci is not None:
+        read_ci_token(os.environ, config.ci.token_env)
+        names.append(config.ci.token_env)
+    register_secrets(
+        value
+        for env in config.environments.values()
+        for name, value in env.deploy.env.items()
+        if secret_name(name)
+    )
+    scrub_secrets(names)
 
 
 if __name__ == "__main__":

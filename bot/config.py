@@ -107,6 +107,8 @@ MetricName = Annotated[
 LabelName = Annotated[str, _matching(r"[a-zA-Z_][a-zA-Z0-9_]*", "a Prometheus label name")]
 UrlPath = Annotated[str, _matching(r"/[^\s]*", "a path starting with /")]
 NonEmpty = Annotated[str, Field(min_length=1)]
+# An environment variable's value for a child process: no NUL (execve cannot pass one).
+ChildValue = Annotated[str, _matching(r"[^\x00]*", "a value without NUL characters")]
 ExpandedPath = Annotated[Path, AfterValidator(Path.expanduser)]
 
 _URL = re.compile(
@@ -322,6 +324,21 @@ class DeploySettings(_Model):
     # runbook's `ps aux | grep riptide`: command lines containing this text) and its log.
     process: ProcessName = "riptide"
     log_file: LogPath = "/var/log/eventmesh/api.log"
+    # Variables for the commands run on the bot's machine (build, test, version, smoke, and a
+    # `transport: local` environment's commands). They get only these, PATH, HOME, LANG/LC_*
+    # and the deploy's EVENTMESH_* — never the bot's own secrets (bot/transport/local.py).
+    env: dict[EnvVarName, ChildValue] = Field(default_factory=dict)
+
+    @field_validator("env")
+    @classmethod
+    def _not_the_bots_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name.upper().startswith(_BOT_SECRET_PREFIXES):
+                raise ValueError(
+                    f"{name}: the bot's own secrets (SLACK_*, EVENTMESH_DATABASE_URL) are never "
+                    "passed to the commands it runs"
+                )
+        return value
 
     def watch_duration(self, requires_approval: bool) -> timedelta:
         if self.watch_for is not None:
@@ -329,6 +346,7 @@ class DeploySettings(_Model):
         return timedelta(minutes=5) if requires_approval else timedelta(minutes=2)
 
 
+_BOT_SECRET_PREFIXES = ("SLACK_", "EVENTMESH_DATABASE_URL")
 _ENV_PATH_KEYS = ("workdir", "install_dir", "backup_dir", "log_file")
 # An environment's own keys; any key of DeploySettings may be written beside them.
 _ENVIRONMENT_KEYS = ("base_url", "transport", "hosts", "requires_approval", "check_interval")
@@ -448,7 +466,8 @@ class AlertSettings(_Model):
     `passes_to_resolve` passing ones; it leaves a level only once the value is
     `hysteresis_percent` of that level's threshold below it; `flapping_changes` changes of
     level within `flapping_window` mark it flapping (quiet until the window passes without
-    one). `silence_for` is how long the Silence button silences. `scheduled_checks: false`
+    one). `silence_for` is how long the Silence button silences; presses extend a silence up
+    to `silence_max` from its start, never further. `scheduled_checks: false`
     runs no scheduled checks in this bot: a second replica on the same database, say, whose
     readings would count twice.
     """
@@ -461,6 +480,7 @@ class AlertSettings(_Model):
     flapping_changes: int = Field(4, ge=2)
     flapping_window: Duration = timedelta(minutes=15)
     silence_for: Duration = timedelta(hours=1)
+    silence_max: Duration = timedelta(hours=4)
     scheduled_checks: bool = True
 
 
@@ -636,6 +656,35 @@ class DiagnoseSettings(_Model):
     log_lines: int = Field(2000, ge=1, le=10_000)
 
 
+class Rate(_Model):
+    """At most `count` in any `per` (a sliding window)."""
+
+    count: int = Field(ge=1)
+    per: Duration
+
+
+class LimitSettings(_Model):
+    """Abuse bounded (README "Security model"): per user, per environment, per watch."""
+
+    # Each slash command, per user (help and bad input count; refusals for the limit do not).
+    commands: Rate = Rate(count=10, per=timedelta(minutes=1))
+    # Incidents a user opens with /escalate (each pages the escalation path).
+    escalations: Rate = Rate(count=3, per=timedelta(minutes=10))
+    # Commands that log into an environment's hosts (/rollback list, /health <env> resources,
+    # diagnose and logs) running at once for one environment; the next is told to wait.
+    ssh_per_environment: int = Field(1, ge=1, le=20)
+    # Of the bot's 50 watches (/health <env> watch, resources with a duration), per user.
+    watches_per_user: int = Field(10, ge=1, le=50)
+
+
+class RetentionSettings(_Model):
+    """How long rows are kept (the runbook's log retention, 90 days); pruned every hour."""
+
+    timers: Duration = timedelta(days=90)  # timers that fired
+    audit: Duration = timedelta(days=90)  # the audit log
+    events: Duration = timedelta(days=90)  # incident timelines and alert thread lines (done)
+
+
 class CiSettings(_Model):
     """Deploys are gated on the latest run of `workflow` in `repository`."""
 
@@ -659,6 +708,8 @@ class Config(_Model):
     escalation: Escalation = Field(default_factory=Escalation)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     ci: CiSettings | None = None
 
     @field_validator("environments", mode="before")

@@ -1,4 +1,9 @@
-"""Logging set-up, with secrets redacted from every record, whoever logs it."""
+"""Logging set-up, with secrets redacted from every record, whoever logs it.
+
+The redaction is bot/redaction.py's `redact`, the same function that cleans command output
+shown in Slack: the process's known secrets (registered at start-up) and anything that looks
+like a credential (`DB_PASSWORD=…`, `scheme://user:pw@host`, bearer tokens, private keys).
+"""
 
 from __future__ import annotations
 
@@ -6,28 +11,25 @@ import logging
 import sys
 from collections.abc import Iterable
 
-REDACTED = "[redacted]"
+from bot.redaction import REDACTED as REDACTED  # re-exported for the tests of the filter
+from bot.redaction import redact, register_secrets
 
 
 class RedactSecrets(logging.Filter):
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        # Longest first, so a secret that contains another is replaced whole.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        register_secrets(secrets)
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return redact(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg = self.redact(record.getMessage())
-            record.args = None
-            if record.exc_info and not record.exc_text:
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-            if record.exc_text:
-                record.exc_text = self.redact(record.exc_text)
+        record.msg = self.redact(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
         return True
 
 

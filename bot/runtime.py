@@ -289,7 +289,9 @@ async def _start_local_service(
     if env is None or env.transport != "local" or supervised(env) is None:
         where = f"environment 'local' → {env.base_url}" if env else "no 'local' environment"
         return config, where
-    host = LocalTransport(command_timeout_s=config.ssh.command_timeout.total_seconds())
+    host = LocalTransport(
+        command_timeout_s=config.ssh.command_timeout.total_seconds(), environment=env.deploy.env
+    )
     cleanup.push_async_callback(host.close)
     try:
         url = await start_local_service(env, host, http)

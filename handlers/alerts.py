@@ -11,6 +11,7 @@ from bot.runbook.alerts.alerts import (
     UNSILENCE_TIMER,
     parse_silence_key,
 )
+from bot.slack.access import Allow
 from bot.slack.alerts import alert_blocks
 from bot.slack.alerts.alerting import parse_alert_id
 from bot.slack.dispatch import Context, action, timer
@@ -27,6 +28,8 @@ async def _press(ctx: Context) -> None:
 
     async def work() -> str:
         reply = await ctx.services.alerting.press(request.name, request.text, ctx.user_id)
+        if reply.denied:
+            ctx.outcome = "denied"
         if reply.answer is not None:
             await ctx.reply_privately(reply.answer)
         return reply.result
@@ -34,19 +37,29 @@ async def _press(ctx: Context) -> None:
     ctx.hand_off(work)
 
 
-@action(alert_blocks.ACKNOWLEDGE)
+# Acknowledge, too, is for responders: it stops a Critical alert's reminders and tells everyone
+# "someone is on it" — from a bystander that is the same harm as a silence.
+@action(alert_blocks.ACKNOWLEDGE, "Acknowledge", allow=Allow("responders"))
 async def acknowledge(ctx: Context) -> None:
     """Acknowledge: someone is on it; a Critical alert's reminders stop."""
     await _press(ctx)
 
 
-@action(alert_blocks.SILENCE)
+@action(
+    alert_blocks.SILENCE,
+    "Silence",
+    allow=Allow(
+        "responders",
+        then="a Critical alert of an environment with requires_approval: approvers only; at "
+        "most alerts.silence_max from the silence's start",
+    ),
+)
 async def silence(ctx: Context) -> None:
     """Silence: nothing posted, reminded or paged for this metric for alerts.silence_for."""
     await _press(ctx)
 
 
-@action(alert_blocks.ESCALATE)
+@action(alert_blocks.ESCALATE, "Escalate", allow=Allow("responders"))
 async def escalate(ctx: Context) -> None:
     """Escalate: open an incident for the alert now (or show the one already open)."""
     await _press(ctx)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from bot.slack.access import Allow
 from bot.slack.changes import approval, approved, run
 from bot.slack.changes.approval_blocks import APPROVE, REJECT, refused
 from bot.slack.dispatch import Context, action, timer
 from bot.slack.services import Services
 from bot.store import Timer
 
+DECIDE = Allow("approvers", then="never the requester; the request must still be open")
 
-@action(APPROVE)
+
+@action(APPROVE, "Approve", allow=DECIDE)
 async def approve(ctx: Context) -> None:
     """Approve a request; the work starts exactly once, however often the button is pressed."""
     await _decide(ctx, "approved")
 
 
-@action(REJECT)
+@action(REJECT, "Reject", allow=DECIDE)
 async def reject(ctx: Context) -> None:
     """Reject a request."""
     await _decide(ctx, "rejected")
@@ -25,8 +28,6 @@ async def _decide(ctx: Context, state: str) -> None:
     value = ctx.request.text
     if not value.isdigit() or len(value) > 12:
         return await ctx.answer_usage("That button carries no approval request.")
-    if not ctx.may("approvers"):
-        return await ctx.deny("Only approvers (access.approvers in the config) may decide this.")
     await ctx.ack()
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
     pressed = ctx.request.message_ref

@@ -3,13 +3,14 @@ the timers of every change (the checks after a deploy or a rollback, the lock re
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from bot.config import Config, Environment
 from bot.runbook.changes.deploy_request import DeployOptions, DeployRequest
 from bot.runbook.changes.releases import is_version
 from bot.slack import blocks
-from bot.slack.access import Usage
+from bot.slack.access import Allow, Usage
 from bot.slack.blocks import echo
 from bot.slack.changes import aftercare, locks, run, status
 from bot.slack.changes.aftercare_blocks import ROLL_BACK
@@ -20,7 +21,7 @@ from bot.slack.changes.lock_blocks import UNLOCK_CONFIRM
 from bot.slack.changes.rollback import undo_deploy
 from bot.slack.dispatch import Context, action, command, timer
 from bot.slack.services import Services
-from bot.store import Timer
+from bot.store import StoreError, Timer
 
 MAX_TEXT = 300  # longer than any valid /deploy text (a lock reason included)
 MAX_REASON = 200
@@ -74,13 +75,19 @@ def parse_deploy(words: list[str], config: Config) -> Parsed | str:
         "build, test, back up, install and restart one host at a time, verified; "
         "production waits for an approver",
         role="deployers",
+        then="requires_approval: an approver decides (never the requester)",
     ),
     Usage("/deploy status [<env>]", "what runs now, the locks, the last CI runs"),
     Usage("/deploy history <env>", "the last 10 deployments: who, version, result, approver"),
     Usage(
         "/deploy lock <env> [reason]", "hold an environment by hand (a freeze)", role="deployers"
     ),
-    Usage("/deploy unlock <env>", "free an environment held by hand", role="deployers"),
+    Usage(
+        "/deploy unlock <env>",
+        "free an environment held by hand",
+        role="deployers",
+        then="someone else's lock: asks to confirm, and is announced; a running deploy's: no",
+    ),
     Usage("/deploy help", "show this help"),
 )
 async def deploy(ctx: Context) -> None:
@@ -103,8 +110,6 @@ async def deploy(ctx: Context) -> None:
     parsed = parse_deploy(words, ctx.config)
     if isinstance(parsed, str):
         return await ctx.answer_usage(parsed)
-    if not ctx.may("deployers"):
-        return await ctx.deny("Only deployers (access.deployers in the config) may run /deploy.")
     request = DeployRequest(parsed.env, parsed.version, parsed.options, ctx.user_id)
     conversation = ctx.conversation
     services = ctx.services
@@ -158,8 +163,6 @@ async def _lock(ctx: Context, sub: str, rest: list[str], text: str) -> None:
     reason = text.split(None, 2)[2].strip() if len(rest) > 1 else ""
     if len(reason) > MAX_REASON:
         return await ctx.answer_usage(f"Keep the reason under {MAX_REASON} characters.")
-    if not ctx.may("deployers"):
-        return await ctx.deny(f"Only deployers (access.deployers) may {sub} environments.")
     await ctx.ack()
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
     if sub == "lock":
@@ -169,11 +172,30 @@ async def _lock(ctx: Context, sub: str, rest: list[str], text: str) -> None:
 
 
 def _record_id(ctx: Context) -> int | None:
-    value = ctx.request.text
+    return _deployment_id(ctx.request.text)
+
+
+def _deployment_id(value: str) -> int | None:
     return int(value) if value.isdigit() and len(value) < 12 else None
 
 
-@action(CANCEL)
+async def _asked_for_it(services: Services, value: str, user_id: str) -> bool:
+    """Whether user_id asked for the deployment a button carries."""
+    deployment_id = _deployment_id(value)
+    if deployment_id is None:
+        return False
+    try:
+        deployment = await asyncio.to_thread(services.store.deployment, deployment_id)
+    except StoreError:
+        return False
+    return deployment is not None and deployment.requested_by == user_id
+
+
+@action(
+    CANCEL,
+    "Cancel",
+    allow=Allow("approvers", also="whoever asked for it", owner=_asked_for_it),
+)
 async def cancel(ctx: Context) -> None:
     """The progress message's Cancel button: stop before the next step."""
     deployment_id = _record_id(ctx)
@@ -190,25 +212,25 @@ async def cancel(ctx: Context) -> None:
     ctx.hand_off(work)
 
 
-@action(ROLL_BACK)
+@action(ROLL_BACK, "Roll back", allow=Allow("deployers"))
 async def roll_back(ctx: Context) -> None:
     """The Roll back button of a deploy's aftercare: undo that deploy (a /rollback planned from
     it)."""
     deployment_id = _record_id(ctx)
     if deployment_id is None:
         return await ctx.answer_usage("That button carries no deployment.")
-    if not ctx.may("deployers"):
-        return await ctx.deny("Only deployers (access.deployers) may roll back.")
     await ctx.ack()
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
     ctx.hand_off(lambda: undo_deploy(services, deployment_id, user, conversation), lane="long")
 
 
-@action(UNLOCK_CONFIRM)
+@action(
+    UNLOCK_CONFIRM,
+    "Free it",
+    allow=Allow("deployers", then="the lock must be the one shown (not changed since)"),
+)
 async def unlock_confirm(ctx: Context) -> None:
     """Free someone else's lock, after being asked to confirm."""
-    if not ctx.may("deployers"):
-        return await ctx.deny("Only deployers (access.deployers) may unlock environments.")
     await ctx.ack()
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
     value = ctx.request.text

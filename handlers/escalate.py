@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -16,12 +18,13 @@ from bot.runbook.incidents.escalation import (
     incident_name,
     parse_incident_name,
 )
-from bot.slack.access import Usage
-from bot.slack.blocks import echo, notice
+from bot.slack.access import Allow, Usage
+from bot.slack.blocks import duration_text, echo, notice
 from bot.slack.dispatch import ActionRequest, Context, action, command, timer
 from bot.slack.incidents import incident_blocks
+from bot.slack.limits import ESCALATE_SOURCE
 from bot.slack.services import Services
-from bot.store import Timer
+from bot.store import StoreError, Timer
 
 MAX_TEXT = MAX_SUMMARY + 40  # a summary at its limit plus --sev; anything longer is refused
 _SEV = re.compile(r"--sev(?:=|\s+)(\S+)")
@@ -94,18 +97,32 @@ def _unquote(text: str) -> str:
     return text
 
 
+def dedupe_key(summary: str) -> str:
+    """The same summary (case and spacing aside) is the same incident while it is open."""
+    said = " ".join(summary.casefold().split())
+    return "escalate:" + hashlib.sha256(said.encode()).hexdigest()[:40]
+
+
+PAGED = (
+    "judged on the incident: people paged for it so far (or on call for a level it reached), "
+    "and approvers"
+)
+
+
 @command(
     "/escalate",
     Usage(
         "/escalate <summary> [--sev 1|2|3]",
         "open an incident and page the escalation path until someone acknowledges "
         "(severity 2 unless given)",
+        then="limits.escalations per user; the same summary joins the incident still open",
     ),
     Usage("/escalate status", "the open incidents: level, age, who acknowledged"),
     Usage(
         "/escalate ack|resolve INC-<n>",
         "acknowledge or resolve an incident by name, as its buttons do (for whoever lost its "
         "message)",
+        then=PAGED,
     ),
     Usage("/escalate help", "show this help"),
 )
@@ -120,23 +137,56 @@ async def escalate(ctx: Context) -> None:
         return
     if isinstance(wanted, str):
         return await ctx.answer_usage(wanted)
-    await ctx.ack()
     if isinstance(wanted, ByName):
+        await ctx.ack()
         ctx.hand_off(lambda: _by_name(ctx, wanted))
-    else:
-        ctx.hand_off(lambda: _open(ctx, wanted))
+        return
+    if not await _may_open(ctx, wanted):
+        return
+    await ctx.ack()
+    ctx.hand_off(lambda: _open(ctx, wanted))
+
+
+async def _may_open(ctx: Context, wanted: Opening) -> bool:
+    """Within the user's limits.escalations — unless the summary joins an open incident,
+    which pages nobody."""
+    store = ctx.services.store
+    try:
+        joins = await asyncio.to_thread(store.open_incident_with_key, dedupe_key(wanted.summary))
+    except StoreError:
+        joins = None  # open_incident will say what is wrong with the store
+    if joins is not None:
+        return True
+    wait = await ctx.services.limits.escalation_wait(ctx.user_id)
+    if wait is None:
+        return True
+    rate = ctx.config.limits.escalations
+    await ctx.limited(
+        f"You opened {rate.count} incidents in the last {duration_text(rate.per)} "
+        "(limits.escalations); add to an open one instead (`/escalate status` lists them)",
+        wait,
+    )
+    return False
 
 
 async def _open(ctx: Context, wanted: Opening) -> str:
     incident, created = await ctx.services.incidents.open_incident(
         wanted.summary,
         wanted.severity,
-        "/escalate",
+        ESCALATE_SOURCE,
         opened_by=ctx.user_id,
         channel=ctx.request.channel_id,
+        dedupe_key=dedupe_key(wanted.summary),
     )
+    name = incident_name(incident.id)
+    if not created:
+        await ctx.services.incidents.note(
+            incident.id, "Reported again with /escalate", user_id=ctx.user_id
+        )
+        await ctx.reply_privately(incident_blocks.opened(incident, created, incident.channel))
+        return f"{name} already open for that summary: noted on it"
     await ctx.reply_privately(incident_blocks.opened(incident, created, incident.channel))
-    return f"{incident_name(incident.id)} opened (SEV {incident.severity})"
+    return f"{name} opened (SEV {incident.severity})"
 
 
 async def _by_name(ctx: Context, wanted: ByName) -> str:
@@ -154,6 +204,11 @@ async def _status(ctx: Context) -> str:
     answer = await ctx.services.incidents.status()
     await ctx.reply_privately(answer)
     return answer.text
+
+
+# Judged on the incident (bot/runbook/incidents/escalation.py may_press), as before: who was
+# paged for it is a fact of the incident, not of the config as it is now.
+INCIDENT_BUTTONS = Allow("everyone", then=PAGED)
 
 
 async def _press(ctx: Context, pressed: Action) -> None:
@@ -175,25 +230,25 @@ async def _press(ctx: Context, pressed: Action) -> None:
     ctx.hand_off(work)
 
 
-@action(incident_blocks.ACKNOWLEDGE)
+@action(incident_blocks.ACKNOWLEDGE, "Acknowledge", allow=INCIDENT_BUTTONS)
 async def acknowledge(ctx: Context) -> None:
     """Acknowledge: stops the escalation; the acknowledger is reminded if it stays open."""
     await _press(ctx, Action.ACKNOWLEDGE)
 
 
-@action(incident_blocks.ESCALATE)
+@action(incident_blocks.ESCALATE, "Escalate", allow=INCIDENT_BUTTONS)
 async def escalate_now(ctx: Context) -> None:
     """Escalate: page the next level now (the last level again, past the end)."""
     await _press(ctx, Action.ESCALATE)
 
 
-@action(incident_blocks.RESOLVE)
+@action(incident_blocks.RESOLVE, "Resolve", allow=INCIDENT_BUTTONS)
 async def resolve(ctx: Context) -> None:
     """Resolve: close the incident; every copy of its message shows the outcome."""
     await _press(ctx, Action.RESOLVE)
 
 
-@action(incident_blocks.SNOOZE)
+@action(incident_blocks.SNOOZE, "Still working", allow=INCIDENT_BUTTONS)
 async def still_working(ctx: Context) -> None:
     """Still working: the reminder's answer; asks again after escalation.ack_reminder."""
     await _press(ctx, Action.SNOOZE)

@@ -11,7 +11,7 @@ from bot.config import Config, Environment, parse_duration
 from bot.runbook.health.log_search import DEFAULT_LINES, MAX_LINES, LogQuery, Which
 from bot.runbook.health.metrics_report import DEFAULT_BUILDS, MAX_BUILDS
 from bot.runbook.health.watch import DEFAULT_WATCH, LONGEST_WATCH, WatchRefused
-from bot.slack.access import Usage
+from bot.slack.access import Allow, Usage
 from bot.slack.blocks import duration_text, echo
 from bot.slack.dispatch import Context, action, command
 from bot.slack.health.diagnose_blocks import LOGS_ACTION, ROLL_BACK_ACTION
@@ -22,6 +22,7 @@ from bot.slack.health.logs_report import report_logs
 from bot.slack.health.metrics_report import report_metrics
 from bot.slack.health.resources_report import report_resources, watch_resources
 from bot.slack.health.watch_blocks import STOP_ACTION
+from bot.slack.services import Services
 from handlers.rollback import roll_back
 
 MAX_TEXT = 200  # longer than any valid /health text; anything past it is refused unread
@@ -226,6 +227,8 @@ async def resources(ctx: Context, env: Environment, duration: timedelta | None) 
     """One snapshot in the short lane (seconds); a watch of them in the long lane."""
     config = ctx.config
     if duration is None:
+        if not await ctx.hold_environment(env.name, f"/health {env.name} resources"):
+            return
         await ctx.ack()
         ctx.hand_off(
             lambda: report_resources(
@@ -255,6 +258,8 @@ async def resources(ctx: Context, env: Environment, duration: timedelta | None) 
 
 async def diagnose(ctx: Context, env: Environment) -> None:
     """Open to everyone, like /health; seconds to a minute of SSH: the long lane."""
+    if not await ctx.hold_environment(env.name, f"/health {env.name} diagnose"):
+        return
     await ctx.ack()
     services = ctx.services
     ctx.hand_off(
@@ -271,6 +276,8 @@ async def diagnose(ctx: Context, env: Environment) -> None:
 
 
 async def logs(ctx: Context, env: Environment, query: LogQuery) -> None:
+    if not await ctx.hold_environment(env.name, f"/health {env.name} logs"):
+        return
     await ctx.ack()
     ctx.hand_off(
         lambda: report_logs(ctx.conversation, env, ctx.config.ssh, query, requested_by=ctx.user_id),
@@ -298,11 +305,14 @@ async def report(ctx: Context, builds: int) -> None:
         "/health <env> watch [duration]",
         "check every check_interval for a while (default 5m, at most 1h; e.g. 30s, 10m), "
         "one message updated in place, with a Stop button",
+        then="limits.watches_per_user of the bot's 50",
     ),
     Usage(
         "/health <env> resources [duration]",
         "CPU, memory, disk, load and top processes of the environment's hosts: one snapshot, "
         "or kept current for the duration (at most 1h), with a Stop button",
+        then="a snapshot: one SSH-opening command per environment at a time; a watch: "
+        "limits.watches_per_user",
     ),
     Usage(
         "/health report [N]",
@@ -314,12 +324,14 @@ async def report(ctx: Context, builds: int) -> None:
         "the runbook's Troubleshooting on every host: the service's process, who holds its "
         "port, healthz from the host itself, log errors by type, disk, memory, load; a verdict "
         "naming the runbook's common issue, with Logs and Roll back buttons",
+        then="one SSH-opening command per environment at a time",
     ),
     Usage(
         "/health <env> logs [errors|warnings] [N] [matching <text>]",
         f"the last N lines of the log on every host (default {DEFAULT_LINES}, at most "
         f"{MAX_LINES:,}), or only errors or warnings, or only lines containing the text "
         "(literally); counts by type; long answers as a file in the thread",
+        then="one SSH-opening command per environment at a time",
     ),
     Usage("/health help", "show this help"),
 )
@@ -352,7 +364,7 @@ async def health(ctx: Context) -> None:
     await report(ctx, request.builds)
 
 
-@action("health_recheck")
+@action("health_recheck", "Check again", allow=Allow("everyone"))
 async def recheck(ctx: Context) -> None:
     """The report's "Check again" button: the same check, updating the same message."""
     targets = resolve(ctx.request.text, ctx.config)
@@ -362,7 +374,14 @@ async def recheck(ctx: Context) -> None:
     await check(ctx, targets, ctx.request.text)
 
 
-@action(STOP_ACTION)
+async def _started_it(services: Services, value: str, user_id: str) -> bool:
+    """Whoever started the watch; and anyone, once it has ended (the answer says so)."""
+    return services.watches.started_by(value) in (None, user_id)
+
+
+@action(
+    STOP_ACTION, "Stop", allow=Allow("responders", also="whoever started it", owner=_started_it)
+)
 async def stop_watch(ctx: Context) -> None:
     """A watch's Stop button: the watch ends now and its summary says who stopped it."""
     stopped = ctx.services.watches.stop(ctx.request.value, ctx.user_id)
@@ -379,7 +398,11 @@ def _button_environment(ctx: Context) -> Environment | str:
     return env
 
 
-@action(LOGS_ACTION)
+@action(
+    LOGS_ACTION,
+    "Logs",
+    allow=Allow("everyone", then="one SSH-opening command per environment at a time"),
+)
 async def diagnosis_logs(ctx: Context) -> None:
     """A diagnosis's Logs button: `/health <env> logs errors`, posted in the same channel."""
     env = _button_environment(ctx)
@@ -388,7 +411,11 @@ async def diagnosis_logs(ctx: Context) -> None:
     await logs(ctx, env, LogQuery(Which.ERRORS))
 
 
-@action(ROLL_BACK_ACTION)
+@action(
+    ROLL_BACK_ACTION,
+    "Roll back",
+    allow=Allow("deployers", then="requires_approval: an approver decides"),
+)
 async def diagnosis_roll_back(ctx: Context) -> None:
     """A diagnosis's Roll back button: exactly `/rollback <env>` (deployers; approval)."""
     env = _button_environment(ctx)

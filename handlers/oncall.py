@@ -10,7 +10,7 @@ from typing import Literal
 
 from bot.config import parse_duration
 from bot.runbook.oncall.handoffs import HANDOFF_TIMER
-from bot.slack.access import Usage
+from bot.slack.access import Usage, refusal
 from bot.slack.blocks import echo
 from bot.slack.chat import Message
 from bot.slack.dispatch import Context, command, timer
@@ -130,10 +130,13 @@ def _swap(who: str, words: list[str]) -> Swap | str:
         "/oncall override <@user> [for <duration>|until <time>] [level <n>]",
         "put someone on call for a level until a time (default: its next hand-off); for "
         "whoever is on call for it now, deployers and approvers",
+        role="responders",
+        then="whoever is on call for that level now, deployers and approvers",
     ),
     Usage(
         "/oncall override cancel",
         "end the overrides you made or are on call by (approvers: `cancel @someone`)",
+        then="someone else's (`cancel @someone`): approvers only",
     ),
     Usage("/oncall help", "show this help"),
 )
@@ -149,10 +152,8 @@ async def oncall(ctx: Context) -> None:
         return await _show(ctx, wanted)
     if isinstance(wanted, Cancel):
         if wanted.whose not in (None, ctx.user_id) and not ctx.may("approvers"):
-            return await ctx.deny(
-                "Only approvers may cancel someone else's override; "
-                "`/oncall override cancel` ends yours."
-            )
+            reason, hint = refusal("approvers", "cancel someone else's override")
+            return await ctx.deny(reason, f"{hint} `/oncall override cancel` ends yours.")
         await ctx.ack()
         ctx.hand_off(lambda: _reply(ctx, desk.cancel(ctx.user_id, wanted.whose)))
         return

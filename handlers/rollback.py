@@ -23,8 +23,13 @@ MAX_TEXT = 200  # longer than any valid /rollback text: an environment and a bac
         "exactly the release or backup named; checked, watched afterwards; production waits "
         "for an approver",
         role="deployers",
+        then="requires_approval: an approver decides (never the requester)",
     ),
-    Usage("/rollback list <env>", "the releases and backups to go back to, newest first"),
+    Usage(
+        "/rollback list <env>",
+        "the releases and backups to go back to, newest first",
+        then="one SSH-opening command per environment at a time",
+    ),
     Usage(
         "/rollback backup <env>",
         "back up what runs now (the runbook's Manual Backups)",
@@ -51,11 +56,11 @@ async def rollback(ctx: Context) -> None:
             return await ctx.answer_usage(env)
         services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
         if sub == "list":
+            if not await ctx.hold_environment(env.name, f"/rollback list {env.name}"):
+                return
             await ctx.ack()
             ctx.hand_off(lambda: listing(services, env, conversation))
             return
-        if not ctx.may("deployers"):
-            return await ctx.deny("Only deployers (access.deployers) may take backups.")
         await ctx.ack()
         ctx.hand_off(lambda: backup(services, env, user, conversation), lane="long")
         return
@@ -78,9 +83,8 @@ async def rollback(ctx: Context) -> None:
 
 async def roll_back(ctx: Context, env: Environment, choice: Named | None) -> None:
     """`/rollback <env> [<id>]` once parsed, and every button that means the same (a
-    diagnosis's Roll back): deployers only, production through an approver."""
-    if not ctx.may("deployers"):
-        return await ctx.deny("Only deployers (access.deployers in the config) may roll back.")
+    diagnosis's Roll back): deployers only (their declared rule), production through an
+    approver."""
     if env.requires_approval:
         await ctx.ack(
             blocks.notice(

@@ -65,6 +65,14 @@ def _drop_made_databases() -> Iterator[None]:
         postgres.drop_database(url)
 
 
+TEST_LIMITS = {
+    "commands": {"count": 100_000, "per": "1m"},
+    "escalations": {"count": 100_000, "per": "1m"},
+    "watches_per_user": 50,
+    "ssh_per_environment": 20,
+}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -179,7 +187,9 @@ def write_config(
 
     `sections` adds or replaces top-level sections (e.g. metrics={"dir": ...}). The scheduled
     checks are off unless `alerts` is given: their requests would land in the demo services'
-    request logs that tests count, and their alerts in the Slack fake.
+    request logs that tests count, and their alerts in the Slack fake. The per-user limits
+    are a robot's (TEST_LIMITS) unless `limits` is given: one test user sends hundreds of
+    commands a minute across a test file.
     """
     envs = {}
     for name, url in environments.items():
@@ -196,6 +206,7 @@ def write_config(
         "access": {"deployers": ["U0DEPLOY1"], "approvers": ["U0APPROVER1"]},
         "environments": envs,
         "alerts": {"scheduled_checks": False},
+        "limits": TEST_LIMITS,
         **sections,
     }
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML

@@ -164,14 +164,17 @@ def test_a_silence_stops_posts_and_outlives_a_restart_that_reposts_nothing(
             for e in b["elements"]
             if e["action_id"] == "alert_silence"
         )
-        pressed = first.press("alert_silence", value, channel=alerts, message_ts=staging["ts"])
+        # By the on-call person (issue 16: Silence is for responders; U0USER is refused now).
+        pressed = first.press(
+            "alert_silence", value, channel=alerts, message_ts=staging["ts"], user_id=ONCALL
+        )
         assert pressed.response.status_code == 200
         answer = slack.wait_for(
             lambda f: next((r for r in f.responses if "silenced until" in r.get("text", "")), None)
         )
         assert "staging · Health check response silenced until" in answer["text"]
         slack.wait_for(
-            lambda f: "Silenced by <@U0USER>" in shown(alert_in(f, alerts, "*staging*") or {})
+            lambda f: f"Silenced by <@{ONCALL}>" in shown(alert_in(f, alerts, "*staging*") or {})
         )
 
         # Critical while silenced (healthz failing): the message shows it, nothing is posted,
@@ -207,7 +210,7 @@ def test_a_silence_stops_posts_and_outlives_a_restart_that_reposts_nothing(
         assert thread(slack, alerts, staging["ts"]) == []
         assert posted(slack, incidents, "staging") is None
         # Still silenced after the restart; back to normal it resolves in place, quietly.
-        assert "Silenced by <@U0USER>" in shown(alert_in(slack, alerts, "*staging*") or {})
+        assert f"Silenced by <@{ONCALL}>" in shown(alert_in(slack, alerts, "*staging*") or {})
         demo.reset()
         slack.wait_for(
             lambda f: "Resolved" in shown(alert_in(f, alerts, "*staging*") or {}), timeout=WAIT_S

@@ -476,7 +476,7 @@ def test_every_problem_of_a_file_gets_its_own_line(tmp_path: Path) -> None:
             "version, install_dir, backup_dir, keep_backups, stop, start, restart, "
             "verify_timeout, auto_rollback, keep_releases, smoke, verify_interval, "
             "approval_timeout, watch_for, lock_reminder, followup_every, followup_for, process, "
-            "log_file)",
+            "log_file, env)",
             "environments.staging.keep_backups: must be at least 1 (got 0)",
             "thresholds.cpu_percent.critical: required key is missing",
         ]

@@ -208,7 +208,7 @@ def test_production_approval_walked_through_alone_with_as(tmp_path: Path) -> Non
     approve = child.match.group(1)
     child.expect_exact(PROMPT)
     child.sendline(approve)
-    child.expect_exact("Only approvers (access.approvers in the config) may decide this.")
+    child.expect_exact("Only approvers may press Approve. (access.approvers in the config)")
     child.expect_exact(PROMPT)
     child.sendline("as U0APPROVER1")
     child.expect_exact("You are now U0APPROVER1.")

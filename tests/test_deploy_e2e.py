@@ -20,6 +20,7 @@ from bot.store import Store
 from tests.conftest import (
     BOT_TOKEN,
     SIGNING_SECRET,
+    TEST_LIMITS,
     BotProcess,
     bot_database_url,
     start_bot,
@@ -117,6 +118,7 @@ def write_config(
             "approvers": [APPROVER, OTHER_APPROVER, BOTH],
         },
         "alerts": {"scheduled_checks": False},  # this test is about commands, not alerts
+        "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
         "environments": environments,
     }
     path.write_text(json.dumps(config, indent=2))
@@ -320,7 +322,7 @@ def test_a_second_deploy_is_refused_while_one_runs_and_cancel_stops_it(
     assert other.posted() == []
 
     nobody = running.press("Cancel", as_="U0NOBODY")
-    nobody.private("Only <@U0DEPLOY1> (who asked) or an approver can cancel")
+    nobody.private("Only approvers or whoever asked for it may press Cancel.")
     running.press("Cancel", as_=DEPLOYER).private("Cancel requested: deploy #")
     open_gate(gate)
     final = running.when(finished)
@@ -370,7 +372,10 @@ def test_bad_input_answers_with_the_usage_and_runs_nothing(
 def test_only_deployers_deploy_and_help_shows_what_each_may_run(chat: Conversation) -> None:
     refused = deploy(chat, "staging 1.0.0", user="U0NOBODY").answer
     assert refused["response_type"] == "ephemeral"
-    assert "Only deployers (access.deployers in the config) may run /deploy." in refused["text"]
+    assert (
+        "Only deployers may run /deploy staging. (access.deployers in the config)"
+        in refused["text"]
+    )
 
     deployer = deploy(chat, "help").answer["text"]
     everyone = deploy(chat, "help", user="U0NOBODY").answer["text"]
@@ -433,7 +438,7 @@ def test_a_failure_in_the_watch_offers_a_roll_back_that_works(
     httpx.post(f"{qa.url}/admin/faults", json={"healthz_status": 500}, timeout=5)
     alarm = run.thread_line("qa is unhealthy after the deploy")
     nobody = alarm.press("Roll back", as_="U0NOBODY")
-    nobody.private("Only deployers (access.deployers) may roll back.")
+    nobody.private("Only deployers may press Roll back.")
     rolled = run_of(alarm.press("Roll back", as_=DEPLOYER)).when(finished)
     assert rolled["text"] == "Rolled back qa from v8.0.1 to v8.0.0.", text_of(rolled)
     assert healthz(qa) == {"status": "healthy", "version": "8.0.0"}

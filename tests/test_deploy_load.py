@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import (
     BOT_TOKEN,
     SIGNING_SECRET,
+    TEST_LIMITS,
     BotProcess,
     DemoService,
     bot_database_url,
@@ -87,6 +88,7 @@ def test_health_reports_stay_on_time_while_three_deploys_run(
             {
                 "access": {"deployers": ["U0DEPLOY1"]},
                 "alerts": {"scheduled_checks": False},  # the load here is deploys and /health
+                "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
                 "environments": environments,
             }
         )

@@ -15,6 +15,7 @@ from bot.store import Store
 from tests.conftest import (
     BOT_TOKEN,
     SIGNING_SECRET,
+    TEST_LIMITS,
     BotProcess,
     bot_database_url,
     start_bot,
@@ -64,6 +65,7 @@ def test_a_bot_killed_mid_deploy_reports_it_interrupted_and_frees_the_lock(
             {
                 "access": {"deployers": ["U0DEPLOY1"], "approvers": ["U0APPROVER1"]},
                 "alerts": {"scheduled_checks": False},  # this test is about commands, not alerts
+                "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
                 "environments": {"dev": env, "qa": dev.environment()},
             }
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BotProcess, http_bot
+from tests.conftest import TEST_LIMITS, BotProcess, http_bot
 from tests.support.conversation import Conversation, buttons, text_of
 from tests.support.diagnose_env import LoggedService, environment, start_logged_service
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S, header_of
@@ -87,6 +87,7 @@ def diagnose_bot(
             "fleet": environment(service, [str(counting.host)] * FLEET),
         },
         "alerts": {"scheduled_checks": False},
+        "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
         "ssh": {
             "key_file": str(sshd.client_key),
             "known_hosts": str(known_hosts),

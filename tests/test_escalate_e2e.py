@@ -26,6 +26,7 @@ from bot.store import Store, TimerRecord
 from tests.conftest import (
     REPO,
     SIGNING_SECRET,
+    TEST_LIMITS,
     BotProcess,
     Sent,
     free_port,
@@ -156,6 +157,7 @@ def write_config(
         "environments": {"local": {"base_url": "http://127.0.0.1:1", "transport": "local"}},
         # Only /escalate opens incidents here: no scheduled checks of the dead 'local'.
         "alerts": {"repeat_every": repeat_every, "scheduled_checks": False},
+        "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
         "escalation": {
             "levels": levels,
             "ack_reminder": ack_reminder,
@@ -491,7 +493,8 @@ def test_bad_input_gets_the_usage_privately_and_opens_nothing(
     assert "/escalate <summary> [--sev 1|2|3]" in reply["text"]
     assert block_kit_errors(reply["blocks"]) == []
     # A good one afterwards is the barrier: once its message is up, the bad one had its chance.
-    barrier = bot.command("/escalate", "barrier incident")
+    # (Its summary is new each time: the same summary would join the incident still open.)
+    barrier = bot.command("/escalate", f"barrier incident {uuid.uuid4().hex[:8]}")
     bot.slack.wait_for(lambda fake: fake.channel_messages(barrier.channel))
     assert bot.slack.channel_messages(sent.channel) == []
     assert unresolved(bot) == before + 1

@@ -116,13 +116,13 @@ def test_stop_ends_a_watch_early_and_says_who_and_when(bot: BotProcess) -> None:
         stop_value(first),
         channel=channel,
         message_ts=first["ts"],
-        user_id="U0STOPPER",
+        user_id="U0DEPLOY1",  # a responder; not its starter (issue 16: not just anyone)
     )
     assert pressed.response.status_code == 200
     assert pressed.seconds < SLACK_ACK_DEADLINE_S
     final = bot.slack.wait_for(lambda fake: summary_of(fake, channel))
     assert header_of(final) == "Watch of staging · stopped"
-    assert re.search(r"stopped by <@U0STOPPER> at \d\d:\d\d:\d\d UTC", final["text"])
+    assert re.search(r"stopped by <@U0DEPLOY1> at \d\d:\d\d:\d\d UTC", final["text"])
     assert SUMMARY.search(final["text"])
 
     # The watch is gone: a second press says so, privately, and changes nothing.

@@ -22,7 +22,7 @@ import pytest
 from bot.runbook.incidents.escalation import SYNC_TIMER
 from bot.runbook.oncall.handoffs import HANDOFF_TIMER
 from bot.store import Store
-from tests.conftest import BotProcess, Sent, new_channel, start_slack_bot, stop_process
+from tests.conftest import TEST_LIMITS, BotProcess, Sent, new_channel, start_slack_bot, stop_process
 from tests.support.incident_messages import actions_block_id, shown
 from tests.support.slack_fake import ApiCall, SlackFake, block_kit_errors
 from tests.test_escalate_e2e import WALK_TIMEOUT_S, dm, with_channel
@@ -58,6 +58,7 @@ def write_config(path: Path, rota: Rota, channel: str, handoff: datetime, member
         "access": {"approvers": [rota.approver], "deployers": [rota.deployer]},
         "environments": {"local": {"base_url": "http://127.0.0.1:1", "transport": "local"}},
         "alerts": {"repeat_every": "1h", "scheduled_checks": False},
+        "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
         "escalation": {"levels": [{"name": LEVEL, "rotation": rotation}]},
     }
     path.write_text(json.dumps(config, indent=2))

@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import BotProcess, http_bot
+from tests.conftest import TEST_LIMITS, BotProcess, http_bot
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S, header_of, report_text, stop_value
 from tests.support.health_reports import first_message as watch_message
 from tests.support.slack_fake import SlackFake, block_kit_errors
@@ -53,6 +53,7 @@ def resources_bot(
             },
         },
         "alerts": {"scheduled_checks": False},  # only the commands read these hosts
+        "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
         "ssh": {
             "key_file": str(settings.key_file),
             "known_hosts": str(settings.known_hosts),
@@ -168,12 +169,17 @@ def test_stop_ends_a_resources_watch(resources_bot: BotProcess) -> None:
     assert header_of(first) == "Watching resources · local"
     assert re.search(r"CPU `[▁▂▃▄▅▆▇█]+`  memory `[▁▂▃▄▅▆▇█]+`", report_text(first))
     resources_bot.press(
-        "watch_stop", stop_value(first), channel=channel, message_ts=first["ts"], user_id="U0OPS"
+        # its starter (issue 16: a watch is stopped by its starter or a responder, not anyone)
+        "watch_stop",
+        stop_value(first),
+        channel=channel,
+        message_ts=first["ts"],
+        user_id="U0USER",
     )
     final = slack.wait_for(
         lambda fake: "· stopped" in header_of(watch_message(fake, channel) or {}), timeout=30
     )
-    assert "stopped by <@U0OPS>" in watch_message(slack, channel)["text"]  # type: ignore[index]
+    assert "stopped by <@U0USER>" in watch_message(slack, channel)["text"]  # type: ignore[index]
     assert final
 
 
@@ -210,6 +216,7 @@ def test_an_unreachable_host_is_named_not_fatal(
             }
         },
         "alerts": {"scheduled_checks": False},  # only the commands read these hosts
+        "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
         "ssh": {
             "key_file": str(settings.key_file),
             "known_hosts": str(settings.known_hosts),

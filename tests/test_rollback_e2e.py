@@ -23,6 +23,7 @@ from bot.store import Deployment, Store
 from tests.conftest import (
     BOT_TOKEN,
     SIGNING_SECRET,
+    TEST_LIMITS,
     BotProcess,
     bot_database_url,
     start_bot,
@@ -112,6 +113,7 @@ def bot(
         },
         "escalation": {"levels": [{"name": "On-call DevOps Engineer", "users": ["U0ONCALL"]}]},
         "alerts": {"scheduled_checks": False},  # this test is about commands, not alerts
+        "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
         "environments": {
             "staging": over_ssh(fast(targets["staging"]), sshd),
             "production": over_ssh(fast(targets["production"], requires_approval=True), sshd),
@@ -396,9 +398,9 @@ def test_an_unknown_id_is_answered_and_changes_nothing(
 
 def test_only_deployers_roll_back_and_help_shows_what_each_may_run(chat: Conversation) -> None:
     refused = say(chat, "/rollback staging", user="U0NOBODY").answer
-    assert "Only deployers (access.deployers in the config) may roll back." in refused["text"]
+    assert "Only deployers may run /rollback staging." in refused["text"]
     refused = say(chat, "/rollback backup staging", user="U0NOBODY").answer
-    assert "Only deployers (access.deployers) may take backups." in refused["text"]
+    assert "Only deployers may run /rollback backup staging." in refused["text"]
     deployer = say(chat, "/rollback help").answer["text"]
     everyone = say(chat, "/rollback help", user="U0NOBODY").answer["text"]
     for usage in ("/rollback <env> [<id>]", "/rollback backup <env>"):

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bot.config import Config
-from tests.conftest import BotProcess, start_slack_bot, stop_process
+from tests.conftest import TEST_LIMITS, BotProcess, start_slack_bot, stop_process
 from tests.support.deploy_env import DemoTarget, demo_target, install_release
 from tests.support.deploy_reports import final_deploy, text_of, thread, wait_in_thread
 from tests.support.incident_messages import shown
@@ -45,6 +45,7 @@ def test_follow_up_checks_survive_a_restart_and_alert_on_a_failure(
                 "slack": {"alerts_channel": ALERTS},
                 "access": {"deployers": ["U0DEPLOY1"]},
                 "alerts": {"scheduled_checks": False},  # this test is about commands, not alerts
+                "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
                 "environments": {"qa": env},
             }
         )
@@ -124,6 +125,7 @@ def test_a_rollback_whose_bot_was_killed_is_reported_interrupted_and_pages(
                 "access": {"deployers": ["U0DEPLOY1"]},
                 "escalation": {"levels": [{"name": "On-call", "users": ["U0ONCALL"]}]},
                 "alerts": {"scheduled_checks": False},  # this test is about commands, not alerts
+                "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
                 "environments": {"qa": env},
             }
         )

@@ -7,6 +7,7 @@ User-supplied text is escaped before it goes into mrkdwn.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -45,6 +46,27 @@ PENDING_EMOJI = ":hourglass_flowing_sand:"
 def escape(text: str) -> str:
     """Make user text inert in mrkdwn: no mentions, links or formatting smuggled in."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# In a message's `text`, `<` opens Slack markup when it is followed by `!` (<!channel>,
+# <!here>, <!subteam^…>), `@` or `#` (a mention) or a scheme (<https://…|label>, <mailto:…>).
+_MARKUP = re.compile(r"<(?=[!@#]|[A-Za-z][A-Za-z0-9+.-]*:)")
+# The only markup the bot itself writes in a fallback: a person or a channel, by id.
+_OWN_MENTION = re.compile(r"<@[UW][A-Z0-9]+>|<#[CGD][A-Z0-9]+>")
+
+
+def fallback_text(text: str) -> str:
+    """A message's `text` (what notifications show, read as mrkdwn) made inert: every `<` that
+    would open a mention, a broadcast or a link becomes `&lt;`, except the bot's own `<@U…>`
+    and `<#C…>`. So a `<!channel>` in a git tag, in a version a service reports or in an
+    alert's reading pings nobody. (Builders escape the outside text they put in a fallback
+    with `escape` besides; `<env>` in a usage line stays as it is.)"""
+    pieces, last = [], 0
+    for own in _OWN_MENTION.finditer(text):
+        pieces += [_MARKUP.sub("&lt;", text[last : own.start()]), own[0]]
+        last = own.end()
+    pieces.append(_MARKUP.sub("&lt;", text[last:]))
+    return "".join(pieces)
 
 
 def cut(text: str, limit: int) -> str:
@@ -148,7 +170,7 @@ def sections_within(
 def message(text: str, blocks: list[Block]) -> Message:
     if len(blocks) > MAX_BLOCKS:
         blocks = [*blocks[: MAX_BLOCKS - 1], context("… more than Slack can show in one message")]
-    return Message(text=cut(text, FALLBACK_TEXT_MAX), blocks=blocks)
+    return Message(text=cut(fallback_text(text), FALLBACK_TEXT_MAX), blocks=blocks)
 
 
 # --- help, usage and errors -------------------------------------------------------------------
@@ -179,6 +201,17 @@ def notice(text: str, emoji: str = "") -> Message:
 
 def denied(reason: str) -> Message:
     return message(reason, [section(f":no_entry: {reason}")])
+
+
+def busy(reason: str, retry_after_s: float) -> Message:
+    """A limit reached: nothing ran; when to try again."""
+    text = f"{reason}: nothing was run. Busy — try again in {retry_after_s:.0f} s."
+    return message(text, [section(f":hourglass: {text}")])
+
+
+def wait_your_turn(reason: str) -> Message:
+    text = f"Busy: {reason}. Nothing was run."
+    return message(text, [section(f":hourglass: {text}")])
 
 
 def internal_error(what: str, reference: int | None = None) -> Message:
@@ -273,7 +306,7 @@ def _health_summary(results: Mapping[str, HealthResult | None], scope: str) -> s
         if result is None:
             return f"Checking health of {scope}…"
         return f"Health of {scope}: {result.health.value}" + (
-            f" — {result.reasons[0]}" if result.reasons else ""
+            f" — {escape(result.reasons[0])}" if result.reasons else ""
         )
     return "Health of all environments: " + _counts(list(results.values()))
 

@@ -1,11 +1,12 @@
 """From a slash command or button press to its handler — the one path Slack and console share.
 
-A handler is a small async function (see handlers/): it parses, authorizes, acks, and hands
-long work off. The dispatcher around it does what every command needs the same way: the ack
-deadline and its latency metric, the audit row, the outcome counter, the worker pool, and
-turning any exception into a log line for operators and a plain sentence for the user — a
-StoreError (the database is away) into "the store is unreachable, nothing was done, try
-again", for every command and button alike.
+A handler is a small async function (see handlers/): it parses, acks, and hands long work off.
+The dispatcher around it does what every command needs the same way: who may (the declared
+rule, bot/slack/access.py, before the handler runs), the per-user rate (bot/slack/limits.py),
+room in the workers' lane, the ack deadline and its latency metric, the audit row, the outcome
+counter, and turning any exception into a log line for operators and a plain sentence for the
+user — a StoreError (the database is away) into "the store is unreachable, nothing was done,
+try again", for every command and button alike.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from typing import Any, Literal
 
 from bot.config import Config
 from bot.slack import blocks
-from bot.slack.access import Role, Usage, may_run
+from bot.slack.access import Allow, Role, Usage, refusal, usage_for
 from bot.slack.chat import Asked, Conversation, Message, MessageRef, answering
 from bot.slack.services import Services
 from bot.store import StoreError, Timer
-from bot.workers import Lane
+from bot.workers import Busy, Lane
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["ok", "help", "usage", "denied", "error"]
+Outcome = Literal["ok", "help", "usage", "denied", "limited", "error"]
 Ack = Callable[[Message | None], Awaitable[None]]
 
 
@@ -136,6 +137,7 @@ class Context:
         self.result = ""
         self.work: Work | None = None
         self.lane: Lane = "short"
+        self._releases: list[Callable[[], None]] = []
 
     @property
     def config(self) -> Config:
@@ -155,7 +157,9 @@ class Context:
         )
 
     def may(self, role: Role) -> bool:
-        return may_run(role, self.config.access, self.user_id)
+        """What the config says of the asking user (bot/slack/access.py Policy.named); the
+        dispatcher has already applied the declared rule, with the store's part."""
+        return self.services.policy.named(role, self.user_id)
 
     async def ack(self, message: Message | None = None) -> None:
         """Acknowledge once; a message here is shown to the asking user only."""
@@ -175,7 +179,8 @@ class Context:
         await self._answer_usage(problem, outcome="usage")
 
     async def _answer_usage(self, problem: str | None, *, outcome: Outcome) -> None:
-        allowed = [u for u in self._usage if self.may(u.role)]
+        policy = self.services.policy
+        allowed = [u for u in self._usage if await policy.holds(u.role, self.user_id)]
         await self.ack(blocks.usage(self.request.name, allowed, problem))
         self.outcome = outcome
         self.result = problem or "help shown"
@@ -187,10 +192,36 @@ class Context:
             return
         await self.services.chat.respond(self.request.response_url, message)
 
-    async def deny(self, reason: str) -> None:
-        await self.ack(blocks.denied(reason))
+    async def deny(self, reason: str, hint: str = "") -> None:
+        """Refuse: said privately (with the hint: where the role comes from), audited as
+        denied with the reason."""
+        await self.ack(blocks.denied(f"{reason} {hint}" if hint else reason))
         self.outcome = "denied"
         self.result = reason
+
+    async def limited(self, reason: str, retry_after_s: float) -> None:
+        """Refuse for a limit: nothing runs; the person is told when to try again."""
+        await self.ack(blocks.busy(reason, retry_after_s))
+        self.outcome = "limited"
+        self.result = f"{reason}; try again in {retry_after_s:.0f} s"
+
+    async def hold_environment(self, environment: str, what: str) -> bool:
+        """Take one of the environment's slots for commands that log into its hosts (limits.
+        ssh_per_environment), released when this request's work is done; False (answered
+        privately) when they are all taken."""
+        taken = self.services.environment_slots.take(environment, what, self.user_id)
+        if isinstance(taken, str):
+            await self.ack(blocks.wait_your_turn(taken))
+            self.outcome = "limited"
+            self.result = taken
+            return False
+        self._releases.append(taken)
+        return True
+
+    def release(self) -> None:
+        for release in self._releases:
+            release()
+        self._releases.clear()
 
     def hand_off(self, work: Work, *, lane: Lane = "short") -> None:
         """Run work on the bot's workers after the ack; its return value is the audit result.
@@ -216,6 +247,8 @@ class CommandSpec:
 @dataclass(frozen=True)
 class ActionSpec:
     action_id: str
+    button: str  # the button's label, as refusals and the policy table name it
+    allow: Allow
     handler: Handler
 
 
@@ -229,9 +262,12 @@ def command(name: str, *usage: Usage) -> Callable[[Handler], CommandSpec]:
     return register
 
 
-def action(action_id: str) -> Callable[[Handler], ActionSpec]:
+def action(action_id: str, button: str, *, allow: Allow) -> Callable[[Handler], ActionSpec]:
+    """Declare a button's handler and who may press it (bot/slack/access.py): there is no
+    button without its rule."""
+
     def register(handler: Handler) -> ActionSpec:
-        return ActionSpec(action_id=action_id, handler=handler)
+        return ActionSpec(action_id=action_id, button=button, allow=allow, handler=handler)
 
     return register
 
@@ -289,7 +325,8 @@ class Dispatcher:
         if spec is None:
             await ack(blocks.unknown_command(request.command, sorted(self.commands)))
             return
-        await self._run(Context(request, self.services, ack, spec.usage), spec.handler)
+        ctx = Context(request, self.services, ack, spec.usage)
+        await self._run(ctx, spec.handler, lambda: self._command_admitted(ctx, spec))
 
     async def handle_action(self, request: ActionRequest, ack: Ack) -> None:
         spec = self.actions.get(request.action_id)
@@ -297,7 +334,8 @@ class Dispatcher:
             log.warning("button %r has no handler; ignoring the press", request.action_id)
             await ack(None)
             return
-        await self._run(Context(request, self.services, ack), spec.handler)
+        ctx = Context(request, self.services, ack)
+        await self._run(ctx, spec.handler, lambda: self._action_admitted(ctx, spec))
 
     async def handle_event(self, request: EventRequest, ack: Ack) -> None:
         spec = self.events.get(request.event_type)
@@ -305,20 +343,63 @@ class Dispatcher:
             log.warning("event %r has no handler; ignoring it", request.event_type)
             await ack(None)
             return
-        await self._run(Context(request, self.services, ack), spec.handler)
+        ctx = Context(request, self.services, ack)
+        await self._run(ctx, spec.handler, lambda: self._room(ctx, "press"))
 
-    async def _run(self, ctx: Context, handler: Handler) -> None:
+    async def _command_admitted(self, ctx: Context, spec: CommandSpec) -> bool:
+        """The usage line's role, then the user's rate for this command, then room to work."""
+        request = ctx.request
+        found = usage_for(spec.usage, request.text, self.services.config)
+        if found is not None:
+            usage, shown = found
+            if not await self.services.policy.holds(usage.role, ctx.user_id):
+                await ctx.deny(*refusal(usage.role, f"run {shown}"))
+                return False
+        wait = await self.services.limits.command_wait(ctx.user_id, spec.name)
+        if wait is not None:
+            rate = self.services.config.limits.commands
+            await ctx.limited(
+                f"You ran {spec.name} {rate.count} times in the last "
+                f"{blocks.duration_text(rate.per)} (limits.commands)",
+                wait,
+            )
+            return False
+        return await self._room(ctx, "short")
+
+    async def _action_admitted(self, ctx: Context, spec: ActionSpec) -> bool:
+        """The button's rule (its role, or the record naming the presser), then room."""
+        allow, user = spec.allow, ctx.user_id
+        if not await self.services.policy.holds(allow.role, user) and not (
+            allow.owner is not None and await allow.owner(self.services, ctx.request.text, user)
+        ):
+            await ctx.deny(*refusal(allow.role, f"press {spec.button}", allow.also))
+            return False
+        return await self._room(ctx, "press")
+
+    async def _room(self, ctx: Context, lane: Lane) -> bool:
+        wait = self.services.workers.busy_for(lane)
+        if wait is None:
+            return True
+        await ctx.limited("The bot is busy: too much work is waiting", wait)
+        return False
+
+    async def _run(
+        self, ctx: Context, handler: Handler, admitted: Callable[[], Awaitable[bool]]
+    ) -> None:
         # What the handler sends is a reply to this request (see bot/slack/durable_chat.py).
         replying = answering.set(_asked(ctx.request))
         try:
-            await self._handle(ctx, handler)
+            await self._handle(ctx, handler, admitted)
         finally:
             answering.reset(replying)
 
-    async def _handle(self, ctx: Context, handler: Handler) -> None:
+    async def _handle(
+        self, ctx: Context, handler: Handler, admitted: Callable[[], Awaitable[bool]]
+    ) -> None:
         request = ctx.request
         try:
-            await handler(ctx)
+            if await admitted():
+                await handler(ctx)
         except StoreError as exc:
             self._store_failed(ctx, exc)
             ctx.work = None
@@ -337,7 +418,19 @@ class Dispatcher:
         if ctx.work is None:
             await self._finish(ctx, audit_id)
             return
-        self.services.workers.submit(request.name, lambda: self._work(ctx, audit_id), lane=ctx.lane)
+        # Presses have a lane of their own: never behind slash-command work.
+        lane: Lane = (
+            "press" if ctx.lane == "short" and isinstance(request, ActionRequest) else ctx.lane
+        )
+        try:
+            self.services.workers.submit(request.name, lambda: self._work(ctx, audit_id), lane=lane)
+        except Busy as busy:
+            ctx.outcome = "limited"
+            ctx.result = str(busy)
+            await ctx.reply_privately(
+                blocks.busy("The bot is busy: too much work is waiting", busy.retry_after_s)
+            )
+            await self._finish(ctx, audit_id)
 
     async def _audit_start(self, request: Request) -> int | None:
         # An unavailable store must not stop /health: the audit is lost, loudly, and work goes on.
@@ -406,6 +499,7 @@ class Dispatcher:
             log.exception("could not tell %s that %s failed", ctx.user_id, ctx.request.name)
 
     async def _finish(self, ctx: Context, audit_id: int | None) -> None:
+        ctx.release()
         self.services.telemetry.commands.labels(command=ctx.request.name, outcome=ctx.outcome).inc()
         if audit_id is None:
             return

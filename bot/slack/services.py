@@ -7,6 +7,7 @@ put together here, so every run mode shares one wiring.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import httpx
@@ -17,13 +18,16 @@ from bot.runbook.alerts.monitor import Monitor
 from bot.runbook.health.health import HealthChecker
 from bot.runbook.health.watch import Watches
 from bot.runbook.oncall.handoffs import PLAN_EVERY
+from bot.runbook.retention import RETENTION_EVERY, prune_old_rows
 from bot.scheduler import Scheduler
+from bot.slack.access import Policy
 from bot.slack.alerts.alerting import Alerting
 from bot.slack.chat import Chat
 from bot.slack.durable_chat import DurableChat, PacedLanes
 from bot.slack.home.home import SWEEP_EVERY as HOME_SWEEP_EVERY
 from bot.slack.home.home import HomeDesk
 from bot.slack.incidents.incidents import Incidents
+from bot.slack.limits import EnvironmentSlots, Limits
 from bot.slack.oncall.oncall import OnCallDesk
 from bot.slack.outbox import Outbox
 from bot.store import Store
@@ -46,7 +50,7 @@ class Services:
     scheduler: Scheduler
     # Outbound HTTP that is not a health probe (the CI provider's API).
     http: httpx.AsyncClient
-    watches: Watches = field(default_factory=Watches)  # running watches, for their Stop button
+    watches: Watches = field(init=False)  # running watches, for their Stop button
     # Keep Slack's pace for alerts and incidents (the console has no rate limits to keep).
     paced: bool = True
     # Made from the ones above. Every message goes through the one outbox: incidents in its
@@ -60,8 +64,16 @@ class Services:
     monitor: Monitor = field(init=False)
     oncall: OnCallDesk = field(init=False)
     home: HomeDesk = field(init=False)
+    # Who may do what (bot/slack/access.py), and the limits (bot/slack/limits.py).
+    policy: Policy = field(init=False)
+    limits: Limits = field(init=False)
+    environment_slots: EnvironmentSlots = field(init=False)
 
     def __post_init__(self) -> None:
+        limits = self.config.limits
+        self.watches = Watches(per_user=limits.watches_per_user)
+        self.limits = Limits(limits, self.store)
+        self.environment_slots = EnvironmentSlots(limits.ssh_per_environment)
         self.outbox = Outbox(
             self.store,
             self.chat,  # type: ignore[arg-type]
@@ -75,6 +87,7 @@ class Services:
         self.alerting = Alerting(self.config, self.store, self.outbox, self.alerts, self.incidents)
         self.monitor = Monitor(self.config, self.health, self.alerts, self.telemetry)
         self.oncall = OnCallDesk(self.config, self.store, self.outbox, self.scheduler)
+        self.policy = Policy(self.config, self.oncall.on_call.store)
         # Each rotation's next hand-off gets its timer at start (and again hourly, in case the
         # store was down then); from there each hand-off sets the next.
         self.scheduler.every("oncall-handoffs", PLAN_EVERY, self.oncall.plan_handoffs)
@@ -82,3 +95,9 @@ class Services:
         # at its own pace; its sweep picks up what another replica counted and left.
         self.home = HomeDesk(self.config, self.store, self.chat, self.oncall)
         self.scheduler.every("home-sweep", HOME_SWEEP_EVERY, self.home.sweep)
+        # Timers that fired, the audit log and the events are kept config.retention (90 days).
+        self.scheduler.every(
+            "retention",
+            RETENTION_EVERY,
+            functools.partial(prune_old_rows, self.store, self.config.retention),
+        )

@@ -1,4 +1,10 @@
-"""The bot's HTTP surface: GET /healthz and GET /metrics always; POST /slack/events in HTTP mode."""
+"""The bot's HTTP surface: GET /healthz and GET /metrics always; POST /slack/events in HTTP mode.
+
+A request to /slack/events is read only up to MAX_BODY_BYTES before Bolt checks its signature:
+anyone can send one, and a body is held in memory whole to be checked. A declared length over
+the limit is answered 413 at once, unread; a body that grows past it while read (chunked), as
+soon as it does.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,23 @@ from bot import __version__
 from bot.slack.bolt_app import RECEIVED_AT
 from bot.telemetry import Telemetry
 
+# Slack sends slash commands of a few KB, but a button press carries the whole message it sits
+# on (up to 50 blocks of 3,000 characters, form-encoded: a few hundred KB at the very most).
+MAX_BODY_BYTES = 512 * 1024
+
+
+async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | None:
+    """The request's body, or None as soon as it is known to be over `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
 
 def create_web_app(telemetry: Telemetry, mode: str, bolt_app: AsyncApp | None = None) -> Starlette:
     async def healthz(_: Request) -> JSONResponse:
@@ -28,7 +51,13 @@ def create_web_app(telemetry: Telemetry, mode: str, bolt_app: AsyncApp | None = 
         handler = AsyncSlackRequestHandler(bolt_app)
 
         async def slack_events(request: Request) -> Response:
-            return await handler.handle(request, {RECEIVED_AT: time.perf_counter()})
+            received_at = time.perf_counter()
+            body = await read_limited(request)
+            if body is None:
+                return Response("request body too large", status_code=413)
+            # What Request.body() caches: Bolt's adapter reads the body from here.
+            request._body = body
+            return await handler.handle(request, {RECEIVED_AT: received_at})
 
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
     return Starlette(routes=routes)

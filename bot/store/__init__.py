@@ -71,6 +71,7 @@ from bot.store.outbox import (
     OutboxStore,
     PostingLeaseRecord,
 )
+from bot.store.retention import RetentionStore
 from bot.store.timers import NewTimer, Timer, TimerRecord, TimerStore
 
 
@@ -84,6 +85,7 @@ class Store(
     AlertStore,
     LeaseStore,
     OutboxStore,
+    RetentionStore,
 ):
     """The bot's database: every concern's methods over one engine (see the modules)."""
 

@@ -98,7 +98,7 @@ class AlertEventRecord(Base):
     alert_id: Mapped[int] = mapped_column(Integer, index=True)
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text, default="")
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)  # retention
     done: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
@@ -478,15 +478,18 @@ class AlertStore(StoreCore):
         until: datetime,
         silenced_by: str,
         timers: Sequence[NewTimer] = (),
+        began: datetime | None = None,
     ) -> AlertSilence:
-        """Silence (environment, metric) until `until`, replacing a silence it had."""
+        """Silence (environment, metric) until `until`, replacing a silence it had. `began` is
+        when the silence began (a press that extends one keeps its start: silence_max counts
+        from there), now if not given; `silenced_by` is whoever pressed last."""
         now = self.clock()
         with self._session() as session, session.begin():
             row = session.get(AlertSilenceRecord, (environment, metric))
             if row is None:
                 row = AlertSilenceRecord(environment=environment, metric=metric)
                 session.add(row)
-            row.until, row.silenced_by, row.silenced_at = until, silenced_by, now
+            row.until, row.silenced_by, row.silenced_at = until, silenced_by, began or now
             for timer in timers:
                 _set_timer(session, timer, now)
             session.flush()

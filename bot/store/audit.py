@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String, Text, select, update
+from sqlalchemy import DateTime, Index, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.store.base import MAX_AUDIT_TEXT, Base, StoreCore, _as_utc, _guarded
@@ -15,6 +15,10 @@ class AuditRecord(Base):
     """Who ran what, where, when, and how it ended: one row per command or button press."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (
+        # The per-user rate limits (bot/slack/limits.py) count a user's recent commands.
+        Index("ix_audit_log_user_command_started", "user_id", "command", "started_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[str] = mapped_column(String(64))
@@ -23,7 +27,7 @@ class AuditRecord(Base):
     text: Mapped[str] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(String(16), default="running")
     result: Mapped[str] = mapped_column(Text, default="")
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
@@ -65,6 +69,20 @@ class AuditStore(StoreCore):
                 .where(AuditRecord.id == audit_id)
                 .values(outcome=outcome, result=result[:MAX_AUDIT_TEXT], finished_at=self.clock())
             )
+
+    @_guarded
+    def audit_times(self, user_id: str, command: str, since: datetime) -> list[datetime]:
+        """When `user_id` ran `command` since `since` (refusals for a rate limit left out)."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(AuditRecord.started_at).where(
+                    AuditRecord.user_id == user_id,
+                    AuditRecord.command == command,
+                    AuditRecord.started_at >= since,
+                    AuditRecord.outcome != "limited",
+                )
+            ).all()
+        return [_as_utc(row) for row in rows]  # type: ignore[misc]
 
     @_guarded
     def audit_entries(self, limit: int = 100) -> list[AuditEntry]:

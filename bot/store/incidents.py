@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     DateTime,
+    Index,
     Integer,
     String,
     Text,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     delete,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +39,17 @@ class IncidentRecord(Base):
     """
 
     __tablename__ = "incidents"
+    __table_args__ = (
+        # One unresolved incident per dedupe key, whoever opens it at the same moment (two
+        # replicas, an alert and an Escalate press): the database says so, not a check first.
+        Index(
+            "uq_incidents_open_dedupe_key",
+            "dedupe_key",
+            unique=True,
+            sqlite_where=text("status != 'resolved'"),
+            postgresql_where=text("status != 'resolved'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     summary: Mapped[str] = mapped_column(Text)
@@ -181,6 +194,20 @@ class IncidentMessage:
     error: str | None
 
 
+_OPEN_TRIES = 3
+
+
+def _open_with_key(session: Session, dedupe_key: str | None) -> IncidentRecord | None:
+    if dedupe_key is None:
+        return None
+    return session.scalars(
+        select(IncidentRecord)
+        .where(IncidentRecord.dedupe_key == dedupe_key, IncidentRecord.status != "resolved")
+        .order_by(IncidentRecord.id)
+        .limit(1)
+    ).first()
+
+
 class IncidentStore(StoreCore):
     """Store's incident methods: open, change (on the seq seen), timeline, messages."""
 
@@ -207,46 +234,67 @@ class IncidentStore(StoreCore):
 
         `timers` and `deliveries` get the new incident's id. With a `dedupe_key` that an
         unresolved incident already has, nothing is written and that incident comes back with
-        False.
+        False: a unique index on the open incidents' keys makes that hold when two open one at
+        once (the loser's insert fails; it then reads the winner's).
         """
-        with self._session() as session, session.begin():
-            if dedupe_key is not None:
-                existing = session.scalars(
-                    select(IncidentRecord)
-                    .where(
-                        IncidentRecord.dedupe_key == dedupe_key,
-                        IncidentRecord.status != "resolved",
+        for _ in range(_OPEN_TRIES):
+            try:
+                with self._session() as session, session.begin():
+                    existing = _open_with_key(session, dedupe_key)
+                    if existing is not None:
+                        return _incident(existing), False
+                    record = IncidentRecord(
+                        summary=summary,
+                        severity=severity,
+                        source=source,
+                        link=link,
+                        opened_by=opened_by,
+                        channel=channel,
+                        dedupe_key=dedupe_key,
+                        plan=json.dumps(plan),
+                        status=status,
+                        seq=1,
+                        level=0,
+                        top_level=0,
+                        paged_seq=1,
+                        deadline_at=deadline_at,
+                        opened_at=opened_at,
                     )
-                    .order_by(IncidentRecord.id)
-                    .limit(1)
-                ).first()
-                if existing is not None:
-                    return _incident(existing), False
-            record = IncidentRecord(
-                summary=summary,
-                severity=severity,
-                source=source,
-                link=link,
-                opened_by=opened_by,
-                channel=channel,
-                dedupe_key=dedupe_key,
-                plan=json.dumps(plan),
-                status=status,
-                seq=1,
-                level=0,
-                top_level=0,
-                paged_seq=1,
-                deadline_at=deadline_at,
-                opened_at=opened_at,
-            )
-            session.add(record)
-            session.flush()
-            self._add_event(session, record.id, 1, event, opened_at)
-            for timer in timers(record.id):
-                _set_timer(session, timer, opened_at)
-            for delivery in deliveries(record.id):
-                _enqueue(session, delivery, opened_at)
-            return _incident(record), True
+                    session.add(record)
+                    session.flush()
+                    self._add_event(session, record.id, 1, event, opened_at)
+                    for timer in timers(record.id):
+                        _set_timer(session, timer, opened_at)
+                    for delivery in deliveries(record.id):
+                        _enqueue(session, delivery, opened_at)
+                    return _incident(record), True
+            except IntegrityError:
+                if dedupe_key is None:
+                    raise
+                # Someone opened it between our look and our insert: the next pass finds it
+                # (or, resolved meanwhile, opens a new one).
+        raise IntegrityError(
+            "create_incident", {"dedupe_key": dedupe_key}, Exception("kept colliding")
+        )
+
+    @_guarded
+    def open_incident_with_key(self, dedupe_key: str) -> Incident | None:
+        with self._session() as session:
+            row = _open_with_key(session, dedupe_key)
+            return _incident(row) if row is not None else None
+
+    @_guarded
+    def incidents_opened(self, opened_by: str, source: str, since: datetime) -> list[datetime]:
+        """When `opened_by` opened incidents from `source` since `since` (the /escalate rate)."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(IncidentRecord.opened_at).where(
+                    IncidentRecord.opened_by == opened_by,
+                    IncidentRecord.source == source,
+                    IncidentRecord.opened_at >= since,
+                )
+            ).all()
+        return [_as_utc(row) for row in rows]  # type: ignore[misc]
 
     @_guarded
     def change_incident(

@@ -56,7 +56,7 @@ def transports_for(env: Environment, ssh: SshSettings) -> list[Transport]:
     """The environment's hosts as transports (nothing is connected yet); close each when done."""
     timeout_s = ssh.command_timeout.total_seconds()
     if env.transport == "local":
-        return [LocalTransport(command_timeout_s=timeout_s)]
+        return [LocalTransport(command_timeout_s=timeout_s, environment=env.deploy.env)]
     return [SshTransport(host, ssh) for host in env.hosts]
 
 

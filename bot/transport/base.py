@@ -12,6 +12,8 @@ Two kinds of command, kept apart on purpose:
 
 from __future__ import annotations
 
+import json
+import logging
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +36,21 @@ def command_line(command: Command) -> str:
     if isinstance(command, Shell):
         return command.text
     return shlex.join(command)
+
+
+# Every command a transport is asked to run, at DEBUG, one JSON object a line: what an audit of
+# "nothing a user typed reaches a shell" reads (tests/test_input_fuzz_e2e.py does).
+commands_log = logging.getLogger("bot.transport.commands")
+
+
+def log_command(target: str, command: Command, cwd: str | None = None) -> None:
+    if not commands_log.isEnabledFor(logging.DEBUG):
+        return
+    what: dict[str, object] = (
+        {"shell": command.text} if isinstance(command, Shell) else {"argv": list(command)}
+    )
+    record = {"target": target, **what, "cwd": cwd}
+    commands_log.debug("runs %s", json.dumps(record, ensure_ascii=False))
 
 
 @dataclass(frozen=True)

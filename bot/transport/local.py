@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +30,7 @@ from bot.transport.base import (
     TransportError,
     UploadResult,
     command_line,
+    log_command,
 )
 from bot.transport.files import CHUNK, sha256_file, temp_name
 from bot.transport.output import OutputTail
@@ -46,21 +47,42 @@ TERM_GRACE_S = 5.0  # after SIGTERM, how long a timed-out command gets before SI
 DRAIN_GRACE_S = 1.0
 
 
-def child_environment() -> dict[str, str]:
-    """This process's environment minus Slack's variables.
+# What a command run here inherits from the bot's environment: an allow-list, so that nothing
+# the bot was given (SLACK_*, the CI token, the database URL, whatever else its orchestrator
+# set) reaches a build script that prints its environment. TMPDIR, TZ, USER and LOGNAME are
+# harmless and builds expect them.
+INHERITED = frozenset({"PATH", "HOME", "LANG", "TMPDIR", "TZ", "USER", "LOGNAME"})
+INHERITED_PREFIXES = ("LC_", "EVENTMESH_")
+NEVER_INHERITED = frozenset({"EVENTMESH_DATABASE_URL", "EVENTMESH_DATABASE_URL_FILE"})
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a command run on this machine: the allow-listed variables of the
+    bot's own environment, plus `extra` (the environment's `deploy.env`).
 
     bot/settings.py already takes the secrets out of os.environ at start-up; this is the second
-    lock on the same door, because a build script that prints its environment would otherwise
-    post the bot token into a deploy thread.
+    lock on the same door: a build script that prints its environment must find nothing there
+    that the bot did not mean it to have.
     """
-    return {name: value for name, value in os.environ.items() if not name.startswith("SLACK_")}
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if (name in INHERITED or name.startswith(INHERITED_PREFIXES))
+        and name not in NEVER_INHERITED
+    }
+    return {**inherited, **(extra or {})}
 
 
 class LocalTransport:
     """This machine, as the runbook's procedures see a host."""
 
-    def __init__(self, command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
         self.command_timeout_s = command_timeout_s
+        self.environment = dict(environment or {})
         # Hashing and copying a 200 MB artifact takes seconds: not on the event loop, and not on
         # asyncio's small default executor either (the store's queries run there).
         self._files: ThreadPoolExecutor | None = None
@@ -81,6 +103,7 @@ class LocalTransport:
         stdin: bytes | None = None,
     ) -> CommandResult:
         shown = command_line(command)
+        log_command(TARGET, command, cwd)
         timeout = self.command_timeout_s if timeout_s is None else timeout_s
         argv = ["sh", "-c", command.text] if isinstance(command, Shell) else list(command)
         started = time.monotonic()
@@ -94,7 +117,7 @@ class LocalTransport:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                env=child_environment(),
+                env=child_environment(self.environment),
             )
         except OSError as exc:
             # What `sh` would have said: the result is a failed command, not a broken transport.

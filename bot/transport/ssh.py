@@ -50,6 +50,7 @@ from bot.transport.base import (
     TransportError,
     UploadResult,
     command_line,
+    log_command,
 )
 from bot.transport.files import sha256_file, temp_name
 from bot.transport.known_hosts import PinnedKeys, pinned_keys
@@ -180,6 +181,7 @@ class SshTransport:
         timeout_s: float | None = None,
         stdin: bytes | None = None,
     ) -> CommandResult:
+        log_command(self.target, command, cwd)
         timeout = self.settings.command_timeout.total_seconds() if timeout_s is None else timeout_s
         job = ChannelJob()
         return await self._in_thread(job, self._run, job, command, cwd, timeout, stdin)

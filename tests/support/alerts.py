@@ -13,6 +13,7 @@ from tests.support.incident_messages import shown
 from tests.support.slack_fake import ApiCall, SlackFake
 
 ONCALL = "U0ONCALL"
+CONSOLE_USER = "UCONSOLE"
 # CPU and memory of this (shared, busy) machine are not what these tests are about.
 UNREACHABLE = {"warning": 100.5, "critical": 101}
 
@@ -49,6 +50,8 @@ def alerts_config(
             **(alerts or {}),
         },
         "escalation": {"levels": [{"name": "On-call DevOps Engineer", "users": [ONCALL]}]},
+        # The console's user may press the alerts' buttons (issue 16: responders only).
+        "access": {"deployers": [CONSOLE_USER]},
         "metrics": {"dir": str(path.parent / "no-metrics-here")},
         **sections,
     }

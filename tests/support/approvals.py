@@ -34,9 +34,7 @@ def refuse_then_approve(request: Message, asked: Reply) -> list[Reply]:
     """
     request_id = request.buttons["approval_approve"]
     request.press("Approve", as_=BOTH).private(f"You asked for request #{request_id} yourself")
-    request.press("Approve", as_=DEPLOYER).private(
-        "Only approvers (access.approvers in the config)"
-    )
+    request.press("Approve", as_=DEPLOYER).private("Only approvers may press Approve.")
     assert asked.posted() == []
 
     approve = request.button("Approve")  # as all three see it, before any press lands

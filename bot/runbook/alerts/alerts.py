@@ -40,6 +40,7 @@ from functools import partial
 
 from bot.clock import Clock, utc_now
 from bot.config import AlertSettings, Config, Threshold, Thresholds
+from bot.runbook.alerts.silences import extension, holds, needs_approver
 from bot.runbook.levels import Level, level_of, worst_level
 from bot.store import (
     Alert,
@@ -340,6 +341,8 @@ class Pressed:
     note: str
     silence: AlertSilence | None = None
     by: str | None = None  # who had already done it (a user id; the chat layer names them)
+    denied: bool = False  # refused (silences.py: a Critical alert of production, by a non-approver)
+    capped: bool = False  # a silence shorter than silence_for: silence_max reached
 
 
 @dataclass
@@ -602,6 +605,11 @@ class Alerts:
         silence = await asyncio.to_thread(self.store.alert_silence, environment, metric)
         return silence if silence is not None and silence.until > self.clock() else None
 
+    async def holding_silence(self, alert: Alert) -> AlertSilence | None:
+        """The silence in force that keeps this alert quiet (silences.py `holds`), if any."""
+        silence = await self.silence_of(alert.environment, alert.metric)
+        return silence if silence is not None and holds(silence, alert, self.config) else None
+
     async def acknowledge(self, alert_id: int, user_id: str) -> Pressed:
         """Acknowledge: someone is on it; the Critical reminders stop."""
         for _ in range(_PRESS_TRIES):
@@ -627,30 +635,43 @@ class Alerts:
         return Pressed(alert, False, "The alert kept changing; press again.")
 
     async def silence(self, alert_id: int, user_id: str) -> Pressed:
-        """Silence the alert's (environment, metric) for alerts.silence_for."""
+        """Silence the alert's (environment, metric) for alerts.silence_for, extended up to
+        alerts.silence_max from its start (silences.py); production's Critical: approvers."""
         alert = await self.get(alert_id)
         if alert is None:
             return Pressed(None, False, "That alert is not on record.")
+        if needs_approver(alert, self.config) and not self.config.access.may_approve(user_id):
+            return Pressed(
+                alert,
+                False,
+                f"{alert.environment} requires approval: only approvers (access.approvers) may "
+                "silence its Critical alerts. Its pages go on; Acknowledge or Escalate instead.",
+                denied=True,
+            )
         now = self.clock()
-        until = now + self.config.alerts.silence_for
+        current = await self.silence_of(alert.environment, alert.metric)
+        longer = extension(now, current, self.config.alerts)
+        if longer is None:
+            return Pressed(alert, False, "", current)
         silence = await asyncio.to_thread(
             self.store.silence_alerts,
             alert.environment,
             alert.metric,
-            until,
+            longer.until,
             user_id,
             [
                 NewTimer(
                     UNSILENCE_TIMER,
                     silence_key(alert.environment, alert.metric),
-                    until,
-                    {"until": until.isoformat()},
+                    longer.until,
+                    {"until": longer.until.isoformat()},
                 )
             ],
+            longer.began,
         )
         # The message shows the silence: a change for it to catch up with.
         alert = await self._touch(alert_id) or alert
-        return Pressed(alert, True, "", silence)
+        return Pressed(alert, True, "", silence, capped=longer.capped)
 
     async def _touch(
         self, alert_id: int, event: NewAlertEvent | None = None, timers: Sequence[NewTimer] = ()
@@ -739,7 +760,7 @@ class Alerts:
                 {"since": since},
             )
         ]
-        silenced = await self.silence_of(alert.environment, alert.metric)
+        silenced = await self.holding_silence(alert)
         event = None
         if silenced is None:
             lasted = now - alert.level_since

@@ -3,13 +3,13 @@
 GitHub Actions REST API over httpx (the runbook's `gh run list --workflow=ci.yml --limit 5`):
 `GET {api_url}/repos/{repository}` for the default branch, then
 `GET {api_url}/repos/{repository}/actions/workflows/{workflow}/runs?branch=…&per_page=5`.
-The token comes from the environment variable `ci.token_env` names; it goes in a header and
+The token comes from the environment variable `ci.token_env` names (or its _FILE), as read at
+start-up (bot/settings.py SECRETS: it is no longer in os.environ then); it goes in a header and
 nowhere else (never into a log line, an error, or a message).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +19,7 @@ from urllib.parse import quote
 import httpx
 
 from bot.config import CiSettings
+from bot.settings import SECRETS
 
 TIMEOUT_S = 10.0
 RUNS_SHOWN = 5
@@ -60,7 +61,7 @@ class CiClient:
         self,
         settings: CiSettings,
         http: httpx.AsyncClient,
-        environ: Mapping[str, str] = os.environ,
+        environ: Mapping[str, str] = SECRETS,
     ) -> None:
         self.settings = settings
         self.http = http

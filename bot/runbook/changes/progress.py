@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from bot.redaction import REDACTED as REDACTED  # re-exported: the procedures import it here
+from bot.redaction import redact
 from bot.store import Store, StoreError
 from bot.transport.base import CommandResult
 
@@ -20,39 +21,17 @@ log = logging.getLogger(__name__)
 
 OUTPUT_LINES = 15  # the last lines of a failing command shown in the thread
 
-# Tokens that look like credentials, whatever printed them: Slack, GitHub, AWS access keys,
-# and `password=…` / `token: …` style assignments.
-_SECRET_PATTERNS = (
-    re.compile(r"xox[abposr]-[A-Za-z0-9-]{8,}"),
-    re.compile(r"xapp-[A-Za-z0-9-]{8,}"),
-    re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}"),
-    re.compile(r"github_pat_[A-Za-z0-9_]{20,}"),
-    re.compile(r"AKIA[0-9A-Z]{16}"),
-    re.compile(
-        r"(?i)\b(password|passwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"
-    ),
-)
-REDACTED = "[redacted]"
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    for pattern in _SECRET_PATTERNS:
-        if pattern.groups == 3:
-            text = pattern.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
-        else:
-            text = pattern.sub(REDACTED, text)
-    return text
-
 
 def tail(text: str, lines: int = OUTPUT_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def shown_output(result: CommandResult, secrets: Iterable[str] = ()) -> str:
-    """The last lines of a command's output, as they may be shown (secrets redacted)."""
-    return redact(tail(result.tail(40)), secrets)
+    """The last lines of a command's output, as they may be shown (secrets redacted).
+
+    Redacted before it is cut, so a private key whose first lines fall outside the tail is
+    still recognised as one."""
+    return tail(redact(result.tail(200), secrets))
 
 
 @dataclass(frozen=True)

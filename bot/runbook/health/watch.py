@@ -30,6 +30,8 @@ LONGEST_WATCH = timedelta(hours=1)
 # Each watch probes its environment every interval and keeps a message current: a bound on
 # what one person's typing can make the bot do. Past it the next watch is refused, with why.
 MAX_RUNNING_WATCHES = 50
+# Of those, how many one person may hold (the config's limits.watches_per_user by default).
+MAX_WATCHES_PER_USER = 10
 # However short, a watch takes this many readings: one is a check, not a watch.
 MIN_READINGS = 3
 
@@ -133,9 +135,15 @@ class Watches:
     MIN_READINGS readings (`/health local watch 20s` with a 30 s check_interval: every 6.7 s).
     """
 
-    def __init__(self, clock: Clock = utc_now, limit: int = MAX_RUNNING_WATCHES) -> None:
+    def __init__(
+        self,
+        clock: Clock = utc_now,
+        limit: int = MAX_RUNNING_WATCHES,
+        per_user: int = MAX_WATCHES_PER_USER,
+    ) -> None:
         self.clock = clock
         self.limit = limit
+        self.per_user = per_user
         self._running: dict[str, Watch] = {}
         self._closed = False
 
@@ -158,6 +166,13 @@ class Watches:
                 f"{len(self._running)} watches are running, the most this bot runs at once. "
                 "Stop one, or wait for one to end."
             )
+        theirs = sum(1 for w in self._running.values() if w.started_by == started_by)
+        if theirs >= self.per_user:
+            raise WatchRefused(
+                f"You have {theirs} watches running, the most one person may run at once "
+                f"(limits.watches_per_user; the bot runs {self.limit} in all). Stop one of "
+                "yours, or wait for one to end."
+            )
         watch = Watch(
             id=secrets.token_hex(8),
             kind=kind,
@@ -172,6 +187,11 @@ class Watches:
 
     def finished(self, watch: Watch) -> None:
         self._running.pop(watch.id, None)
+
+    def started_by(self, watch_id: str) -> str | None:
+        """Who started a running watch (None: no such watch runs)."""
+        watch = self._running.get(watch_id)
+        return watch.started_by if watch is not None else None
 
     def stop(self, watch_id: str, user_id: str) -> Watch | None:
         """Stop a running watch for user_id; None if no such watch runs (it ended already)."""

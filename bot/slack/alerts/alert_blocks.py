@@ -20,6 +20,7 @@ from bot.runbook.alerts.alerts import (
     reading_text,
     threshold_text,
 )
+from bot.runbook.alerts.silences import holds
 from bot.runbook.incidents.escalation import incident_name
 from bot.runbook.levels import Level
 from bot.slack.blocks import (
@@ -78,7 +79,7 @@ def _fallback(alert: Alert, reading: str, config: Config) -> str:
     threshold = threshold_text(metric, metric.threshold(config.thresholds))
     status = Status(alert.status)
     head = {Status.RESOLVED: "Resolved", Status.FLAPPING: "Flapping"}.get(status, alert.level)
-    return f"{head}: {title(alert)} {reading} ({threshold})"
+    return f"{head}: {escape(title(alert))} {escape(reading)} ({threshold})"
 
 
 def alert_message(
@@ -116,7 +117,7 @@ def alert_message(
     if notes:
         blocks.append(context(*notes))
     if status != Status.RESOLVED:
-        silence_for = duration_text(config.alerts.silence_for)
+        silence_for = duration_text(min(config.alerts.silence_for, config.alerts.silence_max))
         value = str(alert.id)
         blocks.append(
             {
@@ -138,10 +139,17 @@ def _notes(alert: Alert, silence: AlertSilence | None, config: Config, now: date
         assert alert.acked_at is not None
         notes.append(f":eyes: Acknowledged by <@{alert.acked_by}> at {at(alert.acked_at)}")
     if silence is not None and silence.until > now:
-        notes.append(
-            f":zzz: Silenced by <@{silence.silenced_by}> until {at(silence.until)}: "
-            "nothing more is posted about it until then"
-        )
+        if holds(silence, alert, config):
+            notes.append(
+                f":zzz: Silenced by <@{silence.silenced_by}> until {at(silence.until)}: "
+                "nothing more is posted about it until then"
+            )
+        else:
+            notes.append(
+                f":zzz: Silenced by <@{silence.silenced_by}> until {at(silence.until)}, but not "
+                f"while Critical: in {escape(alert.environment)} only an approver's silence "
+                "holds its pages"
+            )
     if alert.incident_id is not None:
         notes.append(f":rotating_light: Incident {incident_name(alert.incident_id)}")
     if Status(alert.status) == Status.FLAPPING:
@@ -164,7 +172,7 @@ def _notes(alert: Alert, silence: AlertSilence | None, config: Config, now: date
 def thread_line(event: AlertEvent) -> Message:
     emoji = EVENT_EMOJI.get(event.kind, ":information_source:")
     text = f"{emoji} {escape(event.detail)} ({at(event.at)})"
-    return message(f"{event.detail} ({at(event.at)})", [section(text)])
+    return message(f"{escape(event.detail)} ({at(event.at)})", [section(text)])
 
 
 def incident_summary(alert: Alert) -> str:
@@ -187,10 +195,27 @@ def incident_note(alert: Alert) -> str:
 # --- answers to presses (only the presser sees them) -------------------------------------------
 
 
-def silenced(alert: Alert, silence: AlertSilence) -> Message:
+def silenced(
+    alert: Alert, silence: AlertSilence, config: Config, *, changed: bool, capped: bool
+) -> Message:
+    longest = duration_text(config.alerts.silence_max)
+    began = at(silence.silenced_at)
+    if not changed:
+        return notice(
+            f":zzz: {escape(title(alert))} is already silenced until {at(silence.until)}, "
+            f"{longest} after the silence began ({began}): the most alerts.silence_max allows. "
+            "Acknowledge or Escalate it instead."
+        )
+    cap = (
+        f" (capped: a silence lasts at most {longest} from when it began, {began} — "
+        "alerts.silence_max)"
+        if capped
+        else ""
+    )
     return notice(
-        f":zzz: {escape(title(alert))} silenced until {at(silence.until)}: no posts, reminders "
-        "or pages for it until then. The checks go on; the message still shows where it stands."
+        f":zzz: {escape(title(alert))} silenced until {at(silence.until)}{cap}: no posts, "
+        "reminders or pages for it until then. The checks go on; the message still shows where "
+        "it stands."
     )
 
 

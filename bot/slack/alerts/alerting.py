@@ -111,7 +111,9 @@ class Alerting:
     async def _round(self, alert: Alert) -> bool:
         """One pass; True if the alert changed meanwhile (another pass shows that too)."""
         seen = alert.version
-        silence = await self.alerts.silence_of(alert.environment, alert.metric)
+        # A silence that does not hold this alert (production's Critical, silenced by someone
+        # who is not an approver: silences.py) is no silence for its pages and posts.
+        silence = await self.alerts.holding_silence(alert)
         if (
             self.config.alerts.page_on_critical
             and alert.status == Status.FIRING
@@ -251,12 +253,7 @@ class Alerting:
         if alert is None:
             return PressReply(blocks.notice("That alert is not on record."), "no such alert")
         if action_id == alert_blocks.SILENCE:
-            pressed = await self.alerts.silence(alert_id, user_id)
-            assert pressed.silence is not None
-            return PressReply(
-                alert_blocks.silenced(alert, pressed.silence),
-                f"{alert.environment}/{alert.metric} silenced until {pressed.silence.until:%H:%M}",
-            )
+            return await self._silence(alert, user_id)
         # Escalate: an incident for this alert now, whatever its level (an older copy of a
         # resolved alert's message may still show the button).
         if alert.status == Status.RESOLVED:
@@ -275,6 +272,21 @@ class Alerting:
             alert_blocks.escalated(alert, incident.id, created, incident.channel),
             f"alert {alert_id} escalated to incident {incident.id}",
         )
+
+    async def _silence(self, alert: Alert, user_id: str) -> PressReply:
+        pressed = await self.alerts.silence(alert.id, user_id)
+        what = f"{alert.environment}/{alert.metric}"
+        if pressed.denied:
+            return PressReply(blocks.notice(pressed.note), f"{what}: silence refused", denied=True)
+        assert pressed.silence is not None
+        until = f"{pressed.silence.until:%H:%M}"
+        answer = alert_blocks.silenced(
+            alert, pressed.silence, self.config, changed=pressed.changed, capped=pressed.capped
+        )
+        if not pressed.changed:
+            return PressReply(answer, f"{what} already silenced until {until} (silence_max)")
+        capped = " (capped by alerts.silence_max)" if pressed.capped else ""
+        return PressReply(answer, f"{what} silenced until {until}{capped}")
 
 
 def _dedupe_key(alert: Alert) -> str:

@@ -49,7 +49,7 @@ async def start(services: Services, request: DeployRequest, conversation: Conver
         http=services.http,
         prober=services.health.prober,
         open_hosts=hosts_opener(services),
-        local=local_transport(services),
+        local=local_transport(services, env),
         clock=services.store.clock,
     )
     if request.options.dry_run:
@@ -138,7 +138,7 @@ async def _version_now(
 ) -> str | None:
     """What the version command prints now: the approver approves a version, not whatever
     the command says later. None (and the requester told) when it prints none."""
-    result = await local_transport(services).run(
+    result = await local_transport(services, env).run(
         Shell(env.deploy.version), cwd=str(env.deploy.workdir)
     )
     printed = result.stdout.strip()

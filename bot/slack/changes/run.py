@@ -56,8 +56,9 @@ def hosts_opener(services: Services) -> OpenHosts:
     return lambda env: open_transports(env, ssh)
 
 
-def local_transport(services: Services) -> Transport:
-    return LocalTransport(command_timeout_s=services.config.ssh.command_timeout.total_seconds())
+def local_transport(services: Services, env: Environment) -> Transport:
+    timeout_s = services.config.ssh.command_timeout.total_seconds()
+    return LocalTransport(command_timeout_s=timeout_s, environment=env.deploy.env)
 
 
 async def answer(conversation: Conversation, message: Message) -> None:
