@@ -152,9 +152,11 @@ async def run_bot(
             watching.append(_schedule_checks(config, scheduler, services, cleanup, checking))
             # Whatever waits in the outbox (left by a previous run too) goes as Slack allows.
             services.outbox.start()
+            # The outbox outlives the running work: what a job says in its grace period (a
+            # watch's summary, a deploy's last step) still goes; what waits after stays there.
+            after_work.push_async_callback(services.outbox.close)
             # Unwound in reverse: no more ticks or timers, then the checks under way end and
-            # the kept SSH connections close, then the outbox stops (what waits stays there).
-            cleanup.push_async_callback(services.outbox.close)
+            # the kept SSH connections close.
             cleanup.push_async_callback(services.home.close)
             cleanup.push_async_callback(services.monitor.close)
             # Deployments a crashed bot left 'running': interrupted, said so, lock freed.

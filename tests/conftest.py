@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
@@ -90,13 +92,47 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+PORT_ATTEMPTS = 3
+
+
+class PortTaken(AssertionError):
+    """The process could not listen on the port it was given: another took it first."""
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether the process (or one of its children) listens on the loopback port."""
+    try:
+        process = psutil.Process(pid)
+        family = [process, *process.children(recursive=True)]
+        return any(
+            conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
+            for member in family
+            for conn in member.net_connections(kind="tcp")
+        )
+    except psutil.Error:
+        return False
+
+
 def wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until url answers from this process.
+
+    free_port() only says a port was free a moment ago: the test workers start hundreds of
+    servers, and another may take the port first. Its answers must not pass for this
+    process's (a test would then talk to another test's bot): the port must be this
+    process's own listening socket.
+    """
+    port = urlsplit(url).port
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"process exited with {process.returncode}:\n{log.read_text()}")
+            text = log.read_text()
+            if "cannot listen on" in text:
+                raise PortTaken(f"port {port} was taken by another process:\n{text}")
+            raise AssertionError(f"process exited with {process.returncode}:\n{text}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200 and (
+                port is None or listens_on(process.pid, port)
+            ):
                 return
         except httpx.TransportError:
             pass
@@ -142,17 +178,24 @@ class DemoService:
 
 
 def start_demo(tmp: Path, name: str) -> DemoService:
-    port = free_port()
-    log = tmp / f"{name}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "demo-service", "--port", str(port)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=clean_env(),
-    )
-    url = f"http://127.0.0.1:{port}"
-    serving_or_stopped(f"{url}/healthz", process, log)
-    return DemoService(url, process)
+    for attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        log = tmp / f"{name}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "demo-service", "--port", str(port)],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            serving_or_stopped(f"{url}/healthz", process, log)
+        except PortTaken:
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
+            continue
+        return DemoService(url, process)
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")
@@ -252,10 +295,19 @@ def spawn_bot(workdir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, 
 
 
 def start_bot(workdir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """spawn_bot, returning once GET /healthz answers."""
-    process, url, log = spawn_bot(workdir, **env)
-    serving_or_stopped(f"{url}/healthz", process, log)
-    return process, url, log
+    """spawn_bot, returning once GET /healthz answers (on another free port if another
+    process took the first one, unless env sets PORT)."""
+    attempts = 1 if "PORT" in env else PORT_ATTEMPTS
+    for attempt in range(attempts):
+        process, url, log = spawn_bot(workdir, **env)
+        try:
+            serving_or_stopped(f"{url}/healthz", process, log)
+        except PortTaken:
+            if attempt == attempts - 1:
+                raise
+            continue
+        return process, url, log
+    raise AssertionError("unreachable")
 
 
 @dataclass

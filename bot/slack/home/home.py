@@ -45,6 +45,7 @@ from bot.store import (
     HealthStreakRecord,
     IncidentRecord,
     Store,
+    StoreError,
 )
 from bot.store.commits import watch_commits
 from bot.store.home import HomeStore, HomeViewer
@@ -176,6 +177,13 @@ class HomeDesk:
         wait_s: float | None = None
         try:
             wait_s = await self.refresh()
+        except StoreError as exc:
+            # The store watch already says at ERROR what to fix; a traceback adds nothing.
+            log.warning(
+                "App Home not refreshed, the store is unreachable (%s); the next change "
+                "or sweep tries again",
+                exc,
+            )
         except Exception:
             log.exception("App Home refresh failed; the next change or sweep tries again")
         finally:
