@@ -357,6 +357,7 @@ class SlackFake:
         self._rate_limits: dict[str, float] = {}  # method -> seconds between calls per channel
         self._last_accepted: dict[tuple[str, str], float] = {}
         self._response_urls: dict[str, int] = {}
+        self.instance = secrets.token_hex(6)  # in api_url: calls meant for another fake miss
         self._next_ts = _FIRST_TS_MICROS
         self.files: dict[str, dict[str, Any]] = {}
         self.upload_posts: list[str] = []  # each POST to an upload URL: "<file id> <status> <n>"
@@ -468,8 +469,13 @@ class SlackFake:
 
     @property
     def api_url(self) -> str:
-        """What to give ``WebClient(base_url=...)`` / ``SLACK_API_URL`` (ends with a slash)."""
-        return f"{self.base_url}/api/"
+        """What to give ``WebClient(base_url=...)`` / ``SLACK_API_URL`` (ends with a slash).
+
+        It names this fake: the workers start hundreds of fakes, and a port freed by one is
+        soon another's. A call meant for an earlier fake on the same port (from a process or
+        thread that outlived its test) must not land among this one's messages.
+        """
+        return f"{self.base_url}/{self.instance}/api/"
 
     # -- test-facing helpers ---------------------------------------------------------------
 
@@ -1118,9 +1124,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, body: bytes) -> None:
         url = urlsplit(self.path)
         fake = self.server.fake
-        if url.path.startswith("/api/"):
+        api = f"/{fake.instance}/api/"
+        if url.path.startswith(api):
             answer = fake._answer_api(
-                url.path.removeprefix("/api/"),
+                url.path.removeprefix(api),
                 url.query,
                 body,
                 self.headers.get("Content-Type", ""),
