@@ -48,10 +48,42 @@ TEST_DATABASE = os.environ.get("EVENTMESH_TEST_DATABASE", "sqlite").strip().lowe
 if TEST_DATABASE not in ("sqlite", "postgres"):
     raise RuntimeError(f"EVENTMESH_TEST_DATABASE={TEST_DATABASE!r}: use sqlite or postgres")
 _made_databases: list[str] = []  # this worker's, dropped when its session ends
+# Which test modules start a bot on the run's database (EVENTMESH_TEST_DATABASE matters to
+# them and to nothing else). scripts/test has the SQLite run write them to this file, and the
+# PostgreSQL run then runs only those: the rest would run the same thing a second time.
+BOT_DATABASE_MODULES = os.environ.get("EVENTMESH_TEST_BOT_DATABASE_MODULES", "")
+_current_module = ""  # the module of the test being set up or run (this worker's)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    global _current_module
+    _current_module = item.nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if TEST_DATABASE != "postgres" or not BOT_DATABASE_MODULES:
+        return
+    recorded = Path(BOT_DATABASE_MODULES)
+    if not recorded.exists():
+        return  # no SQLite run before this one: run everything
+    modules = set(recorded.read_text().split())
+    # A session-wide bot (running_bot) is started by whichever module needs it first.
+    keep = [
+        item
+        for item in items
+        if item.nodeid.split("::", 1)[0] in modules
+        or "running_bot" in getattr(item, "fixturenames", ())
+    ]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
 
 
 def bot_database_url(workdir: Path) -> str:
     """Where a bot started without a database_url keeps its store, in this run's database."""
+    if BOT_DATABASE_MODULES and TEST_DATABASE == "sqlite" and _current_module:
+        with open(BOT_DATABASE_MODULES, "a") as modules:  # one short line: appends stay whole
+            modules.write(_current_module + "\n")
     if TEST_DATABASE == "postgres":
         url = postgres.create_database("bot")
         _made_databases.append(url)
