@@ -19,7 +19,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
-from slack_sdk.web.async_client import AsyncWebClient
 from starlette.types import ASGIApp
 
 from bot import __version__
@@ -47,6 +46,7 @@ from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
 from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, EventSpec, TimerSpec
 from bot.slack.services import Services
+from bot.slack.setup.names import resolve_names
 from bot.slack.web import create_web_app
 from bot.slack.web_api import SlackChat, create_web_client
 from bot.store import Store
@@ -195,7 +195,10 @@ async def run_bot(
                 sys.stdout.write("\n")  # stopped by a signal: end the prompt's line
             return 0
 
-        bolt_app, identity, client = _slack_app(settings, mode, config, start_services)
+        # Names in the config become ids once, here, before anything serves or is scheduled.
+        client = create_web_client(settings.bot_token or "", settings.api_url)
+        config = await resolve_names(config, client, store)
+        bolt_app, identity = _slack_app(settings, mode, config, start_services)
         web_app = create_web_app(telemetry, mode, bolt_app if mode == "http" else None)
         web = _start_server(web_app, _bind_web(settings, mode), settings.host)
         servers.append(web)
@@ -228,9 +231,9 @@ def _slack_app(
     mode: Mode,
     config: Config,
     start_services: Callable[[Config, Chat], Dispatcher],
-) -> tuple[AsyncApp, BotIdentity, AsyncWebClient]:
-    """The services on Slack's Web API, and the Bolt app in front of them; returns the app,
-    the identity requests are authorized with, and the client that checks the tokens.
+) -> tuple[AsyncApp, BotIdentity]:
+    """The services on Slack's Web API, and the Bolt app in front of them; returns the app
+    and the identity requests are authorized with.
 
     Start-up checks ride out Slack's trouble by themselves; the outbox's client makes one try
     per call (it looks before it sends a lost post again); Bolt's carries no token (each
@@ -246,7 +249,7 @@ def _slack_app(
         signing_secret=settings.signing_secret,
         identity=identity,
     )
-    return bolt_app, identity, create_web_client(token, settings.api_url)
+    return bolt_app, identity
 
 
 def _schema_words(store: Store) -> str:
