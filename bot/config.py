@@ -458,9 +458,21 @@ def _written_key(loc: Loc) -> Loc:
 
 
 class SlackChannels(_Model):
+    """The channels the bot posts in, and how long Slack may be out of reach before GET
+    /readyz says the bot is not ready (bot/slack/readiness.py)."""
+
     alerts_channel: ChannelId | None = None
     approvals_channel: ChannelId | None = None
     incidents_channel: ChannelId | None = None
+    ready_grace: Duration = timedelta(minutes=5)
+
+    def written_channels(self) -> dict[str, str]:
+        """Each `*_channel` key that is set, with its value."""
+        return {
+            key: value
+            for key, value in self.model_dump().items()
+            if key.endswith("_channel") and value
+        }
 
 
 class Access(_Model):
@@ -760,9 +772,8 @@ class Config(_Model):
     def channels(self) -> dict[str, list[str]]:
         """Each channel (id or #name) in the config, with the keys that name it."""
         channels: dict[str, list[str]] = {}
-        for key, channel in self.slack.model_dump().items():
-            if channel:
-                channels.setdefault(channel, []).append(f"slack.{key}")
+        for key, channel in self.slack.written_channels().items():
+            channels.setdefault(channel, []).append(f"slack.{key}")
         return channels
 
     def users(self) -> dict[str, list[str]]:
@@ -794,7 +805,7 @@ class Config(_Model):
             return list(dict.fromkeys(one(v) for v in values))  # two names of one person: once
 
         slack = self.slack.model_copy(
-            update={k: one(v) for k, v in self.slack.model_dump().items() if v}
+            update={k: one(v) for k, v in self.slack.written_channels().items()}
         )
         access = self.access.model_copy(
             update={

@@ -1,6 +1,6 @@
 """One running bot: the store, the workers, the chat, and the mode's front door, in one loop.
 
-Every mode serves GET /healthz and GET /metrics. The process's signals belong here: SIGINT
+Every mode serves GET /healthz, /readyz and /metrics. The process's signals belong here: SIGINT
 and SIGTERM stop the front door first, then let running work finish briefly.
 """
 
@@ -45,6 +45,7 @@ from bot.slack.changes.recovery import RECOVERY_EVERY, recover_interrupted
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
 from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, EventSpec, TimerSpec
+from bot.slack.readiness import Readiness, periodic
 from bot.slack.services import Services
 from bot.slack.setup.names import resolve_names
 from bot.slack.web import create_web_app
@@ -113,6 +114,8 @@ async def run_bot(
     store = Store(settings.database_url)
     workers = WorkerPool()
     scheduler = Scheduler(store)
+    store_watch = StoreWatch(store, telemetry)
+    readiness = Readiness(telemetry, store_watch, config.slack.ready_grace)
     servers: list[RunningServer] = []
     async with AsyncExitStack() as cleanup:
         # Unwound in reverse: servers stop taking requests, then running work gets its grace.
@@ -165,7 +168,12 @@ async def run_bot(
                 RECOVERY_EVERY,
                 functools.partial(recover_interrupted, services),
             )
-            scheduler.every("store-watch", WATCH_EVERY, StoreWatch(store, telemetry).check)
+            readiness.web_api = services.outbox.health
+            # Readiness is read when asked (/readyz, /metrics) and here, so that its changes
+            # are logged when they happen.
+            scheduler.every(
+                "store-watch", WATCH_EVERY, periodic(store_watch.check, readiness.check)
+            )
             # Timers left by a previous run fire as soon as there is a chat to report to.
             scheduler.start()
             cleanup.push_async_callback(scheduler.stop)
@@ -178,7 +186,9 @@ async def run_bot(
             console_chat = ConsoleChat(files_dir=settings.data_dir / "files")
             dispatcher = start_services(config, console_chat)
             web = _start_server(
-                create_web_app(telemetry, mode), _bind_web(settings, mode), settings.host
+                create_web_app(telemetry, mode, readiness),
+                _bind_web(settings, mode),
+                settings.host,
             )
             servers.append(web)
             print(
@@ -199,7 +209,7 @@ async def run_bot(
         client = create_web_client(settings.bot_token or "", settings.api_url)
         config = await resolve_names(config, client, store)
         bolt_app, identity = _slack_app(settings, mode, config, start_services)
-        web_app = create_web_app(telemetry, mode, bolt_app if mode == "http" else None)
+        web_app = create_web_app(telemetry, mode, readiness, bolt_app if mode == "http" else None)
         web = _start_server(web_app, _bind_web(settings, mode), settings.host)
         servers.append(web)
         learning = await know_identity(
@@ -209,6 +219,7 @@ async def run_bot(
             cleanup.callback(learning.cancel)
         if mode == "socket":
             handler = socket_mode_handler(bolt_app, settings.app_token or "")
+            readiness.watch_socket(handler.client)
             cleanup.push_async_callback(handler.close_async)
             # While Slack is unreachable the client retries forever: a stop must still work.
             if not await _first(handler.connect_async(), stop.wait()):
