@@ -200,6 +200,11 @@ def test_channels_and_people_by_name_are_listed_with_their_keys_and_replaced_by_
     text = (
         EXAMPLE_TEXT.replace("alerts_channel: C0ALERTS", "alerts_channel: '#ops-alerts'")
         .replace("[U0DEPLOY1, U0DEPLOY2]", "['@alice', alice@example.com, U0DEPLOY2]")
+        .replace(
+            "{name: CTO, users: [U0CTO]}",
+            "{name: CTO, rotation: {members: ['@bob', U0CTO], every: 1w, "
+            "handoff: '2026-12-07T09:00:00+01:00'}}",
+        )
         .replace("users: [U0ONCALL]", "users: [alice@example.com]")
     )
     path = tmp_path / "eventmesh.yml"
@@ -210,14 +215,22 @@ def test_channels_and_people_by_name_are_listed_with_their_keys_and_replaced_by_
         "#ops-alerts": ["slack.alerts_channel"],
         "@alice": ["access.deployers[0]"],
         "alice@example.com": ["access.deployers[1]", "escalation.levels[0].users[0]"],
+        "@bob": ["escalation.levels[3].rotation.members[0]"],
     }
-    ids = {"#ops-alerts": "C0OPS", "@alice": "U0ALICE", "alice@example.com": "U0ALICE"}
+    ids = {
+        "#ops-alerts": "C0OPS",
+        "@alice": "U0ALICE",
+        "alice@example.com": "U0ALICE",
+        "@bob": "U0BOB",
+    }
     resolved = config.with_ids(ids)
 
     assert resolved.slack.alerts_channel == "C0OPS"
     assert resolved.slack.approvals_channel == "C0APPROVALS"  # ids as written
     assert resolved.access.deployers == ["U0ALICE", "U0DEPLOY2"]  # one person named twice
     assert resolved.escalation.levels[0].users == ["U0ALICE"]
+    rotation = resolved.escalation.levels[3].rotation
+    assert rotation is not None and rotation.members == ["U0BOB", "U0CTO"]
     assert resolved.names() == {}
     assert config.slack.alerts_channel == "#ops-alerts"  # a copy
 
