@@ -36,7 +36,9 @@ RUN pip install --no-deps --no-build-isolation --no-index . && pip check
 
 USER eventmesh
 EXPOSE 3000
-HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"3000\")}/healthz', timeout=4)"
+# Readiness, not liveness: /readyz answers 503 (urlopen raises, the check fails) when the store
+# is unreachable or Slack has been out of reach for longer than slack.ready_grace (5 min).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"3000\")}/readyz', timeout=4)"
 ENTRYPOINT ["eventmesh-bot"]
 CMD ["run"]

@@ -205,6 +205,9 @@ def _run(forced_mode: str | None) -> int:
 
     try:
         return asyncio.run(run_bot(settings, config, mode, COMMANDS, ACTIONS, TIMERS, EVENTS))
+    except ConfigError as exc:  # a name in the config that Slack does not know
+        for problem in exc.errors:
+            log.error("config %s: %s", settings.config_path, problem)
     except PortInUse as exc:
         log.error("%s — set PORT (and HOST) to a free address", exc)
     except SlackRefused as exc:

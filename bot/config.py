@@ -96,9 +96,33 @@ def _matching(regex: str, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-# People paste '@alice' or '#ops'; the Slack API only understands ids.
-UserId = Annotated[str, _matching(r"[UW][A-Z0-9]+", "a Slack user id like U012AB3CD")]
-ChannelId = Annotated[str, _matching(r"[CGD][A-Z0-9]+", "a Slack channel id like C012AB3CD")]
+# A person or channel by id, or by the name people know (resolved to the id at start, through
+# Slack, by bot/slack/setup/names.py): '@handle' or an email for a user, '#name' for a channel.
+USER_ID = re.compile(r"[UW][A-Z0-9]+")
+CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]+")
+_USER_NAME = r"@[A-Za-z0-9][A-Za-z0-9._-]{0,79}|[^@\s]+@[^@\s]+\.[^@\s]+"
+_CHANNEL_NAME = r"#[a-z0-9][a-z0-9_-]{0,79}"
+UserId = Annotated[
+    str,
+    _matching(
+        rf"{USER_ID.pattern}|{_USER_NAME}",
+        "a Slack user id like U012AB3CD, an @handle or an email",
+    ),
+]
+ChannelId = Annotated[
+    str,
+    _matching(
+        rf"{CHANNEL_ID.pattern}|{_CHANNEL_NAME}",
+        "a Slack channel id like C012AB3CD or a #channel-name",
+    ),
+]
+
+
+def is_slack_id(value: str) -> bool:
+    """An id as Slack writes it (a name to resolve otherwise: '#ops', '@alice', an email)."""
+    return USER_ID.fullmatch(value) is not None or CHANNEL_ID.fullmatch(value) is not None
+
+
 Repository = Annotated[str, _matching(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", "owner/name")]
 EnvVarName = Annotated[str, _matching(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name")]
 MetricName = Annotated[
@@ -434,9 +458,21 @@ def _written_key(loc: Loc) -> Loc:
 
 
 class SlackChannels(_Model):
+    """The channels the bot posts in, and how long Slack may be out of reach before GET
+    /readyz says the bot is not ready (bot/slack/readiness.py)."""
+
     alerts_channel: ChannelId | None = None
     approvals_channel: ChannelId | None = None
     incidents_channel: ChannelId | None = None
+    ready_grace: Duration = timedelta(minutes=5)
+
+    def written_channels(self) -> dict[str, str]:
+        """Each `*_channel` key that is set, with its value."""
+        return {
+            key: value
+            for key, value in self.model_dump().items()
+            if key.endswith("_channel") and value
+        }
 
 
 class Access(_Model):
@@ -732,6 +768,64 @@ class Config(_Model):
         except KeyError:
             known = ", ".join(self.environments)
             raise KeyError(f"unknown environment {name!r} (known: {known})") from None
+
+    def channels(self) -> dict[str, list[str]]:
+        """Each channel (id or #name) in the config, with the keys that name it."""
+        channels: dict[str, list[str]] = {}
+        for key, channel in self.slack.written_channels().items():
+            channels.setdefault(channel, []).append(f"slack.{key}")
+        return channels
+
+    def users(self) -> dict[str, list[str]]:
+        """Each user (id, @handle or email) in the config, with the keys that name them."""
+        users: dict[str, list[str]] = {}
+        for role in ("deployers", "approvers"):
+            for i, user in enumerate(getattr(self.access, role)):
+                users.setdefault(user, []).append(f"access.{role}[{i}]")
+        for i, level in enumerate(self.escalation.levels):
+            for j, user in enumerate(level.users):
+                users.setdefault(user, []).append(f"escalation.levels[{i}].users[{j}]")
+            members = level.rotation.members if level.rotation else []
+            for j, user in enumerate(members):
+                users.setdefault(user, []).append(f"escalation.levels[{i}].rotation.members[{j}]")
+        return users
+
+    def names(self) -> dict[str, list[str]]:
+        """The channels and users written as names, not ids, with the keys that name them."""
+        named = {**self.channels(), **self.users()}
+        return {name: keys for name, keys in named.items() if not is_slack_id(name)}
+
+    def with_ids(self, ids: dict[str, str]) -> "Config":
+        """A copy with each name in `ids` replaced by its Slack id (the rest as written)."""
+
+        def one(value: str) -> str:
+            return ids.get(value, value)
+
+        def each(values: list[str]) -> list[str]:
+            return list(dict.fromkeys(one(v) for v in values))  # two names of one person: once
+
+        slack = self.slack.model_copy(
+            update={k: one(v) for k, v in self.slack.written_channels().items()}
+        )
+        access = self.access.model_copy(
+            update={
+                "deployers": each(self.access.deployers),
+                "approvers": each(self.access.approvers),
+            }
+        )
+        levels = []
+        for level in self.escalation.levels:
+            rotation = level.rotation
+            if rotation is not None:
+                # Not de-duplicated: a member written twice takes two turns, as written.
+                rotation = rotation.model_copy(
+                    update={"members": [one(m) for m in rotation.members]}
+                )
+            levels.append(
+                level.model_copy(update={"users": each(level.users), "rotation": rotation})
+            )
+        escalation = self.escalation.model_copy(update={"levels": levels})
+        return self.model_copy(update={"slack": slack, "access": access, "escalation": escalation})
 
     def with_base_url(self, env_name: str, url: str) -> "Config":
         """A copy with one environment's base_url replaced (the console points 'local' at the

@@ -1,6 +1,6 @@
 """One running bot: the store, the workers, the chat, and the mode's front door, in one loop.
 
-Every mode serves GET /healthz and GET /metrics. The process's signals belong here: SIGINT
+Every mode serves GET /healthz, /readyz and /metrics. The process's signals belong here: SIGINT
 and SIGTERM stop the front door first, then let running work finish briefly.
 """
 
@@ -19,7 +19,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
-from slack_sdk.web.async_client import AsyncWebClient
 from starlette.types import ASGIApp
 
 from bot import __version__
@@ -46,7 +45,9 @@ from bot.slack.changes.recovery import RECOVERY_EVERY, recover_interrupted
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
 from bot.slack.dispatch import ActionSpec, CommandSpec, Dispatcher, EventSpec, TimerSpec
+from bot.slack.readiness import Readiness, periodic
 from bot.slack.services import Services
+from bot.slack.setup.names import resolve_names
 from bot.slack.web import create_web_app
 from bot.slack.web_api import SlackChat, create_web_client
 from bot.store import Store
@@ -113,6 +114,8 @@ async def run_bot(
     store = Store(settings.database_url)
     workers = WorkerPool()
     scheduler = Scheduler(store)
+    store_watch = StoreWatch(store, telemetry)
+    readiness = Readiness(telemetry, store_watch, config.slack.ready_grace)
     servers: list[RunningServer] = []
     async with AsyncExitStack() as cleanup:
         # Unwound in reverse: servers stop taking requests, then running work gets its grace.
@@ -165,7 +168,12 @@ async def run_bot(
                 RECOVERY_EVERY,
                 functools.partial(recover_interrupted, services),
             )
-            scheduler.every("store-watch", WATCH_EVERY, StoreWatch(store, telemetry).check)
+            readiness.web_api = services.outbox.health
+            # Readiness is read when asked (/readyz, /metrics) and here, so that its changes
+            # are logged when they happen.
+            scheduler.every(
+                "store-watch", WATCH_EVERY, periodic(store_watch.check, readiness.check)
+            )
             # Timers left by a previous run fire as soon as there is a chat to report to.
             scheduler.start()
             cleanup.push_async_callback(scheduler.stop)
@@ -178,7 +186,9 @@ async def run_bot(
             console_chat = ConsoleChat(files_dir=settings.data_dir / "files")
             dispatcher = start_services(config, console_chat)
             web = _start_server(
-                create_web_app(telemetry, mode), _bind_web(settings, mode), settings.host
+                create_web_app(telemetry, mode, readiness),
+                _bind_web(settings, mode),
+                settings.host,
             )
             servers.append(web)
             print(
@@ -195,8 +205,11 @@ async def run_bot(
                 sys.stdout.write("\n")  # stopped by a signal: end the prompt's line
             return 0
 
-        bolt_app, identity, client = _slack_app(settings, mode, config, start_services)
-        web_app = create_web_app(telemetry, mode, bolt_app if mode == "http" else None)
+        # Names in the config become ids once, here, before anything serves or is scheduled.
+        client = create_web_client(settings.bot_token or "", settings.api_url)
+        config = await resolve_names(config, client, store)
+        bolt_app, identity = _slack_app(settings, mode, config, start_services)
+        web_app = create_web_app(telemetry, mode, readiness, bolt_app if mode == "http" else None)
         web = _start_server(web_app, _bind_web(settings, mode), settings.host)
         servers.append(web)
         learning = await know_identity(
@@ -206,6 +219,7 @@ async def run_bot(
             cleanup.callback(learning.cancel)
         if mode == "socket":
             handler = socket_mode_handler(bolt_app, settings.app_token or "")
+            readiness.watch_socket(handler.client)
             cleanup.push_async_callback(handler.close_async)
             # While Slack is unreachable the client retries forever: a stop must still work.
             if not await _first(handler.connect_async(), stop.wait()):
@@ -228,9 +242,9 @@ def _slack_app(
     mode: Mode,
     config: Config,
     start_services: Callable[[Config, Chat], Dispatcher],
-) -> tuple[AsyncApp, BotIdentity, AsyncWebClient]:
-    """The services on Slack's Web API, and the Bolt app in front of them; returns the app,
-    the identity requests are authorized with, and the client that checks the tokens.
+) -> tuple[AsyncApp, BotIdentity]:
+    """The services on Slack's Web API, and the Bolt app in front of them; returns the app
+    and the identity requests are authorized with.
 
     Start-up checks ride out Slack's trouble by themselves; the outbox's client makes one try
     per call (it looks before it sends a lost post again); Bolt's carries no token (each
@@ -246,7 +260,7 @@ def _slack_app(
         signing_secret=settings.signing_secret,
         identity=identity,
     )
-    return bolt_app, identity, create_web_client(token, settings.api_url)
+    return bolt_app, identity
 
 
 def _schema_words(store: Store) -> str:

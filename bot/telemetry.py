@@ -95,6 +95,12 @@ class Telemetry:
             registry=self.registry,
         )
         self.slack_reachable.set(1)
+        self.ready = Gauge(
+            "eventmesh_bot_ready",
+            "1 while the bot is ready (GET /readyz 200), 0 while not: the store unreachable, or "
+            "Slack (Web API, Socket Mode) out of reach for longer than slack.ready_grace.",
+            registry=self.registry,
+        )
         # Exposed as eventmesh_bot_build_info{version="…"} 1, the usual shape of build info.
         build = Info("eventmesh_bot_build", "The running bot's version.", registry=self.registry)
         build.info({"version": __version__})

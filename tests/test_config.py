@@ -194,6 +194,47 @@ def test_with_base_url_replaces_one_environment_in_a_copy() -> None:
         config.with_base_url("local", "localhost:8080")
 
 
+def test_channels_and_people_by_name_are_listed_with_their_keys_and_replaced_by_ids(
+    tmp_path: Path,
+) -> None:
+    text = (
+        EXAMPLE_TEXT.replace("alerts_channel: C0ALERTS", "alerts_channel: '#ops-alerts'")
+        .replace("[U0DEPLOY1, U0DEPLOY2]", "['@alice', alice@example.com, U0DEPLOY2]")
+        .replace(
+            "{name: CTO, users: [U0CTO]}",
+            "{name: CTO, rotation: {members: ['@bob', U0CTO], every: 1w, "
+            "handoff: '2026-12-07T09:00:00+01:00'}}",
+        )
+        .replace("users: [U0ONCALL]", "users: [alice@example.com]")
+    )
+    path = tmp_path / "eventmesh.yml"
+    path.write_text(text, encoding="utf-8")
+    config = load_config(path)
+
+    assert config.names() == {
+        "#ops-alerts": ["slack.alerts_channel"],
+        "@alice": ["access.deployers[0]"],
+        "alice@example.com": ["access.deployers[1]", "escalation.levels[0].users[0]"],
+        "@bob": ["escalation.levels[3].rotation.members[0]"],
+    }
+    ids = {
+        "#ops-alerts": "C0OPS",
+        "@alice": "U0ALICE",
+        "alice@example.com": "U0ALICE",
+        "@bob": "U0BOB",
+    }
+    resolved = config.with_ids(ids)
+
+    assert resolved.slack.alerts_channel == "C0OPS"
+    assert resolved.slack.approvals_channel == "C0APPROVALS"  # ids as written
+    assert resolved.access.deployers == ["U0ALICE", "U0DEPLOY2"]  # one person named twice
+    assert resolved.escalation.levels[0].users == ["U0ALICE"]
+    rotation = resolved.escalation.levels[3].rotation
+    assert rotation is not None and rotation.members == ["U0BOB", "U0CTO"]
+    assert resolved.names() == {}
+    assert config.slack.alerts_channel == "#ops-alerts"  # a copy
+
+
 def test_unknown_environment_is_a_key_error() -> None:
     with pytest.raises(KeyError, match="known: local, dev, staging, production"):
         load_config(EXAMPLE).environment("qa")
@@ -315,15 +356,15 @@ BROKEN = {
         "thresholds.error_rate_percent",
         ["warning (5) must be below critical (5)"],
     ),
-    "user written as a mention": (
-        edited("U0DEPLOY2", "'@alice'"),
+    "user written as a Slack mention": (
+        edited("U0DEPLOY2", "'<@U0DEPLOY2>'"),
         "access.deployers[1]",
-        ["'@alice' is not a Slack user id"],
+        ["'<@U0DEPLOY2>' is not a Slack user id", "an @handle or an email"],
     ),
-    "channel written by name": (
-        edited("alerts_channel: C0ALERTS", "alerts_channel: '#ops'"),
+    "channel name with capitals": (
+        edited("alerts_channel: C0ALERTS", "alerts_channel: '#Ops Alerts'"),
         "slack.alerts_channel",
-        ["'#ops' is not a Slack channel id"],
+        ["'#Ops Alerts' is not a Slack channel id", "#channel-name"],
     ),
     "escalation level without timeout": (
         edited("users: [U0LEAD], timeout: 15m", "users: [U0LEAD]"),
@@ -351,8 +392,8 @@ BROKEN = {
         "escalation.reopen_after",
         ["longer than zero"],
     ),
-    "escalation user mention": (
-        edited("users: [U0ONCALL]", "users: ['@oncall']"),
+    "escalation user half an email": (
+        edited("users: [U0ONCALL]", "users: ['oncall@']"),
         "escalation.levels[0].users[0]",
         ["not a Slack user id"],
     ),

@@ -49,7 +49,8 @@ def test_ack_and_resolve_by_name_follow_the_buttons_rules(bot: BotProcess) -> No
     assert f"<@{APPROVER}>" in shown(card)
 
     bot.command("/escalate", f"ack {name}", user_id=APPROVER)
-    answer(bot.slack, f"Nothing changed: {name}")  # acknowledged already: said, not redone
+    # Acknowledged already: who and when said, not redone.
+    answer(bot.slack, f"{name} is acknowledged already: <@{APPROVER}> acknowledged it at ")
 
     bot.command("/escalate", f"resolve {name}", user_id=APPROVER)
     answer(bot.slack, f"{name} resolved: its messages show it.")

@@ -6,7 +6,9 @@ Each bot gets people of its own (user ids with a tag), so the DMs a test reads a
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 import signal
 import time
 import uuid
@@ -383,13 +385,12 @@ def test_two_presses_of_acknowledge_give_one_acknowledgement(launch: Launcher) -
     # Two of the three presses are told, privately, that nothing changed.
     def answered(fake: SlackFake) -> list[dict[str, Any]] | None:
         answers = fake.responses[answered_before:]
-        stale = [r for r in answers if "Nothing changed" in r["text"] and "INC-1" in r["text"]]
-        return stale if len(stale) >= 2 else None
+        told = [r for r in answers if "INC-1 is acknowledged already" in r["text"]]
+        return told if len(told) >= 2 else None
 
-    # Each press carried the state it was made on (its block_id): the losers were on an
-    # older state, whichever way the race went.
+    # Whichever copy a loser pressed, it is told who acknowledged and when.
     for answer in esc.slack.wait_for(answered):
-        assert "that button was on an older state of INC-1" in answer["text"]
+        assert re.search(r"<@U\w+> acknowledged it at \d\d:\d\d:\d\d UTC", answer["text"])
 
     def acknowledged(fake: SlackFake) -> list[str] | None:
         lines = [line for line in esc.thread() if line.startswith(":eyes: Acknowledged")]
@@ -398,6 +399,41 @@ def test_two_presses_of_acknowledge_give_one_acknowledgement(launch: Launcher) -
     esc.slack.wait_for(lambda fake: "INC-1 · SEV 2 · Acknowledged" in shown(esc.card()))
     assert len(esc.slack.wait_for(acknowledged)) == 1
     assert events(esc) == ["opened", "acknowledged"]
+
+
+def test_acknowledge_on_an_older_copy_of_a_page_acknowledges_and_later_says_who_did(
+    launch: Launcher,
+) -> None:
+    esc = launch.start()
+    oncall, (lead, deputy) = esc.team.levels[0][0], esc.team.levels[1]
+    esc.open("ledger writes failing")
+    esc.wait_pages(1)
+    older_page = copy.deepcopy(esc.dms(oncall)[0])  # level 1's page, as first posted
+    esc.press("incident_escalate", with_channel(esc.card(), esc.channel), oncall)
+    esc.wait_pages(3)
+    deputy_page = copy.deepcopy(esc.dms(deputy)[0])  # level 2's page, before anyone acks
+
+    # The on-call engineer answers the page they got first: it still acknowledges.
+    answered_before = len(esc.slack.responses)
+    esc.press("incident_ack", with_channel(older_page, dm(oncall)), oncall)
+    esc.slack.wait_for(lambda fake: "INC-1 · SEV 2 · Acknowledged" in shown(esc.card()))
+    assert f"Acknowledged by <@{oncall}>" in shown(esc.card())
+    assert events(esc) == ["opened", "escalated", "acknowledged"]
+
+    # The deputy presses the copy they have, made before the acknowledgement: told who and when.
+    esc.press("incident_ack", with_channel(deputy_page, dm(deputy)), deputy)
+
+    def told(fake: SlackFake) -> str | None:
+        texts = [r["text"] for r in fake.responses[answered_before:]]
+        return next((t for t in texts if "INC-1 is acknowledged already" in t), None)
+
+    answer = esc.slack.wait_for(told)
+    assert re.search(
+        rf"INC-1 is acknowledged already: <@{oncall}> acknowledged it at \d\d:\d\d:\d\d UTC",
+        answer,
+    ), answer
+    assert events(esc) == ["opened", "escalated", "acknowledged"]
+    assert lead not in answer
 
 
 def test_killed_at_level_one_and_restarted_after_the_deadline_pages_level_two_once(

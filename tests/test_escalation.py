@@ -280,13 +280,32 @@ def test_a_press_on_an_older_state_changes_nothing(desk: Escalations, store: Sto
     # The level-1 page's Escalate button, pressed after the escalation: stale.
     stale = press(desk, incident, Action.ESCALATE, "U0ONCALL", seen=incident.seq)
     assert isinstance(stale, Stale) and stale.incident.seq == escalated.seq
-    # The same Acknowledge delivered twice: the second carries the seq the first changed.
+    # The same Acknowledge delivered twice: the second finds it acknowledged already.
     acked = changed(press(desk, escalated, Action.ACKNOWLEDGE, "U0LEAD"))
     again = press(desk, escalated, Action.ACKNOWLEDGE, "U0LEAD", seen=escalated.seq)
-    assert isinstance(again, Stale) and again.incident.seq == acked.seq
+    assert isinstance(again, PressRefused) and again.incident.seq == acked.seq
     # Without a block_id to go by, the current state decides.
     unknown = press(desk, acked, Action.ACKNOWLEDGE, "U0LEAD", seen=None)
     assert isinstance(unknown, PressRefused) and "acknowledged already" in unknown.reason
+    assert [kind for kind, _, _ in steps(store, incident)].count("acknowledged") == 1
+
+
+def test_acknowledge_on_an_older_state_acknowledges_what_nobody_has(
+    desk: Escalations, store: Store
+) -> None:
+    incident = open_one(desk)
+    escalated = changed(press(desk, incident, Action.ESCALATE, "U0ONCALL"))
+    # Level 1's page, pressed after the escalation paged level 2: acknowledging is unambiguous.
+    acked = changed(press(desk, incident, Action.ACKNOWLEDGE, "U0ONCALL", seen=incident.seq))
+    assert (acked.status, acked.acknowledged_by, acked.level) == ("acknowledged", "U0ONCALL", 1)
+    assert acked.seq == escalated.seq + 1
+    # Another old copy, after that: nothing changes, and the answer knows who and when.
+    late = press(desk, incident, Action.ACKNOWLEDGE, "U0APPROVER1", seen=incident.seq)
+    assert isinstance(late, PressRefused)
+    assert (late.incident.acknowledged_by, late.incident.acknowledged_at) == (
+        "U0ONCALL",
+        acked.acknowledged_at,
+    )
     assert [kind for kind, _, _ in steps(store, incident)].count("acknowledged") == 1
 
 

@@ -189,10 +189,10 @@ BROKEN_ROTATIONS = {
         "rotation.members",
         "must not be empty",
     ),
-    "a member by name": (
-        "members: ['@alice'], every: 1w, handoff: 2026-12-07T09:00:00+01:00",
+    "a member as a Slack mention": (
+        "members: ['<@U0ALICE>'], every: 1w, handoff: 2026-12-07T09:00:00+01:00",
         "rotation.members[0]",
-        "'@alice' is not a Slack user id like U012AB3CD",
+        "'<@U0ALICE>' is not a Slack user id like U012AB3CD, an @handle or an email",
     ),
     "hand-off not a time": (
         "members: [U0A], every: 1w, handoff: next monday",

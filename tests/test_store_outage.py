@@ -164,6 +164,11 @@ def test_sqlite_file_deleted_under_the_bot_is_reported_and_refused(
             "/metrics says the store is unreachable",
             lambda: metric(bot, "eventmesh_bot_store_reachable") == 0,
         )
+        ready = bot.http.get(f"{bot.url}/readyz")  # not ready at once: no grace for the store
+        assert ready.status_code == 503
+        assert ready.json()["problems"][0].startswith("the store is unreachable: ")
+        assert metric(bot, "eventmesh_bot_ready") == 0
+        assert bot.http.get(f"{bot.url}/healthz").status_code == 200  # alive all the same
         log = bot.log.read_text()
         assert f"the SQLite database file {database} (EVENTMESH_DATABASE_URL) was deleted" in log
         assert "ERROR bot.store_watch: the store is unreachable" in log

@@ -1,4 +1,5 @@
-"""The bot's HTTP surface: GET /healthz and GET /metrics always; POST /slack/events in HTTP mode.
+"""The bot's HTTP surface: GET /healthz (liveness), /readyz (readiness, bot/slack/readiness.py)
+and /metrics always; POST /slack/events in HTTP mode.
 
 A request to /slack/events is read only up to MAX_BODY_BYTES before Bolt checks its signature:
 anyone can send one, and a body is held in memory whole to be checked. A declared length over
@@ -19,6 +20,7 @@ from starlette.routing import Route
 
 from bot import __version__
 from bot.slack.bolt_app import RECEIVED_AT
+from bot.slack.readiness import Readiness
 from bot.telemetry import Telemetry
 
 # Slack sends slash commands of a few KB, but a button press carries the whole message it sits
@@ -39,14 +41,28 @@ async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes |
     return bytes(body)
 
 
-def create_web_app(telemetry: Telemetry, mode: str, bolt_app: AsyncApp | None = None) -> Starlette:
+def create_web_app(
+    telemetry: Telemetry, mode: str, readiness: Readiness, bolt_app: AsyncApp | None = None
+) -> Starlette:
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "healthy", "version": __version__, "mode": mode})
 
+    async def readyz(_: Request) -> JSONResponse:
+        state = await readiness.check()
+        body = {"status": "ready" if state.ready else "unready", "version": __version__}
+        if not state.ready:
+            body["problems"] = list(state.problems)
+        return JSONResponse(body, status_code=200 if state.ready else 503)
+
     async def metrics(_: Request) -> Response:
+        await readiness.check()
         return Response(telemetry.exposition(), media_type=telemetry.content_type)
 
-    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics)]
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics),
+    ]
     if bolt_app is not None:
         handler = AsyncSlackRequestHandler(bolt_app)
 

@@ -6,9 +6,9 @@ the event loop run them with `asyncio.to_thread` so a slow disk never delays an 
 
 One module per concern, each with its records (tables), the values it hands back and a mixin
 of Store's methods: audit, health, timers, incidents, deployments (with environment locks),
-approvals, alerts, the outbox (every message on its way to Slack, and posting leases) and
-leases (one replica at a time); base holds the engine, the sessions and StoreError; schema
-the migrations that make the tables. Import from here.
+approvals, alerts, Slack names, the outbox (every message on its way to Slack, and posting
+leases) and leases (one replica at a time); base holds the engine, the sessions and
+StoreError; schema the migrations that make the tables. Import from here.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from bot.store.incidents import (
     NewEvent,
 )
 from bot.store.leases import Fence, Lease, LeaseLost, LeaseRecord, LeaseStore
+from bot.store.names import NameStore, SlackNameRecord
 from bot.store.outbox import (
     LANE_PAGE,
     LANE_REPLY,
@@ -84,6 +85,7 @@ class Store(
     ApprovalStore,
     AlertStore,
     LeaseStore,
+    NameStore,
     OutboxStore,
     RetentionStore,
 ):
@@ -141,6 +143,7 @@ __all__ = [
     "NewTimer",
     "OutboxRecord",
     "PostingLeaseRecord",
+    "SlackNameRecord",
     "StaleAlertStates",
     "Store",
     "StoreError",

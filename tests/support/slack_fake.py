@@ -352,6 +352,12 @@ class SlackFake:
         # every channel, but for these (channel_not_found / user_not_found; is_member false).
         self.missing: set[str] = set()
         self.not_joined: set[str] = set()
+        # The workspace's directory, for names: conversations.list lists `named_channels`
+        # (name -> id), users.list and users.lookupByEmail `people` (id -> their profile).
+        # Both page at most `page_size` items at a time, whatever `limit` asks.
+        self.named_channels: dict[str, str] = {}
+        self.people: dict[str, dict[str, Any]] = {}
+        self.page_size = 100
         self._cond = threading.Condition(threading.RLock())
         self._failures: dict[str, list[_Failure]] = {}
         self._rate_limits: dict[str, float] = {}  # method -> seconds between calls per channel
@@ -378,6 +384,9 @@ class SlackFake:
             "conversations.open": self._conversations_open,
             "conversations.info": self._conversations_info,
             "users.info": self._users_info,
+            "conversations.list": self._conversations_list,
+            "users.list": self._users_list,
+            "users.lookupByEmail": self._users_lookup_by_email,
             "chat.getPermalink": self._get_permalink,
             "apps.connections.open": self._apps_connections_open,
             "files.getUploadURLExternal": self._get_upload_url,
@@ -449,6 +458,9 @@ class SlackFake:
             self.rejected.clear()
             self.missing.clear()
             self.not_joined.clear()
+            self.named_channels.clear()
+            self.people.clear()
+            self.page_size = 100
             self._failures.clear()
             self._rate_limits.clear()
             self._last_accepted.clear()
@@ -478,6 +490,24 @@ class SlackFake:
         return f"{self.base_url}/{self.instance}/api/"
 
     # -- test-facing helpers ---------------------------------------------------------------
+
+    def add_channel(self, name: str, channel_id: str) -> None:
+        """A channel conversations.list shows (and conversations.info names)."""
+        with self._cond:
+            self.named_channels[name] = channel_id
+
+    def add_person(
+        self, user_id: str, username: str, email: str | None = None, display_name: str = ""
+    ) -> None:
+        """A member users.list shows and, with an email, users.lookupByEmail finds."""
+        with self._cond:
+            self.people[user_id] = {
+                "id": user_id,
+                "team_id": TEAM_ID,
+                "name": username,
+                "deleted": False,
+                "profile": {"display_name": display_name, "email": email},
+            }
 
     def calls_to(self, method: str) -> list[ApiCall]:
         """The calls made to one Web API method, in order."""
@@ -837,7 +867,8 @@ class SlackFake:
         channel = str(args.get("channel") or "")
         if not channel or channel in self.missing:
             raise _SlackError("channel_not_found")
-        name = channel.lower()
+        names = {channel_id: name for name, channel_id in self.named_channels.items()}
+        name = names.get(channel, channel.lower())
         return {
             "channel": {
                 "id": channel,
@@ -848,6 +879,37 @@ class SlackFake:
                 "is_member": channel not in self.not_joined,
             }
         }
+
+    def _page(self, items: list[dict[str, Any]], key: str, args: dict[str, Any]) -> dict[str, Any]:
+        """One page of a cursor-paginated list method; the cursor is the next item's index."""
+        limit = min(int(args.get("limit") or 100), self.page_size)
+        cursor = str(args.get("cursor") or "")
+        if cursor and not cursor.startswith("next:"):
+            raise _SlackError("invalid_cursor")
+        start = int(cursor.removeprefix("next:") or 0)
+        following = start + limit
+        next_cursor = f"next:{following}" if following < len(items) else ""
+        return {key: items[start:following], "response_metadata": {"next_cursor": next_cursor}}
+
+    def _conversations_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        types = set(str(args.get("types") or "public_channel").split(","))
+        if not types & {"public_channel", "private_channel"}:
+            return self._page([], "channels", args)
+        channels = [
+            {"id": channel_id, "name": name, "is_channel": True, "is_archived": False}
+            for name, channel_id in self.named_channels.items()
+        ]
+        return self._page(channels, "channels", args)
+
+    def _users_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._page([copy.deepcopy(p) for p in self.people.values()], "members", args)
+
+    def _users_lookup_by_email(self, args: dict[str, Any]) -> dict[str, Any]:
+        email = str(args.get("email") or "").lower()
+        for person in self.people.values():
+            if str(person["profile"].get("email") or "").lower() == email:
+                return {"user": copy.deepcopy(person)}
+        raise _SlackError("users_not_found")
 
     def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         """A single-use WebSocket URL; without a Socket Mode server attached, an error.

@@ -368,6 +368,9 @@ def time_to_resolve(incident: Incident) -> timedelta | None:
     return incident.resolved_at - incident.opened_at
 
 
+# An acknowledgement that keeps losing the race to other changes gives up after this many.
+ACK_ATTEMPTS = 3
+
 # --- applying changes -------------------------------------------------------------------------
 
 
@@ -550,6 +553,10 @@ class Escalations:
     ) -> PressResult | None:
         """A button press by user_id on the state seen_seq (None: judge on the current one).
 
+        Acknowledge is judged on the current state whatever copy it was pressed on: it means
+        the same on every state (someone has it), so an older page still acknowledges an
+        incident nobody has acknowledged yet, and says who did if someone has.
+
         None if there is no such incident.
         """
         incident = await self.get(incident_id)
@@ -560,6 +567,8 @@ class Escalations:
             incident, plan, user_id
         ):
             return NotAllowed(incident)
+        if action is Action.ACKNOWLEDGE:
+            return await self._acknowledge(incident, user_id)
         if seen_seq is not None and seen_seq != incident.seq:
             return Stale(incident)
         decision = decide(incident, plan, action, user_id, self.clock())
@@ -571,6 +580,23 @@ class Escalations:
             assert current is not None
             return Stale(current)
         return Changed(changed)
+
+    async def _acknowledge(self, incident: Incident, user_id: str) -> PressResult:
+        """Acknowledge on the current state; a change landing first (a deadline paging the
+        next level, say) is read and the acknowledgement judged again on it."""
+        for _ in range(ACK_ATTEMPTS):
+            decision = decide(
+                incident, plan_of(incident), Action.ACKNOWLEDGE, user_id, self.clock()
+            )
+            if isinstance(decision, Refusal):
+                return PressRefused(incident, decision.reason)
+            changed = await self._apply(incident, decision)
+            if changed is not None:
+                return Changed(changed)
+            current = await self.get(incident.id)
+            assert current is not None
+            incident = current
+        return Stale(incident)
 
     async def paged_people(
         self, incident: Incident, events: Sequence[IncidentEvent]

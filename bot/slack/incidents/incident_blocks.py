@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from bot.runbook.incidents.escalation import (
     BY_BUTTON,
+    Action,
     Changed,
     EscalationPlan,
     Level,
@@ -374,7 +375,9 @@ def opened(incident: Incident, created: bool, channel: str | None) -> Message:
     return message(text, [section(text)])
 
 
-def press_answer(result: PressResult | None, incident_text: str) -> Message | None:
+def press_answer(
+    result: PressResult | None, incident_text: str, action: Action | None = None
+) -> Message | None:
     """What the presser alone is told; None when the press changed the incident."""
     if result is None:
         text = f"There is no incident {escape(incident_text[:40])}."
@@ -388,6 +391,16 @@ def press_answer(result: PressResult | None, incident_text: str) -> Message | No
             text = (
                 f":no_entry: Only the people paged for {name}, or approvers "
                 "(`access.approvers`), may press its buttons."
+            )
+        elif (
+            action is Action.ACKNOWLEDGE
+            and incident.status == Status.ACKNOWLEDGED
+            and incident.acknowledged_at is not None
+        ):
+            who = f"<@{incident.acknowledged_by}>"
+            text = (
+                f":information_source: {name} is acknowledged already: {who} acknowledged it "
+                f"at {at(incident.acknowledged_at)}."
             )
         elif isinstance(result, PressRefused):
             text = f":information_source: Nothing changed: {name} — {result.reason}. Now {now}."

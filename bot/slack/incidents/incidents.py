@@ -242,7 +242,7 @@ class Incidents:
             seen_seq=seen_seq,
             approvers=self.config.access.approvers,
         )
-        answer = incident_blocks.press_answer(result, value)
+        answer = incident_blocks.press_answer(result, value, action)
         name = incident_name(incident_id)
         if result is None:
             return PressReply(answer, f"{name}: no such incident")

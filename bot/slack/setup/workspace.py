@@ -5,6 +5,7 @@
 - Each `slack.*_channel`: `conversations.info` — it exists, is not archived, the bot is in it.
 - Each user of `access` and `escalation.levels` (rotation members too): `users.info` —
   exists, not deactivated.
+- Names (#channel, @handle, email) first resolved as a start resolves them (names.py).
 
 A channel or user named under several keys is asked about once and reported once, naming
 every key. Without a bot token nothing else can be asked: that is the one problem then.
@@ -20,9 +21,10 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import Config
+from bot.config import Config, is_slack_id
 from bot.runbook.setup.checks import Problem, Report
 from bot.settings import Settings
+from bot.slack.setup.names import look_up
 from bot.slack.web_api import create_web_client
 
 AT_ONCE = 8  # users.info is Tier 4 (100+ a minute): a few at a time is well within it
@@ -33,30 +35,6 @@ _TOKEN_HINTS = {
 }
 _UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError)
 _SCOPE = "missing_scope "  # how _ask says the app lacks a scope: "missing_scope users:read"
-
-
-def configured_channels(config: Config) -> dict[str, list[str]]:
-    """Each channel id in the config, with the keys that name it."""
-    channels: dict[str, list[str]] = {}
-    for key, channel in config.slack.model_dump().items():
-        if channel:
-            channels.setdefault(channel, []).append(f"slack.{key}")
-    return channels
-
-
-def configured_users(config: Config) -> dict[str, list[str]]:
-    """Each user id in the config, with the keys that name it."""
-    users: dict[str, list[str]] = {}
-    for role in ("deployers", "approvers"):
-        for i, user in enumerate(getattr(config.access, role)):
-            users.setdefault(user, []).append(f"access.{role}[{i}]")
-    for i, level in enumerate(config.escalation.levels):
-        for j, user in enumerate(level.users):
-            users.setdefault(user, []).append(f"escalation.levels[{i}].users[{j}]")
-        members = level.rotation.members if level.rotation else []
-        for j, user in enumerate(members):
-            users.setdefault(user, []).append(f"escalation.levels[{i}].rotation.members[{j}]")
-    return users
 
 
 def _keys(keys: list[str]) -> str:
@@ -102,11 +80,34 @@ async def check_workspace(config: Config, settings: Settings) -> Report:
             await client.apps_connections_open(app_token=settings.app_token)
         except SlackApiError as exc:
             report.problems.append(_token_refused("SLACK_APP_TOKEN", exc))
+    resolved = await _resolve(config, client, report)
     checked = await asyncio.gather(
-        _each(configured_channels(config), lambda c: _channel_problem(client, c, bot)),
-        _each(configured_users(config), lambda u: _user_problem(client, u)),
+        _each(_ids(resolved.channels()), lambda c: _channel_problem(client, c, bot)),
+        _each(_ids(resolved.users()), lambda u: _user_problem(client, u)),
     )
     return Report.of(report, *checked)
+
+
+async def _resolve(config: Config, client: AsyncWebClient, report: Report) -> Config:
+    """The config's names resolved as a start resolves them; each one that is not, a problem
+    (then not checked further)."""
+    named = config.names()
+    if not named:
+        return config
+    lookup = await look_up(client, named)
+    if lookup.unreachable is not None:
+        keys = _keys([key for keys in named.values() for key in keys])
+        report.problems.append(Problem(keys, f"names not resolved: {lookup.unreachable}"))
+    for name, problem in lookup.problems.items():
+        report.problems.append(Problem(_keys(named[name]), problem))
+    for name, slack_id in lookup.ids.items():
+        report.found.append(f"Slack: {name} is {slack_id}")
+    return config.with_ids(lookup.ids)
+
+
+def _ids(named: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Only the ids: a name still here did not resolve, and is reported already."""
+    return {item: keys for item, keys in named.items() if is_slack_id(item)}
 
 
 def _token_refused(variable: str, exc: SlackApiError) -> Problem:
