@@ -156,11 +156,13 @@ async def _ask(
     try:
         return dict((await call()).data)
     except SlackApiError as exc:
-        error = str(exc.response.get("error", "unknown_error"))
+        # A proxy's or Slack's 5xx page is not JSON: its data is text, not a dict.
+        data = exc.response.data if isinstance(exc.response.data, dict) else {}
+        error = str(data.get("error") or f"HTTP {exc.response.status_code}")
         if error == not_found:
             return missing
         if error == "missing_scope":
-            return f"{_SCOPE}{exc.response.get('needed', 'needed')}"
+            return f"{_SCOPE}{data.get('needed', 'needed')}"
         return f"Slack answered {error}"
     except _UNREACHABLE as exc:
         return f"no answer from Slack ({exc or type(exc).__name__})"
