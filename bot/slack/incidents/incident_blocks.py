@@ -44,6 +44,7 @@ from bot.slack.blocks import (
     sections_for_lines,
 )
 from bot.slack.chat import Message
+from bot.slack.delivery import Outcome, Pending, Refused, Sent
 from bot.store import Incident, IncidentEvent
 
 ACKNOWLEDGE = "incident_ack"
@@ -397,6 +398,26 @@ def press_answer(result: PressResult | None, incident_text: str) -> Message | No
                 f":information_source: Nothing changed: that button was on an older state of "
                 f"{name}. Now {now}; the message shows it."
             )
+    return message(text, [section(text)])
+
+
+def postmortem_answer(name: str, file: str, where: str, outcome: Outcome) -> Message:
+    """What `/escalate postmortem INC-<n>` tells the asker."""
+    if isinstance(outcome, Sent):
+        text = f":memo: The post-mortem draft of {name} is in {where}: `{escape(file)}`."
+    elif isinstance(outcome, Pending):
+        text = (
+            f":hourglass: The post-mortem draft of {name} waits to be shared in {where} "
+            f"({escape(outcome.reason)}); it goes as soon as Slack takes it."
+        )
+    elif isinstance(outcome, Refused):
+        text = (
+            f":warning: Slack would not take the post-mortem draft of {name} "
+            f"({escape(outcome.error.error)}): the bot needs files:write and to be in the "
+            "channel."
+        )
+    else:
+        text = f":information_source: The post-mortem draft of {name} was not shared."
     return message(text, [section(text)])
 
 
