@@ -11,10 +11,12 @@ from pathlib import Path
 from bot.runbook.incidents.escalation import Action
 from bot.runbook.incidents.postmortem import compose, span
 from bot.runbook.incidents.postmortem_facts import gather
+from bot.slack.chat import CONNECTION_LOST, ChatError, Upload
+from bot.slack.web_api import SlackChat
 from bot.store import AlertWrite, NewAlertEvent, Store
 from tests.support.clock import START
 from tests.support.slack_fake import SlackFake
-from tests.test_incidents import LEAD, World, scenario
+from tests.test_incidents import LEAD, ONCALL, World, scenario
 
 ENV = "production"
 
@@ -186,3 +188,41 @@ def test_span_reads_like_the_cards() -> None:
     assert span(timedelta(minutes=3, seconds=5)) == "3 min 05 s"
     assert span(timedelta(hours=1, minutes=2)) == "1 h 02 min"
     assert START.hour == 12  # the times above count from the hand-moved clock's start
+
+
+class AnswerLostOnce(SlackChat):
+    """Slack's Web API where the first upload is carried out but its answer never comes back
+    (the connection dropped after completeUploadExternal): the sender cannot tell it landed."""
+
+    lost = False
+
+    async def upload(self, channel: str, upload: Upload, *, thread_ts: str | None = None) -> str:
+        shared = await super().upload(channel, upload, thread_ts=thread_ts)
+        if not self.lost:
+            self.lost = True
+            raise ChatError(CONNECTION_LOST, in_doubt=True)
+        return shared
+
+
+def test_an_upload_whose_answer_was_lost_is_found_in_the_thread_not_shared_twice(
+    tmp_path: Path, slack: SlackFake
+) -> None:
+    async def body(w: World) -> None:
+        w.chat = AnswerLostOnce(w.chat.client)
+        w.scheduler, w.incidents = w.start_bot()
+        await w.open()
+        (page,) = w.dms(ONCALL)
+        await w.press(Action.RESOLVE, "U0ONCALL", page)
+        row = w.store.delivery("INC-1/postmortem/resolved")
+        assert row is not None and row.state == "waiting" and row.in_doubt
+        for _ in range(10):  # the sync timer tries again, later, until it is settled
+            await w.later(minutes=1)
+            row = w.store.delivery("INC-1/postmortem/resolved")
+            assert row is not None
+            if row.state == "sent":
+                break
+        assert row.state == "sent"
+        assert len(w.slack.files_in(w.channel or "")) == 1
+        assert len(w.slack.calls_to("files.completeUploadExternal")) == 1
+
+    scenario(tmp_path, slack, body)

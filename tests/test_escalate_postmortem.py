@@ -1,0 +1,94 @@
+"""The post-mortem draft end to end: the real bot over HTTP, signed commands and presses, the
+Slack fake's file upload flow (files.getUploadURLExternal → the bytes → completeUploadExternal).
+
+Escalate, acknowledge, resolve → one Markdown file in the incident's thread with its timeline;
+`/escalate postmortem INC-<n>` shares it again; an unknown incident is said so.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from bot.slack.incidents import incident_blocks
+from tests.conftest import BotProcess
+from tests.support.incident_messages import actions_block_id
+from tests.support.slack_fake import SlackFake
+from tests.test_escalate_by_name import APPROVER, answer, open_incident
+
+
+def files_in(slack: SlackFake, channel: str, count: int) -> list[dict[str, Any]]:
+    def enough(fake: SlackFake) -> list[dict[str, Any]] | None:
+        files = fake.files_in(channel)
+        return files if len(files) >= count else None
+
+    return slack.wait_for(enough, timeout=30)
+
+
+def test_resolving_shares_one_draft_in_the_thread_and_the_command_shares_it_again(
+    bot: BotProcess,
+) -> None:
+    summary = f"checkout latency {uuid.uuid4().hex[:6]}"
+    name, channel = open_incident(bot, summary)
+    bot.command("/escalate", f"ack {name}", user_id=APPROVER)
+    answer(bot.slack, f"{name} acknowledged: its messages show it.")
+
+    def card_of(fake: SlackFake) -> dict[str, Any] | None:
+        return next(
+            (
+                m
+                for m in fake.channel_messages(channel)
+                if m["text"].startswith(f"{name} ")
+                and "thread_ts" not in m
+                and "Acknowledged" in str(m.get("blocks"))
+            ),
+            None,
+        )
+
+    card = bot.slack.wait_for(card_of)
+    pressed = bot.press(
+        incident_blocks.RESOLVE,
+        name,
+        channel=channel,
+        message_ts=card["ts"],
+        user_id=APPROVER,
+        block_id=actions_block_id(card) or "b1",
+    )
+    assert pressed.response.status_code == 200
+
+    (draft,) = files_in(bot.slack, channel, 1)
+    assert draft["name"] == f"{name}-postmortem.md"
+    share = next(m for m in bot.slack.channel_messages(channel) if m.get("files"))
+    assert share["thread_ts"] == card["ts"]  # in the incident's thread, not the channel
+    markdown = draft["content"].decode()
+    assert markdown.startswith(f"# Post-mortem draft: {name} — {summary}")
+    timeline = markdown.split("## Timeline\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [line.split(" — ", 1)[1] for line in timeline] == [
+        "Incident opened, by @U0USER with /escalate",
+        f"Acknowledged by @{APPROVER}",
+        f"Resolved by @{APPROVER}",
+    ]
+    assert "- **Time to acknowledge:** " in markdown and f" by @{APPROVER}" in markdown
+    assert "- **Time to resolve:** " in markdown
+
+    bot.command("/escalate", f"postmortem {name.lower()}", user_id="U0SOMEONE")
+    said = answer(bot.slack, f"The post-mortem draft of {name} is in its thread")
+    assert said["response_type"] == "ephemeral"
+    files = files_in(bot.slack, channel, 2)
+    assert len(files) == 2  # the resolution's draft was not shared twice
+    again = files[1]
+    assert again["name"].startswith(f"{name}-postmortem-") and again["name"] in said["text"]
+    assert "## Timeline" in again["content"].decode()
+
+
+def test_an_unknown_incident_is_said_and_nothing_is_shared(bot: BotProcess) -> None:
+    sent = bot.command("/escalate", "postmortem INC-987653")
+    answer(bot.slack, "There is no incident INC-987653.")
+    assert bot.slack.files_in(sent.channel) == []
+
+
+def test_postmortem_without_an_incident_name_gets_the_usage(bot: BotProcess) -> None:
+    reply = bot.command("/escalate", "postmortem").response.json()
+    assert reply["response_type"] == "ephemeral"
+    assert "Name the incident: `/escalate postmortem INC-<n>`" in reply["text"]
+    assert "/escalate postmortem INC-<n>" in reply["text"]
