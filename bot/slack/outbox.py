@@ -11,6 +11,9 @@ until Slack takes it:
   row *in doubt*; before it is sent again the conversation's recent history is searched for
   the key, and a message found there is the row's. The Web API client makes no retries of
   its own, so nothing is sent twice behind the outbox's back.
+- **Files too.** An upload row (a post-mortem draft) carries the file's bytes as its text
+  and its name in its payload; a file has no metadata, so one whose answer was lost is
+  looked for in its thread by that name (unique per row) before it is shared again.
 - **Nothing dropped, in order.** A row that failed waits (Retry-After when Slack gave one,
   else 1, 2, 4, 5 s…) and the rows behind it in the same conversation wait with it. Pages go
   in the order they fell due, each person's before the next level's. A row Slack refuses for

@@ -15,6 +15,9 @@ level is paged, write its pages to the outbox (one row per person). The timer's 
 5. every copy already posted — the card, each page, each reminder — updated to the current
    state, so no one is left looking at a live button for a closed incident.
 
+Once the incident is resolved, its post-mortem draft goes in the card's thread right after the
+thread's lines, as a file, once (bot/slack/incidents/postmortem.py).
+
 Each message is recorded once Slack accepted it, so a retry posts only what is missing; each
 carries its outbox key, so one whose answer was lost is found, not posted again. A message
 that could not go because Slack is away waits in the outbox, whose worker sends it when Slack
