@@ -8,12 +8,16 @@ Escalate, acknowledge, resolve → one Markdown file in the incident's thread wi
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
+import pexpect
+
 from bot.slack.incidents import incident_blocks
-from tests.conftest import BotProcess
+from tests.conftest import REPO, BotProcess, free_port
 from tests.support.incident_messages import actions_block_id
 from tests.support.slack_fake import SlackFake
+from tests.test_console import PROMPT, spawn_console
 from tests.test_escalate_by_name import APPROVER, answer, open_incident
 
 
@@ -92,3 +96,23 @@ def test_postmortem_without_an_incident_name_gets_the_usage(bot: BotProcess) -> 
     assert reply["response_type"] == "ephemeral"
     assert "Name the incident: `/escalate postmortem INC-<n>`" in reply["text"]
     assert "/escalate postmortem INC-<n>" in reply["text"]
+
+
+def test_the_console_saves_the_draft_when_the_incident_is_resolved(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    config = (REPO / "config" / "eventmesh.yml").read_text()
+    (tmp_path / "config" / "eventmesh.yml").write_text(config)
+    child = spawn_console(tmp_path, PORT=str(free_port()))
+    child.sendline("/escalate api 5xx spike --sev 1")
+    child.expect_exact("→ DM @U0ONCALL")
+    child.expect_exact(PROMPT)
+    child.sendline("as U0ONCALL /escalate resolve INC-1")
+    child.expect(r"Post-mortem draft · INC-1: saved to (\S+INC-1-postmortem\.md)")
+    saved = Path(child.match.group(1))
+    markdown = saved.read_text()
+    assert "- **Time to resolve:** " in markdown and "Resolved by @U0ONCALL" in markdown
+    child.expect_exact(PROMPT)
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

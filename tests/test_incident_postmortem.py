@@ -13,7 +13,7 @@ from bot.runbook.incidents.postmortem import compose, span
 from bot.runbook.incidents.postmortem_facts import gather
 from bot.slack.chat import CONNECTION_LOST, ChatError, Upload
 from bot.slack.web_api import SlackChat
-from bot.store import AlertWrite, NewAlertEvent, Store
+from bot.store import AlertWrite, NewAlertEvent, NewEvent, Store
 from tests.support.clock import START
 from tests.support.slack_fake import SlackFake
 from tests.test_incidents import LEAD, ONCALL, World, scenario
@@ -170,7 +170,16 @@ def test_the_draft_of_an_open_incident_says_so_and_leaves_out_other_environments
             options={},
             owner="test",
         )
-        w.clock.advance(minutes=7)
+        w.clock.advance(minutes=2)
+        for env in (ENV, "staging"):  # a diagnosis of another environment is not this one's
+            audit_id = store.audit_start(
+                user_id="U0ONCALL", channel_id="C0OPS", command="/health", text=f"{env} diagnose"
+            )
+            store.audit_finish(
+                audit_id, outcome="ok", result=f"Diagnosis of {env}: Service crashed\nmore"
+            )
+        store.note_incident(incident.id, NewEvent("checklist_tick", 0, "U0LEAD", "Stop services"))
+        w.clock.advance(minutes=5)
         facts = await asyncio.to_thread(gather, store, incident.id, w.clock())
         assert facts is not None
         markdown = compose(facts, w.clock())
@@ -178,7 +187,12 @@ def test_the_draft_of_an_open_incident_says_so_and_leaves_out_other_environments
         assert "- **Time to resolve:** not resolved yet (7 min 00 s open)" in markdown
         assert "errors \\| everywhere" in markdown  # a table-breaking bar is escaped
         assert "v1.3" not in markdown and "staging" not in markdown
-        assert "No `/health production diagnose` on record" in markdown
+        assert timeline_of(markdown)[-2:] == [
+            "- **12:02:00** (+2:00) — Checklist tick (@U0LEAD): Stop services",
+            "- **12:02:00** (+2:00) — `/health production diagnose` by @U0ONCALL: Diagnosis of "
+            "production: Service crashed",
+        ]
+        assert "Diagnosed from the channel (1 run)." in markdown
 
     scenario(tmp_path, slack, body)
 

@@ -153,7 +153,8 @@ def _impact(facts: PostmortemFacts, now: datetime) -> list[str]:
 
 
 def timeline(facts: PostmortemFacts) -> list[Entry]:
-    """Everything the bot saw, oldest first (ties in the order they were recorded)."""
+    """Everything the bot saw, oldest first; at the same second, the incident's own timeline,
+    then its pages, alerts, deploys and diagnoses."""
     entries: list[Entry] = []
     plan = plan_of(facts.incident)
     names = [level.name for level in plan.levels]
