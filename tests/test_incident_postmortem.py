@@ -240,3 +240,35 @@ def test_an_upload_whose_answer_was_lost_is_found_in_the_thread_not_shared_twice
         assert len(w.slack.calls_to("files.completeUploadExternal")) == 1
 
     scenario(tmp_path, slack, body)
+
+
+def test_a_failed_rollbacks_incident_takes_its_environment_from_the_rollback(
+    tmp_path: Path, slack: SlackFake
+) -> None:
+    async def body(w: World) -> None:
+        store = w.store
+        run = store.begin_deployment(
+            kind="rollback",
+            environment=ENV,
+            requested_by="U0LEAD",
+            version=None,
+            options={},
+            owner="test",
+        )
+        w.clock.advance(minutes=4)
+        store.finish_deployment(run.id, "rollback_failed", "prod-2 did not come back")  # type: ignore[union-attr]
+        incident, _ = await w.incidents.open_incident(
+            "Rollback failed",
+            1,
+            "rollback",
+            opened_by="U0LEAD",
+            dedupe_key=f"rollback:{run.id}",  # type: ignore[union-attr]
+        )
+        facts = await asyncio.to_thread(gather, store, incident.id, w.clock())
+        assert facts is not None
+        markdown = compose(facts, w.clock())
+        assert "- **Environment:** production (from the rollback that opened it)" in markdown
+        assert "Incident opened, by a rollback that failed, requested by @U0LEAD" in markdown
+        assert f"- Rollback #{run.id} of production ended rollback failed." in markdown  # type: ignore[union-attr]
+
+    scenario(tmp_path, slack, body)
