@@ -75,7 +75,7 @@ def gather(store: Store, incident_id: int, now: datetime) -> PostmortemFacts | N
         return None
     since = incident.opened_at - LOOKBACK
     until = incident.resolved_at or now
-    linked = [a for a in store.alerts_about(incident.id, None, since, until)]
+    linked = store.alerts_about(incident.id, None, since, until)
     opened_from, where = _opened_from(store, incident, linked)
     environment = incident_environment(incident, opened_from)
     if environment != opened_from:

@@ -378,26 +378,30 @@ def opened(incident: Incident, created: bool, channel: str | None) -> Message:
 def press_answer(result: PressResult | None, incident_text: str) -> Message | None:
     """What the presser alone is told; None when the press changed the incident."""
     if result is None:
-        text = f"There is no incident {escape(incident_text[:40])}."
-    elif isinstance(result, Changed):
+        return no_such_incident(incident_text)
+    if isinstance(result, Changed):
         return None
+    incident = result.incident
+    name = incident_name(incident.id)
+    now = status_line(incident, plan_of(incident))
+    if isinstance(result, NotAllowed):
+        text = (
+            f":no_entry: Only the people paged for {name}, or approvers "
+            "(`access.approvers`), may press its buttons."
+        )
+    elif isinstance(result, PressRefused):
+        text = f":information_source: Nothing changed: {name} — {result.reason}. Now {now}."
     else:
-        incident = result.incident
-        name = incident_name(incident.id)
-        now = status_line(incident, plan_of(incident))
-        if isinstance(result, NotAllowed):
-            text = (
-                f":no_entry: Only the people paged for {name}, or approvers "
-                "(`access.approvers`), may press its buttons."
-            )
-        elif isinstance(result, PressRefused):
-            text = f":information_source: Nothing changed: {name} — {result.reason}. Now {now}."
-        else:
-            assert isinstance(result, Stale)
-            text = (
-                f":information_source: Nothing changed: that button was on an older state of "
-                f"{name}. Now {now}; the message shows it."
-            )
+        assert isinstance(result, Stale)
+        text = (
+            f":information_source: Nothing changed: that button was on an older state of "
+            f"{name}. Now {now}; the message shows it."
+        )
+    return message(text, [section(text)])
+
+
+def no_such_incident(name: str) -> Message:
+    text = f"There is no incident {escape(name[:40])}."
     return message(text, [section(text)])
 
 

@@ -264,20 +264,20 @@ class Incidents:
         name = incident_name(incident_id)
         incident = await self.get(incident_id)
         if incident is None:
-            return incident_blocks.press_answer(None, name) or Message(
-                ""
-            ), f"{name}: no such incident"
+            return incident_blocks.no_such_incident(name), f"{name}: no such incident"
         messages = await asyncio.to_thread(self.store.incident_messages, incident_id)
         card = next((m for m in messages if m.role == CARD and m.ts and m.channel), None)
         thread = Thread(card.channel, ts=card.ts) if card and card.channel else Thread(typed_in)
+        # One share per second: a command delivered twice shares the draft once.
         suffix = f"{self.clock():%Y%m%d-%H%M%S}"
         outcome = await share_postmortem(
             self.outbox, self.store, self.clock, incident, thread, suffix=suffix
         )
         where = "its thread" if card is not None else "this channel"
-        return incident_blocks.postmortem_answer(
+        answer = incident_blocks.postmortem_answer(
             name, filename(incident_id, suffix), where, outcome
-        ), f"{name} post-mortem draft: {type(outcome).__name__.lower()}"
+        )
+        return answer, f"{name} post-mortem draft: {type(outcome).__name__.lower()}"
 
     async def status(self) -> Message:
         incidents = await self.escalations.unresolved()

@@ -21,7 +21,7 @@ from bot.clock import Clock
 from bot.runbook.incidents.escalation import incident_name
 from bot.runbook.incidents.postmortem import compose
 from bot.runbook.incidents.postmortem_facts import gather
-from bot.slack.delivery import Outcome
+from bot.slack.delivery import Dropped, Outcome
 from bot.slack.outbox import Outbox
 from bot.store import LANE_PAGE, Incident, NewDelivery, Store
 from bot.store.outbox import UPLOAD
@@ -68,8 +68,8 @@ async def share_postmortem(
         return await outbox.send_row(written, attempt=attempt)
     now = clock()
     facts = await asyncio.to_thread(gather, store, incident.id, now)
-    if facts is None:
-        raise LookupError(f"{incident_name(incident.id)} is not in the store")
+    if facts is None:  # deleted meanwhile (retention)
+        return Dropped(f"{incident_name(incident.id)} is no longer on record")
     name = incident_name(incident.id)
     new = NewDelivery(
         key=key,
