@@ -348,7 +348,7 @@ class Outbox:
                 )
 
         try:
-            return await self._pace(row, look)  # type: ignore[arg-type]
+            return await self._pace(row, look)
         except ChatError as exc:
             if exc.outage:
                 raise
