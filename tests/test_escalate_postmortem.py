@@ -8,17 +8,20 @@ Escalate, acknowledge, resolve → one Markdown file in the incident's thread wi
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pexpect
+import pytest
 
 from bot.slack.incidents import incident_blocks
 from tests.conftest import REPO, BotProcess, free_port
-from tests.support.incident_messages import actions_block_id
+from tests.support.incident_messages import actions_block_id, shown
 from tests.support.slack_fake import SlackFake
 from tests.test_console import PROMPT, spawn_console
 from tests.test_escalate_by_name import APPROVER, answer, open_incident
+from tests.test_escalate_e2e import Launcher, dm, with_channel
 
 
 def files_in(slack: SlackFake, channel: str, count: int) -> list[dict[str, Any]]:
@@ -116,3 +119,39 @@ def test_the_console_saves_the_draft_when_the_incident_is_resolved(tmp_path: Pat
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+@pytest.fixture
+def paging(tmp_path: Path, slack: SlackFake) -> Iterator[Launcher]:
+    """Bots of their own, with escalation levels staffed by people only they page."""
+    launcher = Launcher(tmp_path, slack)
+    yield launcher
+    launcher.stop_all()
+
+
+def test_a_paged_incident_acknowledged_from_the_page_and_resolved_from_the_card(
+    paging: Launcher,
+) -> None:
+    esc = paging.start()  # 10 min levels: only level 1 is paged while the test runs
+    oncall = esc.team.levels[0][0]
+    esc.open("orders API 502s --sev 1")
+    (page,) = [call.args for call in esc.wait_pages(1)]
+    (paged,) = esc.dms(oncall)
+    esc.press("incident_ack", with_channel(paged, dm(oncall)), oncall)
+    esc.slack.wait_for(lambda fake: "Acknowledged" in shown(esc.card()))
+    esc.press("incident_resolve", with_channel(esc.card(), esc.channel), oncall)
+
+    (draft,) = files_in(esc.slack, esc.channel, 1)
+    share = next(m for m in esc.slack.channel_messages(esc.channel) if m.get("files"))
+    assert share["thread_ts"] == esc.card()["ts"]
+    markdown = draft["content"].decode()
+    timeline = markdown.split("## Timeline\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [line.split(" — ", 1)[1] for line in timeline] == [
+        "Incident opened, by @U0USER with /escalate",
+        f"Paged @{oncall} (level 1, On-call DevOps Engineer)",
+        f"Acknowledged by @{oncall}",
+        f"Resolved by @{oncall}",
+    ]
+    assert "- **Time to acknowledge:** " in markdown and f"by @{oncall}" in markdown
+    assert "reached level 1 of 4 (On-call DevOps Engineer); 1 page to 1 person" in markdown
+    assert page["channel"] == dm(oncall)
