@@ -45,11 +45,19 @@ class ByName:
     incident_id: int
 
 
+@dataclass(frozen=True)
+class PostmortemOf:
+    """`/escalate postmortem INC-<n>`: the incident's post-mortem draft, shared again."""
+
+    incident_id: int
+
+
+POSTMORTEM = "postmortem"
 BY_NAME = {"ack": Action.ACKNOWLEDGE, "resolve": Action.RESOLVE}
 DONE = {Action.ACKNOWLEDGE: "acknowledged", Action.RESOLVE: "resolved"}
 
 
-def parse(text: str) -> Opening | ByName | Literal["help", "status"] | str:
+def parse(text: str) -> Opening | ByName | PostmortemOf | Literal["help", "status"] | str:
     """What /escalate's text asks for; a plain str is what is wrong with it."""
     if len(text) > MAX_TEXT:
         return (
@@ -61,14 +69,17 @@ def parse(text: str) -> Opening | ByName | Literal["help", "status"] | str:
         return "help"
     if words == ["status"]:
         return "status"
-    if len(words) <= 2 and words and words[0].lower() in BY_NAME:
+    verb = words[0].lower() if words else ""
+    if len(words) <= 2 and (verb in BY_NAME or verb == POSTMORTEM):
         incident_id = parse_incident_name(words[1].upper()) if len(words) == 2 else None
         if incident_id is None:
             return (
-                f"Name the incident: `/escalate {words[0].lower()} INC-<n>` "
+                f"Name the incident: `/escalate {verb} INC-<n>` "
                 "(`/escalate status` lists the open ones)."
             )
-        return ByName(BY_NAME[words[0].lower()], incident_id)
+        if verb == POSTMORTEM:
+            return PostmortemOf(incident_id)
+        return ByName(BY_NAME[verb], incident_id)
     severities = _SEV.findall(text)
     if len(severities) > 1:
         return "Give --sev once."
@@ -124,6 +135,11 @@ PAGED = (
         "message)",
         then=PAGED,
     ),
+    Usage(
+        "/escalate postmortem INC-<n>",
+        "the incident's post-mortem draft (timeline, time to acknowledge and resolve) as a "
+        "Markdown file in its thread; shared by itself when the incident is resolved",
+    ),
     Usage("/escalate help", "show this help"),
 )
 async def escalate(ctx: Context) -> None:
@@ -140,6 +156,10 @@ async def escalate(ctx: Context) -> None:
     if isinstance(wanted, ByName):
         await ctx.ack()
         ctx.hand_off(lambda: _by_name(ctx, wanted))
+        return
+    if isinstance(wanted, PostmortemOf):
+        await ctx.ack()
+        ctx.hand_off(lambda: _postmortem(ctx, wanted))
         return
     if not await _may_open(ctx, wanted):
         return
@@ -198,6 +218,14 @@ async def _by_name(ctx: Context, wanted: ByName) -> str:
     done = notice(f"{name} {DONE[wanted.action]}: its messages show it.", ":white_check_mark:")
     await ctx.reply_privately(reply.answer or done)
     return reply.result
+
+
+async def _postmortem(ctx: Context, wanted: PostmortemOf) -> str:
+    answer, result = await ctx.services.incidents.postmortem(
+        wanted.incident_id, ctx.request.channel_id
+    )
+    await ctx.reply_privately(answer)
+    return result
 
 
 async def _status(ctx: Context) -> str:

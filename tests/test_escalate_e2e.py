@@ -91,7 +91,12 @@ class EscalationBot:
         return self.slack.wait_for(posted)
 
     def thread(self) -> list[str]:
-        return [m["text"] for m in self.slack.channel_messages(self.channel) if "thread_ts" in m]
+        # The thread's lines; a file shared there (the post-mortem draft) is not one.
+        return [
+            m["text"]
+            for m in self.slack.channel_messages(self.channel)
+            if "thread_ts" in m and not m.get("files")
+        ]
 
     def pages(self, name: str = "INC-1") -> list[ApiCall]:
         """The pages sent for an incident, in order: posts to this team's DMs."""

@@ -81,7 +81,12 @@ class World:
 
     def thread(self) -> list[str]:
         assert self.channel is not None
-        return [m["text"] for m in self.slack.channel_messages(self.channel) if "thread_ts" in m]
+        # The thread's lines; a file shared there (the post-mortem draft) is not one.
+        return [
+            m["text"]
+            for m in self.slack.channel_messages(self.channel)
+            if "thread_ts" in m and not m.get("files")
+        ]
 
     def dms(self, channel: str) -> list[dict[str, Any]]:
         return self.slack.channel_messages(channel)

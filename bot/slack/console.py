@@ -250,6 +250,11 @@ class ConsoleChat:
     ) -> MessageRef | None:
         return None  # a terminal never loses an answer: nothing printed is in doubt
 
+    async def find_uploaded(
+        self, filename: str, *, channel: str, thread_ts: str | None = None
+    ) -> MessageRef | None:
+        return None  # likewise: a file saved is never in doubt
+
     async def permalink(self, ref: MessageRef) -> str | None:
         return None  # a terminal has no links; messages are referred to by channel and time
 

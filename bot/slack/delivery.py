@@ -70,6 +70,13 @@ class Sender(Protocol):
         self, channel: str, upload: Upload, *, thread_ts: str | None = None
     ) -> str: ...
 
+    async def find_uploaded(
+        self, filename: str, *, channel: str, thread_ts: str | None = None
+    ) -> MessageRef | None:
+        """The bot's message sharing a file of this name among the conversation's (or the
+        thread's) recent messages, if there is one: an upload whose answer was lost."""
+        ...
+
     async def permalink(self, ref: MessageRef) -> str | None: ...
 
     async def publish_home(self, user_id: str, blocks: list[dict[str, Any]]) -> None: ...

@@ -11,6 +11,9 @@ until Slack takes it:
   row *in doubt*; before it is sent again the conversation's recent history is searched for
   the key, and a message found there is the row's. The Web API client makes no retries of
   its own, so nothing is sent twice behind the outbox's back.
+- **Files too.** An upload row (a post-mortem draft) carries the file's bytes as its text
+  and its name in its payload; a file has no metadata, so one whose answer was lost is
+  looked for in its thread by that name (unique per row) before it is shared again.
 - **Nothing dropped, in order.** A row that failed waits (Retry-After when Slack gave one,
   else 1, 2, 4, 5 s…) and the rows behind it in the same conversation wait with it. Pages go
   in the order they fell due, each person's before the next level's. A row Slack refuses for
@@ -41,7 +44,7 @@ from datetime import datetime, timedelta
 
 from bot.clock import Clock, utc_now
 from bot.process import THIS_PROCESS
-from bot.slack.chat import ChatError, Message, MessageRef
+from bot.slack.chat import ChatError, Message, MessageRef, Upload
 from bot.slack.delivery import (
     SPENT_RESPONSE_URL,
     Dropped,
@@ -58,7 +61,17 @@ from bot.slack.delivery_notes import late_note
 from bot.slack.paced_chat import UPDATES, PacedChat, Priority
 from bot.slack.slack_health import SlackHealth, backoff_s
 from bot.store import LANE_PAGE, LANE_REPLY, Delivery, NewDelivery, Store, StoreError
-from bot.store.outbox import DROPPED, EXPIRED, POST, REFUSED, RESPOND, SENT, UPDATE, WAITING
+from bot.store.outbox import (
+    DROPPED,
+    EXPIRED,
+    POST,
+    REFUSED,
+    RESPOND,
+    SENT,
+    UPDATE,
+    UPLOAD,
+    WAITING,
+)
 from bot.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -289,7 +302,7 @@ class Outbox:
             return await self._to_dm(row, "its response_url expired")
         chat_error: ChatError | None = None
         try:
-            if row.in_doubt and row.op == POST:
+            if row.in_doubt and row.op in (POST, UPLOAD):
                 found = await self._look(row)
                 if found is not None:
                     await self._finish(row, SENT, found)
@@ -319,13 +332,23 @@ class Outbox:
         if thread_ts is None and row.thread_of is not None:
             parent = await asyncio.to_thread(self.store.delivery, row.thread_of)
             thread_ts = parent.sent_ts if parent is not None else None
-        try:
-            return await self._pace(
-                row,
-                lambda: self.sender.find_posted(
+        if row.op == UPLOAD:
+            assert row.channel is not None
+            name = str(row.payload.get("filename", ""))
+
+            def look() -> Awaitable[MessageRef | None]:
+                return self.sender.find_uploaded(
+                    name, channel=str(row.channel), thread_ts=thread_ts
+                )
+        else:
+
+            def look() -> Awaitable[MessageRef | None]:
+                return self.sender.find_posted(
                     row.key, channel=row.channel, user_id=row.user_id, thread_ts=thread_ts
-                ),
-            )
+                )
+
+        try:
+            return await self._pace(row, look)
         except ChatError as exc:
             if exc.outage:
                 raise
@@ -349,7 +372,7 @@ class Outbox:
             if rendered is None:
                 return None
             message = rendered
-        if row.op != UPDATE:
+        if row.op not in (UPDATE, UPLOAD):
             message = late_note(message, row, self.clock(), self.health.outage_since(row.due_at))
         return message
 
@@ -381,7 +404,7 @@ class Outbox:
         if exc.outage:
             self.health.failed(exc)
         delay = exc.retry_after_s if exc.retry_after_s else backoff_s(row.attempts)
-        in_doubt = row.op == POST and (exc.in_doubt or (row.in_doubt and exc.outage))
+        in_doubt = row.op in (POST, UPLOAD) and (exc.in_doubt or (row.in_doubt and exc.outage))
         await self._retry(row, timedelta(seconds=delay), in_doubt=in_doubt, error=exc.describe())
         log.debug("outbox row %s not delivered (%s); again in %.1f s", row.key, exc, delay)
         return Pending(exc.describe(), quiet=exc.outage)
@@ -594,6 +617,16 @@ async def _transmit(
     if op == RESPOND:
         assert row.response_url is not None
         await sender.respond(row.response_url, message)
+        return None
+    if op == UPLOAD:
+        # The file's bytes are the row's text (a post-mortem's Markdown): `message` is unused.
+        assert row.channel is not None
+        upload = Upload(
+            filename=str(row.payload.get("filename") or "file.txt"),
+            content=(row.text or "").encode(),
+            title=str(row.payload.get("title") or ""),
+        )
+        await sender.upload(row.channel, upload, thread_ts=thread_ts)
         return None
     if row.channel is None:
         assert row.user_id is not None

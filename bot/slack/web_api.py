@@ -180,6 +180,24 @@ class SlackChat:
                 return MessageRef(where, str(message["ts"]))
         return None
 
+    async def find_uploaded(
+        self, filename: str, *, channel: str, thread_ts: str | None = None
+    ) -> MessageRef | None:
+        """The bot's message sharing a file named `filename` among the conversation's (or the
+        thread's) recent messages; None if there is none (a file has no metadata to carry a
+        key: the name is the key)."""
+        if thread_ts:
+            call = self.client.conversations_replies(
+                channel=channel, ts=thread_ts, limit=HISTORY_PAGE
+            )
+        else:
+            call = self.client.conversations_history(channel=channel, limit=HISTORY_PAGE)
+        response = await _api(call)
+        for message in response.get("messages") or []:
+            if any(f.get("name") == filename for f in message.get("files") or []):
+                return MessageRef(channel, str(message["ts"]))
+        return None
+
     async def upload(self, channel: str, upload: Upload, *, thread_ts: str | None = None) -> str:
         """files_upload_v2: files.getUploadURLExternal, the upload, files.completeUploadExternal."""
         try:

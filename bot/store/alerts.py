@@ -15,9 +15,11 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     bindparam,
     delete,
     insert,
+    or_,
     select,
     update,
 )
@@ -371,6 +373,24 @@ class AlertStore(StoreCore):
                 query = query.where(AlertRecord.environment == environment)
             if status is not None:
                 query = query.where(AlertRecord.status == status)
+            return [_alert(row) for row in session.scalars(query.order_by(AlertRecord.id)).all()]
+
+    @_guarded
+    def alerts_about(
+        self, incident_id: int, environment: str | None, since: datetime, until: datetime
+    ) -> list[Alert]:
+        """The alerts an incident's post-mortem tells: those linked to it, and those of its
+        environment open at some time in [since, until]; oldest first."""
+        with self._session() as session:
+            linked = AlertRecord.incident_id == incident_id
+            query = select(AlertRecord).where(linked)
+            if environment is not None:
+                overlapping = and_(
+                    AlertRecord.environment == environment,
+                    AlertRecord.opened_at <= until,
+                    or_(AlertRecord.resolved_at.is_(None), AlertRecord.resolved_at >= since),
+                )
+                query = select(AlertRecord).where(or_(linked, overlapping))
             return [_alert(row) for row in session.scalars(query.order_by(AlertRecord.id)).all()]
 
     @_guarded

@@ -90,17 +90,37 @@ class AuditStore(StoreCore):
             rows = session.scalars(
                 select(AuditRecord).order_by(AuditRecord.id.desc()).limit(limit)
             ).all()
-        return [
-            AuditEntry(
-                id=row.id,
-                user_id=row.user_id,
-                channel_id=row.channel_id,
-                command=row.command,
-                text=row.text,
-                outcome=row.outcome,
-                result=row.result,
-                started_at=_as_utc(row.started_at),  # type: ignore[arg-type]
-                finished_at=_as_utc(row.finished_at),
-            )
-            for row in rows
-        ]
+        return [_entry(row) for row in rows]
+
+    @_guarded
+    def audit_between(
+        self, command: str, since: datetime, until: datetime, limit: int = 200
+    ) -> list[AuditEntry]:
+        """Runs of `command` started in [since, until], oldest first (a post-mortem's
+        diagnoses)."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(AuditRecord)
+                .where(
+                    AuditRecord.command == command,
+                    AuditRecord.started_at >= since,
+                    AuditRecord.started_at <= until,
+                )
+                .order_by(AuditRecord.id)
+                .limit(limit)
+            ).all()
+        return [_entry(row) for row in rows]
+
+
+def _entry(row: AuditRecord) -> AuditEntry:
+    return AuditEntry(
+        id=row.id,
+        user_id=row.user_id,
+        channel_id=row.channel_id,
+        command=row.command,
+        text=row.text,
+        outcome=row.outcome,
+        result=row.result,
+        started_at=_as_utc(row.started_at),  # type: ignore[arg-type]
+        finished_at=_as_utc(row.finished_at),
+    )

@@ -371,6 +371,24 @@ class DeploymentStore(StoreCore):
         return [_deployment(row) for row in rows]
 
     @_guarded
+    def deployments_between(
+        self, environment: str, since: datetime, until: datetime, limit: int = 50
+    ) -> list[Deployment]:
+        """The environment's deploys and rollbacks started in [since, until], oldest first."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(DeploymentRecord)
+                .where(
+                    DeploymentRecord.environment == environment,
+                    DeploymentRecord.started_at >= since,
+                    DeploymentRecord.started_at <= until,
+                )
+                .order_by(DeploymentRecord.id)
+                .limit(limit)
+            ).all()
+        return [_deployment(row) for row in rows]
+
+    @_guarded
     def record_step(
         self, deployment_id: int, step: str, host: str, state: str, detail: str = ""
     ) -> int:

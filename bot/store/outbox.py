@@ -48,8 +48,9 @@ from bot.store.base import MAX_AUDIT_TEXT, Base, StoreCore, _as_utc, _guarded
 # and replies to commands (which keep no pace of their own beyond Slack's Retry-After).
 LANE_PAGE, LANE_ROUTINE, LANE_REPLY = 0, 1, 2
 # What a row does: post a message (in `channel`, or in `user_id`'s DM when channel is None),
-# update one (`channel` + `ts`), or answer through a `response_url`.
-POST, UPDATE, RESPOND = "post", "update", "respond"
+# update one (`channel` + `ts`), answer through a `response_url`, or share a file in `channel`
+# (its bytes are `text`, UTF-8; its name and title in `payload`).
+POST, UPDATE, RESPOND, UPLOAD = "post", "update", "respond", "upload"
 # Where a row stands. Only WAITING rows are ever sent.
 WAITING, SENT, REFUSED, EXPIRED, DROPPED = "waiting", "sent", "refused", "expired", "dropped"
 FINISHED = frozenset({SENT, REFUSED, EXPIRED, DROPPED})

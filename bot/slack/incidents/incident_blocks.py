@@ -45,6 +45,7 @@ from bot.slack.blocks import (
     sections_for_lines,
 )
 from bot.slack.chat import Message
+from bot.slack.delivery import Outcome, Pending, Refused, Sent
 from bot.store import Incident, IncidentEvent
 
 ACKNOWLEDGE = "incident_ack"
@@ -380,36 +381,60 @@ def press_answer(
 ) -> Message | None:
     """What the presser alone is told; None when the press changed the incident."""
     if result is None:
-        text = f"There is no incident {escape(incident_text[:40])}."
-    elif isinstance(result, Changed):
+        return no_such_incident(incident_text)
+    if isinstance(result, Changed):
         return None
+    incident = result.incident
+    name = incident_name(incident.id)
+    now = status_line(incident, plan_of(incident))
+    if isinstance(result, NotAllowed):
+        text = (
+            f":no_entry: Only the people paged for {name}, or approvers "
+            "(`access.approvers`), may press its buttons."
+        )
+    elif (
+        action is Action.ACKNOWLEDGE
+        and incident.status == Status.ACKNOWLEDGED
+        and incident.acknowledged_at is not None
+    ):
+        who = f"<@{incident.acknowledged_by}>"
+        text = (
+            f":information_source: {name} is acknowledged already: {who} acknowledged it "
+            f"at {at(incident.acknowledged_at)}."
+        )
+    elif isinstance(result, PressRefused):
+        text = f":information_source: Nothing changed: {name} — {result.reason}. Now {now}."
     else:
-        incident = result.incident
-        name = incident_name(incident.id)
-        now = status_line(incident, plan_of(incident))
-        if isinstance(result, NotAllowed):
-            text = (
-                f":no_entry: Only the people paged for {name}, or approvers "
-                "(`access.approvers`), may press its buttons."
-            )
-        elif (
-            action is Action.ACKNOWLEDGE
-            and incident.status == Status.ACKNOWLEDGED
-            and incident.acknowledged_at is not None
-        ):
-            who = f"<@{incident.acknowledged_by}>"
-            text = (
-                f":information_source: {name} is acknowledged already: {who} acknowledged it "
-                f"at {at(incident.acknowledged_at)}."
-            )
-        elif isinstance(result, PressRefused):
-            text = f":information_source: Nothing changed: {name} — {result.reason}. Now {now}."
-        else:
-            assert isinstance(result, Stale)
-            text = (
-                f":information_source: Nothing changed: that button was on an older state of "
-                f"{name}. Now {now}; the message shows it."
-            )
+        assert isinstance(result, Stale)
+        text = (
+            f":information_source: Nothing changed: that button was on an older state of "
+            f"{name}. Now {now}; the message shows it."
+        )
+    return message(text, [section(text)])
+
+
+def no_such_incident(name: str) -> Message:
+    text = f"There is no incident {escape(name[:40])}."
+    return message(text, [section(text)])
+
+
+def postmortem_answer(name: str, file: str, where: str, outcome: Outcome) -> Message:
+    """What `/escalate postmortem INC-<n>` tells the asker."""
+    if isinstance(outcome, Sent):
+        text = f":memo: The post-mortem draft of {name} is in {where}: `{escape(file)}`."
+    elif isinstance(outcome, Pending):
+        text = (
+            f":hourglass: The post-mortem draft of {name} waits to be shared in {where} "
+            f"({escape(outcome.reason)}); it goes as soon as Slack takes it."
+        )
+    elif isinstance(outcome, Refused):
+        text = (
+            f":warning: Slack would not take the post-mortem draft of {name} "
+            f"({escape(outcome.error.error)}): the bot needs files:write and to be in the "
+            "channel."
+        )
+    else:
+        text = f":information_source: The post-mortem draft of {name} was not shared."
     return message(text, [section(text)])
 
 

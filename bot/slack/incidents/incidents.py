@@ -15,6 +15,9 @@ level is paged, write its pages to the outbox (one row per person). The timer's 
 5. every copy already posted — the card, each page, each reminder — updated to the current
    state, so no one is left looking at a live button for a closed incident.
 
+Once the incident is resolved, its post-mortem draft goes in the card's thread right after the
+thread's lines, as a file, once (bot/slack/incidents/postmortem.py).
+
 Each message is recorded once Slack accepted it, so a retry posts only what is missing; each
 carries its outbox key, so one whose answer was lost is found, not posted again. A message
 that could not go because Slack is away waits in the outbox, whose worker sends it when Slack
@@ -58,6 +61,7 @@ from bot.scheduler import RetryLater, Scheduler
 from bot.slack.chat import Chat, ChatError, Message
 from bot.slack.delivery import Dropped, Outcome, Pending, Refused, Sent
 from bot.slack.incidents import incident_blocks
+from bot.slack.incidents.postmortem import Thread, filename, share_postmortem
 from bot.slack.outbox import Outbox, outbox_of
 from bot.slack.posting_lease import POSTING_LEASE, posting_lease
 from bot.store import (
@@ -253,6 +257,28 @@ class Incidents:
             denied=isinstance(result, NotAllowed),
         )
 
+    async def postmortem(self, incident_id: int, typed_in: str) -> tuple[Message, str]:
+        """`/escalate postmortem INC-<n>`: the draft as of now, shared again in the incident's
+        thread (where it was typed, if the incident has no message); the asker's answer and the
+        audit line. Raises StoreError."""
+        name = incident_name(incident_id)
+        incident = await self.get(incident_id)
+        if incident is None:
+            return incident_blocks.no_such_incident(name), f"{name}: no such incident"
+        messages = await asyncio.to_thread(self.store.incident_messages, incident_id)
+        card = next((m for m in messages if m.role == CARD and m.ts and m.channel), None)
+        thread = Thread(card.channel, ts=card.ts) if card and card.channel else Thread(typed_in)
+        # One share per second: a command delivered twice shares the draft once.
+        suffix = f"{self.clock():%Y%m%d-%H%M%S}"
+        outcome = await share_postmortem(
+            self.outbox, self.store, self.clock, incident, thread, suffix=suffix
+        )
+        where = "its thread" if card is not None else "this channel"
+        answer = incident_blocks.postmortem_answer(
+            name, filename(incident_id, suffix), where, outcome
+        )
+        return answer, f"{name} post-mortem draft: {type(outcome).__name__.lower()}"
+
     async def status(self) -> Message:
         incidents = await self.escalations.unresolved()
         return incident_blocks.open_incidents(incidents, self.clock())
@@ -355,7 +381,9 @@ class _Delivery:
     async def run(self) -> list[Failure]:
         card = await self._card()
         if card is not None:
-            await self._thread(card)
+            waiting = await self._thread(card)
+            if self.incident.status == Status.RESOLVED:
+                await self._postmortem(card, waiting)
         await self._pages()
         await self._reminder()
         await self._update_copies()
@@ -389,7 +417,8 @@ class _Delivery:
             return _Thread(ts=outcome.ref.ts)
         return _Thread(of=new.key) if isinstance(outcome, Pending) else None
 
-    async def _thread(self, card: _Thread) -> None:
+    async def _thread(self, card: _Thread) -> bool:
+        """Post the timeline's lines not yet in the thread; whether one of them waits."""
         channel = self.incident.channel
         assert channel is not None
         waiting = card.ts is None  # lines go behind the card (or a line that did not go)
@@ -414,6 +443,33 @@ class _Delivery:
             )
             outcome = await self._send(THREAD, event.id, channel, new, attempt=not waiting)
             waiting = waiting or isinstance(outcome, Pending)
+        return waiting
+
+    async def _postmortem(self, card: _Thread, waiting: bool) -> None:
+        """The post-mortem draft, as a file in the thread once the incident is resolved (once:
+        its outbox key is the incident's)."""
+        channel = self.incident.channel
+        assert channel is not None
+        thread = Thread(channel, ts=card.ts, of=card.of)
+        outcome = await share_postmortem(
+            self.outbox,
+            self.store,
+            self.incidents.clock,
+            self.incident,
+            thread,
+            attempt=not waiting,
+        )
+        if isinstance(outcome, Pending):
+            what = "the post-mortem draft"
+            self.failures.append(Failure(f"{what}: {outcome.reason}", outcome.quiet))
+        elif isinstance(outcome, Refused):
+            log.error(
+                "%s: Slack refused the post-mortem draft for good (%s) — check that the bot "
+                "has files:write and is in %s",
+                self.name,
+                outcome.error.error,
+                channel,
+            )
 
     async def _pages(self) -> None:
         """Every page written for the incident, in the order they fell due."""
