@@ -479,8 +479,22 @@ def test_a_page_that_fails_to_post_is_retried_and_arrives(launch: Launcher) -> N
         ("db down --sev 1 --sev 2", "Give --sev once"),
         ("db down --page-everyone", "Unknown option"),
         ("x" * 5000, "5,000 characters"),
+        ("db down --env nowhere", "Unknown environment"),
+        ("db down --env", "--env needs an environment"),
+        ("db down --env staging --env production", "Give --env once"),
     ],
-    ids=["empty", "only-sev", "sev-9", "sev-no-value", "sev-twice", "unknown-option", "5000"],
+    ids=[
+        "empty",
+        "only-sev",
+        "sev-9",
+        "sev-no-value",
+        "sev-twice",
+        "unknown-option",
+        "5000",
+        "env-unknown",
+        "env-no-value",
+        "env-twice",
+    ],
 )
 def test_bad_input_gets_the_usage_privately_and_opens_nothing(
     bot: BotProcess, text: str, problem: str
@@ -498,6 +512,21 @@ def test_bad_input_gets_the_usage_privately_and_opens_nothing(
     bot.slack.wait_for(lambda fake: fake.channel_messages(barrier.channel))
     assert bot.slack.channel_messages(sent.channel) == []
     assert unresolved(bot) == before + 1
+
+
+def test_an_incident_keeps_its_environment_and_its_card_shows_it(bot: BotProcess) -> None:
+    summary = f"checkout 502s {uuid.uuid4().hex[:8]}"
+    sent = bot.command("/escalate", f"{summary} --env Production --sev 1")
+    assert sent.response.status_code == 200
+    (card,) = bot.slack.wait_for(lambda fake: fake.channel_messages(sent.channel))
+    assert "· SEV 1 · production ·" in shown(card)
+    assert "*Environment*\nproduction" in shown(card)
+    store = Store(bot.database_url)
+    try:
+        (incident,) = [i for i in store.unresolved_incidents(10_000) if i.summary == summary]
+    finally:
+        store.close()
+    assert incident.environment == "production" and incident.severity == 1
 
 
 def test_mentions_in_the_summary_ping_nobody(bot: BotProcess) -> None:

@@ -461,6 +461,7 @@ class Escalations:
         opened_by: str | None = None,
         channel: str | None = None,
         dedupe_key: str | None = None,
+        environment: str | None = None,
     ) -> tuple[Incident, bool]:
         """Open an incident and page its first level; (incident, False) if `dedupe_key`
         names one still unresolved, which is returned unchanged.
@@ -495,6 +496,7 @@ class Escalations:
             opened_by=opened_by,
             channel=channel,
             dedupe_key=dedupe_key,
+            environment=environment,
             plan=plan.to_json(),
             status=Status.TRIGGERED.value,
             deadline_at=deadline,

@@ -200,8 +200,9 @@ def incident_card(incident: Incident) -> Message:
     plan = plan_of(incident)
     status = Status(incident.status)
     name = incident_name(incident.id)
+    where = f" · {incident.environment}" if incident.environment else ""
     blocks: list[Block] = [
-        header(f"{name} · SEV {incident.severity} · {status.value.capitalize()}"),
+        header(f"{name} · SEV {incident.severity}{where} · {status.value.capitalize()}"),
     ]
     title = f"{STATUS_EMOJI[status]} *{escape(incident.summary)}*"
     if incident.link:
@@ -210,6 +211,7 @@ def incident_card(incident: Incident) -> Message:
     facts = [
         f"*Status*\n{_first_upper(status_line(incident, plan))}",
         f"*Severity*\nSEV {incident.severity}",
+        f"*Environment*\n{escape(incident.environment) if incident.environment else 'not given'}",
         f"*Opened*\n{at(incident.opened_at)} by {_who_opened(incident)}",
     ]
     following = _next_step(incident, plan)

@@ -182,6 +182,7 @@ class Incidents:
         opened_by: str | None = None,
         channel: str | None = None,
         dedupe_key: str | None = None,
+        environment: str | None = None,
     ) -> tuple[Incident, bool]:
         """Open an incident and page the escalation path; returns (incident, created).
 
@@ -189,6 +190,7 @@ class Incidents:
         else to `slack.alerts_channel`. `source` says what opened it ("/escalate", "alert",
         "rollback"); `link` (http/https) points at the details. With `dedupe_key`, an
         unresolved incident already opened with that key is returned instead of a new one.
+        `environment` (a configured one) is where it happens: its checklists act there.
         Raises ValueError for an empty summary or a severity outside 1-3, StoreError if the
         database is down. Pages go out from the scheduler, at once, retried until they land.
         """
@@ -214,6 +216,7 @@ class Incidents:
             opened_by=opened_by,
             channel=target,
             dedupe_key=dedupe_key,
+            environment=environment,
         )
 
     async def note(self, incident_id: int, text: str, *, user_id: str | None = None) -> bool:
