@@ -20,6 +20,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     health.stop_watch,
     health.diagnosis_logs,
     health.diagnosis_roll_back,
+    health.diagnosis_restart,
     deploy.cancel,
     deploy.roll_back,
     deploy.unlock_confirm,

@@ -92,8 +92,7 @@ def parse(text: str) -> Opening | ByName | Literal["help", "status"] | str:
         return "--env needs an environment, e.g. `--env production`."
     if options:
         return (
-            f"Unknown option {echo(options[0])}: /escalate takes only --sev 1|2|3 and "
-            "--env <env>."
+            f"Unknown option {echo(options[0])}: /escalate takes only --sev 1|2|3 and --env <env>."
         )
     summary = _unquote(" ".join(rest))
     if not summary:

@@ -148,10 +148,10 @@ async def undo_deploy(
         text = f"Deploy #{deployment_id} {ended}: there is nothing of it to roll back from here."
         await answer(conversation, blocks.notice(text))
         return "refused: not a succeeded deploy"
-    # What changed the environment since (a backup changes nothing; a deploy that failed
-    # before its switch neither, and a host it did change fails the plan below).
+    # What changed the environment since (a backup or a restart changes no release; a deploy
+    # that failed before its switch neither, and a host it did change fails the plan below).
     succeeded = await asyncio.to_thread(store.deployments, env.name, state="succeeded", limit=20)
-    latest = [d for d in succeeded if d.kind != "backup"]
+    latest = [d for d in succeeded if d.kind not in ("backup", "restart")]
     if latest and latest[0].id != deployment_id:
         text = (
             f"{latest[0].kind.capitalize()} #{latest[0].id} changed {env.name} after deploy "
