@@ -578,7 +578,7 @@ def test_a_stranger_pressing_is_refused_and_changes_nothing(launch: Launcher) ->
 
     esc.slack.wait_for(refused)
     assert events(esc) == ["opened"]
-    assert buttons(esc.card()) == ["Acknowledge", "Escalate", "Resolve"]
+    assert buttons(esc.card()) == ["Acknowledge", "Escalate", "Resolve", "Runbook"]
 
 
 def unresolved(bot: BotProcess) -> int:

@@ -127,6 +127,23 @@ async def start_approved(
     )
 
 
+async def restore_newest_backup(
+    services: Services, env: Environment, user_id: str, conversation: Conversation
+) -> str:
+    """A recovery checklist's "Restore from most recent backup": `/rollback <env> <backup>`
+    with the newest backup every host has (and that never failed a restore)."""
+    found = await rollback_plan.survey(env, hosts_opener(services))
+    newest = next((b for b in found.backups() if found.everywhere(b) and not b.bad), None)
+    if newest is None:
+        text = (
+            f"No backup of {env.name} is on every host: nothing to restore. "
+            f"`/rollback list {env.name}` shows what each host keeps."
+        )
+        await answer(conversation, blocks.notice(text, ":no_entry:"))
+        return "refused: no backup on every host"
+    return await rollback_to(services, env, Named("backup", newest.name), user_id, conversation)
+
+
 # --- the deploy aftercare's Roll back button --------------------------------------------------
 
 

@@ -50,6 +50,7 @@ ACKNOWLEDGE = "incident_ack"
 ESCALATE = "incident_escalate"
 RESOLVE = "incident_resolve"
 SNOOZE = "incident_snooze"
+RUNBOOK = "incident_runbook"  # the recovery checklists (checklist_blocks.py)
 
 _BLOCK_ID = re.compile(r"incident:INC-([1-9][0-9]{0,9}):([1-9][0-9]{0,9})")
 MAX_STATUS_LINES = 100
@@ -245,6 +246,7 @@ def _card_buttons(incident: Incident, status: Status) -> list[Block]:
         buttons.append(button("Acknowledge", ACKNOWLEDGE, value, style="primary"))
     buttons.append(button("Escalate", ESCALATE, value))
     buttons.append(button("Resolve", RESOLVE, value))
+    buttons.append(button("Runbook", RUNBOOK, value))
     return buttons
 
 
@@ -303,8 +305,8 @@ def timeline_line(
     step = Step(event.kind)
     level = plan.levels[event.level] if 0 <= event.level < len(plan.levels) else None
     paged_text = f"{escape(level.name)}: {level_people(level, paged)}" if level else "nobody"
-    if step is Step.OPENED:
-        return None
+    if step in (Step.OPENED, Step.CHECKLIST, Step.CHECKED, Step.UNCHECKED):
+        return None  # the card is the opening; a checklist is its own message, ticked in place
     if step is Step.ESCALATED:
         if event.detail == BY_BUTTON:
             text = (
