@@ -4,17 +4,20 @@ by two people at the same moment too — and the steps the bot can do, as their 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pexpect
 import pytest
 
 from bot.store import Store
-from tests.conftest import Sent
+from tests.conftest import REPO, Sent, free_port
 from tests.support.incident_messages import shown
 from tests.support.slack_fake import SlackFake, block_kit_errors
+from tests.test_console import PROMPT, plain, spawn_console
 from tests.test_escalate_e2e import EscalationBot, Launcher, with_channel
 
 TICK = "incident_checklist_tick"
@@ -253,3 +256,32 @@ def test_an_incident_without_an_environment_gets_the_checklist_without_buttons(
     message = post_checklist(esc, oncall, "rollback_checklist", "Rollback Checklist")
     assert len(steps(message)) == 8 and step_buttons(message) == {}
     assert "no environment on the incident" in shown(message)
+
+
+def test_the_console_shows_the_checklist_as_lines_and_ticks_by_number(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    config = (REPO / "config" / "eventmesh.yml").read_text()
+    (tmp_path / "config" / "eventmesh.yml").write_text(config)
+    child = spawn_console(tmp_path, PORT=str(free_port()))
+    child.sendline("/escalate orders table corrupt --env local")
+    child.expect(r"\[(\d+)\] Runbook")
+    runbook = child.match.group(1)
+    assert "INC-1 · SEV 2 · local · Triggered" in plain(child.before)
+    child.expect_exact(PROMPT)
+    child.sendline(runbook)
+    child.expect(r"\[(\d+)\] Data Corruption")
+    data_corruption = child.match.group(1)
+    child.expect_exact(PROMPT)
+    child.sendline(data_corruption)
+    child.expect_exact("0 of 7 steps done")
+    shown_lines = plain(child.before)
+    child.expect_exact(PROMPT)
+    assert "[ ] 1. Stop affected services immediately [" in shown_lines
+    match = re.search(r"\[ \] 3\. Restore from backup \[(\d+)\]", shown_lines)
+    assert match is not None, shown_lines
+    assert "Run /rollback local <the newest backup>" in shown_lines
+    child.sendline(match.group(1))
+    child.expect(r"\[x\] 3\. Restore from backup — done by @UCONSOLE at \d\d:\d\d:\d\d UTC \[\d+\]")
+    child.expect_exact("1 of 7 steps done")
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
