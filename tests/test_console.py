@@ -326,7 +326,7 @@ def test_the_embedded_default_diagnoses_its_crashed_demo_service(tmp_path: Path)
     wait_gone(state["pid"])
 
     child.sendline("/health local diagnose")
-    child.expect(r"\[\d+\] Logs   \[\d+\] Roll back")
+    child.expect(r"\[\d+\] Logs   \[\d+\] Roll back   \[\d+\] Restart service")
     text = plain(child.before)
     assert "Service crashed →" in text and "is not running on local" in text
     assert "panicked at 'injected crash (POST /admin/faults)'" in text

@@ -2,7 +2,7 @@
 
 Up to DETAILED hosts are shown in full (process, port, local healthz, log, disk, memory,
 load); with more, the hosts with findings come first in full and every host gets one line.
-The buttons (Restart service, Roll back, Logs) come once every host has answered.
+The buttons (Logs, Roll back, Restart service) come once every host has answered.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def diagnosis_message(diagnosis: Diagnosis, *, requested_by: str, seconds: float
                 "type": "actions",
                 "block_id": "diagnose_actions",
                 "elements": [
-                    button("Restart service", RESTART_ACTION, env),
-                    button("Roll back", ROLL_BACK_ACTION, env, style="danger"),
                     button("Logs", LOGS_ACTION, env),
+                    button("Roll back", ROLL_BACK_ACTION, env, style="danger"),
+                    button("Restart service", RESTART_ACTION, env),
                 ],
             }
         )
