@@ -260,7 +260,10 @@ def test_an_incident_without_an_environment_gets_the_checklist_without_buttons(
 
 def test_the_console_shows_the_checklist_as_lines_and_ticks_by_number(tmp_path: Path) -> None:
     (tmp_path / "config").mkdir()
+    # Its demo service on a port of its own: other consoles on this machine start theirs on
+    # the default 8080 at the same moment.
     config = (REPO / "config" / "eventmesh.yml").read_text()
+    config = config.replace("--port 8080", f"--port {free_port()}")
     (tmp_path / "config" / "eventmesh.yml").write_text(config)
     child = spawn_console(tmp_path, PORT=str(free_port()))
     child.sendline("/escalate orders table corrupt --env local")
