@@ -550,7 +550,7 @@ def test_mentions_in_the_summary_ping_nobody(bot: BotProcess) -> None:
 def test_status_lists_the_open_incidents(launch: Launcher) -> None:
     esc = launch.start()
     esc.open("api 5xx spike --sev 1")
-    esc.open("disk 91% on prod-2 --sev 3")
+    esc.open("disk 91% on prod-2 --sev 3 --env local")
     esc.wait_pages(1, "INC-2")
     oncall = esc.team.levels[0][0]
     page = next(m for m in esc.dms(oncall) if "INC-2" in m["text"])
@@ -564,7 +564,7 @@ def test_status_lists_the_open_incidents(launch: Launcher) -> None:
     answer = shown(esc.slack.wait_for(listed))
     assert sent.response.status_code == 200
     assert "*INC-1* · SEV 1 · api 5xx spike — paging level 1 of 4" in answer
-    assert f"*INC-2* · SEV 3 · disk 91% on prod-2 — acknowledged by <@{oncall}>" in answer
+    assert f"*INC-2* · SEV 3 · local · disk 91% on prod-2 — acknowledged by <@{oncall}>" in answer
 
 
 def test_a_stranger_pressing_is_refused_and_changes_nothing(launch: Launcher) -> None:

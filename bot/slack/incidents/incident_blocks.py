@@ -412,9 +412,10 @@ def open_incidents(incidents: Sequence[Incident], now: datetime) -> Message:
     lines = []
     for incident in incidents[:MAX_STATUS_LINES]:
         plan = plan_of(incident)
+        where = f" · {escape(incident.environment)}" if incident.environment else ""
         lines.append(
             f"{STATUS_EMOJI[Status(incident.status)]} *{incident_name(incident.id)}* · "
-            f"SEV {incident.severity} · {escape(incident.summary)} — "
+            f"SEV {incident.severity}{where} · {escape(incident.summary)} — "
             f"{status_line(incident, plan)} · open {span(now - incident.opened_at)}"
         )
     if len(incidents) > MAX_STATUS_LINES:
