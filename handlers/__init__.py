@@ -6,7 +6,17 @@ Adding a command: write a module with `@command` / `@action` handlers and list t
 """
 
 from bot.slack.dispatch import ActionSpec, CommandSpec, EventSpec, TimerSpec
-from handlers import alerts, approval, deploy, escalate, health, home, oncall, rollback
+from handlers import (
+    alerts,
+    approval,
+    checklists,
+    deploy,
+    escalate,
+    health,
+    home,
+    oncall,
+    rollback,
+)
 
 COMMANDS: tuple[CommandSpec, ...] = (
     health.health,
@@ -20,6 +30,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     health.stop_watch,
     health.diagnosis_logs,
     health.diagnosis_roll_back,
+    health.diagnosis_restart,
     deploy.cancel,
     deploy.roll_back,
     deploy.unlock_confirm,
@@ -29,6 +40,15 @@ ACTIONS: tuple[ActionSpec, ...] = (
     escalate.escalate_now,
     escalate.resolve,
     escalate.still_working,
+    checklists.runbook,
+    checklists.post_checklist,
+    checklists.tick,
+    checklists.backups,
+    checklists.restore,
+    checklists.rollback,
+    checklists.health,
+    checklists.diagnose_step,
+    checklists.logs_step,
     alerts.acknowledge,
     alerts.silence,
     alerts.escalate,

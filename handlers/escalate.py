@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from bot.runbook.incidents.escalation import (
@@ -25,9 +25,12 @@ from bot.slack.incidents import incident_blocks
 from bot.slack.limits import ESCALATE_SOURCE
 from bot.slack.services import Services
 from bot.store import StoreError, Timer
+from handlers.deploy import environment
 
-MAX_TEXT = MAX_SUMMARY + 40  # a summary at its limit plus --sev; anything longer is refused
+# A summary at its limit plus --sev and --env <name>; anything longer is refused.
+MAX_TEXT = MAX_SUMMARY + 120
 _SEV = re.compile(r"--sev(?:=|\s+)(\S+)")
+_ENV = re.compile(r"--env(?:=|\s+)(?!--)(\S+)")
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
 
 
@@ -35,6 +38,7 @@ _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
 class Opening:
     summary: str
     severity: int
+    environment: str | None = None  # as typed; the handler checks it against the config
 
 
 @dataclass(frozen=True)
@@ -88,18 +92,25 @@ def parse(text: str) -> Opening | ByName | PostmortemOf | Literal["help", "statu
         if severities[0] not in {str(s) for s in SEVERITIES}:
             return f"--sev takes 1, 2 or 3, not {echo(severities[0])}."
         severity = int(severities[0])
-    rest = _SEV.sub(" ", text).split()
+    environments = _ENV.findall(text)
+    if len(environments) > 1:
+        return "Give --env once."
+    rest = _ENV.sub(" ", _SEV.sub(" ", text)).split()
     options = [word for word in rest if word.startswith("--")]
     if "--sev" in options:
         return "--sev needs a value: 1, 2 or 3."
+    if "--env" in options:
+        return "--env needs an environment, e.g. `--env production`."
     if options:
-        return f"Unknown option {echo(options[0])}: /escalate takes only --sev 1|2|3."
+        return (
+            f"Unknown option {echo(options[0])}: /escalate takes only --sev 1|2|3 and --env <env>."
+        )
     summary = _unquote(" ".join(rest))
     if not summary:
         return "An incident needs a summary, e.g. `/escalate api 5xx spike --sev 1`."
     if len(summary) > MAX_SUMMARY:
         return f"Keep the summary under {MAX_SUMMARY} characters (it is {len(summary):,})."
-    return Opening(summary, severity)
+    return Opening(summary, severity, environments[0] if environments else None)
 
 
 def _unquote(text: str) -> str:
@@ -108,9 +119,12 @@ def _unquote(text: str) -> str:
     return text
 
 
-def dedupe_key(summary: str) -> str:
-    """The same summary (case and spacing aside) is the same incident while it is open."""
+def dedupe_key(summary: str, environment: str | None = None) -> str:
+    """The same summary (case and spacing aside) is the same incident while it is open — in
+    the same environment, when one is named."""
     said = " ".join(summary.casefold().split())
+    if environment is not None:
+        said += f"\0{environment}"
     return "escalate:" + hashlib.sha256(said.encode()).hexdigest()[:40]
 
 
@@ -123,9 +137,9 @@ PAGED = (
 @command(
     "/escalate",
     Usage(
-        "/escalate <summary> [--sev 1|2|3]",
+        "/escalate <summary> [--sev 1|2|3] [--env <env>]",
         "open an incident and page the escalation path until someone acknowledges "
-        "(severity 2 unless given)",
+        "(severity 2 unless given); --env names where it happens, for its runbook checklists",
         then="limits.escalations per user; the same summary joins the incident still open",
     ),
     Usage("/escalate status", "the open incidents: level, age, who acknowledged"),
@@ -161,6 +175,11 @@ async def escalate(ctx: Context) -> None:
         await ctx.ack()
         ctx.hand_off(lambda: _postmortem(ctx, wanted))
         return
+    if wanted.environment is not None:
+        env = environment(wanted.environment, ctx.config)
+        if isinstance(env, str):
+            return await ctx.answer_usage(env)
+        wanted = replace(wanted, environment=env.name)
     if not await _may_open(ctx, wanted):
         return
     await ctx.ack()
@@ -172,7 +191,9 @@ async def _may_open(ctx: Context, wanted: Opening) -> bool:
     which pages nobody."""
     store = ctx.services.store
     try:
-        joins = await asyncio.to_thread(store.open_incident_with_key, dedupe_key(wanted.summary))
+        joins = await asyncio.to_thread(
+            store.open_incident_with_key, dedupe_key(wanted.summary, wanted.environment)
+        )
     except StoreError:
         joins = None  # open_incident will say what is wrong with the store
     if joins is not None:
@@ -196,7 +217,8 @@ async def _open(ctx: Context, wanted: Opening) -> str:
         ESCALATE_SOURCE,
         opened_by=ctx.user_id,
         channel=ctx.request.channel_id,
-        dedupe_key=dedupe_key(wanted.summary),
+        dedupe_key=dedupe_key(wanted.summary, wanted.environment),
+        environment=wanted.environment,
     )
     name = incident_name(incident.id)
     if not created:

@@ -12,9 +12,10 @@ from bot.runbook.health.log_search import DEFAULT_LINES, MAX_LINES, LogQuery, Wh
 from bot.runbook.health.metrics_report import DEFAULT_BUILDS, MAX_BUILDS
 from bot.runbook.health.watch import DEFAULT_WATCH, LONGEST_WATCH, WatchRefused
 from bot.slack.access import Allow, Usage
-from bot.slack.blocks import duration_text, echo
+from bot.slack.blocks import duration_text, echo, notice
+from bot.slack.changes.restart import restart_service
 from bot.slack.dispatch import Context, action, command
-from bot.slack.health.diagnose_blocks import LOGS_ACTION, ROLL_BACK_ACTION
+from bot.slack.health.diagnose_blocks import LOGS_ACTION, RESTART_ACTION, ROLL_BACK_ACTION
 from bot.slack.health.diagnose_report import report_diagnosis
 from bot.slack.health.health_report import report_health
 from bot.slack.health.health_watch import watch_health
@@ -422,3 +423,22 @@ async def diagnosis_roll_back(ctx: Context) -> None:
     if isinstance(env, str):
         return await ctx.answer_usage(env)
     await roll_back(ctx, env, None)
+
+
+@action(
+    RESTART_ACTION,
+    "Restart service",
+    allow=Allow("deployers", then="requires_approval: an approver decides (never the requester)"),
+)
+async def diagnosis_restart(ctx: Context) -> None:
+    """A diagnosis's Restart service: the service command on each host, verified healthy;
+    locked, recorded and audited as a deploy (deployers; approval where required)."""
+    env = _button_environment(ctx)
+    if isinstance(env, str):
+        return await ctx.answer_usage(env)
+    if env.requires_approval:
+        await ctx.ack(notice(f"{env.name} needs an approver: asking.", ":hourglass_flowing_sand:"))
+    else:
+        await ctx.ack()
+    services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
+    ctx.hand_off(lambda: restart_service(services, env, user, conversation), lane="long")

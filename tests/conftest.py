@@ -396,8 +396,10 @@ class BotProcess:
         message_ts: str,
         user_id: str = "U0USER",
         block_id: str = "b1",
+        selected_options: list[dict[str, Any]] | None = None,
     ) -> Sent:
-        """Click a button exactly as Slack delivers it (block_id: the button's actions block)."""
+        """Click a button exactly as Slack delivers it (block_id: the button's actions block);
+        with selected_options, a checkboxes element (what is selected after the click)."""
         response_url = self.slack.response_url()
         body = block_actions_body(
             action_id,
@@ -407,6 +409,7 @@ class BotProcess:
             message_ts=message_ts,
             response_url=response_url,
             block_id=block_id,
+            selected_options=selected_options,
         )
         response, seconds = self.post_signed(body, signed_headers(SIGNING_SECRET, body))
         return Sent(response, seconds, channel, response_url)

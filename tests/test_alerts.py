@@ -195,6 +195,9 @@ def test_a_critical_alert_pages_once_and_its_resolution_is_noted_on_the_incident
         assert len(w.cards()) == 1
         (alert,) = w.alert_rows()
         assert alert.incident_id is not None
+        incident = w.store.incident(alert.incident_id)
+        assert incident is not None and incident.environment == "staging"
+        assert "· staging ·" in shown(card)
 
         await w.read(5, 5)
         notes = w.thread(card["ts"], w.incidents_channel)

@@ -326,10 +326,16 @@ def test_the_embedded_default_diagnoses_its_crashed_demo_service(tmp_path: Path)
     wait_gone(state["pid"])
 
     child.sendline("/health local diagnose")
-    child.expect(r"\[\d+\] Logs   \[\d+\] Roll back")
+    child.expect(r"\[\d+\] Logs   \[\d+\] Roll back   \[(\d+)\] Restart service")
+    restart = child.match.group(1)
     text = plain(child.before)
     assert "Service crashed →" in text and "is not running on local" in text
     assert "panicked at 'injected crash (POST /admin/faults)'" in text
+    child.expect_exact(PROMPT)
+    # Restart service: the supervisor's restart, verified healthy, as a change of its own.
+    child.sendline(restart)
+    child.expect_exact("Restarted the service on local: 1 host, healthy.", timeout=60)
+    assert httpx.get(f"http://127.0.0.1:{state['port']}/healthz", timeout=5).status_code == 200
     child.expect_exact(PROMPT)
     child.sendeof()
     child.expect(pexpect.EOF)

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from bot.store import Deployment, Store
 from tests.conftest import TEST_LIMITS, BotProcess, http_bot
-from tests.support.conversation import Conversation, buttons, text_of
+from tests.support.conversation import Conversation, Message, buttons, text_of
 from tests.support.diagnose_env import LoggedService, environment, start_logged_service
 from tests.support.health_reports import SLACK_ACK_DEADLINE_S, header_of
 from tests.support.slack_fake import SlackFake, block_kit_errors
@@ -66,8 +67,15 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoggedService]
 
 
 @pytest.fixture(scope="module")
+def restarts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the test environments' service command records each restart, at the host."""
+    return tmp_path_factory.mktemp("restarts") / "restarts.log"
+
+
+@pytest.fixture(scope="module")
 def diagnose_bot(
     tmp_path_factory: pytest.TempPathFactory,
+    restarts: Path,
     slack: SlackFake,
     sshd: Sshd,
     counting_sshd: tuple[Sshd, Path],
@@ -85,6 +93,24 @@ def diagnose_bot(
         "environments": {
             "staging": environment(service, [str(sshd.host)]),
             "fleet": environment(service, [str(counting.host)] * FLEET),
+            # Restart service: the command runs on the host (through the sshd), then the
+            # service's healthz must pass 3 times in a row.
+            "restartable": environment(
+                service,
+                [str(sshd.host)],
+                restart=f"echo restartable >> {restarts}",
+                verify_interval="1s",
+            ),
+            "guarded": environment(
+                service,
+                [str(sshd.host)],
+                restart=f"echo guarded >> {restarts}",
+                verify_interval="1s",
+                requires_approval=True,
+            ),
+            "broken": environment(
+                service, [str(sshd.host)], restart="echo no such unit >&2; exit 5"
+            ),
         },
         "alerts": {"scheduled_checks": False},
         "limits": TEST_LIMITS,  # a robot's limits (conftest.py)
@@ -140,7 +166,11 @@ def test_diagnose_fills_in_one_message_with_the_counts_and_the_buttons(
     assert "the last 2,000 lines" in text
     assert "*Errors in the log* (not one of the runbook's) → 12 errors in the last" in text
     assert "From the bot" in text and "Healthy" in text
-    assert buttons(message) == {"diagnose_logs": "staging", "diagnose_rollback": "staging"}
+    assert buttons(message) == {
+        "diagnose_restart": "staging",
+        "diagnose_logs": "staging",
+        "diagnose_rollback": "staging",
+    }
     assert block_kit_errors(message["blocks"]) == []
     posts, edits = posts_and_edits(diagnose_bot.slack, sent.channel, message["ts"])
     assert posts == 1 and edits >= 1
@@ -173,6 +203,69 @@ def test_the_roll_back_button_is_rollback_for_deployers_only(diagnose_bot: BotPr
     diagnosis.press("Roll back", as_="U0DEPLOY1").private(
         "Nothing is installed on staging yet", timeout=60
     )
+
+
+def diagnosed(diagnose_bot: BotProcess, env: str) -> Message:
+    asked = Conversation(diagnose_bot).as_("U0USER").say(f"/health {env} diagnose")
+    diagnosis = asked.message(f"Diagnosis · {env}")
+    diagnosis.when(lambda m: "diagnose_restart" in buttons(m), timeout=DIAGNOSE_TIMEOUT_S)
+    return diagnosis
+
+
+def restart_runs(diagnose_bot: BotProcess, env: str) -> list[Deployment]:
+    store = Store(diagnose_bot.database_url)
+    try:
+        return store.deployments(env, kind="restart")
+    finally:
+        store.close()
+
+
+def test_restart_service_runs_the_service_command_and_verifies_for_deployers_only(
+    diagnose_bot: BotProcess, restarts: Path
+) -> None:
+    diagnosis = diagnosed(diagnose_bot, "restartable")
+
+    diagnosis.press("Restart service", as_="U0USER").private("Only deployers")
+    pressed = diagnosis.press("Restart service", as_="U0DEPLOY1")
+    run = pressed.message("Restart the service on restartable")
+    final = run.when("Restarted the service on restartable: 1 host, healthy.", timeout=120)
+
+    assert restarts.read_text().splitlines().count("restartable") == 1
+    assert block_kit_errors(final["blocks"]) == []
+    (recorded,) = restart_runs(diagnose_bot, "restartable")
+    assert recorded.state == "succeeded" and recorded.requested_by == "U0DEPLOY1"
+    store = Store(diagnose_bot.database_url)
+    try:
+        assert store.environment_lock("restartable") is None  # unlocked again
+    finally:
+        store.close()
+
+
+def test_a_restart_that_fails_says_so_and_frees_the_environment(diagnose_bot: BotProcess) -> None:
+    diagnosis = diagnosed(diagnose_bot, "broken")
+    pressed = diagnosis.press("Restart service", as_="U0DEPLOY1")
+    run = pressed.message("Restart the service on broken")
+    final = run.when("Restart of broken failed", timeout=120)
+    assert "exited with status 5" in text_of(final) and "no such unit" in text_of(final)
+    (recorded,) = restart_runs(diagnose_bot, "broken")
+    assert recorded.state == "failed"
+
+
+def test_restart_where_approval_is_required_waits_for_an_approver(
+    diagnose_bot: BotProcess, restarts: Path
+) -> None:
+    diagnosis = diagnosed(diagnose_bot, "guarded")
+    pressed = diagnosis.press("Restart service", as_="U0DEPLOY1")
+    request = pressed.message("Approval needed: restart the service on guarded")
+    assert not restarts.exists() or "guarded" not in restarts.read_text()
+    assert restart_runs(diagnose_bot, "guarded") == []
+
+    request.press("Approve", as_="U0APPROVER1")
+    run = pressed.message("Restart the service on guarded", timeout=60)
+    run.when("Restarted the service on guarded: 1 host, healthy.", timeout=120)
+    assert restarts.read_text().splitlines().count("guarded") == 1
+    (recorded,) = restart_runs(diagnose_bot, "guarded")
+    assert recorded.approved_by == "U0APPROVER1"
 
 
 def test_5000_lines_go_to_a_file_in_the_thread(

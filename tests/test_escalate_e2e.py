@@ -520,8 +520,22 @@ def test_a_page_that_fails_to_post_is_retried_and_arrives(launch: Launcher) -> N
         ("db down --sev 1 --sev 2", "Give --sev once"),
         ("db down --page-everyone", "Unknown option"),
         ("x" * 5000, "5,000 characters"),
+        ("db down --env nowhere", "Unknown environment"),
+        ("db down --env", "--env needs an environment"),
+        ("db down --env staging --env production", "Give --env once"),
     ],
-    ids=["empty", "only-sev", "sev-9", "sev-no-value", "sev-twice", "unknown-option", "5000"],
+    ids=[
+        "empty",
+        "only-sev",
+        "sev-9",
+        "sev-no-value",
+        "sev-twice",
+        "unknown-option",
+        "5000",
+        "env-unknown",
+        "env-no-value",
+        "env-twice",
+    ],
 )
 def test_bad_input_gets_the_usage_privately_and_opens_nothing(
     bot: BotProcess, text: str, problem: str
@@ -539,6 +553,21 @@ def test_bad_input_gets_the_usage_privately_and_opens_nothing(
     bot.slack.wait_for(lambda fake: fake.channel_messages(barrier.channel))
     assert bot.slack.channel_messages(sent.channel) == []
     assert unresolved(bot) == before + 1
+
+
+def test_an_incident_keeps_its_environment_and_its_card_shows_it(bot: BotProcess) -> None:
+    summary = f"checkout 502s {uuid.uuid4().hex[:8]}"
+    sent = bot.command("/escalate", f"{summary} --env Production --sev 1")
+    assert sent.response.status_code == 200
+    (card,) = bot.slack.wait_for(lambda fake: fake.channel_messages(sent.channel))
+    assert "· SEV 1 · production ·" in shown(card)
+    assert "*Environment*\nproduction" in shown(card)
+    store = Store(bot.database_url)
+    try:
+        (incident,) = [i for i in store.unresolved_incidents(10_000) if i.summary == summary]
+    finally:
+        store.close()
+    assert incident.environment == "production" and incident.severity == 1
 
 
 def test_mentions_in_the_summary_ping_nobody(bot: BotProcess) -> None:
@@ -562,7 +591,7 @@ def test_mentions_in_the_summary_ping_nobody(bot: BotProcess) -> None:
 def test_status_lists_the_open_incidents(launch: Launcher) -> None:
     esc = launch.start()
     esc.open("api 5xx spike --sev 1")
-    esc.open("disk 91% on prod-2 --sev 3")
+    esc.open("disk 91% on prod-2 --sev 3 --env local")
     esc.wait_pages(1, "INC-2")
     oncall = esc.team.levels[0][0]
     page = next(m for m in esc.dms(oncall) if "INC-2" in m["text"])
@@ -576,7 +605,7 @@ def test_status_lists_the_open_incidents(launch: Launcher) -> None:
     answer = shown(esc.slack.wait_for(listed))
     assert sent.response.status_code == 200
     assert "*INC-1* · SEV 1 · api 5xx spike — paging level 1 of 4" in answer
-    assert f"*INC-2* · SEV 3 · disk 91% on prod-2 — acknowledged by <@{oncall}>" in answer
+    assert f"*INC-2* · SEV 3 · local · disk 91% on prod-2 — acknowledged by <@{oncall}>" in answer
 
 
 def test_a_stranger_pressing_is_refused_and_changes_nothing(launch: Launcher) -> None:
@@ -590,7 +619,7 @@ def test_a_stranger_pressing_is_refused_and_changes_nothing(launch: Launcher) ->
 
     esc.slack.wait_for(refused)
     assert events(esc) == ["opened"]
-    assert buttons(esc.card()) == ["Acknowledge", "Escalate", "Resolve"]
+    assert buttons(esc.card()) == ["Acknowledge", "Escalate", "Resolve", "Runbook"]
 
 
 def unresolved(bot: BotProcess) -> int:

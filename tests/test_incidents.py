@@ -132,7 +132,7 @@ def test_opening_posts_the_card_and_pages_level_one_once(tmp_path: Path, slack: 
         ):
             assert line in text
         assert "<@U0LEAD>" not in json.dumps(card)  # not pinged before their turn
-        assert buttons(card) == ["Acknowledge", "Escalate", "Resolve"]
+        assert buttons(card) == ["Acknowledge", "Escalate", "Resolve", "Runbook"]
         assert actions_block_id(card) == "incident:INC-1:1"
         (page,) = w.dms(ONCALL)
         assert page["text"].startswith("Paging you for INC-1 (SEV 2, On-call DevOps Engineer)")
@@ -222,7 +222,7 @@ def test_acknowledged_then_reminded_snoozed_and_reopened(tmp_path: Path, slack: 
         card = w.card()
         assert "Acknowledged by <@U0LEAD> at 12:12:00 UTC (level 2 of 4" in shown(card)
         assert "Reminder to <@U0LEAD> at 12:42:00 UTC if not resolved" in shown(card)
-        assert buttons(card) == ["Escalate", "Resolve"]
+        assert buttons(card) == ["Escalate", "Resolve", "Runbook"]
         await w.later(minutes=30)  # past the next levels' deadlines: nobody else is paged
         assert [len(w.dms(d)) for d in (ONCALL, MANAGER, "D0CTO")] == [1, 0, 0]
 

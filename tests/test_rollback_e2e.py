@@ -406,3 +406,29 @@ def test_only_deployers_roll_back_and_help_shows_what_each_may_run(chat: Convers
     for usage in ("/rollback <env> [<id>]", "/rollback backup <env>"):
         assert usage in deployer and usage not in everyone
     assert "/rollback list <env>" in deployer and "/rollback list <env>" in everyone
+
+
+def test_an_incident_checklist_restores_the_newest_backup_through_its_approval(
+    chat: Conversation, targets: dict[str, DemoTarget]
+) -> None:
+    """Complete System Failure's "Restore from most recent backup", pressed in the incident's
+    thread: `/rollback production <the newest backup>`, deployers only, an approver first."""
+    production = targets["production"]
+    newest = backup_archive(production, "5.0.2", datetime.now(UTC))
+    opened = say(chat, "/escalate production is down --env production --sev 1")
+    card = opened.message("production is down", in_=INCIDENTS)
+    choices = card.press("Runbook", as_=DEPLOYER).private("runbook's procedures")
+    choices.press("Complete System Failure", as_=DEPLOYER)
+    checklist = card.thread_line("Complete System Failure")
+    label = "Run /rollback production <the newest backup>"
+
+    checklist.press(label, as_="U0ONCALL").private("Only deployers")
+    pressed = checklist.press(label, as_=OTHER_DEPLOYER)
+    request = request_for(pressed, "roll back *production*")
+    assert newest.name in request.text
+    request.press("Approve", as_=APPROVER)
+    final = run_of(pressed).when(finished)
+    assert final["text"] == (
+        f"Rolled back production from v5.0.0 to v5.0.2 (restored from {newest.name})."
+    ), text_of(final)
+    assert healthz(production) == {"status": "healthy", "version": "5.0.2"}

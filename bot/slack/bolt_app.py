@@ -116,7 +116,7 @@ def create_bolt_app(
         container = body.get("container") or {}
         request = ActionRequest(
             action_id=pressed.get("action_id", ""),
-            value=pressed.get("value") or "",
+            value=pressed.get("value") or _selected(pressed),
             user_id=(body.get("user") or {}).get("id", ""),
             channel_id=container.get("channel_id") or (body.get("channel") or {}).get("id", ""),
             message_ts=container.get("message_ts"),
@@ -239,3 +239,10 @@ async def know_identity(
 def socket_mode_handler(app: AsyncApp, app_token: str) -> AsyncSocketModeHandler:
     """Made here so that only bot/slack imports slack_bolt (the runtime just starts it)."""
     return AsyncSocketModeHandler(app, app_token)
+
+
+def _selected(pressed: dict[str, Any]) -> str:
+    """A checkbox element's press carries no value, but the options selected after it: the
+    value of the one selected ("" when none is), as our checklists put one option in each."""
+    options = pressed.get("selected_options") or []
+    return ",".join(str(option.get("value") or "") for option in options)

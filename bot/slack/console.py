@@ -121,6 +121,21 @@ class TextRenderer:
         raw = str(obj.get("text", ""))
         return self.mrkdwn(raw) if obj.get("type") == "mrkdwn" else raw
 
+    def _checkbox(
+        self,
+        element: dict[str, Any],
+        option: dict[str, Any],
+        block_id: str | None,
+        press: Callable[[dict[str, Any], str | None], int],
+    ) -> str:
+        """'[x] 1. Check backups — done by @U1 at 10:02:03 UTC [7]': a number ticks it."""
+        ticked = option in (element.get("initial_options") or [])
+        box = "[x]" if ticked else "[ ]"
+        text = f"{box} {self._text(option.get('text'))}"
+        if option.get("description"):
+            text += f" — {self._text(option['description'])}"
+        return f"{text} [{press(_toggled(element, option, ticked), block_id)}]"
+
     def render(self, message: Message, press: Callable[[dict[str, Any], str | None], int]) -> str:
         if not message.blocks:
             return self.mrkdwn(message.text)
@@ -145,14 +160,27 @@ class TextRenderer:
             elif kind == "divider":
                 lines.append("-" * 40)
             elif kind == "actions":
-                lines.append(
-                    "   ".join(
-                        f"[{press(e, block.get('block_id'))}] {self._text(e.get('text'))}"
-                        for e in block.get("elements", [])
-                        if e.get("type") == "button"
-                    )
-                )
+                block_id = block.get("block_id")
+                shown = [
+                    self._checkbox(e, option, block_id, press)
+                    for e in block.get("elements", [])
+                    if e.get("type") == "checkboxes"
+                    for option in e.get("options", [])
+                ]
+                shown += [
+                    f"[{press(e, block_id)}] {self._text(e.get('text'))}"
+                    for e in block.get("elements", [])
+                    if e.get("type") == "button"
+                ]
+                lines.append("   ".join(shown))
         return "\n".join(lines)
+
+
+def _toggled(element: dict[str, Any], option: dict[str, Any], ticked: bool) -> dict[str, Any]:
+    """A checkbox as a button: pressing it sends what Slack would after the click — the
+    option's value when it becomes ticked, and (never the option's value) when it clears."""
+    value = str(option.get("value", ""))
+    return {"action_id": element["action_id"], "value": f"!{value}" if ticked else value}
 
 
 def _angle(inner: str) -> str:

@@ -59,6 +59,9 @@ class IncidentRecord(Base):
     opened_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     channel: Mapped[str | None] = mapped_column(String(64), nullable=True)
     dedupe_key: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    # Where it happens (`/escalate … --env`, an alert's, a rollback's): what its checklist's
+    # buttons act on. None: not said.
+    environment: Mapped[str | None] = mapped_column(String(64), nullable=True)
     plan: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), index=True)
     seq: Mapped[int] = mapped_column(Integer, default=1)
@@ -149,6 +152,7 @@ class Incident:
     reminded_at: datetime | None
     resolved_by: str | None
     resolved_at: datetime | None
+    environment: str | None = None
 
 
 # What a state change may set; the rest (identity, the frozen plan, seq) is the store's.
@@ -229,6 +233,7 @@ class IncidentStore(StoreCore):
         event: NewEvent,
         timers: Callable[[int], Sequence[NewTimer]],
         deliveries: Callable[[int], Sequence[NewDelivery]] = lambda incident_id: (),
+        environment: str | None = None,
     ) -> tuple[Incident, bool]:
         """Open an incident with its first event, timers and pages, in one transaction.
 
@@ -251,6 +256,7 @@ class IncidentStore(StoreCore):
                         opened_by=opened_by,
                         channel=channel,
                         dedupe_key=dedupe_key,
+                        environment=environment,
                         plan=json.dumps(plan),
                         status=status,
                         seq=1,

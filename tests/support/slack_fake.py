@@ -176,6 +176,32 @@ def _element_errors(element: object, where: str) -> list[str]:
             errors.append(f"{where}.style: {element['style']!r} is not primary or danger")
     elif element["type"] == "image":
         errors += _image_errors(element, where)
+    elif element["type"] == "checkboxes":
+        errors += _checkboxes_errors(element, where)
+    return errors
+
+
+def _checkboxes_errors(element: dict[str, Any], where: str) -> list[str]:
+    """Checkboxes: 1-10 options, each a text (mrkdwn allowed) and description of at most 75
+    characters and a value of at most 150; initial_options must be exactly among them."""
+    options = element.get("options")
+    errors = _list_errors(options, f"{where}.options", 10)
+    if not isinstance(options, list):
+        return errors
+    for j, option in enumerate(options):
+        at = f"{where}.options[{j}]"
+        if not isinstance(option, dict):
+            errors.append(f"{at}: must be an object")
+            continue
+        errors += _text_errors(option.get("text"), f"{at}.text", 75)
+        if "description" in option:
+            errors += _text_errors(option["description"], f"{at}.description", 75)
+        value = option.get("value")
+        if not isinstance(value, str) or not 0 < len(value) <= 150:
+            errors.append(f"{at}.value: must be a string of 1-150 characters")
+    for k, initial in enumerate(element.get("initial_options") or []):
+        if initial not in options:
+            errors.append(f"{where}.initial_options[{k}]: not exactly one of the options")
     return errors
 
 

@@ -92,11 +92,13 @@ def block_actions_body(
     message: dict[str, Any] | None = None,
     team_id: str = "T0TEST",
     api_app_id: str = "A0APP",
+    selected_options: list[dict[str, Any]] | None = None,
 ) -> bytes:
     """The form body of a button click: one ``payload`` field holding the JSON Slack sends.
 
     ``message`` is the clicked message (e.g. ``fake.messages[(channel, ts)]``); by default a
-    bare bot message with ``message_ts``.
+    bare bot message with ``message_ts``. With ``selected_options`` it is a click on a
+    checkboxes element instead: Slack sends the options selected after the click, no value.
     """
     if message is None:
         message = {
@@ -125,7 +127,11 @@ def block_actions_body(
         "message": message,
         "state": {"values": {}},
         "response_url": response_url,
-        "actions": [_button_pressed(action_id, value, block_id)],
+        "actions": [
+            _button_pressed(action_id, value, block_id)
+            if selected_options is None
+            else _checkboxes_pressed(action_id, selected_options, block_id)
+        ],
     }
     return urlencode({"payload": json.dumps(payload)}).encode()
 
@@ -138,6 +144,19 @@ def _button_pressed(action_id: str, value: str, block_id: str) -> dict[str, Any]
         "text": {"type": "plain_text", "text": action_id, "emoji": True},
         "value": value,
         "type": "button",
+        "action_ts": f"{time.time():.6f}",
+    }
+
+
+def _checkboxes_pressed(
+    action_id: str, selected_options: list[dict[str, Any]], block_id: str
+) -> dict[str, Any]:
+    """The ``actions`` entry of a click on a checkboxes element."""
+    return {
+        "action_id": action_id,
+        "block_id": block_id,
+        "selected_options": selected_options,
+        "type": "checkboxes",
         "action_ts": f"{time.time():.6f}",
     }
 

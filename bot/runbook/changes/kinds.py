@@ -1,14 +1,15 @@
-"""The kinds of change the bot runs (deploy, rollback, backup): each one's checklist as its
+"""The kinds of change the bot runs (deploy, rollback, backup, restart): each one's checklist as its
 message lists it, every step's title, and a kind's title again from what its record keeps."""
 
 from __future__ import annotations
 
-from bot.runbook.changes import backup, deploy, deploy_steps, rollback, rollback_plan
+from bot.runbook.changes import backup, deploy, deploy_steps, restart, rollback, rollback_plan
 
 _CHECKLISTS: dict[str, tuple[tuple[str, str], ...]] = {
     "deploy": deploy_steps.STEPS,
     "rollback": rollback.STEPS,
     "backup": backup.STEPS,
+    "restart": restart.STEPS,
 }
 # The keys the kinds share have the same titles, but for "backup": a backup run's "Back up".
 _TITLES: dict[str, str] = {**deploy.TITLES, **rollback.TITLES, **dict(backup.STEPS)}
@@ -32,4 +33,6 @@ def recorded_title(
         return rollback_plan.recorded_title(environment, hosts, version)
     if kind == "backup":
         return backup.backup_title(environment)
+    if kind == "restart":
+        return restart.restart_title(environment)
     return None

@@ -85,6 +85,10 @@ class Step(StrEnum):
     REOPENED = "reopened"
     RESOLVED = "resolved"
     NOTE = "note"  # a line from elsewhere (an alert that resolved, a failed page)
+    # A recovery checklist posted in the thread, and its ticks (checklists.py).
+    CHECKLIST = "checklist"
+    CHECKED = "checked"
+    UNCHECKED = "unchecked"
 
 
 # The steps after which the current level's people get a new page.
@@ -464,6 +468,7 @@ class Escalations:
         opened_by: str | None = None,
         channel: str | None = None,
         dedupe_key: str | None = None,
+        environment: str | None = None,
     ) -> tuple[Incident, bool]:
         """Open an incident and page its first level; (incident, False) if `dedupe_key`
         names one still unresolved, which is returned unchanged.
@@ -498,6 +503,7 @@ class Escalations:
             opened_by=opened_by,
             channel=channel,
             dedupe_key=dedupe_key,
+            environment=environment,
             plan=plan.to_json(),
             status=Status.TRIGGERED.value,
             deadline_at=deadline,
@@ -517,20 +523,27 @@ class Escalations:
 
     async def note(self, incident_id: int, text: str, *, user_id: str | None = None) -> bool:
         """Add a line to the incident's timeline (and its thread); False if there is none."""
+        noted = await self.record(incident_id, Step.NOTE, " ".join(text.split()), user_id=user_id)
+        return noted is not None
+
+    async def record(
+        self, incident_id: int, step: Step, detail: str, *, user_id: str | None = None
+    ) -> IncidentEvent | None:
+        """Add an event to the incident's timeline without changing its state — one INSERT,
+        so events recorded at once all land — and have Slack synced; None: no such incident."""
         incident = await self.get(incident_id)
         if incident is None:
-            return False
+            return None
         now = self.clock()
         event = await asyncio.to_thread(
             self.store.note_incident,
             incident_id,
-            NewEvent(Step.NOTE.value, incident.level, user_id, " ".join(text.split())),
+            NewEvent(step.value, incident.level, user_id, detail),
             lambda event_id: [sync_timer(incident_id, f"e{event_id}", now)],
         )
-        if event is None:
-            return False
-        self.wake(now)
-        return True
+        if event is not None:
+            self.wake(now)
+        return event
 
     async def on_deadline(self, incident_id: int, seq: int) -> Incident | None:
         """The deadline timer set at `seq` fell due; returns the incident if it moved."""

@@ -144,6 +144,7 @@ class Alerting:
             1,
             "alert",
             dedupe_key=_dedupe_key(alert),
+            environment=alert.environment,
         )
         await self.alerts.link_incident(alert.id, incident.id)
 
@@ -266,6 +267,7 @@ class Alerting:
             "alert",
             opened_by=user_id,
             dedupe_key=_dedupe_key(alert),
+            environment=alert.environment,
         )
         await self.alerts.link_incident(alert_id, incident.id)
         return PressReply(

@@ -43,6 +43,11 @@ def request(
             f"\nHosts: {shown_hosts}"
         )
         checklist_title = "*What each host runs, and what it goes back to*"
+    elif approval.kind == "restart":
+        what = f"restart the service on {env}"
+        intro = f"<@{approval.requested_by}> asks to restart the service on *{env}*.\nHosts: "
+        intro += shown_hosts
+        checklist_title = "*How*"
     else:
         what = f"{approval.kind} {show_version(version)} to {env}"
         options = " ".join(f"`{f}`" for f in flags) or "none"

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.config import Environment
 from bot.slack import blocks
-from bot.slack.changes import deploy, rollback
+from bot.slack.changes import deploy, restart, rollback
 from bot.slack.changes.approval import NotStartable
 from bot.slack.changes.run import answer
 from bot.slack.chat import Conversation
@@ -30,6 +30,7 @@ Starter = Callable[[Services, Approval, Environment, Conversation], Awaitable[st
 STARTERS: dict[str, Starter] = {
     "deploy": deploy.start_approved,
     "rollback": rollback.start_approved,
+    "restart": restart.start_approved,
 }
 
 

@@ -127,6 +127,23 @@ async def start_approved(
     )
 
 
+async def restore_newest_backup(
+    services: Services, env: Environment, user_id: str, conversation: Conversation
+) -> str:
+    """A recovery checklist's "Restore from most recent backup": `/rollback <env> <backup>`
+    with the newest backup every host has (and that never failed a restore)."""
+    found = await rollback_plan.survey(env, hosts_opener(services))
+    newest = next((b for b in found.backups() if found.everywhere(b) and not b.bad), None)
+    if newest is None:
+        text = (
+            f"No backup of {env.name} is on every host: nothing to restore. "
+            f"`/rollback list {env.name}` shows what each host keeps."
+        )
+        await answer(conversation, blocks.notice(text, ":no_entry:"))
+        return "refused: no backup on every host"
+    return await rollback_to(services, env, Named("backup", newest.name), user_id, conversation)
+
+
 # --- the deploy aftercare's Roll back button --------------------------------------------------
 
 
@@ -148,10 +165,10 @@ async def undo_deploy(
         text = f"Deploy #{deployment_id} {ended}: there is nothing of it to roll back from here."
         await answer(conversation, blocks.notice(text))
         return "refused: not a succeeded deploy"
-    # What changed the environment since (a backup changes nothing; a deploy that failed
-    # before its switch neither, and a host it did change fails the plan below).
+    # What changed the environment since (a backup or a restart changes no release; a deploy
+    # that failed before its switch neither, and a host it did change fails the plan below).
     succeeded = await asyncio.to_thread(store.deployments, env.name, state="succeeded", limit=20)
-    latest = [d for d in succeeded if d.kind != "backup"]
+    latest = [d for d in succeeded if d.kind not in ("backup", "restart")]
     if latest and latest[0].id != deployment_id:
         text = (
             f"{latest[0].kind.capitalize()} #{latest[0].id} changed {env.name} after deploy "

@@ -29,6 +29,7 @@ async def open_rollback_incident(
         opened_by=deployment.requested_by,
         channel=deployment.channel,
         dedupe_key=f"rollback:{deployment.id}",
+        environment=deployment.environment,
     )
     return incident, severity
 

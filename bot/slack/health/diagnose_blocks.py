@@ -2,7 +2,7 @@
 
 Up to DETAILED hosts are shown in full (process, port, local healthz, log, disk, memory,
 load); with more, the hosts with findings come first in full and every host gets one line.
-The buttons (Logs, Roll back) come once every host has answered.
+The buttons (Logs, Roll back, Restart service) come once every host has answered.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from bot.slack.chat import Message
 
 LOGS_ACTION = "diagnose_logs"
 ROLL_BACK_ACTION = "diagnose_rollback"
+RESTART_ACTION = "diagnose_restart"
 DETAILED = 5  # hosts shown in full when there are more than this
 COUNTS_SHOWN = 6  # types counted per host
 MIB = 1024**2
@@ -66,6 +67,7 @@ def diagnosis_message(diagnosis: Diagnosis, *, requested_by: str, seconds: float
                 "elements": [
                     button("Logs", LOGS_ACTION, env),
                     button("Roll back", ROLL_BACK_ACTION, env, style="danger"),
+                    button("Restart service", RESTART_ACTION, env),
                 ],
             }
         )

@@ -52,6 +52,7 @@ ACKNOWLEDGE = "incident_ack"
 ESCALATE = "incident_escalate"
 RESOLVE = "incident_resolve"
 SNOOZE = "incident_snooze"
+RUNBOOK = "incident_runbook"  # the recovery checklists (checklist_blocks.py)
 
 _BLOCK_ID = re.compile(r"incident:INC-([1-9][0-9]{0,9}):([1-9][0-9]{0,9})")
 MAX_STATUS_LINES = 100
@@ -202,8 +203,9 @@ def incident_card(incident: Incident) -> Message:
     plan = plan_of(incident)
     status = Status(incident.status)
     name = incident_name(incident.id)
+    where = f" · {incident.environment}" if incident.environment else ""
     blocks: list[Block] = [
-        header(f"{name} · SEV {incident.severity} · {status.value.capitalize()}"),
+        header(f"{name} · SEV {incident.severity}{where} · {status.value.capitalize()}"),
     ]
     title = f"{STATUS_EMOJI[status]} *{escape(incident.summary)}*"
     if incident.link:
@@ -212,6 +214,7 @@ def incident_card(incident: Incident) -> Message:
     facts = [
         f"*Status*\n{_first_upper(status_line(incident, plan))}",
         f"*Severity*\nSEV {incident.severity}",
+        f"*Environment*\n{escape(incident.environment) if incident.environment else 'not given'}",
         f"*Opened*\n{at(incident.opened_at)} by {_who_opened(incident)}",
     ]
     following = _next_step(incident, plan)
@@ -245,6 +248,7 @@ def _card_buttons(incident: Incident, status: Status) -> list[Block]:
         buttons.append(button("Acknowledge", ACKNOWLEDGE, value, style="primary"))
     buttons.append(button("Escalate", ESCALATE, value))
     buttons.append(button("Resolve", RESOLVE, value))
+    buttons.append(button("Runbook", RUNBOOK, value))
     return buttons
 
 
@@ -303,8 +307,8 @@ def timeline_line(
     step = Step(event.kind)
     level = plan.levels[event.level] if 0 <= event.level < len(plan.levels) else None
     paged_text = f"{escape(level.name)}: {level_people(level, paged)}" if level else "nobody"
-    if step is Step.OPENED:
-        return None
+    if step in (Step.OPENED, Step.CHECKLIST, Step.CHECKED, Step.UNCHECKED):
+        return None  # the card is the opening; a checklist is its own message, ticked in place
     if step is Step.ESCALATED:
         if event.detail == BY_BUTTON:
             text = (
@@ -446,9 +450,10 @@ def open_incidents(incidents: Sequence[Incident], now: datetime) -> Message:
     lines = []
     for incident in incidents[:MAX_STATUS_LINES]:
         plan = plan_of(incident)
+        where = f" · {escape(incident.environment)}" if incident.environment else ""
         lines.append(
             f"{STATUS_EMOJI[Status(incident.status)]} *{incident_name(incident.id)}* · "
-            f"SEV {incident.severity} · {escape(incident.summary)} — "
+            f"SEV {incident.severity}{where} · {escape(incident.summary)} — "
             f"{status_line(incident, plan)} · open {span(now - incident.opened_at)}"
         )
     if len(incidents) > MAX_STATUS_LINES:

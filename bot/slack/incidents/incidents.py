@@ -39,6 +39,7 @@ from datetime import timedelta
 
 from bot.clock import Clock, utc_now
 from bot.config import Config
+from bot.runbook.incidents.checklists import checklists
 from bot.runbook.incidents.escalation import (
     DEFAULT_SEVERITY,
     PAGE_DELIVERY,
@@ -60,7 +61,7 @@ from bot.runbook.incidents.escalation import (
 from bot.scheduler import RetryLater, Scheduler
 from bot.slack.chat import Chat, ChatError, Message
 from bot.slack.delivery import Dropped, Outcome, Pending, Refused, Sent
-from bot.slack.incidents import incident_blocks
+from bot.slack.incidents import checklist_blocks, incident_blocks
 from bot.slack.incidents.postmortem import Thread, filename, share_postmortem
 from bot.slack.outbox import Outbox, outbox_of
 from bot.slack.posting_lease import POSTING_LEASE, posting_lease
@@ -186,6 +187,7 @@ class Incidents:
         opened_by: str | None = None,
         channel: str | None = None,
         dedupe_key: str | None = None,
+        environment: str | None = None,
     ) -> tuple[Incident, bool]:
         """Open an incident and page the escalation path; returns (incident, created).
 
@@ -193,6 +195,7 @@ class Incidents:
         else to `slack.alerts_channel`. `source` says what opened it ("/escalate", "alert",
         "rollback"); `link` (http/https) points at the details. With `dedupe_key`, an
         unresolved incident already opened with that key is returned instead of a new one.
+        `environment` (a configured one) is where it happens: its checklists act there.
         Raises ValueError for an empty summary or a severity outside 1-3, StoreError if the
         database is down. Pages go out from the scheduler, at once, retried until they land.
         """
@@ -218,6 +221,7 @@ class Incidents:
             opened_by=opened_by,
             channel=target,
             dedupe_key=dedupe_key,
+            environment=environment,
         )
 
     async def note(self, incident_id: int, text: str, *, user_id: str | None = None) -> bool:
@@ -375,6 +379,7 @@ class _Delivery:
         self.events = events
         self.messages = messages
         self.recorded = {(m.role, m.step, m.target): m for m in messages}
+        self.checklists = checklists(events)
         self.failures: list[Failure] = []
         self.name = incident_name(incident.id)
 
@@ -429,7 +434,13 @@ class _Delivery:
         for event in self.events:
             if event.kind == Step.OPENED or (THREAD, event.id, channel) in self.recorded:
                 continue
-            line = incident_blocks.timeline_line(event, self.incident, paged.get(event.seq, ()))
+            shown = None
+            checklist = self.checklists.get(event.id)
+            if checklist is not None:  # the checklist itself, as its ticks leave it now
+                line = checklist_blocks.checklist(self.incident, checklist)
+                shown = checklist.last_event_id
+            else:
+                line = incident_blocks.timeline_line(event, self.incident, paged.get(event.seq, ()))
             if line is None:
                 continue
             new = self._new(
@@ -441,7 +452,9 @@ class _Delivery:
                 thread_ts=card.ts,
                 thread_of=card.of,
             )
-            outcome = await self._send(THREAD, event.id, channel, new, attempt=not waiting)
+            outcome = await self._send(
+                THREAD, event.id, channel, new, attempt=not waiting, shown=shown
+            )
             waiting = waiting or isinstance(outcome, Pending)
         return waiting
 
@@ -510,20 +523,34 @@ class _Delivery:
         )
         await self._send(REMINDER, incident.seq, user, new)
 
-    async def _update_copies(self) -> None:
+    def _out_of_date(self, copy: IncidentMessage) -> tuple[Message, int] | None:
+        """What a copy should show now and the state that is (None: it shows it already).
+
+        A checklist's state is the newest of its events (its ticks); any other's, the
+        incident's seq. A thread line never changes."""
         incident = self.incident
+        if copy.role == THREAD:
+            checklist = self.checklists.get(copy.step)
+            if checklist is None or copy.shown_seq >= checklist.last_event_id:
+                return None
+            return checklist_blocks.checklist(incident, checklist), checklist.last_event_id
+        if copy.shown_seq >= incident.seq:
+            return None
+        if copy.role == REMINDER:
+            return incident_blocks.reminder(incident, copy.step), incident.seq
+        return incident_blocks.incident_card(incident), incident.seq
+
+    async def _update_copies(self) -> None:
         for copy in self.messages:
-            if copy.role == THREAD or copy.error or not copy.ts or not copy.channel:
+            if copy.error or not copy.ts or not copy.channel:
                 continue
-            if copy.shown_seq >= incident.seq:
+            wanted = self._out_of_date(copy)
+            if wanted is None:
                 continue
-            if copy.role == REMINDER:
-                content = incident_blocks.reminder(incident, copy.step)
-            else:
-                content = incident_blocks.incident_card(incident)
+            content, state = wanted
             new = self._new(
                 "update",
-                f"update/{copy.id}/{incident.seq}",
+                f"update/{copy.id}/{'e' if copy.role == THREAD else ''}{state}",
                 content,
                 f"{copy.role} copy in {copy.channel}",
                 op=UPDATE,
@@ -543,17 +570,27 @@ class _Delivery:
                     copy.channel,
                     outcome.error.error,
                 )
-            await asyncio.to_thread(self.store.mark_incident_message_shown, copy.id, incident.seq)
+            await asyncio.to_thread(self.store.mark_incident_message_shown, copy.id, state)
 
     async def _send(
-        self, role: str, step: int, target: str, new: NewDelivery, *, attempt: bool = True
+        self,
+        role: str,
+        step: int,
+        target: str,
+        new: NewDelivery,
+        *,
+        attempt: bool = True,
+        shown: int | None = None,
     ) -> Outcome:
         outcome = await self.outbox.send(new, attempt=attempt)
-        await self._outcome(role, step, target, outcome)
+        await self._outcome(role, step, target, outcome, shown)
         return outcome
 
-    async def _outcome(self, role: str, step: int, target: str, outcome: Outcome) -> None:
-        """Record what became of one message (a Pending one is a failure of this pass)."""
+    async def _outcome(
+        self, role: str, step: int, target: str, outcome: Outcome, shown: int | None = None
+    ) -> None:
+        """Record what became of one message (a Pending one is a failure of this pass);
+        `shown` is the state it shows, when not the incident's seq (a checklist's)."""
         if isinstance(outcome, Sent) and outcome.ref is not None:
             await asyncio.to_thread(
                 self.store.record_incident_message,
@@ -563,7 +600,7 @@ class _Delivery:
                 target=target,
                 channel=outcome.ref.channel,
                 ts=outcome.ref.ts,
-                shown_seq=self.incident.seq,
+                shown_seq=self.incident.seq if shown is None else shown,
             )
         elif isinstance(outcome, Refused):
             await self._refused(role, step, target, outcome.error)
