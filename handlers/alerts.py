@@ -5,12 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from bot.runbook.alerts.alerts import (
-    REMIND_TIMER,
-    SYNC_TIMER,
-    UNSILENCE_TIMER,
-    parse_silence_key,
-)
+from bot.runbook.alerts.alerts import REMIND_TIMER, SYNC_TIMER, UNSILENCE_TIMER, parse_silence_key
 from bot.slack.access import Allow
 from bot.slack.alerts import alert_blocks
 from bot.slack.alerts.alerting import parse_alert_id

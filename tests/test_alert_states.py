@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from bot.config import Threshold
-from bot.runbook.alerts.alerts import (
+from bot.runbook.alerts.states import (
     SPARK_READINGS,
     AlertChange,
     AlertState,

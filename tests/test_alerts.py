@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from bot.config import AlertSettings, Config, load_config
-from bot.runbook.alerts.alerts import SYNC_TIMER, Alerts, Metric, Observation, Reading
+from bot.runbook.alerts.alerts import SYNC_TIMER, Alerts
+from bot.runbook.alerts.states import Metric, Observation, Reading
 from bot.runbook.incidents.escalation import DEADLINE_TIMER
 from bot.runbook.incidents.escalation import SYNC_TIMER as INCIDENT_SYNC_TIMER
 from bot.scheduler import Scheduler

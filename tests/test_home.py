@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bot.config import Access, Config
-from bot.runbook.alerts.alerts import Metric
+from bot.runbook.alerts.states import Metric
 from bot.runbook.home.home import (
     DEBOUNCE,
     PUBLISHES_PER_MINUTE,

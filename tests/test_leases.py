@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.config import load_config
-from bot.runbook.alerts.alerts import Alerts, Metric, Observation, Reading
+from bot.runbook.alerts.alerts import Alerts
 from bot.runbook.alerts.checking import lease_timing
+from bot.runbook.alerts.states import Metric, Observation, Reading
 from bot.scheduler import Scheduler
 from bot.store import LeaseLost, StaleAlertStates, Store, Timer, TimerRecord
 from tests.conftest import EXAMPLE_CONFIG

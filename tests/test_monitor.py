@@ -15,8 +15,9 @@ import psutil
 import pytest
 
 from bot.config import Config
-from bot.runbook.alerts.alerts import CI, Alerts, AlertState, Metric
+from bot.runbook.alerts.alerts import CI, Alerts
 from bot.runbook.alerts.monitor import Monitor
+from bot.runbook.alerts.states import AlertState, Metric
 from bot.runbook.health.health import HealthChecker
 from bot.runbook.health.probe import Prober
 from bot.runbook.health.resources import read_usage

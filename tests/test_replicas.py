@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from bot.runbook.alerts.alerts import Metric
+from bot.runbook.alerts.states import Metric
 from bot.slack.changes.locks import LOCK_REMINDER_TIMER
 from bot.store import LockHeld, Store, TimerRecord
 from tests.conftest import TEST_DATABASE, DemoService, new_channel, write_config

@@ -40,8 +40,9 @@ from typing import Any
 
 from bot.clock import utc_now
 from bot.config import Config, Environment
-from bot.runbook.alerts.alerts import CI, Alerts, Metric, Observation, Reading
+from bot.runbook.alerts.alerts import CI, Alerts
 from bot.runbook.alerts.error_rate import Counters, error_rate
+from bot.runbook.alerts.states import Metric, Observation, Reading
 from bot.runbook.health.health import Health, HealthChecker, HealthResult
 from bot.runbook.health.metrics_report import BUILD_FILE, MetricsError, builds_since
 from bot.runbook.health.resources import ProbeFailed, Usage, read_usage

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from bot.config import Environment, SshSettings, Thresholds
-from bot.runbook.alerts.alerts import Metric
+from bot.runbook.alerts.states import Metric
 from bot.runbook.health.diagnosis_probe import DiagnosisSpec, HostDiagnosis, diagnose_host
 from bot.runbook.health.each_host import on_each_host, targets
 from bot.runbook.health.health import HealthResult

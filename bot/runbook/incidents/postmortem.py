@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.redaction import redact
-from bot.runbook.alerts.alerts import METRICS, Metric, reading_text
+from bot.runbook.alerts.states import METRICS, Metric, reading_text
 from bot.runbook.incidents.escalation import (
     BY_BUTTON,
     Step,

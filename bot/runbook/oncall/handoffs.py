@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot.clock import Clock, utc_now
-from bot.runbook.alerts.alerts import Status as AlertStatus
+from bot.runbook.alerts.states import Status as AlertStatus
 from bot.runbook.incidents.escalation import Level
 from bot.runbook.oncall.oncall import OnCall
 from bot.store import Alert, EnvironmentLock, Incident, NewTimer, Store

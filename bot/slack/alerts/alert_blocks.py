@@ -12,15 +12,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.config import Config
-from bot.runbook.alerts.alerts import (
-    CI,
-    AlertState,
-    Metric,
-    Status,
-    reading_text,
-    threshold_text,
-)
+from bot.runbook.alerts.alerts import CI
 from bot.runbook.alerts.silences import holds
+from bot.runbook.alerts.states import AlertState, Metric, Status, reading_text, threshold_text
 from bot.runbook.incidents.escalation import incident_name
 from bot.runbook.levels import Level
 from bot.slack.blocks import (

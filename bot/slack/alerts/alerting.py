@@ -30,7 +30,8 @@ import re
 
 from bot.clock import Clock, utc_now
 from bot.config import Config
-from bot.runbook.alerts.alerts import SYNC_TIMER, Alerts, Metric, Status
+from bot.runbook.alerts.alerts import SYNC_TIMER, Alerts
+from bot.runbook.alerts.states import Metric, Status
 from bot.runbook.levels import Level
 from bot.slack import blocks
 from bot.slack.alerts import alert_blocks

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from bot.config import Access
-from bot.runbook.alerts.alerts import Metric
-from bot.runbook.alerts.alerts import Status as AlertStatus
+from bot.runbook.alerts.states import Metric
+from bot.runbook.alerts.states import Status as AlertStatus
 from bot.runbook.health.health import Health
 from bot.runbook.home.home import (
     EnvironmentState,
