@@ -42,6 +42,7 @@ from bot.slack.bolt_app import (
     know_identity,
     socket_mode_handler,
 )
+from bot.slack.changes.approved import sweep_changes
 from bot.slack.changes.recovery import RECOVERY_EVERY, recover_interrupted
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
@@ -146,6 +147,7 @@ async def run_bot(
                 scheduler,
                 http,
                 paced=mode != "console",
+                data_dir=settings.data_dir.resolve(),
             )
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))
@@ -164,6 +166,10 @@ async def run_bot(
                 "recover-interrupted",
                 RECOVERY_EVERY,
                 functools.partial(recover_interrupted, services),
+            )
+            # Builds a killed bot left running, and approved changes it never started.
+            scheduler.every(
+                "changes-sweep", RECOVERY_EVERY, functools.partial(sweep_changes, services)
             )
             scheduler.every("store-watch", WATCH_EVERY, StoreWatch(store, telemetry).check)
             # Timers left by a previous run fire as soon as there is a chat to report to.

@@ -1,10 +1,10 @@
 """A fake of the two GitHub REST endpoints the CI gate reads, on a loopback port.
 
 `GET /repos/{owner}/{repo}` answers the default branch; `GET /repos/{owner}/{repo}/actions/
-workflows/{workflow}/runs?branch=…&per_page=…` answers the runs set with `set_runs`, newest
-first, as GitHub does. A token, when the fake is given one, must arrive as
-`Authorization: Bearer <token>`; a wrong one gets 401 like GitHub's "Bad credentials".
-Every request is recorded (path, query, headers) for tests to assert on.
+workflows/{workflow}/runs?branch=…&per_page=…` (or `?head_sha=…`: one commit's) answers the
+runs set with `set_runs`, newest first, as GitHub does. A token, when the fake is given one,
+must arrive as `Authorization: Bearer <token>`; a wrong one gets 401 like GitHub's "Bad
+credentials". Every request is recorded (path, query, headers) for tests to assert on.
 """
 
 from __future__ import annotations
@@ -116,8 +116,12 @@ class GitHubFake:
                 return 200, {"full_name": self.repository, "default_branch": self.default_branch}
             if parts.path == f"{repo}/actions/workflows/{self.workflow}/runs":
                 query = parse_qs(parts.query)
-                branch = query.get("branch", [""])[0]
                 per_page = int(query.get("per_page", ["30"])[0])
-                runs = [r for r in self.runs if r["head_branch"] == branch][:per_page]
+                if "head_sha" in query:  # one commit's runs, whatever the branch
+                    sha = query["head_sha"][0]
+                    runs = [r for r in self.runs if r["head_sha"] == sha][:per_page]
+                else:
+                    branch = query.get("branch", [""])[0]
+                    runs = [r for r in self.runs if r["head_branch"] == branch][:per_page]
                 return 200, {"total_count": len(runs), "workflow_runs": runs}
             return 404, {"message": "Not Found"}

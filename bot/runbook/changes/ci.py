@@ -1,7 +1,10 @@
-"""The CI gate: the latest run of the configured workflow on the default branch must be green.
+"""The CI gate: the run of the configured workflow for the commit deployed must be green (when
+the commit is not known — `workdir` is not a git checkout — the latest run on the default
+branch must be).
 
 GitHub Actions REST API over httpx (the runbook's `gh run list --workflow=ci.yml --limit 5`):
-`GET {api_url}/repos/{repository}` for the default branch, then
+`GET {api_url}/repos/{repository}/actions/workflows/{workflow}/runs?head_sha=…&per_page=5` for
+a commit; else `GET {api_url}/repos/{repository}` for the default branch, then
 `GET {api_url}/repos/{repository}/actions/workflows/{workflow}/runs?branch=…&per_page=5`.
 The token comes from the environment variable `ci.token_env` names (or its _FILE), as read at
 start-up (bot/settings.py SECRETS: it is no longer in os.environ then); it goes in a header and
@@ -78,6 +81,12 @@ class CiClient:
             f"?branch={quote(branch, safe='')}&per_page={RUNS_SHOWN}"
         )
 
+    def commit_runs_url(self, commit: str) -> str:
+        return (
+            f"{self.repo_url}/actions/workflows/{quote(self.settings.workflow, safe='')}/runs"
+            f"?head_sha={quote(commit, safe='')}&per_page={RUNS_SHOWN}"
+        )
+
     @property
     def repo_url(self) -> str:
         return f"{self.settings.api_url}/repos/{self.settings.repository}"
@@ -131,8 +140,20 @@ class CiClient:
             raise CiError("GitHub's answer has no workflow_runs")
         return branch, [_run(r) for r in raw_runs[:RUNS_SHOWN] if isinstance(r, dict)]
 
-    async def gate(self) -> CiVerdict:
-        """Green only when the newest run on the default branch completed successfully."""
+    async def commit_runs(self, commit: str) -> list[CiRun]:
+        """The workflow's runs for one commit, newest first."""
+        body = await self._get(self.commit_runs_url(commit))
+        raw_runs = body.get("workflow_runs") if isinstance(body, dict) else None
+        if not isinstance(raw_runs, list):
+            raise CiError("GitHub's answer has no workflow_runs")
+        runs = [_run(r) for r in raw_runs[:RUNS_SHOWN] if isinstance(r, dict)]
+        return [r for r in runs if r.sha == commit]
+
+    async def gate(self, commit: str | None = None) -> CiVerdict:
+        """Green only when the newest run for the commit (without one: on the default branch)
+        completed successfully."""
+        if commit is not None:
+            return await self._commit_gate(commit)
         branch, runs = await self.recent_runs()
         workflow = self.settings.workflow
         if not runs:
@@ -150,6 +171,18 @@ class CiClient:
         return CiVerdict(
             False, f"the latest {workflow} run on {branch} ({sha}) ended: {latest.outcome}", latest
         )
+
+    async def _commit_gate(self, commit: str) -> CiVerdict:
+        workflow, sha = self.settings.workflow, commit[:7]
+        runs = await self.commit_runs(commit)
+        if not runs:
+            return CiVerdict(False, f"{workflow} has no run for commit {sha}", None)
+        latest = runs[0]
+        if latest.passed:
+            return CiVerdict(True, f"{workflow} passed for commit {sha} (run {latest.id})", latest)
+        if latest.status != "completed":
+            return CiVerdict(False, f"{workflow} for commit {sha} is still {latest.status}", latest)
+        return CiVerdict(False, f"{workflow} for commit {sha} ended: {latest.outcome}", latest)
 
 
 def _run(raw: dict[str, Any]) -> CiRun:

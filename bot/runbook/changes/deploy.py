@@ -25,10 +25,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 from bot.runbook.changes import releases
 from bot.runbook.changes.activate import Clocked, human_duration, one_line, show_version
@@ -69,12 +67,15 @@ class Deploy(DeploySteps):
                 yield event
             return
         yield locked(self.env.name, "deploy")
-        self.workspace = Path(tempfile.mkdtemp(prefix="eventmesh-deploy-"))
         try:
             async for event in self._run():
                 yield event
         finally:
-            shutil.rmtree(self.workspace, ignore_errors=True)
+            # Whatever way it ended (a failure, Cancel, the bot stopping): its workspace, the
+            # processes still running in it and its package go.
+            await self.close_workspace()
+            if self.package_dir is not None:
+                shutil.rmtree(self.package_dir, ignore_errors=True)
 
     async def _run(self) -> AsyncIterator[Event]:
         async with contextlib.AsyncExitStack() as opened:

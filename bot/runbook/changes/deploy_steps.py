@@ -5,13 +5,16 @@ would do (the exact commands, host by host).
     → backup → upload → install → restart and verify                         on the hosts
     → smoke → record                                                         live
 
-- build, test, version and smoke run on the bot's machine, in `workdir`, as the operator wrote
-  them (`Shell`), with EVENTMESH_VERSION (and for smoke EVENTMESH_ENVIRONMENT and
-  EVENTMESH_BASE_URL) exported; the version is checked against [A-Za-z0-9._-]{1,64} before
-  it goes anywhere.
+- build, test, version and smoke run on the bot's machine, in the deploy's own workspace of
+  `workdir` (workspace.py: a git worktree at the commit, or a clean copy; removed when the
+  deploy ends), as the operator wrote them (`Shell`), with EVENTMESH_VERSION (and for smoke
+  EVENTMESH_ENVIRONMENT and EVENTMESH_BASE_URL) exported; the version is checked against
+  [A-Za-z0-9._-]{1,64} before it goes anywhere.
 - backup, upload and install touch up to 5 hosts at once; restart goes one host at a time
   and each host is verified (3 passing /healthz in a row within verify_timeout) before the
   next: a restart command's exit status proves nothing.
+- An approved deploy (request.package) builds nothing: it deploys the package the approver
+  approved, checked unchanged (its sha256) before the upload and on every host after it.
 
 The order, Cancel between steps and what a failure does are the procedure's (deploy.py).
 """
@@ -19,7 +22,9 @@ The order, Cancel between steps and what a failure does are the procedure's (dep
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shlex
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +48,7 @@ from bot.runbook.changes.activate import (
     show_version,
 )
 from bot.runbook.changes.ci import CiClient, CiError
-from bot.runbook.changes.deploy_request import DeployRequest
+from bot.runbook.changes.deploy_request import DeployRequest, PinnedPackage
 from bot.runbook.changes.packaging import Package, PackagingError, build_package, find_artifacts
 from bot.runbook.changes.procedure import CancelCheck, OpenHosts, StepError, each_host
 from bot.runbook.changes.progress import (
@@ -57,6 +62,12 @@ from bot.runbook.changes.progress import (
     VersionKnown,
 )
 from bot.runbook.changes.releases import HostState, Layout, shown
+from bot.runbook.changes.workspace import (
+    Workspace,
+    WorkspaceError,
+    open_workspace,
+    remove_workspace,
+)
 from bot.runbook.health.probe import Prober
 from bot.transport.base import CommandResult, Shell, Transport, TransportError
 
@@ -164,6 +175,7 @@ class DeploySteps:
         local: Transport,
         clock: Clock = utc_now,
         cancel_requested: CancelCheck | None = None,
+        workspaces: Path | None = None,
     ) -> None:
         self.request = request
         self.config = config
@@ -178,7 +190,12 @@ class DeploySteps:
         self.version: str | None = request.version
         self.release_id: str | None = None
         self.package: Package | None = None
-        self.workspace: Path | None = None  # where the package is built (a real run's)
+        # Where builds run: a new workspace under `workspaces` for each deploy (workspace.py).
+        self.workspaces = workspaces or Path(tempfile.gettempdir()) / "eventmesh-workspaces"
+        self.workspace: Workspace | None = None
+        self.package_dir: Path | None = None  # where the package is written (a real run's)
+        self.pinned: PinnedPackage | None = request.package
+        self.commit: str | None = self.pinned.commit if self.pinned else None
         self.hosts: dict[str, HostPlan] = {}
         self.unreachable: list[str] = []  # hosts that could not be logged into
         self.started = time.monotonic()
@@ -237,8 +254,9 @@ class DeploySteps:
             return
         clocked = Clocked()
         yield StepStarted("checklist")
+        await self._ensure_workspace("checklist")
         try:
-            verdict = await self.ci.gate()
+            verdict = await self.ci.gate(self.commit)
         except CiError as exc:
             raise StepError(StepFailed("checklist", "", clocked.seconds, f"CI: {exc}")) from None
         if not verdict.passed:
@@ -277,9 +295,45 @@ class DeploySteps:
     async def _plan_hosts(self) -> StepPlanned:
         return StepPlanned("hosts", self._on_every_host(self.layout.inspect_command()))
 
+    async def _ensure_workspace(self, step: str) -> None:
+        """This deploy's own workspace, made on first use (an approved deploy has none)."""
+        if self.pinned is not None or self.workspace is not None:
+            return
+        clocked = Clocked()
+        try:
+            self.workspace = await open_workspace(
+                Path(self.settings.workdir), self.workspaces, self.env.name
+            )
+        except WorkspaceError as exc:
+            raise StepError(
+                StepFailed(step, "", clocked.seconds, f"no build workspace: {exc}")
+            ) from None
+        self.commit = self.workspace.commit
+
+    async def close_workspace(self) -> None:
+        """Remove the workspace (and any process still running in it)."""
+        if self.workspace is not None:
+            workspace, self.workspace = self.workspace, None
+            await remove_workspace(workspace)
+
+    @property
+    def _cwd(self) -> str:
+        return str(self.workspace.path if self.workspace else self.settings.workdir)
+
+    @property
+    def _at_commit(self) -> str:
+        return f", commit {self.commit[:12]}" if self.commit else ""
+
     async def _version(self) -> AsyncIterator[Event]:
-        if self.version is not None:
-            yield StepDone("version", detail=f"{show_version(self.version)} (given)")
+        await self._ensure_workspace("version")
+        if self.pinned is not None:
+            yield StepDone(
+                "version", detail=f"{show_version(self.pinned.version)} (approved{self._at_commit})"
+            )
+        elif self.version is not None:
+            yield StepDone(
+                "version", detail=f"{show_version(self.version)} (given{self._at_commit})"
+            )
         else:
             clocked = Clocked()
             yield StepStarted("version", detail=f"`{self.settings.version}`")
@@ -333,7 +387,7 @@ class DeploySteps:
         """Run an operator's command in workdir on the bot's machine; non-zero is a failure."""
         clocked = Clocked()
         try:
-            result = await self.local.run(command, cwd=str(self.settings.workdir))
+            result = await self.local.run(command, cwd=self._cwd)
         except TransportError as exc:
             raise StepError(StepFailed(step, "", clocked.seconds, one_line(exc))) from None
         if not result.ok:
@@ -362,8 +416,12 @@ class DeploySteps:
     ) -> StepPlanned:
         return StepPlanned(step, (f"{self._here}: {self._exported(command, smoke=smoke).text}",))
 
-    def _build(self) -> AsyncIterator[Event]:
-        return self._operators_command("build", self.settings.build)
+    async def _build(self) -> AsyncIterator[Event]:
+        if self.pinned is not None:
+            yield StepSkipped("build", f"built before the approval{self._at_commit}")
+            return
+        async for event in self._operators_command("build", self.settings.build):
+            yield event
 
     async def _plan_build(self) -> StepPlanned:
         return self._plan_operators_command("build", self.settings.build)
@@ -371,6 +429,9 @@ class DeploySteps:
     async def _test(self) -> AsyncIterator[Event]:
         if self.request.options.skip_tests:
             yield StepSkipped("test", "skipped (--skip-tests: emergency deployment)")
+            return
+        if self.pinned is not None:
+            yield StepSkipped("test", "tested before the approval")
             return
         async for event in self._operators_command("test", self.settings.test):
             yield event
@@ -381,15 +442,19 @@ class DeploySteps:
         return self._plan_operators_command("test", self.settings.test)
 
     async def _package(self) -> AsyncIterator[Event]:
+        if self.pinned is not None:
+            async for event in self._approved_package(self.pinned):
+                yield event
+            return
         assert self.version is not None and self.workspace is not None
         clocked = Clocked()
         yield StepStarted("package")
-        workdir, version, workspace = Path(self.settings.workdir), self.version, self.workspace
+        if self.package_dir is None:
+            self.package_dir = Path(tempfile.mkdtemp(prefix="package-", dir=self.workspaces))
+        workdir, version, out = self.workspace.path, self.version, self.package_dir
 
         def make() -> Package:
-            return build_package(
-                version, find_artifacts(workdir, self.settings.artifacts), workspace
-            )
+            return build_package(version, find_artifacts(workdir, self.settings.artifacts), out)
 
         try:
             self.package = await asyncio.get_running_loop().run_in_executor(_packaging, make)
@@ -408,6 +473,20 @@ class DeploySteps:
                 f"{package.path.name} ({human_size(package.size)}: {names}) "
                 f"sha256 {package.sha256[:12]}…"
             ),
+        )
+
+    async def _approved_package(self, pinned: PinnedPackage) -> AsyncIterator[Event]:
+        """The approved package, exactly: refused when the file is gone or has changed."""
+        clocked = Clocked()
+        yield StepStarted("package", detail="checking the approved package")
+        problem = await asyncio.to_thread(pinned_problem, pinned)
+        if problem is not None:
+            raise StepError(StepFailed("package", "", clocked.seconds, problem))
+        self.package = Package(pinned.path, pinned.version, pinned.size, pinned.sha256, ())
+        yield StepDone(
+            "package",
+            seconds=clocked.seconds,
+            detail=f"the approved {pinned.path.name}, sha256 {pinned.sha256[:12]}… unchanged",
         )
 
     async def _plan_package(self) -> StepPlanned:
@@ -652,3 +731,22 @@ class DeploySteps:
             self._on_every_host(self.layout.log_command(good)),
             f"then releases beyond keep_releases {self.layout.keep_releases} are removed",
         )
+
+
+def pinned_problem(pinned: PinnedPackage) -> str | None:
+    """Why the approved package cannot be deployed as approved (None: it can)."""
+    again = "nothing was deployed; ask for approval again"
+    try:
+        digest = hashlib.sha256()
+        with pinned.path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        return f"the approved package {pinned.path} is gone ({exc.strerror}): {again}"
+    found = digest.hexdigest()
+    if found != pinned.sha256:
+        return (
+            f"the approved package {pinned.path} has changed since the approval (sha256 "
+            f"{found[:12]}…, approved {pinned.sha256[:12]}…): {again}"
+        )
+    return None
