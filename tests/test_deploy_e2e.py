@@ -7,6 +7,7 @@ deployed. Approvals, locks, the watch and its Roll back button run through the b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from bot.store import Store
@@ -72,9 +74,14 @@ def gate(targets: dict[str, DemoTarget]) -> Path:
     return path
 
 
-def open_gate(gate: Path) -> None:
-    with gate.open("w") as writer:
-        writer.write("go\n")
+def builds_waiting_on(gate: Path) -> list[psutil.Process]:
+    """Processes still running a build that reads the gate."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if str(gate) in " ".join(process.info["cmdline"] or []):
+                found.append(process)
+    return found
 
 
 def over_ssh(env: dict[str, Any], sshd: Sshd) -> dict[str, Any]:
@@ -340,10 +347,13 @@ def test_a_second_deploy_is_refused_while_one_runs_and_cancel_stops_it(
     nobody = running.press("Cancel", as_="U0NOBODY")
     nobody.private("Only approvers or whoever asked for it may press Cancel.")
     running.press("Cancel", as_=DEPLOYER).private("Cancel requested: deploy #")
-    open_gate(gate)
+    # The build (still waiting on the gate) is stopped at once, its whole process group.
     final = running.when(finished)
-    assert final["text"].startswith("Cancelled before Test"), text_of(final)
+    assert final["text"].startswith("Cancelled during Build: its processes were stopped"), (
+        text_of(final)
+    )
     assert final["text"].endswith("(cancelled by <@U0DEPLOY1>)"), text_of(final)
+    assert builds_waiting_on(gate) == []
     assert not targets["dev"].install_dir.exists()
 
 

@@ -109,7 +109,7 @@ async def open_workspace(
 
 async def remove_workspace(workspace: Workspace) -> None:
     """Remove the workspace (and its git worktree registration); never raises."""
-    await _kill_processes_in(workspace.top)
+    await kill_processes_in(workspace.top)
     if workspace.git:
         with contextlib.suppress(TransportError):
             await _git(["worktree", "remove", "--force", str(workspace.top)], workspace.source)
@@ -135,7 +135,7 @@ async def sweep_orphans(root: Path) -> list[Path]:
             if owner == THIS_PROCESS or process_alive(owner) is not False:
                 continue
             path = owner_file.with_suffix("")
-            killed = await _kill_processes_in(path)
+            killed = await kill_processes_in(path)
             await asyncio.to_thread(_forget, path)
             log.warning(
                 "removed the build workspace %s left by %s (%d process(es) still in it killed)",
@@ -147,7 +147,7 @@ async def sweep_orphans(root: Path) -> list[Path]:
     return removed
 
 
-async def _kill_processes_in(path: Path) -> int:
+async def kill_processes_in(path: Path) -> int:
     """SIGKILL every process group whose member runs in path (its cwd is inside it): a build
     started in its own session outlives the bot that started it."""
     groups = await asyncio.to_thread(_groups_in, path.resolve())
