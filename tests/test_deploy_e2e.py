@@ -349,8 +349,8 @@ def test_a_second_deploy_is_refused_while_one_runs_and_cancel_stops_it(
     running.press("Cancel", as_=DEPLOYER).private("Cancel requested: deploy #")
     # The build (still waiting on the gate) is stopped at once, its whole process group.
     final = running.when(finished)
-    assert final["text"].startswith("Cancelled during Build: its processes were stopped"), (
-        text_of(final)
+    assert final["text"].startswith("Cancelled during Build: its processes were stopped"), text_of(
+        final
     )
     assert final["text"].endswith("(cancelled by <@U0DEPLOY1>)"), text_of(final)
     assert builds_waiting_on(gate) == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +26,8 @@ from bot.config import CiSettings
 from bot.settings import SECRETS
 
 TIMEOUT_S = 10.0
+DOWNLOAD_TIMEOUT_S = 300.0
+MAX_ARTIFACT_BYTES = 4 << 30
 RUNS_SHOWN = 5
 
 
@@ -183,6 +186,69 @@ class CiClient:
         if latest.status != "completed":
             return CiVerdict(False, f"{workflow} for commit {sha} is still {latest.status}", latest)
         return CiVerdict(False, f"{workflow} for commit {sha} ended: {latest.outcome}", latest)
+
+    async def artifact_url(self, run: CiRun, name: str) -> str:
+        """Where the run's artifact `name` is downloaded from (it must not have expired)."""
+        body = await self._get(f"{self.repo_url}/actions/runs/{run.id}/artifacts?per_page=100")
+        listed = body.get("artifacts") if isinstance(body, dict) else None
+        if not isinstance(listed, list):
+            raise CiError("GitHub's answer has no artifacts")
+        names = [str(a.get("name")) for a in listed if isinstance(a, dict)]
+        for artifact in listed:
+            if not isinstance(artifact, dict) or artifact.get("name") != name:
+                continue
+            if artifact.get("expired"):
+                raise CiError(
+                    f"the artifact {name} of CI run {run.id} has expired (CI keeps artifacts "
+                    "30 days): run the workflow again"
+                )
+            url = artifact.get("archive_download_url")
+            if isinstance(url, str) and url:
+                return url
+        raise CiError(
+            f"CI run {run.id} has no artifact named {name} (it has: {', '.join(names) or 'none'})"
+            ": check deploy.ci_artifact and the workflow's upload-artifact step"
+        )
+
+    async def download(self, url: str, target: Path) -> int:
+        """The artifact's zip into target; its size. GitHub answers with a redirect to a
+        short-lived storage URL: followed once, without the token (it is for GitHub only)."""
+        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            first = await self.http.get(url, headers=headers, timeout=TIMEOUT_S)
+            if first.status_code in (301, 302, 303, 307, 308):
+                location = first.headers.get("location", "")
+                if not location:
+                    raise CiError("GitHub redirected the artifact download to nowhere")
+                return await self._save(location, target)
+        except httpx.TimeoutException:
+            raise CiError(f"GitHub did not answer within {TIMEOUT_S:.0f}s") from None
+        except httpx.HTTPError as exc:
+            raise CiError(f"cannot download the artifact: {_cause(exc)}") from None
+        if first.status_code in (401, 403):
+            raise CiError(
+                f"GitHub refused the artifact download (HTTP {first.status_code}): the token in "
+                f"${self.settings.token_env} needs actions:read"
+            )
+        if first.status_code != 200:
+            raise CiError(f"GitHub answered HTTP {first.status_code} to the artifact download")
+        target.write_bytes(first.content)
+        return len(first.content)
+
+    async def _save(self, url: str, target: Path) -> int:
+        size = 0
+        async with self.http.stream("GET", url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            if response.status_code != 200:
+                raise CiError(f"the artifact's storage answered HTTP {response.status_code}")
+            with target.open("wb") as file:
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_ARTIFACT_BYTES:
+                        raise CiError(f"the artifact is larger than {MAX_ARTIFACT_BYTES >> 30} GiB")
+                    file.write(chunk)
+        return size
 
 
 def _run(raw: dict[str, Any]) -> CiRun:

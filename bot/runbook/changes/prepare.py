@@ -63,4 +63,6 @@ class Prepare(DeploySteps):
             size=package.size,
             version=self.version,
             commit=self.commit,
+            ci_run=self.ci_run.url if self.ci_run is not None else None,
+            source=self.settings.source,
         )

@@ -93,7 +93,9 @@ async def open_workspace(
         # workdir may be a folder inside the checkout: the build runs in the same folder.
         inside = path / workdir.relative_to(top)
         return Workspace(inside, commit, workdir, git=True, root=path)
-    skipped = {p.resolve() for p in leave_out} | {root.resolve()}
+    # Never the workspaces themselves, nor the bot's data dir they live in (its store).
+    data_dir = root.parent if root.name == "workspaces" else root
+    skipped = {p.resolve() for p in leave_out} | {root.resolve(), data_dir.resolve()}
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         here = Path(directory)
