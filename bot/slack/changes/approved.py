@@ -23,7 +23,7 @@ from bot.config import Environment
 from bot.runbook.changes.workspace import sweep_orphans
 from bot.slack import blocks
 from bot.slack.changes import deploy, rollback
-from bot.slack.changes.approval import NotStartable
+from bot.slack.changes.approval import NotStartable, discard_pinned
 from bot.slack.changes.run import answer
 from bot.slack.chat import Conversation
 from bot.slack.services import Services
@@ -96,13 +96,18 @@ async def sweep_changes(services: Services) -> None:
 
 
 async def _too_late(services: Services, approval: Approval) -> None:
-    if not await asyncio.to_thread(services.store.mark_approval_started, approval.id):
+    try:
+        if not await asyncio.to_thread(services.store.mark_approval_started, approval.id):
+            return
+    except StoreError as exc:
+        log.error("approval #%d: not marked handled: %s", approval.id, exc)
         return
     text = (
         f"The {approval.kind} approved in request #{approval.id} was not started: the bot was "
         "down from the approval until after the request's time ran out. Ask again."
     )
     log.error("approval #%d: %s", approval.id, text)
+    await discard_pinned(services, approval)
     await answer(requester_conversation(services, approval), blocks.notice(text, ":x:"))
 
 
@@ -129,7 +134,10 @@ async def _run(services: Services, starter: Starter, approval: Approval) -> str:
         except NotStartable as exc:
             log.error("approval #%d: not started: %s", approval.id, exc)
             problem = str(exc)
-    await asyncio.to_thread(services.store.mark_approval_started, approval.id)
+    try:  # handled: a later sweep does not try it again
+        await asyncio.to_thread(services.store.mark_approval_started, approval.id)
+    except StoreError as exc:
+        log.error("approval #%d: not marked handled: %s", approval.id, exc)
     text = f"The {approval.kind} approved in request #{approval.id} did not start: {problem}."
     await answer(conversation, blocks.notice(text, ":x:"))
     return f"approval #{approval.id}: {problem}"

@@ -157,7 +157,8 @@ class ChangeRun:
         if isinstance(began, LockHeld):
             if change.approval_id is not None:
                 # Refused is handled: the request is not started again later.
-                await asyncio.to_thread(store.mark_approval_started, change.approval_id)
+                with contextlib.suppress(StoreError):
+                    await asyncio.to_thread(store.mark_approval_started, change.approval_id)
             await answer(self.conversation, lock_blocks.locked(env, began.lock, change.kind))
             return f"refused: {env} is locked by {began.lock.holder}"
         self.deployment = began
