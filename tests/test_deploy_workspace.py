@@ -7,9 +7,17 @@ import asyncio
 import subprocess
 from pathlib import Path
 
+import httpx
 import psutil
 
+from bot.config import Config
+from bot.runbook.changes.deploy_request import DeployOptions, DeployRequest
+from bot.runbook.changes.prepare import Prepare
+from bot.runbook.changes.progress import Event, Finished
 from bot.runbook.changes.workspace import open_workspace, remove_workspace
+from bot.runbook.health.probe import Prober
+from bot.transport import LocalTransport, open_transports
+from tests.support.deploy_env import demo_target
 
 
 def git(workdir: Path, *args: str) -> str:
@@ -76,3 +84,35 @@ def test_a_plain_folder_is_copied_without_git_and_the_bots_data(tmp_path: Path) 
         ]
 
     asyncio.run(go())
+
+
+def test_a_build_for_an_approval_that_fails_asks_nothing_and_leaves_no_workspace(
+    tmp_path: Path,
+) -> None:
+    target = demo_target(tmp_path, "production")
+    env = target.environment(build="echo compiling; exit 3", requires_approval=True)
+    config = Config.model_validate({"environments": {"production": env}})
+    root = tmp_path / "data" / "workspaces"
+
+    async def go() -> list[Event]:
+        async with httpx.AsyncClient() as http:
+            procedure = Prepare(
+                DeployRequest(config.environments["production"], "1.0.0", DeployOptions(), "U1"),
+                config,
+                http=http,
+                prober=Prober(),
+                open_hosts=lambda e: open_transports(e, config.ssh),
+                local=LocalTransport(),
+                workspaces=root,
+            ).prepare_into(tmp_path / "data" / "approved" / "production-1")
+            return [event async for event in procedure.run()]
+
+    events = asyncio.run(go())
+    finished = events[-1]
+    assert isinstance(finished, Finished) and finished.outcome.state == "failed"
+    assert finished.outcome.summary == (
+        "The build of v1.0.0 for production failed at Build: `export EVENTMESH_VERSION=1.0.0; "
+        "echo compiling; exit 3` exited with status 3. Nothing was asked."
+    )
+    assert "compiling" in finished.outcome.output
+    assert list(root.iterdir()) == []

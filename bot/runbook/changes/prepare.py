@@ -42,7 +42,10 @@ class Prepare(DeploySteps):
                 f"The build of {what} for {self.env.name} failed at "
                 f"{TITLES[failure.event.step]}: {failure.event.error}. Nothing was asked."
             )
-            yield Finished(self._outcome("failed", summary, failure.event))
+            failed = Outcome.of(
+                "failed", summary, failure.event, version=self.version, seconds=self._seconds
+            )
+            yield Finished(failed)
             return
         finally:
             await self.close_workspace()
