@@ -313,6 +313,12 @@ class DeploySettings(_Model):
     """
 
     workdir: Path = Path(".")
+    # Where the package comes from: `build` — built, tested and packaged on the bot's machine
+    # in a workspace of its own; `ci` — the artifact `ci_artifact` of the CI run of the commit
+    # deployed (GitHub Actions artifacts API; it holds eventmesh-<version>.tar.gz), so nothing
+    # is built here. `ci` needs the `ci` section.
+    source: Literal["build", "ci"] = "build"
+    ci_artifact: NonEmpty = "eventmesh-package"
     build: NonEmpty = "cargo build --release"
     test: NonEmpty = "cargo test --release"
     artifacts: list[NonEmpty] = Field(
@@ -761,6 +767,18 @@ class Config(_Model):
             else entry
             for name, entry in value.items()
         }
+
+    @model_validator(mode="after")
+    def _ci_source_needs_ci(self) -> Self:
+        if self.ci is not None:
+            return self
+        for name, env in self.environments.items():
+            if env.deploy.source == "ci":
+                problem = "source: ci takes the package from CI: add the `ci` section"
+                _raise(
+                    type(self).__name__, [_error(("environments", name, "source"), "ci", problem)]
+                )
+        return self
 
     def environment(self, name: str) -> Environment:
         try:

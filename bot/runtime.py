@@ -41,6 +41,7 @@ from bot.slack.bolt_app import (
     know_identity,
     socket_mode_handler,
 )
+from bot.slack.changes.approved import sweep_changes
 from bot.slack.changes.recovery import RECOVERY_EVERY, recover_interrupted
 from bot.slack.chat import Chat
 from bot.slack.console import Console, ConsoleChat
@@ -149,6 +150,7 @@ async def run_bot(
                 scheduler,
                 http,
                 paced=mode != "console",
+                data_dir=settings.data_dir.resolve(),
             )
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))
@@ -167,6 +169,10 @@ async def run_bot(
                 "recover-interrupted",
                 RECOVERY_EVERY,
                 functools.partial(recover_interrupted, services),
+            )
+            # Builds a killed bot left running, and approved changes it never started.
+            scheduler.every(
+                "changes-sweep", RECOVERY_EVERY, functools.partial(sweep_changes, services)
             )
             readiness.web_api = services.outbox.health
             # Readiness is read when asked (/readyz, /metrics) and here, so that its changes

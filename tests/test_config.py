@@ -1,5 +1,6 @@
 """The config model and loader: the example loads as is, and every broken file gets one line."""
 
+import json
 import re
 import subprocess
 import sys
@@ -513,7 +514,8 @@ def test_every_problem_of_a_file_gets_its_own_line(tmp_path: Path) -> None:
         [
             "ssh.connect_timeout: 'soon' is not a duration (use 30s, 15m, 1h)",
             "environments.staging.hostz: unknown key (expected one of: base_url, transport, "
-            "hosts, requires_approval, check_interval, workdir, build, test, artifacts, "
+            "hosts, requires_approval, check_interval, workdir, source, ci_artifact, build, "
+            "test, artifacts, "
             "version, install_dir, backup_dir, keep_backups, stop, start, restart, "
             "verify_timeout, auto_rollback, keep_releases, smoke, verify_interval, "
             "approval_timeout, watch_for, lock_reminder, followup_every, followup_for, process, "
@@ -646,3 +648,26 @@ def test_config_model_is_usable_without_a_file() -> None:
     env = Environment(name="local", base_url="http://localhost:8080", transport="local")
     config = Config(environments={"local": env})
     assert config.environment("local") is env
+
+
+def test_deploy_source_is_build_or_ci_and_ci_needs_the_ci_section(tmp_path: Path) -> None:
+    def env(**deploy: object) -> dict[str, object]:
+        return {"base_url": "http://127.0.0.1:1", "transport": "local", **deploy}
+
+    ci = {"provider": "github", "repository": "eventmesh/eventmesh", "workflow": "ci.yml"}
+    default = Config.model_validate({"environments": {"dev": env()}})
+    assert default.environments["dev"].deploy.source == "build"
+    from_ci = Config.model_validate({"ci": ci, "environments": {"dev": env(source="ci")}})
+    assert from_ci.environments["dev"].deploy.source == "ci"
+    assert from_ci.environments["dev"].deploy.ci_artifact == "eventmesh-package"
+
+    path = write(tmp_path, json.dumps({"environments": {"dev": env(source="ci")}}))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        "environments.dev.source: source: ci takes the package from CI: add the `ci` section"
+    )
+    path = write(tmp_path, json.dumps({"environments": {"dev": env(source="cargo")}}))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == "environments.dev.source: 'cargo' must be 'build' or 'ci'"

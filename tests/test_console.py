@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pexpect
 import pytest
+import yaml
 
 from tests.conftest import REPO, DemoService, clean_env, free_port, write_config
 from tests.support.alerts import alerts_config
@@ -200,10 +201,21 @@ def test_deploy_local_for_real_then_health_shows_the_new_version(tmp_path: Path)
 
 def test_production_approval_walked_through_alone_with_as(tmp_path: Path) -> None:
     shutil.copytree(REPO / "config", tmp_path / "config")
+    # production builds what local builds (cargo is not here): the package is built, tested and
+    # packaged before the approver is asked.
+    shipped = tmp_path / "config" / "eventmesh.yml"
+    config = yaml.safe_load(shipped.read_text())
+    local = config["environments"]["local"]
+    config["environments"]["production"].update(
+        {key: local[key] for key in ("build", "test", "artifacts")}
+    )
+    shipped.write_text(yaml.safe_dump(config))
     child = spawn_console(tmp_path, PORT=str(free_port()))
     child.timeout = 90
     child.sendline("/deploy production 2.0.0")
+    child.expect(r"Building v2\.0\.0 for production before asking for approval")
     child.expect(r"Approval needed: deploy v2\.0\.0 to production")
+    child.expect(r"sha256:\S* \S*[0-9a-f]{64}")
     child.expect(r"\[(\d+)\] Approve\s+\[(\d+)\] Reject")
     approve = child.match.group(1)
     child.expect_exact(PROMPT)

@@ -7,13 +7,17 @@ deployed. Approvals, locks, the watch and its Roll back button run through the b
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from bot.store import Store
@@ -49,7 +53,8 @@ GITHUB_TOKEN = "ghp_" + "e2eTokenThatMustNeverShow" * 2
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DemoTarget]]:
     root = tmp_path_factory.mktemp("deploy-targets")
-    made = {name: demo_target(root, name) for name in ("staging", "production", "qa", "dev")}
+    names = ("staging", "production", "qa", "dev", "vault")
+    made = {name: demo_target(root, name) for name in names}
     yield made
     for target in made.values():
         target.stop()
@@ -69,9 +74,14 @@ def gate(targets: dict[str, DemoTarget]) -> Path:
     return path
 
 
-def open_gate(gate: Path) -> None:
-    with gate.open("w") as writer:
-        writer.write("go\n")
+def builds_waiting_on(gate: Path) -> list[psutil.Process]:
+    """Processes still running a build that reads the gate."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if str(gate) in " ".join(process.info["cmdline"] or []):
+                found.append(process)
+    return found
 
 
 def over_ssh(env: dict[str, Any], sshd: Sshd) -> dict[str, Any]:
@@ -92,8 +102,15 @@ def write_config(
         "production": over_ssh(
             production.environment(requires_approval=True, approval_timeout="30m"), sshd
         ),
-        "canary": production.environment(
-            requires_approval=True, approval_timeout="2s", build="false"
+        "canary": production.environment(requires_approval=True, approval_timeout="2s"),
+        # Its package carries a file of workdir as it was when the approver was asked.
+        "vault": over_ssh(
+            targets["vault"].environment(
+                requires_approval=True,
+                approval_timeout="30m",
+                artifacts=["build/eventmesh-api", "NOTES.txt"],
+            ),
+            sshd,
         ),
         "qa": qa.environment(watch_for="6s"),
         "dev": dev_env,
@@ -126,15 +143,21 @@ def write_config(
 
 
 @pytest.fixture(scope="module")
+def bot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bot's EVENTMESH_DATA_DIR (its store, workspaces, approved packages)."""
+    return tmp_path_factory.mktemp("deploy-bot")
+
+
+@pytest.fixture(scope="module")
 def bot(
-    tmp_path_factory: pytest.TempPathFactory,
+    bot_dir: Path,
     slack: SlackFake,
     targets: dict[str, DemoTarget],
     gate: Path,
     sshd: Sshd,
     github: GitHubFake,
 ) -> Iterator[BotProcess]:
-    tmp = tmp_path_factory.mktemp("deploy-bot")
+    tmp = bot_dir
     config = write_config(tmp / "eventmesh.yml", targets, gate, sshd, github)
     database_url = bot_database_url(tmp)
     process, url, log = start_bot(
@@ -324,10 +347,13 @@ def test_a_second_deploy_is_refused_while_one_runs_and_cancel_stops_it(
     nobody = running.press("Cancel", as_="U0NOBODY")
     nobody.private("Only approvers or whoever asked for it may press Cancel.")
     running.press("Cancel", as_=DEPLOYER).private("Cancel requested: deploy #")
-    open_gate(gate)
+    # The build (still waiting on the gate) is stopped at once, its whole process group.
     final = running.when(finished)
-    assert final["text"].startswith("Cancelled before Test"), text_of(final)
+    assert final["text"].startswith("Cancelled during Build: its processes were stopped"), text_of(
+        final
+    )
     assert final["text"].endswith("(cancelled by <@U0DEPLOY1>)"), text_of(final)
+    assert builds_waiting_on(gate) == []
     assert not targets["dev"].install_dir.exists()
 
 
@@ -466,3 +492,64 @@ def test_a_red_ci_stops_the_deploy_and_status_lists_the_last_runs(
         assert GITHUB_TOKEN not in json.dumps(chat.slack.summary())
     finally:
         github.set_runs(run(1, "success"))
+
+
+def approved_sha256(request_text: str) -> str:
+    match = re.search(r"\*sha256:\* `([0-9a-f]{64})`", request_text)
+    assert match is not None, request_text
+    return match.group(1)
+
+
+def test_an_approval_deploys_the_package_approved_not_what_workdir_holds_later(
+    chat: Conversation, targets: dict[str, DemoTarget], bot_dir: Path
+) -> None:
+    vault = targets["vault"]
+    notes = vault.workdir / "NOTES.txt"
+    notes.write_text("what the approver was shown\n")
+    asked = deploy(chat, "vault 11.0.0")
+    asked.private("Building v11.0.0 for vault before asking for approval")
+    request = request_for(asked, "11.0.0")
+    sha256 = approved_sha256(request.text)
+    assert "*Package:* `eventmesh-11.0.0.tar.gz` (built and tested by the bot)" in request.text
+    assert "*Commit:* _workdir is not a git checkout_" in request.text
+    assert asked.posted() == []  # built before the request, nothing ran on the hosts
+    assert not vault.install_dir.exists()
+
+    notes.write_text("changed after the request was asked\n")  # someone edits workdir
+    request.press("Approve", as_=APPROVER)
+    final = run_of(asked).when(finished)
+    assert final["text"].startswith("Deployed v11.0.0 to vault"), text_of(final)
+    text = text_of(final)
+    assert "built before the approval" in text and "tested before the approval" in text
+    assert f"sha256 {sha256[:12]}… unchanged" in text
+    # The host runs the approved bytes, not what workdir holds now.
+    assert vault.current_files()["NOTES.txt"] == "what the approver was shown\n"
+    package = vault.install_dir / "packages" / "eventmesh-11.0.0.tar.gz"
+    assert hashlib.sha256(package.read_bytes()).hexdigest() == sha256
+    log = [json.loads(line) for line in (vault.install_dir / "releases.log").read_text().split()]
+    assert [e["sha256"] for e in log if e["event"] == "installed"] == [sha256]
+    assert healthz(vault)["version"] == "11.0.0"
+    # The approved package and the build's workspace are gone once it ran.
+    assert list((bot_dir / "approved").iterdir()) == []
+    assert [p for p in (bot_dir / "workspaces").iterdir() if not p.name.startswith("package")] == []
+
+
+def test_an_approved_package_changed_before_the_deploy_is_refused(
+    chat: Conversation, targets: dict[str, DemoTarget], bot_dir: Path
+) -> None:
+    vault = targets["vault"]
+    (vault.workdir / "NOTES.txt").write_text("approved notes\n")
+    asked = deploy(chat, "vault 11.0.1")
+    request = request_for(asked, "11.0.1")
+    sha256 = approved_sha256(request.text)
+    (pinned,) = (bot_dir / "approved").glob("vault-*/eventmesh-11.0.1.tar.gz")
+    pinned.write_bytes(b"not what the approver approved")  # tampered with on the bot's disk
+    found = hashlib.sha256(pinned.read_bytes()).hexdigest()
+    request.press("Approve", as_=APPROVER)
+    final = run_of(asked).when(finished)
+    assert final["text"].startswith("Deploy of v11.0.1 to vault failed at Package"), text_of(final)
+    changed = f"has changed since the approval (sha256 {found[:12]}…, approved {sha256[:12]}…)"
+    assert changed in final["text"]
+    assert "nothing was deployed; ask for approval again" in final["text"]
+    assert healthz(vault)["version"] == "11.0.0"
+    assert not (vault.install_dir / "packages" / "eventmesh-11.0.1.tar.gz").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -9,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from bot.store import Store
@@ -45,6 +47,16 @@ def building_in(fake: SlackFake, channel: str) -> dict[str, Any] | None:
     )
 
 
+def builds_waiting_on(gate: Path) -> list[psutil.Process]:
+    """Processes still running the build command (`cat <gate>`)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if str(gate) in " ".join(process.info["cmdline"] or []):
+                found.append(process)
+    return found
+
+
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[DemoTarget]:
     target = demo_target(tmp_path, "dev")
@@ -77,6 +89,8 @@ def test_a_bot_killed_mid_deploy_reports_it_interrupted_and_frees_the_lock(
         "SLACK_API_URL": slack.api_url,
         "EVENTMESH_CONFIG": str(config),
         "EVENTMESH_DATABASE_URL": database_url,
+        # One data dir for both, as a restarted bot has: the second finds the first's builds.
+        "EVENTMESH_DATA_DIR": str(tmp_path / "data"),
     }
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first_dir.mkdir()
@@ -118,12 +132,12 @@ def test_a_bot_killed_mid_deploy_reports_it_interrupted_and_frees_the_lock(
         finally:
             store.close()
 
-        # SIGKILL left the killed bot's build running on its own; let it end first, or it
-        # would write its 1.0.0 launcher over the next build's.
-        with gate.open("w") as writer:
-            writer.write("go\n")
-        launcher = dev.workdir / "build" / "eventmesh-api"
-        wait_until(lambda: launcher.exists() and "--version 1.0.0" in launcher.read_text())
+        # SIGKILL left the killed bot's build running on its own (in a process group of its
+        # own, still reading the gate): the restarted bot killed it and removed its workspace.
+        workspaces = tmp_path / "data" / "workspaces"
+        wait_until(lambda: not [p for p in workspaces.iterdir() if p.name.startswith("dev-")])
+        wait_until(lambda: not builds_waiting_on(gate))
+        assert not (dev.workdir / "build").exists()  # builds never write into workdir
 
         # The environment is free again: a new deploy starts (and finishes) normally.
         again = second.command("/deploy", "dev 1.0.1 --skip-tests", user_id="U0DEPLOY1").channel

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot.config import Config
 from bot.runbook.changes.releases import is_version
 from handlers import ACTIONS, COMMANDS
 from tests.conftest import TEST_LIMITS, BotProcess, DemoService, http_bot
@@ -277,9 +278,14 @@ def test_any_command_or_press_is_answered_and_runs_only_config_and_validated_tok
     assert len(sent_texts) >= 240
     log = bot.log.read_text()
     assert "Traceback" not in log
-    config = json.loads(config_path.read_text())
-    local = config["environments"]["local"]
-    config_commands = {local[k] for k in ("build", "test", "version", "start", "stop", "restart")}
+    # Every environment's commands as the config resolves them (a production request builds,
+    # tests and packages before it is asked: its build and test run too).
+    config = Config.model_validate(json.loads(config_path.read_text()))
+    config_commands = {
+        getattr(env.deploy, key)
+        for env in config.environments.values()
+        for key in ("build", "test", "version", "start", "stop", "restart")
+    }
     ran = commands_run(log)
     assert ran, "some commands reached a transport (logs, diagnose, resources, a deploy)"
     fragments = typed_fragments(sent_texts, config_path.read_text())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -53,6 +54,8 @@ class Services:
     watches: Watches = field(init=False)  # running watches, for their Stop button
     # Keep Slack's pace for alerts and incidents (the console has no rate limits to keep).
     paced: bool = True
+    # The bot's own files (EVENTMESH_DATA_DIR): build workspaces, approved packages.
+    data_dir: Path = Path("data")
     # Made from the ones above. Every message goes through the one outbox: incidents in its
     # page lane (ahead of routine alert posts), replies to commands through `chat`.
     outbox: Outbox = field(init=False)
@@ -68,6 +71,16 @@ class Services:
     policy: Policy = field(init=False)
     limits: Limits = field(init=False)
     environment_slots: EnvironmentSlots = field(init=False)
+
+    @property
+    def workspaces(self) -> Path:
+        """Where each deploy builds, in a workspace of its own (runbook/changes/workspace.py)."""
+        return self.data_dir / "workspaces"
+
+    @property
+    def approved_packages(self) -> Path:
+        """Where a package built for an approval request waits for the decision."""
+        return self.data_dir / "approved"
 
     def __post_init__(self) -> None:
         limits = self.config.limits

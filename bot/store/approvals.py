@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String, Text, update
+from sqlalchemy import DateTime, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.store.base import Base, StoreCore, _as_utc, _guarded
@@ -29,6 +29,9 @@ class ApprovalRecord(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     channel: Mapped[str | None] = mapped_column(String(64), nullable=True)
     message_ts: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Set once, in the transaction that records the approved change's run (or when its start
+    # was refused): the run key. An approved request without it was never started.
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Approval:
     expires_at: datetime
     channel: str | None
     message_ts: str | None
+    started_at: datetime | None = None
 
 
 class ApprovalStore(StoreCore):
@@ -103,6 +107,30 @@ class ApprovalStore(StoreCore):
             return result.rowcount == 1  # type: ignore[attr-defined]
 
     @_guarded
+    def mark_approval_started(self, approval_id: int) -> bool:
+        """The approved request's start was handled without a run (refused, not startable):
+        True for the one caller that marked it."""
+        with self._session() as session, session.begin():
+            result = session.execute(
+                update(ApprovalRecord)
+                .where(ApprovalRecord.id == approval_id, ApprovalRecord.started_at.is_(None))
+                .values(started_at=self.clock())
+            )
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
+    @_guarded
+    def approvals_not_started(self, limit: int = 100) -> list[Approval]:
+        """Approved requests whose change never started (the bot died in between)."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(ApprovalRecord)
+                .where(ApprovalRecord.state == "approved", ApprovalRecord.started_at.is_(None))
+                .order_by(ApprovalRecord.id)
+                .limit(limit)
+            ).all()
+        return [_approval(row) for row in rows]
+
+    @_guarded
     def approval(self, approval_id: int) -> Approval | None:
         with self._session() as session:
             record = session.get(ApprovalRecord, approval_id)
@@ -123,4 +151,5 @@ def _approval(row: ApprovalRecord) -> Approval:
         expires_at=_as_utc(row.expires_at),  # type: ignore[arg-type]
         channel=row.channel,
         message_ts=row.message_ts,
+        started_at=_as_utc(row.started_at),
     )

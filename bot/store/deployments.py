@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, delete, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from bot.store.approvals import ApprovalRecord
 from bot.store.base import MAX_AUDIT_TEXT, Base, StoreCore, StoreError, _as_utc, _guarded
 
 # The tail of a failed step's output kept with it (the thread shows the last lines).
@@ -152,6 +153,13 @@ class EnvironmentLock:
 
 
 @dataclass(frozen=True)
+class AlreadyStarted:
+    """The approved request this run would start has started already (its run key is taken)."""
+
+    approval_id: int
+
+
+@dataclass(frozen=True)
 class LockHeld:
     """An environment could not be locked: this is who holds it."""
 
@@ -175,16 +183,21 @@ class DeploymentStore(StoreCore):
         owner: str,
         approved_by: str | None = None,
         channel: str | None = None,
-    ) -> Deployment | LockHeld:
+        approval_id: int | None = None,
+    ) -> Deployment | LockHeld | AlreadyStarted:
         """Lock the environment and record a running deployment, both or neither.
 
         Of two concurrent calls for one environment exactly one gets the Deployment; the other
-        gets LockHeld naming who holds the environment.
+        gets LockHeld naming who holds the environment. A run of an approved request
+        (`approval_id`) also takes the request's run key in the same transaction: a second
+        start of it gets AlreadyStarted.
         """
         for _ in range(3):
             now = self.clock()
             try:
                 with self._session() as session, session.begin():
+                    if approval_id is not None and not _take_run_key(session, approval_id, now):
+                        return AlreadyStarted(approval_id)
                     record = DeploymentRecord(
                         kind=kind,
                         environment=environment,
@@ -490,3 +503,12 @@ def _lock(row: EnvironmentLockRecord) -> EnvironmentLock:
         channel=row.channel,
         permalink=row.permalink,
     )
+
+
+def _take_run_key(session: Session, approval_id: int, now: datetime) -> bool:
+    result = session.execute(
+        update(ApprovalRecord)
+        .where(ApprovalRecord.id == approval_id, ApprovalRecord.started_at.is_(None))
+        .values(started_at=now)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]

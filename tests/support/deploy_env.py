@@ -78,7 +78,8 @@ class DemoTarget:
 
     def environment(self, **overrides: Any) -> dict[str, Any]:
         """The environment's entry for a config file."""
-        build_dir = shlex.quote(str(self.workdir / "build"))
+        # Relative to where the deploy builds: its own workspace, a copy of workdir.
+        build_dir = "build"
         env: dict[str, Any] = {
             "base_url": self.url,
             "transport": "local",

@@ -1,21 +1,29 @@
 """A fake of the two GitHub REST endpoints the CI gate reads, on a loopback port.
 
 `GET /repos/{owner}/{repo}` answers the default branch; `GET /repos/{owner}/{repo}/actions/
-workflows/{workflow}/runs?branch=…&per_page=…` answers the runs set with `set_runs`, newest
-first, as GitHub does. A token, when the fake is given one, must arrive as
-`Authorization: Bearer <token>`; a wrong one gets 401 like GitHub's "Bad credentials".
-Every request is recorded (path, query, headers) for tests to assert on.
+workflows/{workflow}/runs?branch=…&per_page=…` (or `?head_sha=…`: one commit's) answers the
+runs set with `set_runs`, newest first, as GitHub does. The artifacts API: a run's artifacts
+(`add_artifact`), and an artifact's zip answered as GitHub does — a 302 to a storage URL
+(`/blob/<id>`, here on the fake too), which wants no token. A token, when the fake is given one,
+must arrive as `Authorization: Bearer <token>`; a wrong one gets 401 like GitHub's "Bad
+credentials". Every request is recorded (path, query, headers) for tests to assert on.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True)
+class Redirect:
+    location: str
 
 
 @dataclass(frozen=True)
@@ -62,12 +70,32 @@ class GitHubFake:
         self.default_branch = default_branch
         self.runs: list[dict[str, Any]] = [run(1)]
         self.requests: list[Request] = []
+        self.artifacts: dict[int, list[dict[str, Any]]] = {}
+        self.blobs: dict[int, bytes] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
     def set_runs(self, *runs: dict[str, Any]) -> None:
         with self._lock:
             self.runs = list(runs)
+
+    def add_artifact(self, run_id: int, name: str, content: bytes, *, expired: bool = False) -> int:
+        """An artifact of a run (content: the zip's bytes); its id."""
+        with self._lock:
+            artifact_id = 1000 + len(self.blobs)
+            self.blobs[artifact_id] = content
+            self.artifacts.setdefault(run_id, []).append(
+                {
+                    "id": artifact_id,
+                    "name": name,
+                    "size_in_bytes": len(content),
+                    "expired": expired,
+                    "archive_download_url": (
+                        f"{self.url}/repos/{self.repository}/actions/artifacts/{artifact_id}/zip"
+                    ),
+                }
+            )
+        return artifact_id
 
     @property
     def url(self) -> str:
@@ -80,9 +108,17 @@ class GitHubFake:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 status, body = fake._answer(self.path, dict(self.headers.items()))
-                data = json.dumps(body).encode()
+                if isinstance(body, Redirect):
+                    self.send_response(302)
+                    self.send_header("Location", body.location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                binary = isinstance(body, bytes)
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                kind = "application/zip" if binary else "application/json"
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -109,6 +145,9 @@ class GitHubFake:
         lowered = {k.lower(): v for k, v in headers.items()}
         with self._lock:
             self.requests.append(Request(parts.path, parse_qs(parts.query), lowered))
+            if parts.path.startswith("/blob/"):  # the storage a download is sent to
+                blob = self.blobs.get(int(parts.path.rsplit("/", 1)[1]))
+                return (200, blob) if blob is not None else (404, {"message": "Not Found"})
             if self.token is not None and lowered.get("authorization") != f"Bearer {self.token}":
                 return 401, {"message": "Bad credentials"}
             repo = f"/repos/{self.repository}"
@@ -116,8 +155,19 @@ class GitHubFake:
                 return 200, {"full_name": self.repository, "default_branch": self.default_branch}
             if parts.path == f"{repo}/actions/workflows/{self.workflow}/runs":
                 query = parse_qs(parts.query)
-                branch = query.get("branch", [""])[0]
                 per_page = int(query.get("per_page", ["30"])[0])
-                runs = [r for r in self.runs if r["head_branch"] == branch][:per_page]
+                if "head_sha" in query:  # one commit's runs, whatever the branch
+                    sha = query["head_sha"][0]
+                    runs = [r for r in self.runs if r["head_sha"] == sha][:per_page]
+                else:
+                    branch = query.get("branch", [""])[0]
+                    runs = [r for r in self.runs if r["head_branch"] == branch][:per_page]
                 return 200, {"total_count": len(runs), "workflow_runs": runs}
+            run_artifacts = re.fullmatch(rf"{repo}/actions/runs/(\d+)/artifacts", parts.path)
+            if run_artifacts:
+                listed = self.artifacts.get(int(run_artifacts.group(1)), [])
+                return 200, {"total_count": len(listed), "artifacts": listed}
+            download = re.fullmatch(rf"{repo}/actions/artifacts/(\d+)/zip", parts.path)
+            if download and int(download.group(1)) in self.blobs:
+                return 302, Redirect(f"{self.url}/blob/{download.group(1)}?sig=short-lived")
             return 404, {"message": "Not Found"}

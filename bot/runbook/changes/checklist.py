@@ -57,9 +57,15 @@ class ChecklistItem:
 
 
 async def pre_deployment_checklist(
-    request: DeployRequest, config: Config, *, http: httpx.AsyncClient, open_hosts: OpenHosts
+    request: DeployRequest,
+    config: Config,
+    *,
+    http: httpx.AsyncClient,
+    open_hosts: OpenHosts,
+    commit: str | None = None,
 ) -> list[ChecklistItem]:
-    items = [await _ci(config, http)]
+    """`commit`: the commit built, whose CI run must be green (None: the default branch's)."""
+    items = [await _ci(config, http, commit)]
     settings = request.environment.deploy
     if request.options.skip_tests:
         items.append(ChecklistItem("Tests run before the deploy", "failed", "--skip-tests"))
@@ -82,15 +88,16 @@ async def pre_deployment_checklist(
     return items
 
 
-async def _ci(config: Config, http: httpx.AsyncClient) -> ChecklistItem:
+async def _ci(config: Config, http: httpx.AsyncClient, commit: str | None) -> ChecklistItem:
     label = "All tests passing on CI/CD"
     if config.ci is None:
         return ChecklistItem(label, "confirm", "no `ci` in the config: the bot cannot check")
     try:
-        verdict = await CiClient(config.ci, http).gate()
+        verdict = await CiClient(config.ci, http).gate(commit)
     except CiError as exc:
         return ChecklistItem(label, "failed", f"cannot check: {exc}")
-    return ChecklistItem(label, "passed" if verdict.passed else "failed", verdict.summary)
+    link = f": {verdict.run.url}" if verdict.run and verdict.run.url else ""
+    return ChecklistItem(label, "passed" if verdict.passed else "failed", verdict.summary + link)
 
 
 async def _rollback_plan(request: DeployRequest, open_hosts: OpenHosts) -> ChecklistItem:

@@ -8,7 +8,9 @@
 it runs (bot/store/deployments.py begin_deployment) and released by the caller when it ends.
 
 One loop runs the steps (deploy_steps.py), each in its phase:
-- A cancel request is honoured before the next step, never in the middle of the restarts:
+- A cancel request stops a step on the bot's machine (a build) at once — every process running
+  in the deploy's workspace is killed, whole process groups — and is honoured before the next
+  step, never in the middle of the restarts:
   before a step on the bot's machine or on the hosts nothing the service runs has changed (a
   release unpacked and not switched to is removed again); before a live step the new release
   stays live.
@@ -22,13 +24,12 @@ One loop runs the steps (deploy_steps.py), each in its phase:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 from bot.runbook.changes import releases
 from bot.runbook.changes.activate import Clocked, human_duration, one_line, show_version
@@ -52,10 +53,12 @@ from bot.runbook.changes.progress import (
     StepStarted,
 )
 from bot.runbook.changes.releases import RemoteCommandFailed
+from bot.runbook.changes.workspace import kill_processes_in
 from bot.transport.base import Transport, TransportError
 
 log = logging.getLogger(__name__)
 
+CANCEL_POLL_S = 1.0  # how often a running build asks whether Cancel was pressed
 ROLLBACK = ("rollback", "Roll back")  # the automatic rollback's line, added when it runs
 TITLES = dict((*STEPS, ROLLBACK))
 
@@ -63,18 +66,23 @@ TITLES = dict((*STEPS, ROLLBACK))
 class Deploy(DeploySteps):
     """A deploy, or its dry run: `run()` yields its events and ends with Finished."""
 
+    _stopped_by: str | None = None  # who pressed Cancel while a build step ran
+
     async def run(self) -> AsyncIterator[Event]:
         if self.request.options.dry_run:
             async for event in self._dry_run():
                 yield event
             return
         yield locked(self.env.name, "deploy")
-        self.workspace = Path(tempfile.mkdtemp(prefix="eventmesh-deploy-"))
         try:
             async for event in self._run():
                 yield event
         finally:
-            shutil.rmtree(self.workspace, ignore_errors=True)
+            # Whatever way it ended (a failure, Cancel, the bot stopping): its workspace, the
+            # processes still running in it and its package go.
+            await self.close_workspace()
+            if self.package_dir is not None:
+                shutil.rmtree(self.package_dir, ignore_errors=True)
 
     async def _run(self) -> AsyncIterator[Event]:
         async with contextlib.AsyncExitStack() as opened:
@@ -86,15 +94,22 @@ class Deploy(DeploySteps):
                 if stopped is not None:
                     yield stopped
                     return
+                watcher = self._watch_for_cancel(step)
                 try:
                     async for event in step.run(hosts or []):
                         yield event
                 except StepError as failure:
+                    if self._stopped_by is not None:
+                        yield self._stopped_during(step, failure.event)
+                        return
                     if not failure.announced:
                         yield failure.event
                     async for event in self._after_failure(hosts or [], failure.event):
                         yield event
                     return
+                finally:
+                    if watcher is not None:
+                        watcher.cancel()
             yield unlocked(self.env.name)
             count = len(hosts or [])
             summary = (
@@ -149,6 +164,37 @@ class Deploy(DeploySteps):
                 f"({failure.error}). Nothing was changed."
             )
         return self._outcome("failed", summary, failure)
+
+    def _watch_for_cancel(self, step: Step) -> asyncio.Task[None] | None:
+        """While a step runs on the bot's machine (a build may take many minutes), Cancel
+        stops it at once: every process running in the workspace is killed, whole groups."""
+        if step.phase is not Phase.LOCAL or self.cancel_requested is None:
+            return None
+        return asyncio.create_task(self._kill_build_on_cancel())
+
+    async def _kill_build_on_cancel(self) -> None:
+        assert self.cancel_requested is not None
+        while True:
+            await asyncio.sleep(CANCEL_POLL_S)
+            who = await self.cancel_requested()
+            if who is not None and self.workspace is not None:
+                self._stopped_by = who
+                killed = await kill_processes_in(self.workspace.top)
+                log.info(
+                    "deploy of %s cancelled by %s: %d build process group(s) killed",
+                    self.env.name,
+                    who,
+                    killed,
+                )
+                return
+
+    def _stopped_during(self, step: Step, failure: StepFailed) -> Finished:
+        summary = (
+            f"Cancelled during {TITLES[step.key]}: its processes were stopped; nothing the "
+            "service runs was changed."
+        )
+        outcome = replace(self._outcome("cancelled", summary), cancelled_by=self._stopped_by)
+        return Finished(outcome)
 
     async def _stopped_before(self, step: Step, hosts: Sequence[Transport]) -> Finished | None:
         if self.cancel_requested is None:

@@ -5,24 +5,26 @@ would do (the exact commands, host by host).
     → backup → upload → install → restart and verify                         on the hosts
     → smoke → record                                                         live
 
-- build, test, version and smoke run on the bot's machine, in `workdir`, as the operator wrote
-  them (`Shell`), with EVENTMESH_VERSION (and for smoke EVENTMESH_ENVIRONMENT and
-  EVENTMESH_BASE_URL) exported; the version is checked against [A-Za-z0-9._-]{1,64} before
-  it goes anywhere.
+- build, test, version and smoke run on the bot's machine, in the deploy's own workspace of
+  `workdir` (workspace.py: a git worktree at the commit, or a clean copy; removed when the
+  deploy ends), as the operator wrote them (`Shell`), with EVENTMESH_VERSION (and for smoke
+  EVENTMESH_ENVIRONMENT and EVENTMESH_BASE_URL) exported; the version is checked against
+  [A-Za-z0-9._-]{1,64} before it goes anywhere.
 - backup, upload and install touch up to 5 hosts at once; restart goes one host at a time
   and each host is verified (3 passing /healthz in a row within verify_timeout) before the
   next: a restart command's exit status proves nothing.
+- An approved deploy (request.package) builds nothing: it deploys the package the approver
+  approved, checked unchanged (its sha256) before the upload and on every host after it.
 
 The order, Cancel between steps and what a failure does are the procedure's (deploy.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import shlex
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -38,13 +40,12 @@ from bot.runbook.changes.activate import (
     Clocked,
     human_duration,
     human_size,
-    one_line,
-    short,
     show_version,
 )
 from bot.runbook.changes.ci import CiClient, CiError
-from bot.runbook.changes.deploy_request import DeployRequest
-from bot.runbook.changes.packaging import Package, PackagingError, build_package, find_artifacts
+from bot.runbook.changes.deploy_local import LocalSteps
+from bot.runbook.changes.deploy_request import DeployRequest, PinnedPackage
+from bot.runbook.changes.packaging import Package
 from bot.runbook.changes.procedure import CancelCheck, OpenHosts, StepError, each_host
 from bot.runbook.changes.progress import (
     Event,
@@ -54,11 +55,13 @@ from bot.runbook.changes.progress import (
     StepPlanned,
     StepSkipped,
     StepStarted,
-    VersionKnown,
 )
 from bot.runbook.changes.releases import HostState, Layout, shown
+from bot.runbook.changes.workspace import (
+    Workspace,
+)
 from bot.runbook.health.probe import Prober
-from bot.transport.base import CommandResult, Shell, Transport, TransportError
+from bot.transport.base import Transport
 
 # The deploy's checklist, as its message shows it.
 STEPS: tuple[tuple[str, str], ...] = (
@@ -77,10 +80,6 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("record", "Record the release"),
     ("unlock", "Unlock"),
 )
-
-# Packaging hashes and gzips up to hundreds of MB: its own threads, never the event loop and
-# never asyncio's small default executor (the store's queries run there).
-_packaging = ThreadPoolExecutor(max_workers=2, thread_name_prefix="deploy-package")
 
 
 class Phase(Enum):
@@ -150,7 +149,7 @@ def describe_host(state: HostState) -> str:
     )
 
 
-class DeploySteps:
+class DeploySteps(LocalSteps):
     """A deploy's state as its steps fill it in, and the steps themselves."""
 
     def __init__(
@@ -164,6 +163,7 @@ class DeploySteps:
         local: Transport,
         clock: Clock = utc_now,
         cancel_requested: CancelCheck | None = None,
+        workspaces: Path | None = None,
     ) -> None:
         self.request = request
         self.config = config
@@ -178,7 +178,12 @@ class DeploySteps:
         self.version: str | None = request.version
         self.release_id: str | None = None
         self.package: Package | None = None
-        self.workspace: Path | None = None  # where the package is built (a real run's)
+        # Where builds run: a new workspace under `workspaces` for each deploy (workspace.py).
+        self.workspaces = workspaces or Path(tempfile.gettempdir()) / "eventmesh-workspaces"
+        self.workspace: Workspace | None = None
+        self.package_dir: Path | None = None  # where the package is written (a real run's)
+        self.pinned: PinnedPackage | None = request.package
+        self.commit: str | None = self.pinned.commit if self.pinned else None
         self.hosts: dict[str, HostPlan] = {}
         self.unreachable: list[str] = []  # hosts that could not be logged into
         self.started = time.monotonic()
@@ -222,10 +227,6 @@ class DeploySteps:
         """The hosts by name, without logging into them."""
         return [str(h) for h in self.env.hosts] if self.env.hosts else ["local"]
 
-    @property
-    def _here(self) -> str:
-        return f"bot ({self.settings.workdir})"
-
     def _on_every_host(self, *commands: list[str]) -> tuple[str, ...]:
         return tuple(f"{t}: {shown(c)}" for t in self._targets for c in commands)
 
@@ -237,8 +238,9 @@ class DeploySteps:
             return
         clocked = Clocked()
         yield StepStarted("checklist")
+        await self._ensure_workspace("checklist")
         try:
-            verdict = await self.ci.gate()
+            verdict = await self.ci.gate(self.commit)
         except CiError as exc:
             raise StepError(StepFailed("checklist", "", clocked.seconds, f"CI: {exc}")) from None
         if not verdict.passed:
@@ -276,150 +278,6 @@ class DeploySteps:
 
     async def _plan_hosts(self) -> StepPlanned:
         return StepPlanned("hosts", self._on_every_host(self.layout.inspect_command()))
-
-    async def _version(self) -> AsyncIterator[Event]:
-        if self.version is not None:
-            yield StepDone("version", detail=f"{show_version(self.version)} (given)")
-        else:
-            clocked = Clocked()
-            yield StepStarted("version", detail=f"`{self.settings.version}`")
-            result = await self._local(Shell(self.settings.version), "version")
-            printed = result.stdout.strip()
-            if not releases.is_version(printed):
-                shown_text = printed[:64] or "nothing"
-                raise StepError(
-                    StepFailed(
-                        "version",
-                        "",
-                        clocked.seconds,
-                        f"`{self.settings.version}` printed {shown_text!r}, which is not a "
-                        "version (1-64 of A-Z a-z 0-9 . _ -)",
-                    )
-                )
-            self.version = printed
-            yield StepDone("version", seconds=clocked.seconds, detail=show_version(printed))
-        self.release_id = releases.new_release_id(self.clock(), self.version)
-        yield VersionKnown(self.version)
-
-    async def _plan_version(self) -> StepPlanned:
-        """The only command a dry run runs: the version, so the plan names the real one."""
-        command = self.settings.version
-        if self.version is not None:
-            note = f"{show_version(self.version)} (given)"
-        else:
-            result = await self.local.run(Shell(command), cwd=str(self.settings.workdir))
-            printed = result.stdout.strip()
-            if result.ok and releases.is_version(printed):
-                self.version = printed
-                note = f"`{command}` says {show_version(printed)} (the only command a dry run runs)"
-            else:
-                self.version = "VERSION"
-                note = f"`{command}` did not print a version; VERSION stands for it below"
-        self.release_id = releases.new_release_id(self.clock(), self.version)
-        ran = () if self.request.version else (f"{self._here}: {command}",)
-        return StepPlanned("version", ran, note)
-
-    def _exported(self, command: str, *, smoke: bool = False) -> Shell:
-        assert self.version is not None
-        exports = [f"EVENTMESH_VERSION={shlex.quote(self.version)}"]
-        if smoke:
-            exports += [
-                f"EVENTMESH_ENVIRONMENT={shlex.quote(self.env.name)}",
-                f"EVENTMESH_BASE_URL={shlex.quote(self.env.base_url)}",
-            ]
-        return Shell(f"export {' '.join(exports)}; {command}")
-
-    async def _local(self, command: Shell, step: str) -> CommandResult:
-        """Run an operator's command in workdir on the bot's machine; non-zero is a failure."""
-        clocked = Clocked()
-        try:
-            result = await self.local.run(command, cwd=str(self.settings.workdir))
-        except TransportError as exc:
-            raise StepError(StepFailed(step, "", clocked.seconds, one_line(exc))) from None
-        if not result.ok:
-            raise StepError(
-                StepFailed(
-                    step,
-                    "",
-                    clocked.seconds,
-                    f"`{short(command.text)}` exited with status {result.exit_status}",
-                    self.activator.output(result),
-                )
-            )
-        return result
-
-    async def _operators_command(
-        self, step: str, command: str, *, smoke: bool = False
-    ) -> AsyncIterator[Event]:
-        """build, test, smoke: the operator's command with the deploy's variables exported."""
-        clocked = Clocked()
-        yield StepStarted(step, detail=f"`{command}`")
-        await self._local(self._exported(command, smoke=smoke), step)
-        yield StepDone(step, seconds=clocked.seconds, detail=f"`{command}` passed")
-
-    def _plan_operators_command(
-        self, step: str, command: str, *, smoke: bool = False
-    ) -> StepPlanned:
-        return StepPlanned(step, (f"{self._here}: {self._exported(command, smoke=smoke).text}",))
-
-    def _build(self) -> AsyncIterator[Event]:
-        return self._operators_command("build", self.settings.build)
-
-    async def _plan_build(self) -> StepPlanned:
-        return self._plan_operators_command("build", self.settings.build)
-
-    async def _test(self) -> AsyncIterator[Event]:
-        if self.request.options.skip_tests:
-            yield StepSkipped("test", "skipped (--skip-tests: emergency deployment)")
-            return
-        async for event in self._operators_command("test", self.settings.test):
-            yield event
-
-    async def _plan_test(self) -> StepPlanned:
-        if self.request.options.skip_tests:
-            return StepPlanned("test", (), "skipped (--skip-tests)")
-        return self._plan_operators_command("test", self.settings.test)
-
-    async def _package(self) -> AsyncIterator[Event]:
-        assert self.version is not None and self.workspace is not None
-        clocked = Clocked()
-        yield StepStarted("package")
-        workdir, version, workspace = Path(self.settings.workdir), self.version, self.workspace
-
-        def make() -> Package:
-            return build_package(
-                version, find_artifacts(workdir, self.settings.artifacts), workspace
-            )
-
-        try:
-            self.package = await asyncio.get_running_loop().run_in_executor(_packaging, make)
-        except PackagingError as exc:
-            raise StepError(StepFailed("package", "", clocked.seconds, str(exc))) from None
-        except OSError as exc:
-            raise StepError(
-                StepFailed("package", "", clocked.seconds, f"cannot package: {exc}")
-            ) from None
-        package = self.package
-        names = ", ".join(a.name for a in package.artifacts)
-        yield StepDone(
-            "package",
-            seconds=clocked.seconds,
-            detail=(
-                f"{package.path.name} ({human_size(package.size)}: {names}) "
-                f"sha256 {package.sha256[:12]}…"
-            ),
-        )
-
-    async def _plan_package(self) -> StepPlanned:
-        assert self.version is not None
-        return StepPlanned(
-            "package",
-            (
-                f"bot: tar {' '.join(self.settings.artifacts)} as bin/* "
-                f"→ {releases.package_name(self.version)}",
-            ),
-            "MANIFEST (sha256 of each file) and VERSION go in too",
-        )
 
     async def _smoke(self) -> AsyncIterator[Event]:
         if self.settings.smoke is None:

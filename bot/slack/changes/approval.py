@@ -11,21 +11,26 @@ press racing the expiry decides exactly once; only that one caller starts the wo
 Payload keys every kind uses (the request message is drawn from them):
   version, flags, hosts, checklist (ChecklistItem dicts), plan (step titles),
   channel (where the requester asked), response_url (their ephemeral replies).
-A kind adds whatever its starter needs (a deploy: `options`; a rollback: `target`, the line
-naming what it goes back to, and `plan`, the pinned RollbackPlan).
+A kind adds whatever its starter needs (a deploy: `options` and `package`, the package built
+for the approver; a rollback: `target`, the line naming what it goes back to, and `plan`, the
+pinned RollbackPlan). Files a request pins (`pinned_dir`, under `<data_dir>/approved/`) are
+removed when it ends without running (rejected, expired) and by the starter after its run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from bot.config import Environment
 from bot.runbook.changes.activate import human_duration
 from bot.runbook.changes.checklist import ChecklistItem
+from bot.runbook.changes.deploy_request import PinnedPackage
 from bot.slack import blocks
 from bot.slack.changes import approval_blocks
 from bot.slack.changes.change_blocks import when
@@ -37,6 +42,7 @@ from bot.store import Approval
 log = logging.getLogger(__name__)
 
 EXPIRE_TIMER = "approval.expire"
+PINNED_DIR = "pinned_dir"  # payload key: files the request pins (the package built for it)
 
 
 def timeout_text(timeout: timedelta) -> str:
@@ -61,6 +67,7 @@ def render(approval: Approval) -> Message:
         plan=_texts(payload.get("plan")),
         timeout_text=str(payload.get("timeout_text", "")),
         target=str(payload.get("target") or ""),
+        package=PinnedPackage.from_dict(payload.get("package")),
     )
 
 
@@ -193,7 +200,21 @@ async def decide(
         )
     await services.scheduler.cancel(EXPIRE_TIMER, str(approval_id))
     await show_decision(services, approval, fallback=pressed)
+    if approval.state != "approved":
+        await discard_pinned(services, approval)
     return Decision(True, approval)
+
+
+async def discard_pinned(services: Services, approval: Approval) -> None:
+    """Remove the files the request pinned (only ever under the approved packages' folder)."""
+    pinned = approval.payload.get(PINNED_DIR)
+    if not isinstance(pinned, str) or not pinned:
+        return
+    path, root = Path(pinned).resolve(), services.approved_packages.resolve()
+    if root not in path.parents:
+        log.error("approval #%d: pinned files %s are not under %s; left", approval.id, path, root)
+        return
+    await asyncio.to_thread(shutil.rmtree, path, True)
 
 
 async def expire(services: Services, approval_id: int) -> bool:
@@ -204,6 +225,7 @@ async def expire(services: Services, approval_id: int) -> bool:
     approval = await asyncio.to_thread(store.approval, approval_id)
     if approval is not None:
         await show_decision(services, approval)
+        await discard_pinned(services, approval)
     return True
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from bot.runbook.changes.activate import show_version
 from bot.runbook.changes.checklist import ChecklistItem
+from bot.runbook.changes.deploy_request import PinnedPackage
 from bot.slack import blocks
 from bot.slack.blocks import Block, button, context, escape, header, message, section
 from bot.slack.changes.change_blocks import when
@@ -28,6 +29,7 @@ def request(
     plan: Sequence[str],
     timeout_text: str,
     target: str = "",
+    package: PinnedPackage | None = None,
 ) -> Message:
     """A deploy's request shows the Pre-Deployment Checklist; a rollback's (`target` says what
     it goes back to) shows its plan host by host."""
@@ -58,6 +60,8 @@ def request(
         )
         checklist_title = "*Pre-Deployment Checklist* (runbook)"
     shown: list[Block] = [header(f"Approval needed: {what}"), section(intro)]
+    if package is not None:
+        shown.append(section(_artifact(package)))
     if plan:
         shown.append(section("*Plan:* " + escape(" → ".join(plan))))
     lines = [checklist_title]
@@ -74,6 +78,21 @@ def request(
     shown.append(_footer(approval, timeout_text))
     shown.append(_decision(approval, timeout_text))
     return message(f"Approval needed: {what}, asked by <@{approval.requested_by}>", shown)
+
+
+def _artifact(package: PinnedPackage) -> str:
+    """What exactly is approved: the package built (and tested) for this request."""
+    commit = f"`{escape(package.commit)}`" if package.commit else "_workdir is not a git checkout_"
+    how = "the CI run's artifact" if package.source == "ci" else "built and tested by the bot"
+    lines = [
+        f"*Package:* `{escape(package.path.name)}` ({how})",
+        f"*sha256:* `{escape(package.sha256)}`",
+        f"*Commit:* {commit}",
+    ]
+    if package.ci_run:
+        lines.append(f"*CI run:* {escape(package.ci_run)}")
+    lines.append("_Approving deploys exactly this package; its sha256 is checked on every host._")
+    return "\n".join(lines)
 
 
 def _decision(approval: Approval, timeout_text: str) -> Block:

@@ -48,7 +48,14 @@ async def restart_service(
 async def start_approved(
     services: Services, approved: Approval, env: Environment, conversation: Conversation
 ) -> str:
-    return await start(services, env, approved.requested_by, approved.decided_by, conversation)
+    return await start(
+        services,
+        env,
+        approved.requested_by,
+        approved.decided_by,
+        conversation,
+        approval_id=approved.id,
+    )
 
 
 async def start(
@@ -57,9 +64,16 @@ async def start(
     requested_by: str,
     approved_by: str | None,
     conversation: Conversation,
+    *,
+    approval_id: int | None = None,
 ) -> str:
     change = Change(
-        "restart", env, requested_by, approved_by=approved_by, title=restart_title(env.name)
+        "restart",
+        env,
+        requested_by,
+        approved_by=approved_by,
+        title=restart_title(env.name),
+        approval_id=approval_id,  # the request's run key: started once
     )
     run = ChangeRun(services, change, conversation)
     refused = await run.begin()

@@ -123,7 +123,13 @@ async def start_approved(
         log.error("approval #%d: its rollback plan cannot be read (%s)", approved.id, exc)
         raise NotStartable("its plan cannot be read (the bot's log has why)") from None
     return await start(
-        services, env, plan, approved.requested_by, approved.decided_by, conversation
+        services,
+        env,
+        plan,
+        approved.requested_by,
+        approved.decided_by,
+        conversation,
+        approval_id=approved.id,
     )
 
 
@@ -207,6 +213,7 @@ async def start(
     requested_by: str,
     approved_by: str | None,
     conversation: Conversation,
+    approval_id: int | None = None,
 ) -> str:
     """Lock, run the rollback in one message, then its incident, summary and follow-up."""
     change = Change(
@@ -216,6 +223,7 @@ async def start(
         version=plan.version,
         approved_by=approved_by,
         title=plan.title,
+        approval_id=approval_id,
     )
     run = ChangeRun(services, change, conversation)
     refused = await run.begin()

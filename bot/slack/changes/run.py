@@ -36,7 +36,7 @@ from bot.slack.changes.rollback_incident import page_interrupted_rollback
 from bot.slack.chat import ChatError, Conversation, Message, MessageRef
 from bot.slack.live_message import LiveMessage
 from bot.slack.services import Services
-from bot.store import RUNNING, Deployment, LockHeld, StoreError
+from bot.store import RUNNING, AlreadyStarted, Deployment, LockHeld, StoreError
 from bot.transport import open_transports
 from bot.transport.base import Transport
 from bot.transport.local import LocalTransport
@@ -44,6 +44,8 @@ from bot.transport.local import LocalTransport
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = timedelta(seconds=10)
+# How `ChangeRun.begin`'s answer ends when the approved request had already started.
+ALREADY_STARTED = "already started"
 # Failures told in the thread one by one; past this (a hundred hosts down) the checklist says it.
 MAX_THREAD_FAILURES = 10
 
@@ -104,6 +106,7 @@ class Change:
     options: Mapping[str, object] = field(default_factory=dict)  # a deploy's DeployOptions
     flags: tuple[str, ...] = ()
     title: str | None = None  # None: the view's own (a deploy's names its version)
+    approval_id: int | None = None  # the approved request it runs: its run key, taken once
 
 
 class ChangeRun:
@@ -136,6 +139,7 @@ class ChangeRun:
                 owner=THIS_PROCESS,
                 approved_by=change.approved_by,
                 channel=self.conversation.channel_id,
+                approval_id=change.approval_id,
             )
         except StoreError as exc:
             log.error("%s of %s not started: the store failed (%s)", change.kind, env, exc)
@@ -145,7 +149,16 @@ class ChangeRun:
             )
             await answer(self.conversation, blocks.notice(text, ":x:"))
             return "not started: store unavailable"
+        if isinstance(began, AlreadyStarted):
+            # A second start of one approved request (the start-up sweep and the press racing):
+            # the first one runs it; this one says nothing.
+            log.info("%s of %s: request #%d already started", change.kind, env, began.approval_id)
+            return f"request #{began.approval_id} {ALREADY_STARTED}"
         if isinstance(began, LockHeld):
+            if change.approval_id is not None:
+                # Refused is handled: the request is not started again later.
+                with contextlib.suppress(StoreError):
+                    await asyncio.to_thread(store.mark_approval_started, change.approval_id)
             await answer(self.conversation, lock_blocks.locked(env, began.lock, change.kind))
             return f"refused: {env} is locked by {began.lock.holder}"
         self.deployment = began
