@@ -457,7 +457,13 @@ def slack_bot_env(slack: SlackFake, config: Path, database_url: str) -> dict[str
 def http_bot(tmp: Path, slack: SlackFake, config: Path, **env: str) -> Iterator[BotProcess]:
     """start_slack_bot for the length of a with-block; it must exit 0 on SIGTERM."""
     bot = start_slack_bot(tmp, slack, config, **env)
-    yield bot
+    try:
+        yield bot
+    except BaseException:
+        # A failed test stops its bot too: one left running would go on posting and checking.
+        bot.http.close()
+        stop_process(bot.process)
+        raise
     bot.http.close()
     code = stop_process(bot.process)
     assert code == 0, f"the bot exited with {code} on SIGTERM:\n{bot.log.read_text()}"
