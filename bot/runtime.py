@@ -26,6 +26,7 @@ from bot import __version__
 from bot.config import Config
 from bot.demo.local_env import (
     LocalServiceError,
+    console_config,
     start_local_service,
     stop_local_service,
     supervised,
@@ -57,6 +58,8 @@ from bot.webserver import EmbeddedServer, bind, bind_preferring, bound_port, emb
 from bot.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+
+RESET = -1  # run_bot's answer when the console asked to start afresh (/reset)
 
 
 @dataclass
@@ -174,8 +177,13 @@ async def run_bot(
             return Dispatcher(services, commands, actions, events)
 
         if mode == "console":
+            config = console_config(
+                config, settings.data_dir / "local", shipped=not settings.config_was_set
+            )
             config, local_line = await _start_local_service(config, http, after_work)
-            console_chat = ConsoleChat(files_dir=settings.data_dir / "files")
+            console_chat = ConsoleChat(
+                files_dir=settings.data_dir / "files", summarized=config.slack.alerts_channel
+            )
             dispatcher = start_services(config, console_chat)
             web = _start_server(
                 create_web_app(telemetry, mode), _bind_web(settings, mode), settings.host
@@ -185,15 +193,17 @@ async def run_bot(
                 f"EventMesh ChatOps {__version__} — local console (no Slack tokens set)\n"
                 f"  {local_line}\n"
                 f"  bot health and metrics: {web.url}/healthz  {web.url}/metrics\n"
-                f"  config: {settings.config_path}\n"
-                f"  {watching[0]}; alerts print here",
+                f"  config: {settings.config_path}; state: {settings.data_dir} "
+                "(./scripts/run --reset or /reset starts afresh)\n"
+                f"  {watching[0]}; one line per round of alert changes, /alerts shows them",
                 flush=True,
             )
             for lease in checking:
                 lease.start()
-            if not await _first(Console(dispatcher, console_chat, workers).run(), stop.wait()):
+            console = Console(dispatcher, console_chat, workers)
+            if not await _first(console.run(), stop.wait()):
                 sys.stdout.write("\n")  # stopped by a signal: end the prompt's line
-            return 0
+            return RESET if console.reset_asked else 0
 
         bolt_app, identity, client = _slack_app(settings, mode, config, start_services)
         web_app = create_web_app(telemetry, mode, bolt_app if mode == "http" else None)
