@@ -34,8 +34,9 @@ from bot.demo.local_env import (
 from bot.runbook.alerts.checking import CheckingLease
 from bot.runbook.health.health import HealthChecker
 from bot.runbook.health.probe import Prober
+from bot.runbook.setup.problems import RECHECK_EVERY, SetupProblems, check_this_machine
 from bot.scheduler import Scheduler
-from bot.settings import Mode, Settings
+from bot.settings import SECRETS, Mode, Settings
 from bot.slack.bolt_app import (
     AsyncApp,
     BotIdentity,
@@ -139,6 +140,8 @@ async def run_bot(
             checker = HealthChecker(
                 prober, config.thresholds, store, telemetry, metrics=config.metrics
             )
+            # The console's shipped config cannot reach its hosts by design: said quietly.
+            quiet = mode == "console" and not settings.config_was_set
             services = Services(
                 config,
                 store,
@@ -149,6 +152,7 @@ async def run_bot(
                 scheduler,
                 http,
                 paced=mode != "console",
+                setup=SetupProblems(logging.INFO if quiet else logging.WARNING),
             )
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))
@@ -169,6 +173,12 @@ async def run_bot(
                 functools.partial(recover_interrupted, services),
             )
             scheduler.every("store-watch", WATCH_EVERY, StoreWatch(store, telemetry).check)
+            # Setup problems named at start (one log line each, one message in the alerts
+            # channel), and checked again now and then so that a fix shows.
+            this_machine = functools.partial(check_this_machine, config, services.setup, SECRETS)
+            this_machine()
+            scheduler.every("setup-this-machine", RECHECK_EVERY, _async(this_machine))
+            cleanup.push_async_callback(services.setup_notice.close)
             # Timers left by a previous run fire as soon as there is a chat to report to.
             scheduler.start()
             cleanup.push_async_callback(scheduler.stop)
@@ -231,6 +241,13 @@ async def run_bot(
         await stop.wait()
         log.info("stopping: no new requests; letting running work finish")
         return 0
+
+
+def _async(work: Callable[[], object]) -> Callable[[], Awaitable[None]]:
+    async def job() -> None:
+        work()
+
+    return job
 
 
 def _slack_app(
