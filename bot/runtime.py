@@ -17,6 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 from slack_sdk.web.async_client import AsyncWebClient
@@ -61,6 +62,7 @@ from bot.workers import WorkerPool
 log = logging.getLogger(__name__)
 
 RESET = -1  # run_bot's answer when the console asked to start afresh (/reset)
+SETTLE_MAX = timedelta(minutes=5)
 
 
 @dataclass
@@ -178,6 +180,10 @@ async def run_bot(
             this_machine = functools.partial(check_this_machine, config, services.setup, SECRETS)
             this_machine()
             scheduler.every("setup-this-machine", RECHECK_EVERY, _async(this_machine))
+            # Once the checks have had two rounds to find what they find: a message an
+            # earlier run left is brought up to date even if nothing changed since start.
+            settle = 2 * max(env.check_interval for env in config.environments.values())
+            loop.call_later(min(settle, SETTLE_MAX).total_seconds(), services.setup_notice.refresh)
             cleanup.push_async_callback(services.setup_notice.close)
             # Timers left by a previous run fire as soon as there is a chat to report to.
             scheduler.start()

@@ -60,6 +60,7 @@ EMOJI = {
     "grey_question": "❔",
     "arrow_down": "⬇️",
     "bell": "🔔",
+    "wrench": "🔧",
 }
 
 
@@ -329,7 +330,8 @@ class ConsoleChat:
 
 
 def _first_line(text: str) -> str:
-    return re.sub(r"[*_~`]", "", text.strip().split("\n", 1)[0])[:80]
+    line = _EMOJI.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), text.strip().split("\n")[0])
+    return re.sub(r"[*_~`]", "", line)[:80]
 
 
 def _save(path: Path, content: bytes) -> None:

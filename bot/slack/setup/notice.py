@@ -77,6 +77,11 @@ class SetupNotice:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._show_latest())
 
+    def refresh(self) -> None:
+        """Show what is known now even if nothing changed since start: a restarted bot edits
+        a message an earlier run left (problems fixed meanwhile: "nothing left to fix")."""
+        self._changed()
+
     async def close(self) -> None:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
