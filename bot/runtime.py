@@ -136,6 +136,7 @@ async def run_bot(
         watching: list[str] = []  # what the scheduled checks watch, for the start-up line
         # Asked for once this bot serves: a replica that cannot talk to Slack never checks.
         checking: list[CheckingLease] = []
+        started: list[Callable[[], object]] = []  # once the front door is up
 
         def start_services(config: Config, chat: Chat) -> Dispatcher:
             """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
@@ -177,9 +178,14 @@ async def run_bot(
             scheduler.every("store-watch", WATCH_EVERY, StoreWatch(store, telemetry).check)
             # Setup problems named at start (one log line each, one message in the alerts
             # channel), and checked again now and then so that a fix shows.
+            # (After the start is known to go on: a token Slack refuses is the one line then.)
             this_machine = functools.partial(check_this_machine, config, services.setup, SECRETS)
-            this_machine()
-            scheduler.every("setup-this-machine", RECHECK_EVERY, _async(this_machine))
+
+            def check_setup() -> None:
+                this_machine()
+                scheduler.every("setup-this-machine", RECHECK_EVERY, _async(this_machine))
+
+            started.append(check_setup)
             # Once the checks have had two rounds to find what they find: a message an
             # earlier run left is brought up to date even if nothing changed since start.
             settle = 2 * max(env.check_interval for env in config.environments.values())
@@ -214,6 +220,8 @@ async def run_bot(
                 f"  {watching[0]}; one line per round of alert changes, /alerts shows them",
                 flush=True,
             )
+            for then in started:
+                then()
             for lease in checking:
                 lease.start()
             console = Console(dispatcher, console_chat, workers)
@@ -242,6 +250,8 @@ async def run_bot(
             web.url,
             _schema_words(store),
         )
+        for then in started:
+            then()
         for lease in checking:
             lease.start()
         await stop.wait()

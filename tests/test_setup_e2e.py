@@ -110,7 +110,7 @@ def test_the_shipped_config_pages_for_production_only_and_names_setup_problems_o
         everything = [shown(m) for ch in (alerts, incidents) for m in slack.channel_messages(ch)]
         assert not [t for t in everything if re.search(r"\blocal\b", t)]
     log = bot.log.read_text()
-    assert "setup: ssh.key_file:" in log  # at start-up, the key to fix
+    assert re.search(r"setup: .* does not exist .* the key to fix: ssh\.key_file", log)
 
 
 def _latest(slack: SlackFake, channel: str, ts: str) -> dict[str, Any] | None:

@@ -100,6 +100,6 @@ def test_nothing_wrong_posts_nothing_and_the_offline_check_names_the_key(
     check_this_machine(config(tmp_path), problems, {})
     found = problems.current()
     assert [p.key for p in found] == ["ssh.key_file", "environments.dev.hosts[0]"]
-    assert "setup: ssh.key_file: " in caplog.text and "does not exist" in caplog.text
+    assert "does not exist" in caplog.text and "the key to fix: ssh.key_file" in caplog.text
     check_this_machine(config(tmp_path), problems, {})  # the same again: no new lines
-    assert caplog.text.count("setup: ssh.key_file: ") == 1
+    assert caplog.text.count("the key to fix: ssh.key_file") == 1

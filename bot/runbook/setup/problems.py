@@ -47,7 +47,10 @@ class SetupProblems:
             return
         for problem in after:
             if problem not in before:
-                log.log(self._log_level, "setup: %s", problem)
+                # The key last: "key_file: <path>" would read as a secret to the redaction.
+                log.log(
+                    self._log_level, "setup: %s — the key to fix: %s", problem.text, problem.key
+                )
         for problem in before:
             if problem not in after:
                 log.info("setup: fixed: %s", problem.key)
