@@ -247,11 +247,12 @@ def reset_console_state(settings: Settings) -> None:
     """The console's state gone: its store (a SQLite file), the demo's releases, service state
     and log, saved files. Nothing else in the data directory is touched."""
     url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database:
+    # A store named by EVENTMESH_DATABASE_URL may be a bot's on Slack: never deleted here.
+    if not settings.database_url_was_set and url.get_backend_name() == "sqlite" and url.database:
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(url.database + suffix).unlink(missing_ok=True)
     else:
-        log.warning("--reset: the store at EVENTMESH_DATABASE_URL is not the console's; kept")
+        log.warning("--reset: the store EVENTMESH_DATABASE_URL names is kept (not the console's)")
     for name in ("local", "files"):
         shutil.rmtree(settings.data_dir / name, ignore_errors=True)
     print(f"console state in {settings.data_dir} cleared: the demo starts afresh", flush=True)

@@ -118,6 +118,7 @@ class Settings:
     # in a directory of its own (`for_console`), never in the one a Slack-mode bot uses.
     state_was_set: bool = False
     config_was_set: bool = False  # EVENTMESH_CONFIG named the file (else the shipped one)
+    database_url_was_set: bool = False  # EVENTMESH_DATABASE_URL(_FILE) named the store
 
     def for_console(self) -> Settings:
         """The console's settings: its state in `<data dir>/console` unless a variable said
@@ -159,6 +160,7 @@ class Settings:
             port_was_set=port_text is not None,
             log_level=log_level,
             config_was_set=get("EVENTMESH_CONFIG") is not None,
+            database_url_was_set=secret["EVENTMESH_DATABASE_URL"] is not None,
             state_was_set=get("EVENTMESH_DATA_DIR") is not None
             or secret["EVENTMESH_DATABASE_URL"] is not None,
         )
