@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--mode",
             choices=["socket", "http", "console"],
             help="force a run mode instead of choosing it from the environment",
+        )
+        p.add_argument(
+            "--reset",
+            action="store_true",
+            help="console only: start the demo afresh (its store, releases and files go)",
         )
     check = sub.add_parser("check-config", help="validate a config file: exit 0, or 2 and why")
     check.add_argument("path", nargs="?", help="config file (default: $EVENTMESH_CONFIG)")
@@ -101,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PortInUse as exc:
             print(f"eventmesh-bot demo-service: {exc} (choose another --port)", file=sys.stderr)
             return EXIT_USAGE
-    return _run(args.mode)
+    return _run(args.mode, reset=args.reset)
 
 
 def _check_config(path: str | None, *, live: bool = False) -> int:
@@ -169,13 +175,22 @@ def _unreachable(url: str, exc: SQLAlchemyError) -> str:
     return f"cannot open the store at {url}: {detail} — check EVENTMESH_DATABASE_URL"
 
 
-def _run(forced_mode: str | None) -> int:
+def _run(forced_mode: str | None, *, reset: bool = False) -> int:
     try:
         settings = Settings.from_env()
         interactive = sys.stdin is not None and sys.stdin.isatty()
         mode = settings.mode(forced_mode, interactive=interactive)  # type: ignore[arg-type]
     except SettingsError as exc:
         print(f"eventmesh-bot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if mode == "console":
+        settings = settings.for_console()
+    elif reset:
+        print(
+            "eventmesh-bot: --reset starts the console's demo afresh; with Slack tokens set "
+            "there is no demo to reset (the bot's store is left alone)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     # The console shares the terminal with a person typing: only warnings and errors go there.
     level = (
@@ -200,11 +215,17 @@ def _run(forced_mode: str | None) -> int:
         return EXIT_USAGE
 
     # Imported here so check-config and demo-service start fast and need no Slack libraries.
-    from bot.runtime import run_bot
+    from bot.runtime import RESET, run_bot
     from handlers import ACTIONS, COMMANDS, EVENTS, TIMERS
 
     try:
-        return asyncio.run(run_bot(settings, config, mode, COMMANDS, ACTIONS, TIMERS, EVENTS))
+        while True:
+            if reset:
+                reset_console_state(settings)
+            code = asyncio.run(run_bot(settings, config, mode, COMMANDS, ACTIONS, TIMERS, EVENTS))
+            if code != RESET:
+                return code
+            reset = True
     except ConfigError as exc:  # a name in the config that Slack does not know
         for problem in exc.errors:
             log.error("config %s: %s", settings.config_path, problem)
@@ -223,6 +244,21 @@ def _run(forced_mode: str | None) -> int:
         url = make_url(settings.database_url).render_as_string(hide_password=True)
         log.error("cannot use the store at %s: %s", url, exc)
     return EXIT_USAGE
+
+
+def reset_console_state(settings: Settings) -> None:
+    """The console's state gone: its store (a SQLite file), the demo's releases, service state
+    and log, saved files. Nothing else in the data directory is touched."""
+    url = make_url(settings.database_url)
+    # A store named by EVENTMESH_DATABASE_URL may be a bot's on Slack: never deleted here.
+    if not settings.database_url_was_set and url.get_backend_name() == "sqlite" and url.database:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(url.database + suffix).unlink(missing_ok=True)
+    else:
+        log.warning("--reset: the store EVENTMESH_DATABASE_URL names is kept (not the console's)")
+    for name in ("local", "files"):
+        shutil.rmtree(settings.data_dir / name, ignore_errors=True)
+    print(f"console state in {settings.data_dir} cleared: the demo starts afresh", flush=True)
 
 
 def _keep_secrets(config: Config) -> None:

@@ -379,7 +379,20 @@ class DeploySettings(_Model):
 _BOT_SECRET_PREFIXES = ("SLACK_", "EVENTMESH_DATABASE_URL")
 _ENV_PATH_KEYS = ("workdir", "install_dir", "backup_dir", "log_file")
 # An environment's own keys; any key of DeploySettings may be written beside them.
-_ENVIRONMENT_KEYS = ("base_url", "transport", "hosts", "requires_approval", "check_interval")
+_ENVIRONMENT_KEYS = (
+    "base_url",
+    "transport",
+    "hosts",
+    "requires_approval",
+    "check_interval",
+    "page_on_critical",
+    "severity",
+)
+# The paging policy of an environment that says nothing itself (nor alerts.page_on_critical):
+# (page_on_critical, severity) by its name. A production outage wakes people; staging's is
+# worth an incident without a page; dev's is worth neither. Any other name pages at SEV 1.
+PAGING_BY_NAME = {"production": (True, 1), "staging": (False, 3), "dev": (False, 3)}
+DEFAULT_PAGING = (True, 1)
 
 
 class _EnvironmentEntry(NamedTuple):
@@ -413,6 +426,10 @@ class Environment(_Model):
     hosts: list[Host] = Field(default_factory=list)
     requires_approval: bool = False
     check_interval: Duration = timedelta(seconds=30)
+    # A Critical alert of this environment opens an incident (and pages) at this severity;
+    # unset: Config.paging's defaults.
+    page_on_critical: bool | None = None
+    severity: int | None = Field(None, ge=1, le=3)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
 
     @model_validator(mode="wrap")
@@ -737,6 +754,19 @@ class CiSettings(_Model):
     token_env: EnvVarName = "GITHUB_TOKEN"
 
 
+class Paging(NamedTuple):
+    """What a Critical alert of an environment does: open an incident that pages, at which
+    severity (1-3)."""
+
+    page: bool
+    severity: int
+
+    def __str__(self) -> str:
+        if self.page:
+            return f"opens a SEV {self.severity} incident and pages"
+        return f"does not page (SEV {self.severity} if someone escalates it)"
+
+
 class Config(_Model):
     """The whole file. Only `environments` is required; every other section has defaults."""
 
@@ -845,6 +875,19 @@ class Config(_Model):
         escalation = self.escalation.model_copy(update={"levels": levels})
         return self.model_copy(update={"slack": slack, "access": access, "escalation": escalation})
 
+    def paging(self, env_name: str) -> Paging:
+        """Whether a Critical alert of env_name pages, and the incident's severity: the
+        environment's own keys, else alerts.page_on_critical where the file gives it, else
+        PAGING_BY_NAME (production pages at SEV 1, staging SEV 3 unpaged, dev never)."""
+        by_name_page, by_name_severity = PAGING_BY_NAME.get(env_name, DEFAULT_PAGING)
+        env = self.environments.get(env_name)
+        page = env.page_on_critical if env is not None else None
+        if page is None:
+            given = "page_on_critical" in self.alerts.model_fields_set
+            page = self.alerts.page_on_critical if given else by_name_page
+        severity = env.severity if env is not None else None
+        return Paging(page, severity or by_name_severity)
+
     def with_base_url(self, env_name: str, url: str) -> "Config":
         """A copy with one environment's base_url replaced (the console points 'local' at the
         demo service it started). Raises KeyError for an unknown name, ValueError for a bad url.
@@ -920,7 +963,8 @@ def check_config(path: str | Path) -> tuple[bool, list[str]]:
     count = len(config.environments)
     names = ", ".join(config.environments)
     plural = "" if count == 1 else "s"
-    return True, [f"{path}: OK ({count} environment{plural}: {names})"]
+    policy = [f"  {name}: a Critical alert {config.paging(name)}" for name in config.environments]
+    return True, [f"{path}: OK ({count} environment{plural}: {names})", *policy]
 
 
 # --- turning pydantic's errors into lines --------------------------------------------------

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 from starlette.types import ASGIApp
@@ -25,6 +26,7 @@ from bot import __version__
 from bot.config import Config
 from bot.demo.local_env import (
     LocalServiceError,
+    console_config,
     start_local_service,
     stop_local_service,
     supervised,
@@ -32,8 +34,9 @@ from bot.demo.local_env import (
 from bot.runbook.alerts.checking import CheckingLease
 from bot.runbook.health.health import HealthChecker
 from bot.runbook.health.probe import Prober
+from bot.runbook.setup.problems import RECHECK_EVERY, SetupProblems, check_this_machine
 from bot.scheduler import Scheduler
-from bot.settings import Mode, Settings
+from bot.settings import SECRETS, Mode, Settings
 from bot.slack.bolt_app import (
     AsyncApp,
     BotIdentity,
@@ -59,6 +62,9 @@ from bot.webserver import EmbeddedServer, bind, bind_preferring, bound_port, emb
 from bot.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+
+RESET = -1  # run_bot's answer when the console asked to start afresh (/reset)
+SETTLE_MAX = timedelta(minutes=5)
 
 
 @dataclass
@@ -134,12 +140,15 @@ async def run_bot(
         watching: list[str] = []  # what the scheduled checks watch, for the start-up line
         # Asked for once this bot serves: a replica that cannot talk to Slack never checks.
         checking: list[CheckingLease] = []
+        started: list[Callable[[], object]] = []  # once the front door is up
 
         def start_services(config: Config, chat: Chat) -> Dispatcher:
             """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
             checker = HealthChecker(
                 prober, config.thresholds, store, telemetry, metrics=config.metrics
             )
+            # The console's shipped config cannot reach its hosts by design: said quietly.
+            quiet = mode == "console" and not settings.config_was_set
             services = Services(
                 config,
                 store,
@@ -151,6 +160,7 @@ async def run_bot(
                 http,
                 paced=mode != "console",
                 data_dir=settings.data_dir.resolve(),
+                setup=SetupProblems(logging.INFO if quiet else logging.WARNING),
             )
             for spec in timers:
                 scheduler.on(spec.kind, functools.partial(spec.handler, services))
@@ -180,6 +190,21 @@ async def run_bot(
             scheduler.every(
                 "store-watch", WATCH_EVERY, periodic(store_watch.check, readiness.check)
             )
+            # Setup problems named at start (one log line each, one message in the alerts
+            # channel), and checked again now and then so that a fix shows.
+            # (After the start is known to go on: a token Slack refuses is the one line then.)
+            this_machine = functools.partial(check_this_machine, config, services.setup, SECRETS)
+
+            def check_setup() -> None:
+                this_machine()
+                scheduler.every("setup-this-machine", RECHECK_EVERY, _async(this_machine))
+
+            started.append(check_setup)
+            # Once the checks have had two rounds to find what they find: a message an
+            # earlier run left is brought up to date even if nothing changed since start.
+            settle = 2 * max(env.check_interval for env in config.environments.values())
+            loop.call_later(min(settle, SETTLE_MAX).total_seconds(), services.setup_notice.refresh)
+            cleanup.push_async_callback(services.setup_notice.close)
             # Timers left by a previous run fire as soon as there is a chat to report to.
             scheduler.start()
             cleanup.push_async_callback(scheduler.stop)
@@ -188,8 +213,13 @@ async def run_bot(
             return Dispatcher(services, commands, actions, events)
 
         if mode == "console":
+            config = console_config(
+                config, settings.data_dir / "local", shipped=not settings.config_was_set
+            )
             config, local_line = await _start_local_service(config, http, after_work)
-            console_chat = ConsoleChat(files_dir=settings.data_dir / "files")
+            console_chat = ConsoleChat(
+                files_dir=settings.data_dir / "files", summarized=config.slack.alerts_channel
+            )
             dispatcher = start_services(config, console_chat)
             web = _start_server(
                 create_web_app(telemetry, mode, readiness),
@@ -201,15 +231,19 @@ async def run_bot(
                 f"EventMesh ChatOps {__version__} — local console (no Slack tokens set)\n"
                 f"  {local_line}\n"
                 f"  bot health and metrics: {web.url}/healthz  {web.url}/metrics\n"
-                f"  config: {settings.config_path}\n"
-                f"  {watching[0]}; alerts print here",
+                f"  config: {settings.config_path}; state: {settings.data_dir} "
+                "(./scripts/run --reset or /reset starts afresh)\n"
+                f"  {watching[0]}; one line per round of alert changes, /alerts shows them",
                 flush=True,
             )
+            for then in started:
+                then()
             for lease in checking:
                 lease.start()
-            if not await _first(Console(dispatcher, console_chat, workers).run(), stop.wait()):
+            console = Console(dispatcher, console_chat, workers)
+            if not await _first(console.run(), stop.wait()):
                 sys.stdout.write("\n")  # stopped by a signal: end the prompt's line
-            return 0
+            return RESET if console.reset_asked else 0
 
         # Names in the config become ids once, here, before anything serves or is scheduled.
         client = create_web_client(settings.bot_token or "", settings.api_url)
@@ -236,11 +270,20 @@ async def run_bot(
             web.url,
             _schema_words(store),
         )
+        for then in started:
+            then()
         for lease in checking:
             lease.start()
         await stop.wait()
         log.info("stopping: no new requests; letting running work finish")
         return 0
+
+
+def _async(work: Callable[[], object]) -> Callable[[], Awaitable[None]]:
+    async def job() -> None:
+        work()
+
+    return job
 
 
 def _slack_app(

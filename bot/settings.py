@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -39,6 +39,7 @@ SECRET_VARIABLES = (
     "EVENTMESH_DATABASE_URL",
 )
 MAX_SECRET_FILE = 64 * 1024  # a token or a URL; anything bigger is the wrong file
+CONSOLE_DIR = "console"  # the console's state, under the data directory
 
 
 class SettingsError(Exception):
@@ -113,6 +114,19 @@ class Settings:
     port: int
     port_was_set: bool
     log_level: str
+    # Neither EVENTMESH_DATA_DIR nor EVENTMESH_DATABASE_URL set: the console keeps its state
+    # in a directory of its own (`for_console`), never in the one a Slack-mode bot uses.
+    state_was_set: bool = False
+    config_was_set: bool = False  # EVENTMESH_CONFIG named the file (else the shipped one)
+    database_url_was_set: bool = False  # EVENTMESH_DATABASE_URL(_FILE) named the store
+
+    def for_console(self) -> Settings:
+        """The console's settings: its state in `<data dir>/console` unless a variable said
+        where, so the demo's incidents and timers never reach a bot on Slack (and back)."""
+        if self.state_was_set:
+            return self
+        data_dir = self.data_dir / CONSOLE_DIR
+        return replace(self, data_dir=data_dir, database_url=default_database_url(data_dir))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -145,6 +159,10 @@ class Settings:
             port=port,
             port_was_set=port_text is not None,
             log_level=log_level,
+            config_was_set=get("EVENTMESH_CONFIG") is not None,
+            database_url_was_set=secret["EVENTMESH_DATABASE_URL"] is not None,
+            state_was_set=get("EVENTMESH_DATA_DIR") is not None
+            or secret["EVENTMESH_DATABASE_URL"] is not None,
         )
 
     def mode(self, forced: Mode | None = None, *, interactive: bool = True) -> Mode:

@@ -327,7 +327,7 @@ def test_escalate_opens_one_incident_for_the_alert(store_url: str, slack: SlackF
         assert "INC-" in answer and "opened" in answer
         (card,) = w.cards()
         assert "Warning alert: staging · Health check response" in shown(card)
-        assert "SEV 2" in shown(card)
+        assert "SEV 3" in shown(card)  # staging's severity (config: environments.<env>.severity)
         again = await w.press("alert_escalate")
         assert "already open" in again
         assert len(w.cards()) == 1

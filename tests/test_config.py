@@ -144,19 +144,56 @@ def test_the_diagnosis_keys_and_their_defaults(tmp_path: Path) -> None:
     assert older.diagnose.log_lines == 2000
 
 
-def test_default_config_has_the_runbook_environments() -> None:
+def test_default_config_has_the_runbook_environments_and_no_demo() -> None:
     config = load_config(DEFAULT)
 
-    assert list(config.environments) == ["local", "dev", "staging", "production"]
-    local = config.environment("local")
-    assert local.base_url == "http://localhost:8080"
-    assert local.transport == "local"
-    assert local.deploy.install_dir.startswith("./data/local")
-    assert local.deploy.backup_dir.startswith("./data/local")
-    assert check_config(DEFAULT) == (
-        True,
-        [f"{DEFAULT}: OK (4 environments: local, dev, staging, production)"],
+    # `local` is the console's own (bot/demo/local_env.py): a bot on Slack never checks it.
+    assert list(config.environments) == ["dev", "staging", "production"]
+    ok, lines = check_config(DEFAULT)
+    assert ok
+    assert lines == [
+        f"{DEFAULT}: OK (3 environments: dev, staging, production)",
+        "  dev: a Critical alert does not page (SEV 3 if someone escalates it)",
+        "  staging: a Critical alert does not page (SEV 3 if someone escalates it)",
+        "  production: a Critical alert opens a SEV 1 incident and pages",
+    ]
+
+
+def test_paging_policy_per_environment_with_defaults_by_name(tmp_path: Path) -> None:
+    text = """environments:
+  production: {base_url: 'http://p:1', transport: local}
+  staging: {base_url: 'http://s:1', transport: local}
+  dev: {base_url: 'http://d:1', transport: local}
+  qa: {base_url: 'http://q:1', transport: local, severity: 2}
+  sandbox: {base_url: 'http://x:1', transport: local, page_on_critical: false}
+"""
+    config = load_config(write(tmp_path, text))
+    policy = {name: tuple(config.paging(name)) for name in config.environments}
+    assert policy == {
+        "production": (True, 1),
+        "staging": (False, 3),
+        "dev": (False, 3),
+        "qa": (True, 2),
+        "sandbox": (False, 1),
+    }
+    # alerts.page_on_critical, where the file gives it, is the default of every environment
+    # without its own key.
+    off = load_config(write(tmp_path, text + "alerts: {page_on_critical: false}\n"))
+    assert [config.page for config in map(off.paging, off.environments)] == [False] * 5
+    on = load_config(write(tmp_path, text + "alerts: {page_on_critical: true}\n"))
+    assert [p.page for p in map(on.paging, on.environments)] == [True, True, True, True, False]
+    assert on.paging("staging").severity == 3
+
+    bad = text.replace("severity: 2", "severity: 4").replace(
+        "page_on_critical: false", "page_on_critical: maybe"
     )
+    ok, lines = check_config(write(tmp_path, bad))
+    assert not ok
+    assert lines == [
+        f"{tmp_path / 'eventmesh.yml'}: environments.qa.severity: must be at most 3 (got 4)",
+        f"{tmp_path / 'eventmesh.yml'}: environments.sandbox.page_on_critical: expected true "
+        "or false, got 'maybe'",
+    ]
 
 
 def test_only_environments_is_required_and_defaults_are_the_runbooks(tmp_path: Path) -> None:
@@ -514,10 +551,10 @@ def test_every_problem_of_a_file_gets_its_own_line(tmp_path: Path) -> None:
         [
             "ssh.connect_timeout: 'soon' is not a duration (use 30s, 15m, 1h)",
             "environments.staging.hostz: unknown key (expected one of: base_url, transport, "
-            "hosts, requires_approval, check_interval, workdir, source, ci_artifact, build, "
-            "test, artifacts, "
-            "version, install_dir, backup_dir, keep_backups, stop, start, restart, "
-            "verify_timeout, auto_rollback, keep_releases, smoke, verify_interval, "
+            "hosts, requires_approval, check_interval, page_on_critical, severity, workdir, "
+            "source, ci_artifact, build, test, artifacts, version, install_dir, backup_dir, "
+            "keep_backups, stop, start, restart, verify_timeout, auto_rollback, keep_releases, "
+            "smoke, verify_interval, "
             "approval_timeout, watch_for, lock_reminder, followup_every, followup_for, process, "
             "log_file, env)",
             "environments.staging.keep_backups: must be at least 1 (got 0)",
@@ -582,6 +619,7 @@ def test_check_config_console_script(tmp_path: Path) -> None:
     )
     assert good.returncode == 0, good.stderr
     assert "OK (4 environments: local, dev, staging, production)" in good.stdout
+    assert "  production: a Critical alert opens a SEV 1 incident and pages" in good.stdout
 
     bad_path = write(tmp_path, edited("connect_timeout: 10s", "connect_timeout: 10x"))
     bad = subprocess.run(

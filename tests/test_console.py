@@ -20,6 +20,7 @@ from tests.support.health_reports import png_size
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("eventmesh-bot")
 PROMPT = "eventmesh> "
+OPENED = r"Opened (?:\x1b\[[0-9;]*m)?INC-(\d+)"  # /escalate's answer, its number in bold
 
 
 def plain(screen: str) -> str:
@@ -237,7 +238,7 @@ def test_production_approval_walked_through_alone_with_as(tmp_path: Path) -> Non
     child.expect(pexpect.EOF)
 
 
-def test_an_alert_prints_at_the_prompt_and_its_buttons_work(
+def test_alerts_are_one_summary_line_and_alerts_shows_them_with_their_buttons(
     tmp_path: Path, demo: DemoService
 ) -> None:
     config = alerts_config(
@@ -248,15 +249,21 @@ def test_an_alert_prints_at_the_prompt_and_its_buttons_work(
     )
     child = spawn_console(tmp_path, EVENTMESH_CONFIG=str(config), PORT=str(free_port()))
     banner = (tmp_path / "console.log").read_text()
-    assert "scheduled checks of 1 environment(s) every 1s; alerts print here" in banner
+    assert "scheduled checks of 1 environment(s) every 1s; one line per round" in banner
     demo.set_faults(path_latency_ms={"/healthz": 700})
-    child.expect(r"Health check response(.|\n)*\[(\d+)\] Acknowledge", timeout=30)
+    child.expect(r"🔔 1 alert message\(s\) new or changed: (.*) — /alerts shows them", timeout=30)
+    assert "Health check response" in child.match.group(1)
+    assert "Acknowledge" not in plain(child.before)  # the message itself waits for /alerts
+    child.sendline("/alerts")
+    child.expect(r"Health check response(.|\n)*\[(\d+)\] Acknowledge")
     screen = plain(child.before + child.after)
     assert "Warning · local · Health check response" in screen
     assert "warning at 500 ms, critical over 2,000 ms" in screen
     child.sendline(child.match.group(2))
     child.expect_exact("no more reminders for this alert")  # the answer, to the presser
-    child.expect(r"updated(.|\n)*Acknowledged by @UCONSOLE")  # the alert, for everyone
+    child.expect(r"🔔 1 alert message\(s\) new or changed")  # the alert, changed for everyone
+    child.sendline("/alerts")
+    child.expect(r"updated(.|\n)*Acknowledged by @UCONSOLE")
     child.sendline("exit")
     child.expect(pexpect.EOF)
     child.close()
@@ -325,12 +332,9 @@ def test_the_prompt_names_you_and_as_runs_one_command_as_someone_else(tmp_path: 
 def test_the_embedded_default_diagnoses_its_crashed_demo_service(tmp_path: Path) -> None:
     """The console's own demo service, crashed by its fault: /health local diagnose says so.
 
-    The log's path is made absolute (it is in the service's command line, which is how the
-    diagnosis finds the process): other consoles on this machine use the relative one."""
+    The log's path is absolute here (the data directory is): it is in the service's command
+    line, which is how the diagnosis finds the process among other consoles' services."""
     shutil.copytree(REPO / "config", tmp_path / "config")
-    config = tmp_path / "config" / "eventmesh.yml"
-    log = str(tmp_path / "data" / "local" / "log" / "api.log")
-    config.write_text(config.read_text().replace("data/local/log/api.log", log))
     child = spawn_console(tmp_path)
     state = json.loads((tmp_path / "data" / "local" / "service.json").read_text())
     faults = f"http://127.0.0.1:{state['port']}/admin/faults"
@@ -353,3 +357,50 @@ def test_the_embedded_default_diagnoses_its_crashed_demo_service(tmp_path: Path)
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_the_console_adds_its_local_and_reset_starts_the_demo_afresh(
+    tmp_path: Path,
+) -> None:
+    """The shipped config has no `local`: the console adds its own; /reset at the prompt and
+    --reset at the start clear the demo's store."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    child = spawn_console(tmp_path, PORT=str(free_port()))
+    child.timeout = 60
+    assert "(./scripts/run --reset or /reset starts afresh)" in plain(child.before)
+    child.sendline("/escalate first page")  # something to be gone after the reset
+    child.expect(OPENED)
+    assert child.match.group(1) == "1"
+    child.expect_exact(PROMPT)
+    child.sendline("/escalate second page")
+    child.expect(OPENED)
+    assert child.match.group(1) == "2"
+    child.expect_exact(PROMPT)
+    child.sendline("/reset")
+    child.expect_exact("Starting the demo afresh")
+    child.expect_exact("the demo starts afresh")
+    child.expect_exact("local console")
+    child.expect_exact(PROMPT)
+    child.sendline("/escalate third page")
+    child.expect(OPENED)
+    assert child.match.group(1) == "1"  # a fresh store: numbering starts over
+    child.expect_exact(PROMPT)
+    child.sendline("exit")
+    left(child)
+
+    again = pexpect.spawn(
+        str(CONSOLE_SCRIPT),
+        ["--reset"],
+        cwd=str(tmp_path),
+        env=clean_env(EVENTMESH_DATA_DIR=str(tmp_path / "data"), PORT=str(free_port())),
+        encoding="utf-8",
+        timeout=30,
+    )
+    again.expect_exact("the demo starts afresh")
+    again.expect_exact(PROMPT)
+    again.sendline("/escalate fourth page")
+    again.expect(OPENED)
+    assert again.match.group(1) == "1"
+    again.expect_exact(PROMPT)
+    again.sendline("exit")
+    left(again)

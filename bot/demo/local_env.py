@@ -1,5 +1,7 @@
 """The embedded default's `local` environment: a demo service run from an installed release.
 
+`local` exists only in the console (or where a config writes it): the console adds it with
+`demo_environment` when the config has none, its files under the console's data directory.
 When `local`'s `start` command is the demo supervisor (`python -m bot.demo.supervise`, as in
 config/eventmesh.yml), the console:
 - installs the package's own demo release as the first release if nothing is installed yet
@@ -18,13 +20,14 @@ import shlex
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 
 from bot import __version__
 from bot.clock import Clock, utc_now
-from bot.config import Environment
+from bot.config import Config, Environment
 from bot.demo import release, supervise
 from bot.runbook.changes import releases
 from bot.runbook.changes.packaging import build_package
@@ -35,6 +38,61 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 20.0
 SUPERVISOR = "bot.demo.supervise"
+DEMO_NAME = "local"
+DEMO_PORT = 8080  # the supervisor takes another when it is busy
+
+
+def demo_environment(config: Config, state_dir: Path) -> Environment:
+    """The console's `local`: the demo service, deployed for real by the local transport.
+
+    Its builds, releases, backups, log and supervisor state live in `state_dir` (the console's
+    data directory's `local/`), so `--reset` starts it afresh. `build` stamps a small launcher
+    of the demo service with the version; a version ending in -broken builds a release that
+    starts unhealthy (the auto-rollback demo). /health local diagnose finds the service's
+    process by its log file, which tells it from other demo services on the machine."""
+
+    def at(*parts: str) -> str:
+        path = str(state_dir.joinpath(*parts))
+        return path if state_dir.is_absolute() else f"./{path}"
+
+    q = shlex.quote
+    launcher, log_file, state = (
+        at("build", "eventmesh-api"),
+        at("log", "api.log"),
+        at("service.json"),
+    )
+    service = (
+        f"--install-dir {q(at('eventmesh'))} --state {q(state)} --port {DEMO_PORT} "
+        f"--log-file {q(log_file)}"
+    )
+    deploy = config.deploy.model_copy(
+        update={
+            "workdir": Path("."),
+            "build": f"python -m bot.demo.release build --out {q(at('build'))}",
+            "test": f"python -m bot.demo.release test {q(launcher)}",
+            "version": "python -m bot.demo.release version",
+            "artifacts": [launcher],
+            "install_dir": at("eventmesh"),
+            "backup_dir": at("backups"),
+            "start": f"python -m {SUPERVISOR} start {service}",
+            "stop": f"python -m {SUPERVISOR} stop --state {q(state)}",
+            "restart": f"python -m {SUPERVISOR} restart {service}",
+            "process": f"--log-file {log_file}",
+            "log_file": log_file,
+            "verify_interval": timedelta(seconds=1),
+            "verify_timeout": timedelta(seconds=15),
+            "watch_for": timedelta(minutes=1),
+            "smoke": None,
+            "env": {},
+        }
+    )
+    return Environment(
+        name=DEMO_NAME,
+        base_url=f"http://127.0.0.1:{DEMO_PORT}",  # pointed at the service once it runs
+        transport="local",
+        check_interval=timedelta(seconds=30),
+        deploy=deploy,
+    )
 
 
 class LocalServiceError(Exception):
@@ -143,3 +201,19 @@ async def stop_local_service(env: Environment, host: Transport) -> None:
         log.warning(
             "`%s` exited with status %d: %s", env.deploy.stop, result.exit_status, result.tail(3)
         )
+
+
+def console_config(config: Config, state_dir: Path, *, shipped: bool) -> Config:
+    """The config the console runs: `local` added when the config has none (its files in
+    state_dir), and, with the shipped config (`shipped`), no pages for the other
+    environments: nothing in the console can reach them, by design, so their alerts are
+    shown (in the summary line) but wake nobody."""
+    environments = dict(config.environments)
+    if shipped:
+        environments = {
+            name: env.model_copy(update={"page_on_critical": False})
+            for name, env in environments.items()
+        }
+    if DEMO_NAME not in environments:  # first: /health all lists the one that answers first
+        environments = {DEMO_NAME: demo_environment(config, state_dir), **environments}
+    return config.model_copy(update={"environments": environments})

@@ -28,6 +28,11 @@ CONSOLE_CHANNEL = "CCONSOLE"
 PROMPT = "eventmesh> "  # after whom you are: "UCONSOLE eventmesh> "
 RULE = "─" * 60
 HOME = "/home"  # the console's own command: Slack shows the same in the App Home tab
+ALERTS = "/alerts"  # the console's own: the alert messages the summary lines were about
+RESET = "/reset"  # the console's own: leave, clear the demo's state, start afresh
+SUMMARY_AFTER_S = 1.0
+SUMMARY_WIDTH = 300
+MAX_HELD = 500
 
 EMOJI = {
     "large_green_circle": "🟢",
@@ -55,6 +60,7 @@ EMOJI = {
     "grey_question": "❔",
     "arrow_down": "⬇️",
     "bell": "🔔",
+    "wrench": "🔧",
 }
 
 
@@ -198,10 +204,23 @@ def _angle(inner: str) -> str:
     return f"<{inner}>"
 
 
+@dataclass
+class Held:
+    """A message of the summarized channel, kept until /alerts shows it."""
+
+    message: Message
+    ref: MessageRef
+    note: str
+    new: bool  # a post (else an update of one)
+
+
 class ConsoleChat:
     """Chat on a terminal: messages are printed; posts and updates are numbered like Slack's ts.
 
-    A shared file (a chart) is saved under `files_dir` and its path printed.
+    A shared file (a chart) is saved under `files_dir` and its path printed. What goes to the
+    `summarized` channel (the alerts channel: the scheduled checks' alerts, every change of
+    each) is held instead: one line says what changed in a round of checks (the messages of
+    SUMMARY_AFTER_S), and /alerts prints them in full, buttons and all.
     """
 
     def __init__(
@@ -209,6 +228,7 @@ class ConsoleChat:
         out: TextIO = sys.stdout,
         color: bool | None = None,
         files_dir: Path = Path("data") / "files",
+        summarized: str | None = None,
     ) -> None:
         self.out = out
         self.renderer = TextRenderer(out.isatty() if color is None else color)
@@ -219,6 +239,44 @@ class ConsoleChat:
         self.prompt = prompt_for(CONSOLE_USER)
         self._next_ts = 0
         self._files = 0
+        self.summarized = summarized
+        self.held: dict[tuple[str, str], Held] = {}  # by (channel, ts): thread lines have theirs
+        self._round: list[Held] = []  # held since the last summary line
+        self._summary: asyncio.TimerHandle | None = None
+
+    def _hold(self, message: Message, ref: MessageRef, note: str, *, new: bool) -> None:
+        # A message's latest version replaces the one held (and moves to the end).
+        held = Held(message, ref, note, new)
+        self.held.pop((ref.channel, ref.ts), None)
+        self.held[(ref.channel, ref.ts)] = held
+        while len(self.held) > MAX_HELD:
+            del self.held[next(iter(self.held))]
+        self._round.append(held)
+        if self._summary is None:
+            # The changes of one round of checks land within a moment of each other.
+            loop = asyncio.get_running_loop()
+            self._summary = loop.call_later(SUMMARY_AFTER_S, self._say_summary)
+
+    def _say_summary(self) -> None:
+        self._summary = None
+        changes, self._round = self._round, []
+        if not changes:
+            return
+        latest = {(h.ref.channel, h.ref.ts): h for h in changes if h.note != "in thread"}
+        words = "; ".join(_first_line(h.message.text) for h in latest.values())
+        counted = f"{len(latest)} alert message(s) new or changed" if latest else "thread lines"
+        line = f"🔔 {counted}: {words}" if words else f"🔔 {counted}"
+        line = line if len(line) <= SUMMARY_WIDTH else line[: SUMMARY_WIDTH - 1] + "…"
+        before, after = ("\n", self.prompt) if self.prompting else ("", "")
+        self.out.write(f"{before}{line} — /alerts shows them\n{after}")
+        self.out.flush()
+
+    def show_held(self) -> int:
+        """Print what the summary lines were about, in full; how many messages that was."""
+        held, self.held = list(self.held.values()), {}
+        for each in held:
+            self._print(each.message, each.ref, each.note)
+        return len(held)
 
     def _print(self, message: Message, ref: MessageRef | None, note: str = "") -> None:
         def press(element: dict[str, Any], block_id: str | None) -> int:
@@ -252,10 +310,16 @@ class ConsoleChat:
     ) -> MessageRef:
         self._next_ts += 1
         ref = MessageRef(channel, f"{self._next_ts}.000000")
-        self._print(message, ref, "in thread" if thread_ts else "")
+        if channel == self.summarized:
+            self._hold(message, ref, "in thread" if thread_ts else "", new=True)
+        else:
+            self._print(message, ref, "in thread" if thread_ts else "")
         return ref
 
     async def update(self, ref: MessageRef, message: Message) -> None:
+        if ref.channel == self.summarized:
+            self._hold(message, ref, "updated", new=False)
+            return
         where = _dm_user(ref.channel)
         self._print(message, ref, f"→ DM @{where} updated" if where else "updated")
 
@@ -298,6 +362,11 @@ class ConsoleChat:
         return str(path)
 
 
+def _first_line(text: str) -> str:
+    line = _EMOJI.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), text.strip().split("\n")[0])
+    return re.sub(r"[*_~`]", "", line)[:80]
+
+
 def _save(path: Path, content: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
@@ -336,6 +405,7 @@ class Console:
         self.stdin = stdin
         self.channel_id = channel_id
         self.user_id = user_id
+        self.reset_asked = False  # /reset: the caller clears the console's state and restarts
 
     @property
     def user_id(self) -> str:
@@ -347,7 +417,7 @@ class Console:
         self.chat.prompt = prompt_for(user_id)
 
     def greeting(self) -> str:
-        names = "  ".join(sorted([*self.dispatcher.commands, HOME]))
+        names = "  ".join(sorted([*self.dispatcher.commands, HOME, ALERTS, RESET]))
         return (
             f"Type a slash command as in Slack ({names}), e.g. /health all or /health help.\n"
             "Type a button's number to press it; 'as <user id>' makes you another user, "
@@ -386,6 +456,10 @@ class Console:
                 line = line.strip()
                 if line in ("exit", "quit"):
                     return
+                if line == RESET:
+                    self.reset_asked = True
+                    self._say("Starting the demo afresh: its incidents, alerts and releases go.")
+                    return
                 if line:
                     await self.handle_line(line)
                     await self.workers.join()
@@ -399,6 +473,9 @@ class Console:
             await self._act_as(line.removeprefix("as").strip())
         elif line.isdigit():
             await self._press(int(line))
+        elif line == ALERTS:
+            if not self.chat.show_held():
+                self._say("No alert messages since the last /alerts.")
         elif line == HOME or line.startswith(HOME + " "):
             # Slack's App Home tab, printed once: the console has no tab to keep current.
             await self.dispatcher.services.home.show(self.user_id)
@@ -457,6 +534,8 @@ class Console:
     def _command_list(self) -> str:
         lines = [f"  {spec.name:<10} {spec.summary}" for spec in self.dispatcher.commands.values()]
         lines.append(f"  {HOME:<10} What Slack's App Home tab shows you: everything at a glance.")
+        lines.append(f"  {ALERTS:<10} The alert messages the 🔔 summary lines were about, in full.")
+        lines.append(f"  {RESET:<10} Start the demo afresh: no incidents, alerts or releases.")
         return "\n".join(lines)
 
     def _say(self, text: str) -> None:

@@ -20,6 +20,7 @@ from bot.runbook.health.health import HealthChecker
 from bot.runbook.health.watch import Watches
 from bot.runbook.oncall.handoffs import PLAN_EVERY
 from bot.runbook.retention import RETENTION_EVERY, prune_old_rows
+from bot.runbook.setup.problems import SetupProblems
 from bot.scheduler import Scheduler
 from bot.slack.access import Policy
 from bot.slack.alerts.alerting import Alerting
@@ -31,6 +32,7 @@ from bot.slack.incidents.incidents import Incidents
 from bot.slack.limits import EnvironmentSlots, Limits
 from bot.slack.oncall.oncall import OnCallDesk
 from bot.slack.outbox import Outbox
+from bot.slack.setup.notice import SetupNotice
 from bot.store import Store
 from bot.telemetry import Telemetry
 from bot.workers import WorkerPool
@@ -71,6 +73,10 @@ class Services:
     policy: Policy = field(init=False)
     limits: Limits = field(init=False)
     environment_slots: EnvironmentSlots = field(init=False)
+    # Setup problems (a key file, known_hosts, a host name, a token, a request counter): one
+    # message in the alerts channel, never an alert (bot/slack/setup/notice.py).
+    setup: SetupProblems = field(default_factory=SetupProblems)
+    setup_notice: SetupNotice = field(init=False)
 
     @property
     def workspaces(self) -> Path:
@@ -98,7 +104,10 @@ class Services:
         self.incidents = Incidents(self.config, self.store, self.outbox, self.scheduler)
         self.alerts = Alerts(self.config, self.store, wake=self.scheduler.sweep_at)
         self.alerting = Alerting(self.config, self.store, self.outbox, self.alerts, self.incidents)
-        self.monitor = Monitor(self.config, self.health, self.alerts, self.telemetry)
+        self.setup_notice = SetupNotice(self.config, self.store, self.outbox, self.setup)
+        self.monitor = Monitor(
+            self.config, self.health, self.alerts, self.telemetry, setup=self.setup
+        )
         self.oncall = OnCallDesk(self.config, self.store, self.outbox, self.scheduler)
         self.policy = Policy(self.config, self.oncall.on_call.store)
         # Each rotation's next hand-off gets its timer at start (and again hourly, in case the

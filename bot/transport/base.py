@@ -85,13 +85,17 @@ class UploadResult:
 class TransportError(Exception):
     """A host could not be reached or a command could not be run to its end.
 
-    str(err) is one line that names the host and what to do about it.
+    str(err) is one line that names the host and what to do about it. `setup` names the
+    config key to fix when the failure is the bot's setup rather than the host (a missing key
+    file, a host not in known_hosts, a host name that does not resolve): a setup problem to
+    name once, never an alert about the host.
     """
 
-    def __init__(self, target: str, problem: str) -> None:
+    def __init__(self, target: str, problem: str, *, setup: str | None = None) -> None:
         super().__init__(f"{target}: {problem}")
         self.target = target
         self.problem = problem
+        self.setup = setup
 
 
 class HostKeyRejected(TransportError):

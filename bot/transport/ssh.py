@@ -265,7 +265,7 @@ class SshTransport:
         try:
             return client_key(self.settings.key_file)
         except KeyFileError as exc:
-            raise ConnectFailed(self.target, str(exc)) from None
+            raise ConnectFailed(self.target, str(exc), setup="ssh.key_file") from None
 
     def _pinned(self) -> PinnedKeys:
         try:
@@ -274,6 +274,7 @@ class SshTransport:
             raise HostKeyRejected(
                 self.target,
                 f"cannot read ssh.known_hosts {self.settings.known_hosts}: {exc.strerror}",
+                setup="ssh.known_hosts",
             ) from None
 
     def _socket(self) -> socket.socket:
@@ -284,7 +285,9 @@ class SshTransport:
             )
         except socket.gaierror as exc:
             raise ConnectFailed(
-                self.target, f"cannot resolve {self.host.hostname} ({exc.strerror})"
+                self.target,
+                f"cannot resolve {self.host.hostname} ({exc.strerror})",
+                setup="hosts",
             ) from None
         except ConnectionRefusedError:
             raise ConnectFailed(
@@ -357,6 +360,9 @@ class SshTransport:
                 f"host key not in known_hosts {pinned.path}{where}; it offered {offered}. "
                 f"{self._keyscan_hint(pinned)}"
             )
+            # A setup problem: named once in the alerts channel, not logged on every try.
+            log.debug("%s: %s", self.target, problem)
+            raise HostKeyRejected(self.target, problem, setup="ssh.known_hosts")
         else:
             pinned_prints = ", ".join(
                 f"{k.get_name()} {k.fingerprint}"

@@ -46,6 +46,8 @@ from bot.runbook.alerts.states import Metric, Observation, Reading
 from bot.runbook.health.health import Health, HealthChecker, HealthResult
 from bot.runbook.health.metrics_report import BUILD_FILE, MetricsError, builds_since
 from bot.runbook.health.resources import ProbeFailed, Usage, read_usage
+from bot.runbook.setup.checks import Problem
+from bot.runbook.setup.problems import SetupProblems
 from bot.store import LeaseLost, StoreError
 from bot.telemetry import Telemetry
 from bot.transport import Transport, TransportError, transports_for
@@ -64,16 +66,26 @@ class HostUsage:
     memory_percent: float | None = None
     cpu_percent: float | None = None  # None on a host's first reading (no interval yet)
     problem: str | None = None
+    # The bot's setup kept it from reading the host (TransportError.setup: the key to fix,
+    # and the problem): a setup problem, not a finding about the host.
+    setup: tuple[str, str] | None = None
 
 
 class Monitor:
     def __init__(
-        self, config: Config, checker: HealthChecker, alerts: Alerts, telemetry: Telemetry
+        self,
+        config: Config,
+        checker: HealthChecker,
+        alerts: Alerts,
+        telemetry: Telemetry,
+        *,
+        setup: SetupProblems | None = None,
     ) -> None:
         self.config = config
         self.checker = checker
         self.alerts = alerts
         self.telemetry = telemetry
+        self.setup = setup if setup is not None else SetupProblems()
         self._checking: set[str] = set()  # environments whose health check is under way
         self._baselines: dict[str, Counters] = {}  # each environment's counters, last measured
         self._transports: dict[str, Transport] = {}  # by target, kept open between ticks
@@ -212,7 +224,17 @@ class Monitor:
             errors = self._error_rate(env, vitals.requests, vitals.metrics_problem)
             if errors is not None:
                 observations.append(Observation(env, Metric.ERROR_RATE, errors))
+            self._counter_setup(env, vitals.metrics_setup, vitals.requests is not None)
         return observations
+
+    def _counter_setup(self, env: str, missing: str | None, counted: bool) -> None:
+        """A /metrics without the request counter is the config's to fix, named once."""
+        if missing is not None:
+            where = self.config.environments[env].metrics_url
+            problem = Problem("metrics.requests_counter", f"{env} ({where}): {missing}")
+            self.setup.report(f"metrics:{env}", [problem])
+        elif counted:
+            self.setup.report(f"metrics:{env}", [])
 
     def _error_rate(
         self, env: str, counters: Counters | None, problem: str | None
@@ -272,7 +294,11 @@ class Monitor:
         try:
             async with asyncio.timeout(timeout_s):
                 usage = await read_usage(transport, timeout_s=timeout_s)
-        except (TransportError, ProbeFailed) as exc:
+        except TransportError as exc:
+            if exc.setup is not None:
+                return HostUsage(target, setup=(exc.setup, exc.problem))
+            return HostUsage(target, problem=f"{target}: {exc.problem}")
+        except ProbeFailed as exc:
             return HostUsage(target, problem=f"{target}: {exc.problem}")
         except TimeoutError:
             return HostUsage(target, problem=f"{target}: no answer within {timeout_s:g} s")
@@ -300,6 +326,8 @@ class Monitor:
                 await asyncio.wait(unread, return_when=asyncio.FIRST_COMPLETED)
             done = [(env, t) for env, t in waiting if all(reads[x].done() for x in t)]
             waiting = [(env, t) for env, t in waiting if not all(reads[x].done() for x in t)]
+            for env, targets in done:
+                self._host_setup(env, [reads[target].result() for target in targets])
             await self._observe(
                 observation
                 for env, targets in done
@@ -307,6 +335,19 @@ class Monitor:
                     env.name, [reads[target].result() for target in targets]
                 )
             )
+
+    def _host_setup(self, env: Environment, hosts: Sequence[HostUsage]) -> None:
+        """Each host's setup problem (or none: fixed), under the host's own source."""
+        for host in hosts:
+            problems = []
+            if host.setup is not None:
+                key, text = host.setup
+                if key == "ssh.key_file":  # one key file for all hosts: one line for all
+                    problems.append(Problem(key, text.removeprefix("ssh.key_file ")))
+                else:
+                    where = f"environments.{env.name}.hosts"
+                    problems.append(Problem(where, f"{host.target}: {text} ({key})"))
+            self.setup.report(f"host:{host.target}", problems)
 
     # --- build time ---------------------------------------------------------------------------
 

@@ -67,6 +67,9 @@ class Vitals:
     # (path, status) -> answered so far, of the request counter (bot/runbook/alerts/error_rate.py)
     requests: Mapping[tuple[str, str], float] | None = None
     metrics_problem: str | None = None
+    # /metrics answered without the request counter the config names (or any of the usual
+    # ones): the config's to fix, a setup problem rather than a reading.
+    metrics_setup: str | None = None
 
 
 @dataclass(frozen=True)
@@ -209,11 +212,11 @@ def vitals(
         api_latency_ms = status.latency_ms
     elif not _same_outage(status, healthz):
         api_problem = _describe_failure("status endpoint", status)
-    requests = metrics_problem = None
+    requests = metrics_problem = metrics_setup = None
     if metrics_available:
         counts = counter.read(metrics.body)
         if isinstance(counts, str):
-            metrics_problem = counts
+            metrics_setup = counts
         else:
             requests = counts.series
     elif not _same_outage(metrics, healthz):
@@ -222,7 +225,9 @@ def vitals(
             if metrics.answered and metrics.status_code == 200
             else _describe_failure("metrics endpoint", metrics)
         )
-    return Vitals(healthz_problem, api_latency_ms, api_problem, requests, metrics_problem)
+    return Vitals(
+        healthz_problem, api_latency_ms, api_problem, requests, metrics_problem, metrics_setup
+    )
 
 
 def _same_outage(probe: Probe, healthz: Probe) -> bool:

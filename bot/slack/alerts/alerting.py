@@ -3,7 +3,8 @@
 Every alert change (bot/runbook/alerts.py) is written with an `alert.sync` timer; its handler,
 `sync`, makes Slack show the alert as it is now:
 
-1. a Critical alert pages first, with `alerts.page_on_critical`: an incident through
+1. a Critical alert pages first where the environment's paging policy says so (Config.paging:
+   page_on_critical and severity per environment): an incident through
    Incidents.open_incident (the /escalate path; one per alert, by dedupe key), recorded on the
    alert. Incidents post through the paced chat's page lane, so they never wait behind alerts;
 2. the message in `slack.alerts_channel`, posted once (routine lane, paced), then edited in
@@ -116,7 +117,7 @@ class Alerting:
         # who is not an approver: silences.py) is no silence for its pages and posts.
         silence = await self.alerts.holding_silence(alert)
         if (
-            self.config.alerts.page_on_critical
+            self.config.paging(alert.environment).page
             and alert.status == Status.FIRING
             and alert.level == Level.CRITICAL
             and alert.incident_id is None
@@ -142,7 +143,7 @@ class Alerting:
     async def _page(self, alert: Alert) -> None:
         incident, _ = await self.incidents.open_incident(
             alert_blocks.incident_summary(alert),
-            1,
+            self.config.paging(alert.environment).severity,
             "alert",
             dedupe_key=_dedupe_key(alert),
             environment=alert.environment,
@@ -261,7 +262,9 @@ class Alerting:
         if alert.status == Status.RESOLVED:
             answer = blocks.notice("That alert is already resolved: nothing to escalate.")
             return PressReply(answer, f"alert {alert_id} already resolved")
-        severity = 1 if alert.level == Level.CRITICAL else 2
+        severity = self.config.paging(alert.environment).severity
+        if alert.level != Level.CRITICAL:
+            severity = max(severity, 2)
         incident, created = await self.incidents.open_incident(
             alert_blocks.incident_summary(alert),
             severity,
