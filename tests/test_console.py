@@ -206,9 +206,15 @@ def test_production_approval_walked_through_alone_with_as(tmp_path: Path) -> Non
     # packaged before the approver is asked.
     shipped = tmp_path / "config" / "eventmesh.yml"
     config = yaml.safe_load(shipped.read_text())
-    local = config["environments"]["local"]
+    # The demo's release builder, as the console's own local uses it (bot/demo/local_env.py).
+    build = tmp_path / "build"
+    launcher = build / "eventmesh-api"
     config["environments"]["production"].update(
-        {key: local[key] for key in ("build", "test", "artifacts")}
+        {
+            "build": f"python -m bot.demo.release build --out {build}",
+            "test": f"python -m bot.demo.release test {launcher}",
+            "artifacts": [str(launcher)],
+        }
     )
     shipped.write_text(yaml.safe_dump(config))
     child = spawn_console(tmp_path, PORT=str(free_port()))
