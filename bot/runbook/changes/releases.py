@@ -634,11 +634,28 @@ async def take_backup(
         event = log_event("backed_up", state.current, at, backup=name)
         await run_checked(host, [layout.log_command(event)], log)
     backups = await list_backups(host, layout)
-    removed = [b.name for b in backups[layout.keep_backups :]]
+    removed = backups_to_prune(backups, layout.keep_backups, state.current)
     if removed:
         await run_checked(host, [layout.remove_backups_command(removed)], log)
     taken = next((b for b in backups if b.name == name), Backup(name, at, 0))
     return taken, removed
+
+
+def backups_to_prune(backups: Sequence[Backup], keep: int, current: str | None) -> list[str]:
+    """The backups (newest first) beyond the newest `keep` — never the newest taken before the
+    current release: the one that holds what ran before it, which a rollback to a backup
+    needs. Manual backups of what runs now, taken keep_backups times, must not push it out."""
+    before = newest_before(backups, current)
+    return [b.name for b in backups[keep:] if b != before]
+
+
+def newest_before(backups: Sequence[Backup], release_id: str | None) -> Backup | None:
+    """The newest backup taken no later than release_id was made (its id's timestamp)."""
+    match = RELEASE_ID.fullmatch(release_id) if release_id else None
+    if match is None:
+        return None
+    made = parse_stamp(match[1])
+    return next((b for b in backups if b.taken_at <= made), None)
 
 
 async def prune(

@@ -111,14 +111,14 @@ def artifact_names(env: Environment) -> list[str]:
 
 
 def missing_artifacts(patterns: Iterable[str], files: dict[str, bool]) -> list[str]:
-    """Problems with bin/: an artifact pattern nothing matches, or a match not executable."""
-    problems = []
-    for pattern in patterns:
-        matched = [name for name in files if fnmatch.fnmatchcase(name, pattern)]
-        if not matched:
-            problems.append(f"no {pattern}")
-        problems.extend(f"{name} is not executable" for name in matched if not files[name])
-    return problems
+    """Problems with bin/: an artifact pattern nothing matches. What the deploy asked of the
+    artifacts, no more: it packages whatever the globs match, executable or not (a VERSION or
+    a config file shipped in bin/), so a rollback to what it installed must not refuse it."""
+    return [
+        f"no {pattern}"
+        for pattern in patterns
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in files)
+    ]
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -294,7 +294,8 @@ class Rollback:
             if "manifest checked" in result.stdout.splitlines()
             else "no MANIFEST to check against"
         )
-        return f"bin/{', bin/'.join(found)} executable; {manifest}"
+        mode = "executable" if all(files[n] for n in found) else "present, as the deploy left it"
+        return f"bin/{', bin/'.join(found)} {mode}; {manifest}"
 
     # --- one host at a time: stop, switch, start, verify -----------------------------------
 
