@@ -50,6 +50,7 @@ class ManualBackup:
         taken_at = self.clock()  # one name on every host: one backup of the environment
 
         async def back_up(host: Transport) -> str:
+            await releases.tidy(host, layout)  # a half-written archive of a run cut short
             state, _ = await releases.inspect(host, layout)
             backup, removed = await releases.take_backup(host, layout, state, taken_at)
             self.taken[host.target] = backup

@@ -264,9 +264,11 @@ class DeploySteps:
 
     async def _reach_hosts(self) -> AsyncIterator[Event]:
         async def look(host: Transport) -> str:
+            tidied = await releases.tidy(host, self.layout)  # what a run cut short left
             state, _ = await releases.inspect(host, self.layout)
             self._plan_of(host).state = state
-            return describe_host(state)
+            done = f" (left by a run cut short: {'; '.join(tidied)})" if tidied else ""
+            return describe_host(state) + done
 
         async with self.open_hosts(self.env) as hosts:
             for host in hosts:
@@ -275,7 +277,10 @@ class DeploySteps:
                 yield event
 
     async def _plan_hosts(self) -> StepPlanned:
-        return StepPlanned("hosts", self._on_every_host(self.layout.inspect_command()))
+        return StepPlanned(
+            "hosts",
+            self._on_every_host(self.layout.tidy_command(), self.layout.inspect_command()),
+        )
 
     async def _version(self) -> AsyncIterator[Event]:
         if self.version is not None:

@@ -232,6 +232,7 @@ class Rollback:
 
     async def _check_plan(self, host: Transport) -> str:
         run = self.runs[host.target]
+        tidied = await releases.tidy(host, self.layout)  # what a run cut short left
         view = await look(host, self.layout)
         if view.error is not None:
             raise StepError(StepFailed("hosts", host.target, 0.0, view.error))
@@ -244,7 +245,8 @@ class Rollback:
             if move.current_version
             else (move.current or "a hand-made bin/")
         )
-        return f"runs {now} → back to {self._target_of(run)}"
+        done = f" (left by a run cut short: {'; '.join(tidied)})" if tidied else ""
+        return f"runs {now} → back to {self._target_of(run)}{done}"
 
     def _target_of(self, run: HostRun) -> str:
         move = run.move
