@@ -539,7 +539,9 @@ class DeploySteps:
                         f"{package.sha256[:12]}…: the upload is corrupt",
                     )
                 )
-            await releases.run_checked(host, self.layout.unpack_commands(release_id, remote))
+            await releases.run_checked(
+                host, self.layout.unpack_commands(release_id, remote), point="unpack"
+            )
             plan.installed = True
             event = releases.log_event(
                 "installed",

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from bot.config import Environment
+from bot.process import kill_point
 from bot.transport.base import CommandResult, Transport
 
 VERSION = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -549,16 +550,20 @@ async def run_checked(
     log: HostLog | None = None,
     *,
     cwd: str | None = None,
+    point: str | None = None,
 ) -> list[CommandResult]:
-    """Run commands in order; the first that fails raises RemoteCommandFailed."""
+    """Run commands in order; the first that fails raises RemoteCommandFailed. `point` names
+    the crash tests' kill points after each command ('<point>:<index>', bot/process.py)."""
     results = []
-    for command in commands:
+    for index, command in enumerate(commands):
         result = await host.run(list(command), cwd=cwd)
         results.append(result)
         if log is not None:
             log.results.append(result)
         if not result.ok:
             raise RemoteCommandFailed(result)
+        if point is not None:
+            kill_point(f"{point}:{index}")
     return results
 
 
@@ -586,7 +591,7 @@ async def switch(
     host: Transport, layout: Layout, release_id: str, at: datetime, log: HostLog | None = None
 ) -> None:
     """Make release_id current (and `bin` the link to it), then record it in the log."""
-    await run_checked(host, layout.switch_commands(release_id), log)
+    await run_checked(host, layout.switch_commands(release_id), log, point="switch")
     await run_checked(host, [layout.log_command(log_event("current", release_id, at))], log)
 
 
@@ -604,7 +609,7 @@ def adoption(layout: Layout, at: datetime) -> tuple[str, list[list[str]]]:
 async def adopt(host: Transport, layout: Layout, at: datetime, log: HostLog | None = None) -> str:
     """Turn a hand-made bin/ into release '<stamp>-adopted' and make it current."""
     release_id, commands = adoption(layout, at)
-    await run_checked(host, commands, log)
+    await run_checked(host, commands, log, point="adopt")
     return release_id
 
 
@@ -628,7 +633,7 @@ async def restore_release(
     """Unpack a backup archive into a new release '<stamp>-restored': its id and version."""
     release_id = f"{stamp(at)}-{RESTORED}"
     await run_checked(host, [["mkdir", "-p", layout.releases_dir]], log)
-    await run_checked(host, layout.restore_commands(release_id, backup), log)
+    await run_checked(host, layout.restore_commands(release_id, backup), log, point="restore")
     version = await read_version(host, layout, release_id)
     fields: dict[str, object] = {"note": f"restored from {backup}", "backup": backup}
     if version is not None:

@@ -33,6 +33,7 @@ from typing import Literal
 
 from bot.clock import Clock, utc_now
 from bot.config import Config, Environment
+from bot.process import kill_point
 from bot.runbook.changes import releases
 from bot.runbook.changes.activate import (
     PASSES_NEEDED,
@@ -312,6 +313,7 @@ class Rollback:
             run.fate = "stop_failed"
             yield problem
             return
+        kill_point("rollback:stopped")
         yield StepDone("stop", target, clocked.seconds, f"`{short(self.settings.stop)}` done")
         clocked = Clocked()
         yield StepStarted("switch", target, f"current → releases/{run.release}")
@@ -334,6 +336,7 @@ class Rollback:
         yield StepDone("switch", target, clocked.seconds, f"current → releases/{run.release}")
         clocked = Clocked()
         yield StepStarted("start", target, f"`{short(self.settings.start)}`")
+        kill_point("rollback:start")
         problem = await self._command(host, self.settings.start, "start", clocked)
         if problem is not None:
             run.fate = "start_failed"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -69,6 +69,19 @@ def unrecorded_end(deployment_id: int) -> Outcome | None:
 
 def keep_unrecorded_end(deployment_id: int, outcome: Outcome) -> None:
     _UNRECORDED[deployment_id] = outcome
+
+
+@contextlib.asynccontextmanager
+async def running_it(services: Services, deployment_id: int) -> AsyncIterator[None]:
+    """This process runs that change for a while (the recovery putting a dead run's hosts
+    right): the sweep leaves it alone, its heartbeat tells other replicas it lives."""
+    _RUNNING.add(deployment_id)
+    beating = asyncio.create_task(_heartbeat(services, deployment_id))
+    try:
+        yield
+    finally:
+        beating.cancel()
+        _RUNNING.discard(deployment_id)
 
 
 # --- the wiring the procedures need, and where a change talks -------------------------------
