@@ -31,7 +31,7 @@ import httpx
 
 from bot.clock import Clock, utc_now
 from bot.config import Config
-from bot.runbook.changes import releases
+from bot.runbook.changes import leftovers, releases
 from bot.runbook.changes.activate import (
     PASSES_NEEDED,
     Activator,
@@ -264,7 +264,7 @@ class DeploySteps:
 
     async def _reach_hosts(self) -> AsyncIterator[Event]:
         async def look(host: Transport) -> str:
-            tidied = await releases.tidy(host, self.layout)  # what a run cut short left
+            tidied = await leftovers.tidy(host, self.layout)  # what a run cut short left
             state, _ = await releases.inspect(host, self.layout)
             self._plan_of(host).state = state
             done = f" (left by a run cut short: {'; '.join(tidied)})" if tidied else ""
@@ -279,7 +279,7 @@ class DeploySteps:
     async def _plan_hosts(self) -> StepPlanned:
         return StepPlanned(
             "hosts",
-            self._on_every_host(self.layout.tidy_command(), self.layout.inspect_command()),
+            self._on_every_host(leftovers.tidy_command(self.layout), self.layout.inspect_command()),
         )
 
     async def _version(self) -> AsyncIterator[Event]:

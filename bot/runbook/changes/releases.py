@@ -232,12 +232,9 @@ class Layout:
     # --- changing --------------------------------------------------------------------------
 
     def adopt_commands(self, release_id: str) -> list[list[str]]:
-        """Copy a hand-made bin/ into a release of its own, make it current, link bin to it.
-
-        Each step is atomic or leaves what `tidy_command` repairs: the copy is made in a
-        hidden folder and renamed in whole; `current` is switched by a rename; `bin` (still
-        the hand-made folder, serving the same files) is swapped for the link by two renames,
-        and a kill between them (no `bin`, `current` set) is relinked by the next run."""
+        """Copy a hand-made bin/ into a release of its own (a hidden copy renamed in whole),
+        make it current, swap bin for the link (two renames: a kill between them leaves no
+        `bin` beside `current`, which leftovers.py relinks)."""
         partial = self.path("releases", f".partial-{release_id}")
         return [
             ["rm", "-rf", partial],
@@ -249,13 +246,6 @@ class Layout:
             ["mv", "-T", self.path(".bin.new"), self.bin],
             ["rm", "-rf", self.path(".bin.adopted")],
         ]
-
-    def tidy_command(self) -> list[str]:
-        """What a run cut short may have left, put right before a run uses the host: `bin`
-        missing while `current` is set (an adoption killed between its renames) is linked
-        again; half-made releases, uploads, backups and links are removed. Prints one line per
-        thing done."""
-        return ["sh", "-c", _TIDY, "tidy", self.install_dir, self.backup_dir, self.environment]
 
     def unpack_commands(self, release_id: str, package: str) -> list[list[str]]:
         """Unpack into a hidden folder, check every file against MANIFEST, then rename it in.
@@ -361,16 +351,6 @@ _INSPECT = (
     "done; "
     'for p in packages/*.tar.gz; do if [ -f "$p" ]; then printf "package %s\\n" '
     '"${p#packages/}"; fi; done; echo log; if [ -f releases.log ]; then cat releases.log; fi'
-)
-
-_TIDY = (
-    'd=$1; b=$2; if [ -d "$b" ]; then for f in "$b/.eventmesh-backup-$3-"*.partial; do '
-    'if [ -e "$f" ]; then rm -f -- "$f" && printf "removed %s\\n" "$f"; fi; done; fi; '
-    '[ -d "$d" ] || exit 0; cd "$d" || exit 1; '
-    "if [ ! -e bin ] && [ ! -L bin ] && [ -L current ]; then ln -sfn current/bin .bin.new && "
-    'mv -T .bin.new bin && echo "relinked bin"; fi; '
-    "for f in releases/.partial-* packages/.*.upload-* .current.new .bin.new .bin.adopted; do "
-    'if [ -e "$f" ] || [ -L "$f" ]; then rm -rf -- "$f" && printf "removed %s\\n" "$f"; fi; done'
 )
 
 _LIST_BACKUPS = (
@@ -572,12 +552,6 @@ async def inspect(host: Transport, layout: Layout) -> tuple[HostState, list[str]
     return parse_inspect(host.target, result.stdout)
 
 
-async def tidy(host: Transport, layout: Layout) -> list[str]:
-    """Put right what a run cut short left on host (see Layout.tidy_command): what was done."""
-    (result,) = await run_checked(host, [layout.tidy_command()])
-    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
-
-
 async def list_backups(host: Transport, layout: Layout) -> list[Backup]:
     (result,) = await run_checked(host, [layout.list_backups_command()])
     return parse_backups(layout.environment, result.stdout)
@@ -677,9 +651,8 @@ async def take_backup(
 
 
 def backups_to_prune(backups: Sequence[Backup], keep: int, current: str | None) -> list[str]:
-    """The backups (newest first) beyond the newest `keep` — never the newest taken before the
-    current release: the one that holds what ran before it, which a rollback to a backup
-    needs. Manual backups of what runs now, taken keep_backups times, must not push it out."""
+    """The backups (newest first) beyond the newest `keep`, but never the newest taken before
+    the current release (what ran before it): manual backups must not push it out."""
     before = newest_before(backups, current)
     return [b.name for b in backups[keep:] if b != before]
 

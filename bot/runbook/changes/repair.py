@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from bot.clock import Clock, utc_now
 from bot.config import Config, Environment
-from bot.runbook.changes import releases
+from bot.runbook.changes import leftovers, releases
 from bot.runbook.changes.activate import Activator, one_line, show_version
 from bot.runbook.changes.procedure import OpenHosts
 from bot.runbook.changes.releases import HostState, Layout, Release, RemoteCommandFailed
@@ -107,7 +107,7 @@ class HostRepairer:
 
     async def _one(self, host: Transport, run: Interrupted, *, single: bool) -> HostRepair:
         try:
-            tidied = await releases.tidy(host, self.layout)
+            tidied = await leftovers.tidy(host, self.layout)
             state, _ = await releases.inspect(host, self.layout)
             repair = await self._decide(host, run, state, single=single)
         except (TransportError, RemoteCommandFailed) as exc:

@@ -34,7 +34,7 @@ from typing import Literal
 from bot.clock import Clock, utc_now
 from bot.config import Config, Environment
 from bot.process import kill_point
-from bot.runbook.changes import releases
+from bot.runbook.changes import leftovers, releases
 from bot.runbook.changes.activate import (
     PASSES_NEEDED,
     Activator,
@@ -233,7 +233,7 @@ class Rollback:
 
     async def _check_plan(self, host: Transport) -> str:
         run = self.runs[host.target]
-        tidied = await releases.tidy(host, self.layout)  # what a run cut short left
+        tidied = await leftovers.tidy(host, self.layout)  # what a run cut short left
         view = await look(host, self.layout)
         if view.error is not None:
             raise StepError(StepFailed("hosts", host.target, 0.0, view.error))
