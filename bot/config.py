@@ -328,9 +328,9 @@ class DeploySettings(_Model):
     install_dir: NonEmpty = "/opt/eventmesh/{env}"
     backup_dir: NonEmpty = "/opt/eventmesh/backups"
     keep_backups: int = Field(10, ge=1)
-    stop: NonEmpty = "sudo systemctl stop eventmesh-api"
-    start: NonEmpty = "sudo systemctl start eventmesh-api"
-    restart: NonEmpty = "sudo systemctl restart eventmesh-api"
+    stop: NonEmpty = "sudo -n systemctl stop eventmesh-api"
+    start: NonEmpty = "sudo -n systemctl start eventmesh-api"
+    restart: NonEmpty = "sudo -n systemctl restart eventmesh-api"
     verify_timeout: Duration = timedelta(seconds=60)
     auto_rollback: bool = True
     keep_releases: int = Field(5, ge=2)

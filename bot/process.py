@@ -8,6 +8,7 @@ for the bot that held it).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 import psutil
@@ -37,3 +38,15 @@ def process_alive(owner: str) -> bool | None:
         return abs(process.create_time() * 1000 - started_ms) < 1000
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+# The crash tests (tests/test_kill_points.py) name a point here; the bot SIGKILLs itself there,
+# so a crash is tried at an exact point of a deploy or rollback, not at a guessed moment.
+KILL_AT = "EVENTMESH_TEST_KILL_AT"
+
+
+def kill_point(name: str) -> None:
+    """Die here, at once and without cleaning up, when EVENTMESH_TEST_KILL_AT names this point
+    (never set outside those tests)."""
+    if os.environ.get(KILL_AT) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -34,6 +34,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     deploy.cancel,
     deploy.roll_back,
     deploy.unlock_confirm,
+    deploy.unlock_force,
     approval.approve,
     approval.reject,
     escalate.acknowledge,

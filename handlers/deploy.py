@@ -17,7 +17,7 @@ from bot.slack.changes.aftercare_blocks import ROLL_BACK
 from bot.slack.changes.change_blocks import CANCEL
 from bot.slack.changes.deploy import ask_approval
 from bot.slack.changes.deploy import start as start_deploy
-from bot.slack.changes.lock_blocks import UNLOCK_CONFIRM
+from bot.slack.changes.lock_blocks import UNLOCK_CONFIRM, UNLOCK_FORCE
 from bot.slack.changes.rollback import undo_deploy
 from bot.slack.dispatch import Context, action, command, timer
 from bot.slack.services import Services
@@ -88,6 +88,12 @@ def parse_deploy(words: list[str], config: Config) -> Parsed | str:
         role="deployers",
         then="someone else's lock: asks to confirm, and is announced; a running deploy's: no",
     ),
+    Usage(
+        "/deploy unlock <env> --force",
+        "free the lock of a deploy or rollback whose run died",
+        role="approvers",
+        then="only when nothing runs it any more; asks to confirm, and is announced",
+    ),
     Usage("/deploy help", "show this help"),
 )
 async def deploy(ctx: Context) -> None:
@@ -157,16 +163,19 @@ async def _lock(ctx: Context, sub: str, rest: list[str], text: str) -> None:
     env = environment(rest[0], ctx.config)
     if isinstance(env, str):
         return await ctx.answer_usage(env)
-    if sub == "unlock" and len(rest) > 1:
-        return await ctx.answer_usage("/deploy unlock takes only the environment.")
+    force = sub == "unlock" and rest[1:] == ["--force"]
+    if sub == "unlock" and len(rest) > 1 and not force:
+        return await ctx.answer_usage("/deploy unlock takes the environment, then --force at most.")
     # The reason as typed (spacing kept), after the subcommand and the environment.
-    reason = text.split(None, 2)[2].strip() if len(rest) > 1 else ""
+    reason = text.split(None, 2)[2].strip() if len(rest) > 1 and sub == "lock" else ""
     if len(reason) > MAX_REASON:
         return await ctx.answer_usage(f"Keep the reason under {MAX_REASON} characters.")
     await ctx.ack()
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
     if sub == "lock":
         ctx.hand_off(lambda: locks.lock(services, env, reason, user, conversation))
+    elif force:
+        ctx.hand_off(lambda: locks.unlock_force(services, env, user, conversation))
     else:
         ctx.hand_off(lambda: locks.unlock(services, env, user, conversation))
 
@@ -235,6 +244,22 @@ async def unlock_confirm(ctx: Context) -> None:
     services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
     value = ctx.request.text
     ctx.hand_off(lambda: locks.free_anyway(services, value, user, conversation))
+
+
+@action(
+    UNLOCK_FORCE,
+    "Free it",
+    allow=Allow(
+        "approvers",
+        then="the lock must be the one shown, and still held by a run nothing runs any more",
+    ),
+)
+async def unlock_force(ctx: Context) -> None:
+    """Free the lock of a run that died, after being asked to confirm."""
+    await ctx.ack()
+    services, conversation, user = ctx.services, ctx.conversation, ctx.user_id
+    value = ctx.request.text
+    ctx.hand_off(lambda: locks.free_by_force(services, value, user, conversation))
 
 
 @timer(aftercare.AFTERCARE_TIMER)

@@ -196,6 +196,17 @@ def test_paging_policy_per_environment_with_defaults_by_name(tmp_path: Path) -> 
     ]
 
 
+def test_the_shipped_service_commands_never_wait_for_a_sudo_password() -> None:
+    """Over SSH there is no terminal: a sudo that asks for a password hangs until the command
+    timeout; `sudo -n` fails at once, saying a password is required."""
+    config = load_config(DEFAULT)
+    for env in config.environments.values():
+        for command in (env.deploy.stop, env.deploy.start, env.deploy.restart):
+            words = command.split()
+            if "sudo" in words:
+                assert words[words.index("sudo") + 1] == "-n", f"{env.name}: {command}"
+
+
 def test_only_environments_is_required_and_defaults_are_the_runbooks(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
 

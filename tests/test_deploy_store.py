@@ -144,3 +144,26 @@ def test_an_approval_past_its_time_can_only_expire(store: Store, clock: ManualCl
     assert store.decide_approval(approval.id, "expired", None) is True
     expired = store.approval(approval.id)
     assert expired is not None and expired.state == "expired" and expired.decided_by is None
+
+
+def test_a_dead_run_is_taken_over_by_exactly_one_and_only_while_it_runs(
+    store: Store, clock: ManualClock
+) -> None:
+    began = store.begin_deployment(
+        kind="deploy",
+        environment="staging",
+        requested_by="U1",
+        version="1.0.0",
+        options={},
+        owner="host:1:1",
+    )
+    assert isinstance(began, Deployment)
+    clock.advance(minutes=5)
+    taken = all_at_once(8, lambda i: store.claim_deployment(began.id, "host:1:1", f"replica-{i}"))
+    assert taken.count(True) == 1
+    claimed = store.deployment(began.id)
+    assert claimed is not None and claimed.owner.startswith("replica-")
+    assert claimed.heartbeat_at == clock.now  # alive again: no other sweep takes it
+    assert store.environment_lock("staging") is not None  # its lock covers the repair
+    store.finish_deployment(began.id, "interrupted", "cut short")
+    assert not store.claim_deployment(began.id, claimed.owner, "late")

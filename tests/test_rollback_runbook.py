@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import posixpath
 import shlex
 import shutil
 import subprocess
@@ -240,7 +241,9 @@ def test_nothing_installed_or_a_host_that_cannot_be_read_is_refused() -> None:
 
 def test_the_config_artifacts_are_looked_for_in_bin() -> None:
     files = {"riptide-api": True, "riptide-worker": False, "README": False}
-    assert missing_artifacts(["riptide-*"], files) == ["riptide-worker is not executable"]
+    # The deploy packages whatever the globs match, executable or not: so does the check.
+    assert missing_artifacts(["riptide-*"], files) == []
+    assert missing_artifacts(["*"], {"eventmesh-api": True, "VERSION": False}) == []
     assert missing_artifacts(["eventmesh-api"], files) == ["no eventmesh-api"]
     assert missing_artifacts(["riptide-api"], files) == []
 
@@ -469,3 +472,46 @@ def test_hosts_go_back_one_at_a_time_and_a_failure_stops_there(
     assert [c.endswith("-1.0.0") for c in currents[1:]] == [True, True]
     for home in homes[1:]:  # unpacked for nothing: removed again
         assert not any(p.name.endswith("-restored") for p in (home / "install/releases").iterdir())
+
+
+def test_manual_backups_never_prune_the_one_taken_before_the_current_release(
+    target: DemoTarget,
+) -> None:
+    config = config_for(target, keep_backups=2)
+    install_release(config, "staging", "1.0.0")
+    now = datetime.now(UTC)
+    before = backup_archive(target, "0.9.0", now - timedelta(days=1))  # what ran before 1.0.0
+    older = backup_archive(target, "0.8.0", now - timedelta(days=2))
+    env = config.environments["staging"]
+
+    async def back_up(at: datetime) -> None:
+        procedure = ManualBackup(env, lambda e: open_transports(e, config.ssh), clock=lambda: at)
+        events = [event async for event in procedure.run()]
+        assert isinstance(events[-1], Finished) and events[-1].outcome.state == "succeeded"
+
+    for n in range(1, 4):  # keep_backups times, and once more
+        asyncio.run(back_up(now + timedelta(minutes=n)))
+    kept = sorted(p.name for p in target.backup_dir.glob("eventmesh-backup-staging-*.tar.gz"))
+    assert before.name in kept  # the one a rollback to a backup needs
+    assert older.name not in kept
+    assert len(kept) == 3  # keep_backups newest, and the one before the current release
+
+
+def test_a_data_file_the_deploy_shipped_in_bin_does_not_refuse_the_rollback(
+    target: DemoTarget,
+) -> None:
+    """The artifacts glob matches a VERSION file (mode 644) as well as the service: the deploy
+    installed both, and the rollback to what it installed goes ahead."""
+    config = config_for(target)
+    install_release(config, "staging", "1.0.0")
+    install_release(config, "staging", "1.0.1")
+    for release in (target.install_dir / "releases").iterdir():
+        (release / "bin" / "VERSION").write_text(release.name + "\n")
+        (release / "bin" / "VERSION").chmod(0o644)
+    shipped = target.environment()["artifacts"]
+    folder = posixpath.dirname(shipped[0])
+    config = config_for(target, artifacts=[f"{folder}/*"])
+    _, events, outcome = run_rollback(config, "staging")
+    assert outcome is not None and outcome.state == "succeeded", events
+    files = next(e for e in events if isinstance(e, StepDone) and e.step == "files")
+    assert "bin/VERSION" in files.detail and "present, as the deploy left it" in files.detail

@@ -342,6 +342,22 @@ class DeploymentStore(StoreCore):
             return True
 
     @_guarded
+    def claim_deployment(self, deployment_id: int, owner_was: str, owner: str) -> bool:
+        """Take over a running deployment whose owner is gone (to put its hosts right under
+        its own lock before it is ended); False when another took it, or it ended."""
+        with self._session() as session, session.begin():
+            result = session.execute(
+                update(DeploymentRecord)
+                .where(
+                    DeploymentRecord.id == deployment_id,
+                    DeploymentRecord.state == RUNNING,
+                    DeploymentRecord.owner == owner_was,
+                )
+                .values(owner=owner, heartbeat_at=self.clock())
+            )
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
+    @_guarded
     def request_cancel(self, deployment_id: int, user_id: str) -> bool:
         """Ask a running deployment to stop before its next step; False if it is not running."""
         with self._session() as session, session.begin():

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import paramiko
 
 from bot.config import Host, SshSettings
+from bot.process import kill_point
 from bot.transport.base import (
     Command,
     CommandResult,
@@ -508,6 +509,7 @@ class SshTransport:
                 except BaseException:
                     committer.close_quietly()  # no word: it removes the temporary file
                     raise
+                kill_point("upload:sent")
                 committer.feed(b"commit\n")
                 if committer.finish() != 0:
                     raise TransportError(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from bot.clock import Clock, utc_now
 from bot.config import Config, Environment
+from bot.process import kill_point
 from bot.runbook.changes import releases
 from bot.runbook.changes.progress import StepFailed, shown_output
 from bot.runbook.changes.releases import Layout, RemoteCommandFailed
@@ -157,6 +158,7 @@ class Activator:
         clocked = clocked or Clocked()
         try:
             await releases.switch(host, self.layout, release_id, self.clock())
+            kill_point("switched")
             restarted = await host.run(Shell(self.settings.restart))
         except RemoteCommandFailed as exc:
             return StepFailed(
@@ -190,6 +192,7 @@ class Activator:
         A pass is HTTP 200, status healthy, and — when the service reports a version — `expect`
         (once every host runs it) or one of `accept` (between hosts behind one base_url).
         """
+        kill_point("verify")
         accepted = tuple(accept)
         timeout_s = self.config.thresholds.health_response_ms.critical / 1000
         interval = self.settings.verify_interval.total_seconds()

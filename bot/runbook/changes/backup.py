@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from bot.clock import Clock, utc_now
 from bot.config import Environment
-from bot.runbook.changes import releases
+from bot.runbook.changes import leftovers, releases
 from bot.runbook.changes.activate import Clocked, human_size, show_version
 from bot.runbook.changes.procedure import OpenHosts, StepError, each_host, locked, unlocked
 from bot.runbook.changes.progress import Event, Finished, Outcome, StepFailed, VersionKnown
@@ -50,6 +50,7 @@ class ManualBackup:
         taken_at = self.clock()  # one name on every host: one backup of the environment
 
         async def back_up(host: Transport) -> str:
+            await leftovers.tidy(host, layout)  # a half-written archive of a run cut short
             state, _ = await releases.inspect(host, layout)
             backup, removed = await releases.take_backup(host, layout, state, taken_at)
             self.taken[host.target] = backup

@@ -31,6 +31,7 @@ import shutil
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
+from bot.process import kill_point
 from bot.runbook.changes import releases
 from bot.runbook.changes.activate import Clocked, human_duration, one_line, show_version
 from bot.runbook.changes.deploy_steps import STEPS, DeploySteps, HostPlan, Phase, Step
@@ -74,6 +75,7 @@ class Deploy(DeploySteps):
                 yield event
             return
         yield locked(self.env.name, "deploy")
+        kill_point("deploy:locked")
         try:
             async for event in self._run():
                 yield event

@@ -33,7 +33,7 @@ import httpx
 
 from bot.clock import Clock, utc_now
 from bot.config import Config
-from bot.runbook.changes import releases
+from bot.runbook.changes import leftovers, releases
 from bot.runbook.changes.activate import (
     PASSES_NEEDED,
     Activator,
@@ -266,9 +266,11 @@ class DeploySteps(LocalSteps):
 
     async def _reach_hosts(self) -> AsyncIterator[Event]:
         async def look(host: Transport) -> str:
+            tidied = await leftovers.tidy(host, self.layout)  # what a run cut short left
             state, _ = await releases.inspect(host, self.layout)
             self._plan_of(host).state = state
-            return describe_host(state)
+            done = f" (left by a run cut short: {'; '.join(tidied)})" if tidied else ""
+            return describe_host(state) + done
 
         async with self.open_hosts(self.env) as hosts:
             for host in hosts:
@@ -277,7 +279,10 @@ class DeploySteps(LocalSteps):
                 yield event
 
     async def _plan_hosts(self) -> StepPlanned:
-        return StepPlanned("hosts", self._on_every_host(self.layout.inspect_command()))
+        return StepPlanned(
+            "hosts",
+            self._on_every_host(leftovers.tidy_command(self.layout), self.layout.inspect_command()),
+        )
 
     async def _smoke(self) -> AsyncIterator[Event]:
         if self.settings.smoke is None:
@@ -392,7 +397,9 @@ class DeploySteps(LocalSteps):
                         f"{package.sha256[:12]}…: the upload is corrupt",
                     )
                 )
-            await releases.run_checked(host, self.layout.unpack_commands(release_id, remote))
+            await releases.run_checked(
+                host, self.layout.unpack_commands(release_id, remote), point="unpack"
+            )
             plan.installed = True
             event = releases.log_event(
                 "installed",

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from bot.config import Environment
+from bot.process import kill_point
 from bot.transport.base import CommandResult, Transport
 
 VERSION = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -231,11 +232,15 @@ class Layout:
     # --- changing --------------------------------------------------------------------------
 
     def adopt_commands(self, release_id: str) -> list[list[str]]:
-        """Copy a hand-made bin/ into a release of its own, make it current, link bin to it."""
-        release = self.release_dir(release_id)
+        """Copy a hand-made bin/ into a release of its own (a hidden copy renamed in whole),
+        make it current, swap bin for the link (two renames: a kill between them leaves no
+        `bin` beside `current`, which leftovers.py relinks)."""
+        partial = self.path("releases", f".partial-{release_id}")
         return [
-            ["mkdir", "-p", release],
-            ["cp", "-a", self.bin, posixpath.join(release, "bin")],
+            ["rm", "-rf", partial],
+            ["mkdir", "-p", partial],
+            ["cp", "-a", self.bin, posixpath.join(partial, "bin")],
+            ["mv", "-T", partial, self.release_dir(release_id)],
             *self._link_commands(release_id),
             ["mv", "-T", self.bin, self.path(".bin.adopted")],
             ["mv", "-T", self.path(".bin.new"), self.bin],
@@ -525,16 +530,20 @@ async def run_checked(
     log: HostLog | None = None,
     *,
     cwd: str | None = None,
+    point: str | None = None,
 ) -> list[CommandResult]:
-    """Run commands in order; the first that fails raises RemoteCommandFailed."""
+    """Run commands in order; the first that fails raises RemoteCommandFailed. `point` names
+    the crash tests' kill points after each command ('<point>:<index>', bot/process.py)."""
     results = []
-    for command in commands:
+    for index, command in enumerate(commands):
         result = await host.run(list(command), cwd=cwd)
         results.append(result)
         if log is not None:
             log.results.append(result)
         if not result.ok:
             raise RemoteCommandFailed(result)
+        if point is not None:
+            kill_point(f"{point}:{index}")
     return results
 
 
@@ -556,7 +565,7 @@ async def switch(
     host: Transport, layout: Layout, release_id: str, at: datetime, log: HostLog | None = None
 ) -> None:
     """Make release_id current (and `bin` the link to it), then record it in the log."""
-    await run_checked(host, layout.switch_commands(release_id), log)
+    await run_checked(host, layout.switch_commands(release_id), log, point="switch")
     await run_checked(host, [layout.log_command(log_event("current", release_id, at))], log)
 
 
@@ -574,7 +583,7 @@ def adoption(layout: Layout, at: datetime) -> tuple[str, list[list[str]]]:
 async def adopt(host: Transport, layout: Layout, at: datetime, log: HostLog | None = None) -> str:
     """Turn a hand-made bin/ into release '<stamp>-adopted' and make it current."""
     release_id, commands = adoption(layout, at)
-    await run_checked(host, commands, log)
+    await run_checked(host, commands, log, point="adopt")
     return release_id
 
 
@@ -598,7 +607,7 @@ async def restore_release(
     """Unpack a backup archive into a new release '<stamp>-restored': its id and version."""
     release_id = f"{stamp(at)}-{RESTORED}"
     await run_checked(host, [["mkdir", "-p", layout.releases_dir]], log)
-    await run_checked(host, layout.restore_commands(release_id, backup), log)
+    await run_checked(host, layout.restore_commands(release_id, backup), log, point="restore")
     version = await read_version(host, layout, release_id)
     fields: dict[str, object] = {"note": f"restored from {backup}", "backup": backup}
     if version is not None:
@@ -634,11 +643,27 @@ async def take_backup(
         event = log_event("backed_up", state.current, at, backup=name)
         await run_checked(host, [layout.log_command(event)], log)
     backups = await list_backups(host, layout)
-    removed = [b.name for b in backups[layout.keep_backups :]]
+    removed = backups_to_prune(backups, layout.keep_backups, state.current)
     if removed:
         await run_checked(host, [layout.remove_backups_command(removed)], log)
     taken = next((b for b in backups if b.name == name), Backup(name, at, 0))
     return taken, removed
+
+
+def backups_to_prune(backups: Sequence[Backup], keep: int, current: str | None) -> list[str]:
+    """The backups (newest first) beyond the newest `keep`, but never the newest taken before
+    the current release (what ran before it): manual backups must not push it out."""
+    before = newest_before(backups, current)
+    return [b.name for b in backups[keep:] if b != before]
+
+
+def newest_before(backups: Sequence[Backup], release_id: str | None) -> Backup | None:
+    """The newest backup taken no later than release_id was made (its id's timestamp)."""
+    match = RELEASE_ID.fullmatch(release_id) if release_id else None
+    if match is None:
+        return None
+    made = parse_stamp(match[1])
+    return next((b for b in backups if b.taken_at <= made), None)
 
 
 async def prune(

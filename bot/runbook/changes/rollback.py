@@ -33,7 +33,8 @@ from typing import Literal
 
 from bot.clock import Clock, utc_now
 from bot.config import Config, Environment
-from bot.runbook.changes import releases
+from bot.process import kill_point
+from bot.runbook.changes import leftovers, releases
 from bot.runbook.changes.activate import (
     PASSES_NEEDED,
     Activator,
@@ -111,14 +112,14 @@ def artifact_names(env: Environment) -> list[str]:
 
 
 def missing_artifacts(patterns: Iterable[str], files: dict[str, bool]) -> list[str]:
-    """Problems with bin/: an artifact pattern nothing matches, or a match not executable."""
-    problems = []
-    for pattern in patterns:
-        matched = [name for name in files if fnmatch.fnmatchcase(name, pattern)]
-        if not matched:
-            problems.append(f"no {pattern}")
-        problems.extend(f"{name} is not executable" for name in matched if not files[name])
-    return problems
+    """Problems with bin/: an artifact pattern nothing matches. What the deploy asked of the
+    artifacts, no more: it packages whatever the globs match, executable or not (a VERSION or
+    a config file shipped in bin/), so a rollback to what it installed must not refuse it."""
+    return [
+        f"no {pattern}"
+        for pattern in patterns
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in files)
+    ]
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -232,6 +233,7 @@ class Rollback:
 
     async def _check_plan(self, host: Transport) -> str:
         run = self.runs[host.target]
+        tidied = await leftovers.tidy(host, self.layout)  # what a run cut short left
         view = await look(host, self.layout)
         if view.error is not None:
             raise StepError(StepFailed("hosts", host.target, 0.0, view.error))
@@ -244,7 +246,8 @@ class Rollback:
             if move.current_version
             else (move.current or "a hand-made bin/")
         )
-        return f"runs {now} → back to {self._target_of(run)}"
+        done = f" (left by a run cut short: {'; '.join(tidied)})" if tidied else ""
+        return f"runs {now} → back to {self._target_of(run)}{done}"
 
     def _target_of(self, run: HostRun) -> str:
         move = run.move
@@ -294,7 +297,8 @@ class Rollback:
             if "manifest checked" in result.stdout.splitlines()
             else "no MANIFEST to check against"
         )
-        return f"bin/{', bin/'.join(found)} executable; {manifest}"
+        mode = "executable" if all(files[n] for n in found) else "present, as the deploy left it"
+        return f"bin/{', bin/'.join(found)} {mode}; {manifest}"
 
     # --- one host at a time: stop, switch, start, verify -----------------------------------
 
@@ -309,6 +313,7 @@ class Rollback:
             run.fate = "stop_failed"
             yield problem
             return
+        kill_point("rollback:stopped")
         yield StepDone("stop", target, clocked.seconds, f"`{short(self.settings.stop)}` done")
         clocked = Clocked()
         yield StepStarted("switch", target, f"current → releases/{run.release}")
@@ -331,6 +336,7 @@ class Rollback:
         yield StepDone("switch", target, clocked.seconds, f"current → releases/{run.release}")
         clocked = Clocked()
         yield StepStarted("start", target, f"`{short(self.settings.start)}`")
+        kill_point("rollback:start")
         problem = await self._command(host, self.settings.start, "start", clocked)
         if problem is not None:
             run.fate = "start_failed"

@@ -6,9 +6,10 @@ from __future__ import annotations
 from bot.slack.blocks import button, escape, message, section
 from bot.slack.changes.change_blocks import day_and_time, link
 from bot.slack.chat import Message
-from bot.store import EnvironmentLock
+from bot.store import Deployment, EnvironmentLock
 
 UNLOCK_CONFIRM = "deploy_unlock_confirm"
+UNLOCK_FORCE = "deploy_unlock_force"
 
 
 def lock_holder(lock: EnvironmentLock) -> str:
@@ -46,6 +47,28 @@ def unlock_confirm(env: str, lock: EnvironmentLock) -> Message:
                 "block_id": "unlock_confirm",
                 "elements": [
                     button("Free it", UNLOCK_CONFIRM, f"{env}:{lock.token}", "danger"),
+                ],
+            },
+        ],
+    )
+
+
+def force_confirm(env: str, lock: EnvironmentLock, run: Deployment, why_dead: str) -> Message:
+    """Before an approver frees a lock whose run has no task any more."""
+    text = (
+        f":warning: {env} is {lock_holder(lock)}, and nothing runs it any more: {why_dead}. "
+        f"Freeing it marks {run.kind} #{run.id} interrupted (its hosts are inspected, as "
+        "after a crash) and tells the channel. Free it?"
+    )
+    return message(
+        f"{env}: free the lock of {run.kind} #{run.id}, whose run is dead?",
+        [
+            section(text),
+            {
+                "type": "actions",
+                "block_id": "unlock_force",
+                "elements": [
+                    button("Free it", UNLOCK_FORCE, f"{env}:{lock.token}", "danger"),
                 ],
             },
         ],

@@ -2,7 +2,9 @@
 hand (`/deploy lock`, `/deploy unlock`, freeing someone else's after a confirmation, and the
 holder's reminder, a durable timer).
 
-A run's own lock is taken and freed by the run (run.py); only its end frees it.
+A run's own lock is taken and freed by the run (run.py); only its end frees it — or, when its
+run is dead (recovery.py `task_gone`), an approver's `/deploy unlock <env> --force`, after a
+confirmation, announced in the channel.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from datetime import timedelta
 from bot.config import Environment
 from bot.runbook.changes.activate import human_duration
 from bot.slack import blocks
-from bot.slack.changes import lock_blocks
+from bot.slack.changes import lock_blocks, recovery
 from bot.slack.changes.change_blocks import day_and_time
 from bot.slack.changes.run import answer
 from bot.slack.chat import ChatError, Conversation
 from bot.slack.services import Services
-from bot.store import EnvironmentLock, LockHeld
+from bot.store import RUNNING, Deployment, EnvironmentLock, LockHeld
 
 LOCK_REMINDER_TIMER = "deploy.lock_reminder"
 
@@ -74,7 +76,8 @@ async def unlock(
             conversation,
             blocks.notice(
                 f"{env.name} is {lock_blocks.lock_holder(held)}. A running deploy keeps its lock "
-                "until it ends: use the Cancel button on its message to stop it.",
+                "until it ends: use the Cancel button on its message to stop it. (An approver "
+                f"can free the lock of a run that died: `/deploy unlock {env.name} --force`.)",
                 ":no_entry:",
             ),
         )
@@ -83,6 +86,83 @@ async def unlock(
         await answer(conversation, lock_blocks.unlock_confirm(env.name, held))
         return "asked to confirm"
     return await _free(services, env.name, held, user_id, conversation)
+
+
+async def unlock_force(
+    services: Services, env: Environment, user_id: str, conversation: Conversation
+) -> str:
+    """/deploy unlock <env> --force (approvers): a run's lock, once its run is dead; asks to
+    confirm first. A live run is refused: Cancel stops it."""
+    held = await asyncio.to_thread(services.store.environment_lock, env.name)
+    if held is None:
+        await answer(conversation, blocks.notice(f"{env.name} is not locked."))
+        return "not locked"
+    if held.kind == "manual":
+        await answer(
+            conversation,
+            blocks.notice(
+                f"{env.name} is {lock_blocks.lock_holder(held)}: `/deploy unlock {env.name}` "
+                "frees a lock taken by hand (--force is for a run that died)."
+            ),
+        )
+        return "refused: held by hand"
+    holding = await _holding_run(services, held)
+    if isinstance(holding, str):
+        await answer(conversation, blocks.notice(holding, ":no_entry:"))
+        return f"refused: {holding}"
+    await answer(conversation, lock_blocks.force_confirm(env.name, held, *holding))
+    return "asked to confirm"
+
+
+async def free_by_force(
+    services: Services, value: str, user_id: str, conversation: Conversation
+) -> str:
+    """The confirmation of `--force`: the lock must be the one shown, its run still dead."""
+    env_name, _, token = value.partition(":")
+    held = await asyncio.to_thread(services.store.environment_lock, env_name)
+    if held is None or held.token != token:
+        await answer(
+            conversation, blocks.notice(f"The lock on {env_name} changed since: look again.")
+        )
+        return "lock changed"
+    holding = await _holding_run(services, held)
+    if isinstance(holding, str):
+        await answer(conversation, blocks.notice(holding, ":no_entry:"))
+        return f"refused: {holding}"
+    dead, why = holding
+    ended = await recovery.end_dead_run(services, dead, freed_by=user_id)
+    if ended is None:
+        await answer(conversation, blocks.notice(f"The lock on {env_name} changed since."))
+        return "lock changed"
+    text = (
+        f"<@{user_id}> freed {env_name} by force: {dead.kind} #{dead.id} (asked by "
+        f"<@{dead.requested_by}>) had nothing running it any more ({why}). It is marked "
+        "interrupted; its thread says what its hosts were left as."
+    )
+    await conversation.post(blocks.notice(text, ":unlock:"))
+    return f"unlocked {env_name} by force: {dead.kind} #{dead.id} was dead ({why})"
+
+
+async def _holding_run(services: Services, held: EnvironmentLock) -> tuple[Deployment, str] | str:
+    """The dead run holding a lock and why it is dead; or, while it is alive, the refusal."""
+    store = services.store
+    deployment = (
+        await asyncio.to_thread(store.deployment, held.deployment_id)
+        if held.deployment_id is not None
+        else None
+    )
+    if deployment is None or deployment.state != RUNNING:
+        return f"The lock on {held.environment} changed since: look again."
+    now = store.clock()
+    if not recovery.task_gone(deployment, now):
+        beat = int((now - deployment.heartbeat_at).total_seconds())
+        return (
+            f"{deployment.kind.capitalize()} #{deployment.id} on {held.environment} is alive "
+            f"(its bot runs it; last heartbeat {beat} s ago), so its lock stays: use the "
+            "Cancel button on its message to stop it."
+        )
+    beat = day_and_time(deployment.heartbeat_at)
+    return deployment, f"its bot stopped or lost it; last heartbeat {beat}"
 
 
 async def free_anyway(

@@ -68,11 +68,11 @@ async def backup(
 ) -> str:
     """/rollback backup <env>: archive what runs now on every host (Manual Backups)."""
     change = Change("backup", env, user_id, title=backup_title(env.name))
+    procedure = ManualBackup(env, hosts_opener(services), clock=services.store.clock)
     run = ChangeRun(services, change, conversation)
     refused = await run.begin()
     if refused is not None:
         return refused
-    procedure = ManualBackup(env, hosts_opener(services), clock=services.store.clock)
     outcome = await run.execute(procedure)
     return outcome.summary
 
@@ -225,12 +225,6 @@ async def start(
         title=plan.title,
         approval_id=approval_id,
     )
-    run = ChangeRun(services, change, conversation)
-    refused = await run.begin()
-    if refused is not None:
-        return refused
-    if plan.undoing is not None:
-        await aftercare.stop(services, plan.undoing)  # no more checks of the deploy it undoes
     procedure = Rollback(
         plan,
         env,
@@ -240,7 +234,17 @@ async def start(
         requested_by=requested_by,
         clock=services.store.clock,
     )
-    outcome = await run.execute(procedure)
+    undoing = plan.undoing
+
+    async def stop_its_checks() -> None:
+        if undoing is not None:
+            await aftercare.stop(services, undoing)  # no more checks of the deploy it undoes
+
+    run = ChangeRun(services, change, conversation)
+    refused = await run.begin()
+    if refused is not None:
+        return refused
+    outcome = await run.execute(procedure, first=stop_its_checks)
     ran = await run.recorded()
     if ran is not None and ran.state != RUNNING:
         await _report(services, ran, env)

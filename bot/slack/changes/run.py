@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -48,6 +48,42 @@ HEARTBEAT_EVERY = timedelta(seconds=10)
 ALREADY_STARTED = "already started"
 # Failures told in the thread one by one; past this (a hundred hosts down) the checklist says it.
 MAX_THREAD_FAILURES = 10
+
+# The runs of this process between `begin` and their recorded end, by deployment id: a run of
+# this process that is not here has no task any more, and the recovery sweep ends it. An end
+# the store did not take is kept for the sweep to record.
+_RUNNING: set[int] = set()
+_UNRECORDED: dict[int, Outcome] = {}
+# Runs being begun: recorded, perhaps, but not yet in _RUNNING.
+_beginning = 0
+
+
+def running_here(deployment_id: int) -> bool:
+    """Whether a task of this process is running that change now (or may be: one is being
+    begun, and its id is not known yet)."""
+    return deployment_id in _RUNNING or _beginning > 0
+
+
+def unrecorded_end(deployment_id: int) -> Outcome | None:
+    """How a run of this process ended, when the store did not take it; taken once."""
+    return _UNRECORDED.pop(deployment_id, None)
+
+
+def keep_unrecorded_end(deployment_id: int, outcome: Outcome) -> None:
+    _UNRECORDED[deployment_id] = outcome
+
+
+@contextlib.asynccontextmanager
+async def running_it(services: Services, deployment_id: int) -> AsyncIterator[None]:
+    """This process runs that change for a while (the recovery putting a dead run's hosts
+    right): the sweep leaves it alone, its heartbeat tells other replicas it lives."""
+    _RUNNING.add(deployment_id)
+    beating = asyncio.create_task(_heartbeat(services, deployment_id))
+    try:
+        yield
+    finally:
+        beating.cancel()
+        _RUNNING.discard(deployment_id)
 
 
 # --- the wiring the procedures need, and where a change talks -------------------------------
@@ -128,6 +164,9 @@ class ChangeRun:
         requester has been told), for the audit."""
         change, store = self.change, self.services.store
         env = change.environment.name
+        global _beginning
+        began: Deployment | LockHeld | AlreadyStarted | None = None
+        _beginning += 1
         try:
             began = await asyncio.to_thread(
                 store.begin_deployment,
@@ -149,6 +188,10 @@ class ChangeRun:
             )
             await answer(self.conversation, blocks.notice(text, ":x:"))
             return "not started: store unavailable"
+        finally:
+            _beginning -= 1
+            if isinstance(began, Deployment):
+                _RUNNING.add(began.id)
         if isinstance(began, AlreadyStarted):
             # A second start of one approved request (the start-up sweep and the press racing):
             # the first one runs it; this one says nothing.
@@ -186,37 +229,53 @@ class ChangeRun:
             title=change.title,
         )
 
-    async def execute(self, procedure: Procedure) -> Outcome:
+    async def execute(
+        self, procedure: Procedure, first: Callable[[], Awaitable[None]] | None = None
+    ) -> Outcome:
         """Run the procedure into the message and the store; its outcome. One that honours
-        Cancel gets the button, and asks the store whether it was pressed."""
+        Cancel gets the button, and asks the store whether it was pressed. `first` is what
+        the kind does under the lock before its procedure (a rollback stops the checks of the
+        deploy it undoes).
+
+        Everything after `begin` took the lock is inside one try/finally: whatever fails (the
+        first post, a step, the store at the end), the run's end is recorded — which frees
+        the lock — or, when the store refuses even that, left to the recovery sweep, which
+        finds this run's task gone (`running_here`) and records it."""
         deployment, view = self._recorded, self._view()
         cancellable = isinstance(procedure, HonoursCancel)
         if isinstance(procedure, HonoursCancel):
             procedure.cancel_requested = self.cancel_requested
         live = LiveMessage(self.conversation)
-        await live.show(view.message(cancellable=cancellable))
-        await self._record_message(live.ref)
-        recorder = StepRecorder(self.services.store, deployment.id)
         heartbeat = asyncio.create_task(_heartbeat(self.services, deployment.id))
         outcome: Outcome | None = None
+        stopping = False
         try:
-            async for event in procedure.run():
-                view.apply(event)
-                await recorder.record(event)
-                if isinstance(event, StepFailed) and len(view.failures) <= MAX_THREAD_FAILURES:
-                    await post_in_thread(
-                        self.services, live.ref, change_blocks.failure_detail(event)
-                    )
-                if isinstance(event, Finished):
-                    outcome = event.outcome
-                await live.show(view.message(cancellable=cancellable))
+            if first is not None:
+                await first()
+            outcome = await self._run(procedure, view, live, cancellable)
         except asyncio.CancelledError:
             # The bot is stopping: say so now and free the lock, rather than leave it to the
             # next start-up's recovery.
+            stopping = True
             heartbeat.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._interrupted(view, live))
             raise
+        except ChatError as exc:
+            log.error(
+                "%s #%d of %s: its message could not be posted (%s); stopped before any step",
+                deployment.kind,
+                deployment.id,
+                deployment.environment,
+                exc.error,
+            )
+            outcome = Outcome(
+                "failed",
+                f"{deployment.kind.capitalize()} #{deployment.id} did not run: its message "
+                f"could not be posted (Slack said {exc.error}). Nothing was changed.",
+                view.version,
+            )
+            view.apply(Finished(outcome))
         except Exception:
             log.exception(
                 "%s #%d of %s failed with an internal error",
@@ -234,11 +293,36 @@ class ChangeRun:
             view.apply(Finished(outcome))
         finally:
             heartbeat.cancel()
-        if outcome is None:
-            outcome = Outcome("failed", "the procedure ended without a result", view.version)
-            view.apply(Finished(outcome))
-        await self._finish(outcome)
-        await live.finish(view.message())
+            if outcome is None and not stopping:
+                outcome = Outcome("failed", "the procedure ended without a result", view.version)
+                view.apply(Finished(outcome))
+            if outcome is not None:
+                await self._finish(outcome)
+        assert outcome is not None
+        try:
+            await live.finish(view.message())
+        except ChatError as exc:
+            log.warning(
+                "%s #%d: final state not shown: %s", deployment.kind, deployment.id, exc.error
+            )
+        return outcome
+
+    async def _run(
+        self, procedure: Procedure, view: ChangeView, live: LiveMessage, cancellable: bool
+    ) -> Outcome | None:
+        """The procedure's events into the message and the store; its outcome, if it said."""
+        await live.show(view.message(cancellable=cancellable))
+        await self._record_message(live.ref)
+        recorder = StepRecorder(self.services.store, self._recorded.id)
+        outcome: Outcome | None = None
+        async for event in procedure.run():
+            view.apply(event)
+            await recorder.record(event)
+            if isinstance(event, StepFailed) and len(view.failures) <= MAX_THREAD_FAILURES:
+                await post_in_thread(self.services, live.ref, change_blocks.failure_detail(event))
+            if isinstance(event, Finished):
+                outcome = event.outcome
+            await live.show(view.message(cancellable=cancellable))
         return outcome
 
     async def recorded(self) -> Deployment | None:
@@ -268,22 +352,29 @@ class ChangeRun:
             log.error("deployment #%d: message not recorded: %s", deployment.id, exc)
 
     async def _finish(self, outcome: Outcome) -> None:
+        """Record the run's end, which frees its lock. Never raises: an end the store does not
+        take is kept for the recovery sweep (`unrecorded_end`), which records it once the
+        store answers again — this task is gone by then, and the sweep looks for just that."""
         deployment = self._recorded
         state = "succeeded" if outcome.state == "planned" else outcome.state
         try:
             await asyncio.to_thread(
                 self.services.store.finish_deployment, deployment.id, state, outcome.summary
             )
-        except StoreError as exc:
+        except Exception as exc:  # the lock must not outlive the run
+            _UNRECORDED[deployment.id] = Outcome(state, outcome.summary, outcome.version)
             log.error(
-                "deployment #%d not finished in the store (%s): its lock on %s stays until "
-                "someone runs /deploy unlock or the database is back",
+                "deployment #%d not finished in the store (%s): the recovery sweep records "
+                "its end and frees %s once the database answers",
                 deployment.id,
                 exc,
                 deployment.environment,
             )
+        finally:
+            _RUNNING.discard(deployment.id)
 
     async def _interrupted(self, view: ChangeView, live: LiveMessage) -> None:
+        _RUNNING.discard(self._recorded.id)
         summary = "interrupted: the bot was stopped while this ran"
         ended = await asyncio.to_thread(
             self.services.store.interrupt_deployment, self._recorded.id, summary
