@@ -40,8 +40,6 @@ import json
 import os
 import platform
 import random
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,6 +48,7 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.profiling import profile_summary, start_profile
 from bot.config import parse_duration
 from tests.conftest import DemoService, new_channel, start_demo, start_slack_bot, stop_process
 from tests.support.alerts import alert_in, alerts_config
@@ -93,38 +92,6 @@ def cycles(metrics: str) -> float:
 
 def mapped(pid: int, name: str) -> bool:
     return name in Path(f"/proc/{pid}/maps").read_text()
-
-
-def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    """py-spy recording pid for `seconds` into `out` (raw, collapsed stacks), if installed."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists():
-        print("--profile: py-spy is not installed (pip install py-spy)", file=sys.stderr)
-        return None
-    argv = [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100"]
-    argv += ["-f", "raw", "-o", str(out), "--nonblocking"]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def profile_summary(raw: Path, top: int = 8) -> list[str]:
-    """The frames most busy samples passed through (inclusive), from py-spy's raw output."""
-    if not raw.exists():
-        return ["(no profile written: py-spy needs ptrace rights on the bot's process)"]
-    counts: dict[str, int] = {}
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, samples = line.rpartition(" ")
-        if not stack or not samples.isdigit():
-            continue
-        total += int(samples)
-        for frame in set(stack.split(";")):
-            name = frame.split(" (")[0]
-            if "(bot/" in frame or "(handlers/" in frame:
-                counts[name] = counts.get(name, 0) + int(samples)
-    ranked = sorted(counts.items(), key=lambda item: -item[1])[:top]
-    return [f"{total} busy samples at 100 Hz"] + [
-        f"{n / total * 100:5.1f} %  {name}" for name, n in ranked if total
-    ]
 
 
 def main() -> int:

@@ -43,6 +43,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from benchmarks.profiling import profile_summary, start_profile, stop_profile
 from tests.conftest import BOT_TOKEN, BotProcess, DemoService, stop_process
 from tests.support.fleet import (
     Acked,
@@ -187,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
                 tmp, slack, fleet_config(tmp / "eventmesh.yml", services, args.environments)
             )
             stack.callback(stop_process, bot.process)
+            if args.profile:
+                spy = start_profile(bot.process.pid, 3600, args.profile)
+                stack.callback(stop_profile, spy)
 
             for name in names[: args.singles]:
                 singles.append(run_check(bot, name))
@@ -295,6 +299,10 @@ def run(args: argparse.Namespace) -> int:
     statuses = {a.sent.response.status_code for a in idle_acks + during_acks}
     print()
     print(f"HTTP statuses: {sorted(statuses)}")
+    if args.profile:
+        print("\nWhere the bot's CPU went over the run (py-spy, inclusive):\n\n```")
+        print("\n".join(profile_summary(args.profile, top=14)))
+        print("```")
     return 0
 
 
@@ -310,12 +318,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--singles", type=int, default=10, help="single-environment checks")
     parser.add_argument("--burst", type=int, default=20, help="acks per burst (even)")
     parser.add_argument("--idle-s", type=float, default=6.0, help="pause before a cold cycle")
+    parser.add_argument("--profile", type=Path, help="record the bot with py-spy into this file")
     parser.add_argument(
         "--loop-sample", type=int, default=0, help="loop over this many environments only (0: all)"
     )
     args = parser.parse_args(argv)
-    if args.environments < 1 or args.environments > 999 or args.rounds < 1 or args.burst < 2:
-        parser.error("--environments 1-999, --rounds >= 1, --burst >= 2")
+    if args.environments < 1 or args.environments > 5000 or args.rounds < 1 or args.burst < 2:
+        parser.error("--environments 1-5000, --rounds >= 1, --burst >= 2")
     return args
 
 

@@ -16,7 +16,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import bot.transport.lean  # noqa: F401  (before paramiko is imported)
 from bot.config import Environment, SshSettings
 from bot.transport.base import (
     Command,
