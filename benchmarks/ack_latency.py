@@ -245,7 +245,9 @@ def run_round(
     channels = []
     if target.health_all_first:
         channel = new_channel()
-        body = slash_command_body("/health", "all", channel_id=channel)
+        body = slash_command_body(
+            "/health", "all", channel_id=channel, response_url=fake.response_url()
+        )
         sent = httpx.post(target.url, content=body, headers=signed_headers(SIGNING_SECRET, body))
         assert sent.status_code == 200, sent.text
         channels.append(channel)
