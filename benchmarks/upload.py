@@ -138,11 +138,12 @@ def client_cpu() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def host_cpu(server: Sshd) -> float:
-    """CPU seconds of the sshd's finished sessions (each connection's processes, reaped)."""
+def host_cpu(server: Sshd, kept: int) -> float:
+    """CPU seconds of the sshd's finished sessions (each connection's processes, reaped);
+    `kept`: the sessions of the connections kept open for the bare transfers."""
     sshd = psutil.Process(server.process.pid)
     deadline = time.monotonic() + 5
-    while sshd.children() and time.monotonic() < deadline:
+    while len(sshd.children()) > kept and time.monotonic() < deadline:
         time.sleep(0.01)  # a session that just closed: until sshd has reaped it
     times = sshd.cpu_times()
     return times.children_user + times.children_system
@@ -208,6 +209,7 @@ def measure(server: Sshd, source: Path, ways: list[Way], rounds: int) -> int:
     destination = source.parent / "host" / "releases" / source.name
     destination.parent.mkdir(parents=True)  # scp needs it; the transport would make it
     load_before = os.getloadavg()
+    kept = len(psutil.Process(server.process.pid).children())  # the bare transfers' connections
     started = time.monotonic()
     for round_number in range(1, rounds + 1):
         for way in ways:
@@ -215,13 +217,13 @@ def measure(server: Sshd, source: Path, ways: list[Way], rounds: int) -> int:
                 destination.unlink(missing_ok=True)
             elif way.destination == "present" and not destination.exists():
                 shutil.copyfile(source, destination)
-            host0, client0 = host_cpu(server), client_cpu()
+            host0, client0 = host_cpu(server, kept), client_cpu()
             t0 = time.perf_counter()
             cipher = way.upload(source, str(destination))
             seconds = time.perf_counter() - t0
             way.client_cpu.append(client_cpu() - client0)
             if way.destination != "none":  # a bare transfer's connection stays open
-                way.host_cpu.append(host_cpu(server) - host0)
+                way.host_cpu.append(host_cpu(server, kept) - host0)
             if way.destination != "none":
                 assert sha256(destination) == expected, f"{way.name}: the host's copy is wrong"
             way.seconds.append(seconds)
