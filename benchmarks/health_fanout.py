@@ -57,7 +57,6 @@ from tests.support.fleet import (
     start_services,
     work_done,
 )
-from tests.support.health_reports import final_report
 from tests.support.slack_fake import SlackFake
 
 REPORT_TIMEOUT_S = 60.0
@@ -89,6 +88,12 @@ def run_check(bot: BotProcess, scope: str) -> Cycle:
         sorted(ms for _, ms in found.values() if ms is not None),
         report.get("text", ""),
     )
+
+
+def final_report(slack: SlackFake, channel: str) -> dict:
+    """The channel's complete report (its Check again button shows last), waited for as long
+    as a fleet's report may take on a busy machine."""
+    return slack.wait_for(lambda fake: _complete(fake, channel), REPORT_TIMEOUT_S)
 
 
 def _complete(fake: SlackFake, channel: str) -> dict | None:
@@ -126,7 +131,7 @@ def ack_burst(
         started = time.monotonic()
         sent = bot.command("/health", "all")
         acked = burst(bot, targets)
-        final_report(slack, sent.channel)
+        final_report(slack, sent.channel)  # a 1,000-environment report takes seconds
         cycle_seconds = (
             max(c.at for c in slack.calls_to("chat.update") if c.args["channel"] == sent.channel)
             - started
