@@ -8,14 +8,19 @@ benchmark's own output in full. A benchmark that fails is recorded as failed (it
 tail) and the others still run.
 
     ./scripts/bench                       # everything (about 25 minutes)
-    ./scripts/bench --only upload alerts_idle
+    ./scripts/bench --only upload alerts_idle   # re-runs these, keeps the others' last runs
     ./scripts/bench --list
+
+Each run's record is kept in benchmarks/results.json, so `--only` replaces the benchmarks it
+names and results.md still shows the others from their last run (with their own date and load).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import json
 import os
 import platform
 import re
@@ -30,6 +35,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.md"
+RECORDS = ROOT / "benchmarks" / "results.json"
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ BENCHES = (
 @dataclass
 class Ran:
     bench: Bench
+    started: str  # UTC
     command: str
     seconds: float
     load_before: float
@@ -104,6 +111,7 @@ def run_one(bench: Bench, tmp: Path) -> Ran:
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     ran = Ran(
         bench,
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         shown,
         time.monotonic() - started,
         load_before,
@@ -175,12 +183,12 @@ def write_results(runs: list[Ran], header: list[str], load_start: float) -> None
         "ran in the same run, interleaved where the benchmark allows, so compare those."
     )
     lines += ["", "## Headline figures", "", *headline(by_name), "", "## Runs", ""]
-    lines += ["| benchmark | command | took | load before → after | result |"]
-    lines += ["| --- | --- | ---: | --- | --- |"]
+    lines += ["| benchmark | started | command | took | load before → after | result |"]
+    lines += ["| --- | --- | --- | ---: | --- | --- |"]
     for ran in runs:
         result = "ok" if ran.status == 0 else f"failed ({ran.status})"
         lines.append(
-            f"| {ran.bench.name} | `{ran.command}` | {ran.seconds:.0f} s | "
+            f"| {ran.bench.name} | {ran.started} | `{ran.command}` | {ran.seconds:.0f} s | "
             f"{ran.load_before:.2f} → {ran.load_after:.2f} | {result} |"
         )
     for ran in runs:
@@ -191,6 +199,19 @@ def write_results(runs: list[Ran], header: list[str], load_start: float) -> None
             tail = "\n".join(ran.stderr.rstrip().splitlines()[-25:])
             lines += ["Failed; the end of its stderr:", "", "```", tail, "```"]
     RESULTS.write_text("\n".join(lines) + "\n")
+
+
+def kept_runs(exclude: set[str]) -> list[Ran]:
+    """The last recorded runs of the benchmarks not run now."""
+    if not RECORDS.exists():
+        return []
+    known = {bench.name: bench for bench in BENCHES}
+    kept = []
+    for record in json.loads(RECORDS.read_text()):
+        name = record["bench"]["name"]
+        if name in known and name not in exclude:
+            kept.append(Ran(**{**record, "bench": known[name]}))
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"eventmesh-bench-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     header, load_start = machine(), os.getloadavg()[0]
-    runs = [run_one(bench, tmp) for bench in chosen]
+    runs = kept_runs(exclude={bench.name for bench in chosen})
+    runs += [run_one(bench, tmp) for bench in chosen]
+    runs.sort(key=lambda ran: [bench.name for bench in BENCHES].index(ran.bench.name))
+    RECORDS.write_text(json.dumps([dataclasses.asdict(ran) for ran in runs], indent=1) + "\n")
     write_results(runs, header, load_start)
     print(f"wrote {RESULTS.relative_to(ROOT)}", file=sys.stderr)
     return 0 if all(ran.status == 0 for ran in runs) else 1
