@@ -257,7 +257,11 @@ def run_round(
             channels.append(channel)  # else Slack would have shown an error: nothing to wait for
     acks = asyncio.run(burst(target.url, fake, concurrency))
     channels += [ack.channel for ack in acks]
-    target.wait_work_done(channels, timeout)
+    try:
+        target.wait_work_done(channels, timeout)
+    except RuntimeError as late:
+        # Under load the work may outlast the wait; the acks are what is measured: go on.
+        print(f"  {late}; the next round starts anyway", file=sys.stderr)
     return Round(target.name, number, acks, last_call_at(fake, channels) - started)
 
 
