@@ -15,9 +15,16 @@ signed ``/health staging`` commands at once, each from its own channel, then wai
 target has finished all of its background work (so a round never runs on top of the previous
 round's leftovers) and reports how long that took.
 
+With ``--under-load``, our bot acks its bursts while it is busy the way an incident makes it:
+its config also holds 200 healthy environments and 50 failing ones (healthz 503), all checked
+every 5 s with alerts on (so 50 alerts fire and page), and each of its rounds starts with a
+`/health all` over all of them, sent right before the burst. The naive app, the anchor, gets
+its bursts as before.
+
 Run from the repository root::
 
     .venv/bin/python -m benchmarks.ack_latency --concurrency 50 --rounds 3 --latency-ms 1000
+    .venv/bin/python -m benchmarks.ack_latency --under-load
 
 Everything started here (Slack fake, demo service, the bot, the naive app) listens on
 127.0.0.1 only and is stopped on the way out, errors and Ctrl-C included.
@@ -59,6 +66,7 @@ from tests.conftest import (
 from tests.conftest import (
     start_demo as start_demo_service,
 )
+from tests.support.alerts import alerts_config
 from tests.support.slack_fake import SlackFake
 from tests.support.slack_signing import signed_headers, slash_command_body
 
@@ -77,6 +85,8 @@ NAIVE_HEALTH_TIMEOUT_S = 2.0  # the runbook's critical threshold
 ENVIRONMENT = "staging"
 EVENTS_PATH = "/slack/events"
 OURS, NAIVE = "ours", "naive"
+# --under-load: healthy environments for /health all, failing ones for the alert storm.
+LOAD_FLEET, LOAD_FAILING, LOAD_INTERVAL = 200, 50, "5s"
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -182,6 +192,8 @@ class Target:
     process: subprocess.Popen[bytes]
     log: Path
     wait_work_done: Callable[[list[str], float], None]
+    health_all_first: bool = False  # --under-load: each round starts with a /health all
+    storm: Callable[[], None] | None = None  # --under-load: makes the failing ones fail
 
 
 async def burst(url: str, fake: SlackFake, concurrency: int) -> list[AckSample]:
@@ -230,9 +242,26 @@ def run_round(
 ) -> Round:
     """One burst, then wait for its background work so the next round starts on a quiet target."""
     started = time.monotonic()
+    channels = []
+    if target.health_all_first:
+        channel = new_channel()
+        body = slash_command_body(
+            "/health", "all", channel_id=channel, response_url=fake.response_url()
+        )
+        sent = httpx.post(
+            target.url, content=body, headers=signed_headers(SIGNING_SECRET, body), timeout=15
+        )
+        print(f"  /health all acked in {sent.elapsed.total_seconds() * 1000:.0f} ms: HTTP "
+              f"{sent.status_code}", file=sys.stderr)  # fmt: skip
+        if sent.status_code == 200:
+            channels.append(channel)  # else Slack would have shown an error: nothing to wait for
     acks = asyncio.run(burst(target.url, fake, concurrency))
-    channels = [ack.channel for ack in acks]
-    target.wait_work_done(channels, timeout)
+    channels += [ack.channel for ack in acks]
+    try:
+        target.wait_work_done(channels, timeout)
+    except RuntimeError as late:
+        # Under load the work may outlast the wait; the acks are what is measured: go on.
+        print(f"  {late}; the next round starts anyway", file=sys.stderr)
     return Round(target.name, number, acks, last_call_at(fake, channels) - started)
 
 
@@ -401,11 +430,17 @@ def start_demo(stack: contextlib.ExitStack, tmp: Path, latency_ms: int) -> str:
     return demo.url
 
 
-def start_ours(stack: contextlib.ExitStack, tmp: Path, fake: SlackFake, demo_url: str) -> Target:
+def start_ours(
+    stack: contextlib.ExitStack, tmp: Path, fake: SlackFake, demo_url: str, under_load: bool
+) -> Target:
     """The real bot, started the way the test suite starts it (INFO logging, its default)."""
     workdir = tmp / "bot"
     workdir.mkdir()
-    config = write_config(workdir / "eventmesh.yml", {ENVIRONMENT: demo_url})
+    storm = None
+    if under_load:
+        config, storm = load_config(stack, tmp, workdir / "eventmesh.yml", demo_url)
+    else:
+        config = write_config(workdir / "eventmesh.yml", {ENVIRONMENT: demo_url})
     process, url, log = start_bot(
         workdir,
         SLACK_BOT_TOKEN=BOT_TOKEN,
@@ -414,7 +449,34 @@ def start_ours(stack: contextlib.ExitStack, tmp: Path, fake: SlackFake, demo_url
         EVENTMESH_CONFIG=str(config),
     )
     stack.callback(stop_process, process)
-    return Target(OURS, url + EVENTS_PATH, process, log, ours_work_done(f"{url}/metrics"))
+    work_done = ours_work_done(f"{url}/metrics")
+    return Target(
+        OURS, url + EVENTS_PATH, process, log, work_done, health_all_first=under_load, storm=storm
+    )
+
+
+def load_config(
+    stack: contextlib.ExitStack, tmp: Path, path: Path, demo_url: str
+) -> tuple[Path, Callable[[], None]]:
+    """--under-load: the benchmark's environment, a healthy fleet and the ones that fail once
+    the storm starts (its healthz answers 503), all checked every LOAD_INTERVAL with alerts on
+    (alerts, incidents and pages go to the fake's channels)."""
+    healthy = start_demo_service(tmp, "fleet")
+    failing = start_demo_service(tmp, "failing")
+    for service in (healthy, failing):
+        stack.callback(stop_process, service.process)
+    healthy.set_faults(latency_ms=200)
+    environments = {ENVIRONMENT: demo_url}
+    environments |= {f"env{n:03d}": healthy.url for n in range(1, LOAD_FLEET + 1)}
+    environments |= {f"failing{n:02d}": failing.url for n in range(1, LOAD_FAILING + 1)}
+    config = alerts_config(
+        path,
+        environments,
+        alerts_channel=new_channel(),
+        incidents_channel=new_channel(),
+        check_interval=LOAD_INTERVAL,
+    )
+    return config, lambda: failing.set_faults(healthz_status=503)
 
 
 def start_naive(stack: contextlib.ExitStack, tmp: Path, fake: SlackFake, demo_url: str) -> Target:
@@ -443,7 +505,7 @@ def start_naive(stack: contextlib.ExitStack, tmp: Path, fake: SlackFake, demo_ur
     return Target(NAIVE, url + EVENTS_PATH, process, log, naive_work_done(fake))
 
 
-def run(concurrency: int, rounds: int, latency_ms: int) -> int:
+def run(concurrency: int, rounds: int, latency_ms: int, under_load: bool = False) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ack-latency-"))
     # Worst case: every check takes the injected latency, 5 at a time (Bolt's executor).
     drain_timeout = DRAIN_BASE_TIMEOUT_S + concurrency * latency_ms / 1000
@@ -454,11 +516,15 @@ def run(concurrency: int, rounds: int, latency_ms: int) -> int:
             fake = stack.enter_context(SlackFake(bot_token=BOT_TOKEN))
             demo_url = start_demo(stack, tmp, latency_ms)
             targets = [
-                start_ours(stack, tmp, fake, demo_url),
+                start_ours(stack, tmp, fake, demo_url, under_load),
                 start_naive(stack, tmp, fake, demo_url),
             ]
             for target in targets:
                 warm_up(target, fake, drain_timeout)
+            posts_before = len(fake.calls_to("chat.postMessage"))
+            for target in targets:
+                if target.storm is not None:
+                    target.storm()  # the alerts fire during the first rounds
             for number in range(1, rounds + 1):
                 for target in targets:
                     result = run_round(target, number, fake, concurrency, drain_timeout)
@@ -473,6 +539,12 @@ def run(concurrency: int, rounds: int, latency_ms: int) -> int:
             for target in targets:
                 if target.process.poll() is not None:
                     raise RuntimeError(f"{target.name} exited early; see {target.log}")
+            bursts = {ack.channel for result in completed for ack in result.acks}
+            storm_posts = sum(
+                1
+                for call in fake.calls_to("chat.postMessage")[posts_before:]
+                if call.args.get("channel") not in bursts
+            )
     except BaseException:
         print(f"ack_latency: stopped before the end; logs kept in {tmp}", file=sys.stderr)
         raise
@@ -482,6 +554,14 @@ def run(concurrency: int, rounds: int, latency_ms: int) -> int:
         f"/health {ENVIRONMENT} ack latency, {concurrency} concurrent signed commands per round, "
         f"{rounds} interleaved rounds per target, demo service latency {latency_ms} ms"
     )
+    if under_load:
+        print(
+            f"ours under load: {LOAD_FLEET} healthy and {LOAD_FAILING} environments that start "
+            f"failing (healthz 503) after the warm-up, all checked every {LOAD_INTERVAL} with "
+            f"alerts on, and a `/health all` over all {LOAD_FLEET + LOAD_FAILING + 1} sent right "
+            f"before each of its bursts; {storm_posts} Slack posts besides the bursts' during "
+            "the rounds (alerts, incident cards, pages, reports)"
+        )
     print(
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"slack_bolt {version('slack_bolt')}, slack_sdk {version('slack_sdk')}, "
@@ -505,6 +585,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--latency-ms", type=int, default=1000, help="latency injected into the demo service"
     )
+    parser.add_argument(
+        "--under-load", action="store_true", help="ours: an alert storm and /health all too"
+    )
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.rounds < 1 or args.latency_ms < 0:
         parser.error("--concurrency and --rounds must be at least 1, --latency-ms at least 0")
@@ -523,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM's default ends the process without unwinding, which would leave the bot, the
     # demo service and the naive app running; as an exception it goes through run's cleanup.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    return run(args.concurrency, args.rounds, args.latency_ms)
+    return run(args.concurrency, args.rounds, args.latency_ms, args.under_load)
 
 
 if __name__ == "__main__":

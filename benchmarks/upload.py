@@ -5,13 +5,14 @@ these ways of putting it on the "host", interleaved round by round so background
 them all alike:
 
 - transport: `SshTransport.upload` as /deploy uses it: connect, stream into a temporary
-  name with the sha256 computed on the host as the bytes arrive, compare, rename into place.
+  name with the sha256 computed on both ends as the bytes go (client: each chunk as it is
+  read; host: `tee` into the hasher), compare, rename into place.
   AES-GCM is moved first in paramiko's cipher list (the default).
 - transport, paramiko's cipher order: the same with paramiko's own order, which negotiates
   aes128-ctr + hmac-sha2-256 (paramiko lists AES-GCM last). The lever, shown on its own.
-- scp: OpenSSH's scp of the same file, with its defaults (a new connection each time, as the
-  transport makes); the ratio column is against this one. OpenSSH prefers
-  chacha20-poly1305, so scp forced to AES-GCM is shown too, for reference.
+- scp -c aes128-gcm@openssh.com: OpenSSH's scp of the same file on the cipher the transport
+  negotiates (a new connection each time, as the transport makes). **The anchor**: the ratio
+  column is against this one. scp with OpenSSH's defaults (chacha20-poly1305) is shown too.
 - transport, already there: the same file again at the same place: hashed on both ends,
   nothing sent.
 - bare transfer, AES-GCM first / paramiko's cipher order: the bytes alone, into
@@ -31,6 +32,7 @@ import asyncio
 import hashlib
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import Literal
 
 import paramiko
+import psutil
 
 from bot.transport import Shell
 from bot.transport.ssh import SshTransport, gcm_first
@@ -57,6 +60,10 @@ class Way:
     # not a file at all (the bare transfers)
     destination: Literal["absent", "present", "none"] = "absent"
     seconds: list[float] = field(default_factory=list)
+    # CPU seconds: this process and its children (the client: transport threads, scp and ssh),
+    # and the host's sessions (sshd's children, once reaped: not for the kept connections)
+    client_cpu: list[float] = field(default_factory=list)
+    host_cpu: list[float] = field(default_factory=list)
     ciphers: set[str] = field(default_factory=set)
 
     @property
@@ -92,6 +99,9 @@ def stream_only(transport: SshTransport, payload: bytes):  # type: ignore[no-unt
     return upload
 
 
+SCP_GCM = "OpenSSH scp -c aes128-gcm@openssh.com (the anchor)"
+
+
 def scp_upload(server: Sshd, cipher: str | None = None):  # type: ignore[no-untyped-def]
     choice = ["-c", cipher] if cipher else []
 
@@ -119,6 +129,24 @@ def openssh_default_cipher(server: Sshd) -> str:
         if line.startswith("ciphers "):
             return line.split()[1].split(",")[0]
     return "?"
+
+
+def client_cpu() -> float:
+    """CPU seconds of this process (all threads) and of its waited-for children (scp, ssh)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def host_cpu(server: Sshd, kept: int) -> float:
+    """CPU seconds of the sshd's finished sessions (each connection's processes, reaped);
+    `kept`: the sessions of the connections kept open for the bare transfers."""
+    sshd = psutil.Process(server.process.pid)
+    deadline = time.monotonic() + 5
+    while len(sshd.children()) > kept and time.monotonic() < deadline:
+        time.sleep(0.01)  # a session that just closed: until sshd has reaped it
+    times = sshd.cpu_times()
+    return times.children_user + times.children_system
 
 
 def sha256(path: Path) -> str:
@@ -161,9 +189,8 @@ def run(server: Sshd, work: Path, size_mb: int, rounds: int) -> int:
     ways = [
         Way("transport (AES-GCM first, the default)", transport_upload(server, gcm_first)),
         Way("transport, paramiko's cipher order", transport_upload(server, tuple)),
-        Way("OpenSSH scp", scp_upload(server)),
-        Way("OpenSSH scp -c aes128-gcm (for reference)",
-            scp_upload(server, "aes128-gcm@openssh.com")),
+        Way(SCP_GCM, scp_upload(server, "aes128-gcm@openssh.com")),
+        Way("OpenSSH scp, its default cipher", scp_upload(server)),
         Way("transport, file already there (skipped)", transport_upload(server, gcm_first),
             destination="present"),
         Way("bare transfer, AES-GCM first", stream_only(gcm, payload), destination="none"),
@@ -182,6 +209,7 @@ def measure(server: Sshd, source: Path, ways: list[Way], rounds: int) -> int:
     destination = source.parent / "host" / "releases" / source.name
     destination.parent.mkdir(parents=True)  # scp needs it; the transport would make it
     load_before = os.getloadavg()
+    kept = len(psutil.Process(server.process.pid).children())  # the bare transfers' connections
     started = time.monotonic()
     for round_number in range(1, rounds + 1):
         for way in ways:
@@ -189,9 +217,13 @@ def measure(server: Sshd, source: Path, ways: list[Way], rounds: int) -> int:
                 destination.unlink(missing_ok=True)
             elif way.destination == "present" and not destination.exists():
                 shutil.copyfile(source, destination)
+            host0, client0 = host_cpu(server, kept), client_cpu()
             t0 = time.perf_counter()
             cipher = way.upload(source, str(destination))
             seconds = time.perf_counter() - t0
+            way.client_cpu.append(client_cpu() - client0)
+            if way.destination != "none":  # a bare transfer's connection stays open
+                way.host_cpu.append(host_cpu(server, kept) - host0)
             if way.destination != "none":
                 assert sha256(destination) == expected, f"{way.name}: the host's copy is wrong"
             way.seconds.append(seconds)
@@ -200,8 +232,9 @@ def measure(server: Sshd, source: Path, ways: list[Way], rounds: int) -> int:
             print(f"round {round_number} {way.name}: {seconds:.3f}s "
                   f"({size / 1e6 / seconds:.0f} MB/s)", file=sys.stderr)  # fmt: skip
     total = time.monotonic() - started
-    scp = next(w for w in ways if w.name == "OpenSSH scp")
-    scp.ciphers.add(f"{openssh_default_cipher(server)} (OpenSSH's default)")
+    scp = next(w for w in ways if w.name == SCP_GCM)
+    default = next(w for w in ways if w.name == "OpenSSH scp, its default cipher")
+    default.ciphers.add(f"{openssh_default_cipher(server)} (OpenSSH's default)")
     print(
         f"{size // 1_000_000} MB (random bytes) to a loopback OpenSSH sshd, best of {rounds} "
         f"interleaved rounds per way\n"
@@ -209,13 +242,19 @@ def measure(server: Sshd, source: Path, ways: list[Way], rounds: int) -> int:
         f"{os.getloadavg()[0]:.2f} after; Python {platform.python_version()}, "
         f"paramiko {paramiko.__version__}, {openssh_version()}; {total:.0f} s total\n"
     )
-    print("| way | cipher | best | MB/s (best) | median | × scp (best) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print(
+        "| way | cipher | best | MB/s (best) | median | × scp AES-GCM (best) | (median) "
+        "| CPU s, client + host (median) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for way in ways:
+        median = statistics.median(way.seconds)
+        cpu = f"{statistics.median(way.client_cpu):.2f}"
+        cpu += f" + {statistics.median(way.host_cpu):.2f}" if way.host_cpu else " + (kept open)"
         print(
             f"| {way.name} | {', '.join(sorted(way.ciphers)) or '-'} | {way.best:.2f} s | "
-            f"{size / 1e6 / way.best:.0f} | {statistics.median(way.seconds):.2f} s | "
-            f"{scp.best / way.best:.2f} |"
+            f"{size / 1e6 / way.best:.0f} | {median:.2f} s | {scp.best / way.best:.2f} | "
+            f"{statistics.median(scp.seconds) / median:.2f} | {cpu} |"
         )
     return 0
 

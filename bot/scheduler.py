@@ -21,9 +21,13 @@ that could not be posted because Slack was down goes out when Slack is back. A h
 cannot run yet (another replica is working on the same incident) raises RetryLater: tried
 again after its delay, without an error in the log.
 
-Timers can also be written by the store inside a larger transaction (an incident's state
-change and its next deadline, together); whoever does that calls `sweep_at(due_at)` so the
-sweep runs when they fall due.
+The sweep sleeps when nothing is due: after each one it asks the store when the next timer
+can be claimed (`next_timer_at`: a due time, or the end of another's claim) and sleeps until
+then, never longer than a safety poll (30 s). Timers can also be written by the store inside
+a larger transaction (an incident's state change and its next deadline, together); whoever
+does that calls `sweep_at(due_at)` so the sweep runs when they fall due. On PostgreSQL the
+other replicas hear of every timer set (LISTEN/NOTIFY, bot/store/timers.py) and plan their
+sweep the same way; on SQLite another process's timer is found by the safety poll.
 """
 
 from __future__ import annotations
@@ -47,7 +51,11 @@ log = logging.getLogger(__name__)
 TimerHandler = Callable[[Timer], Awaitable[None]]
 PeriodicJob = Callable[[], Awaitable[None]]
 
-DEFAULT_SWEEP_EVERY = timedelta(seconds=1)
+# The longest the sweep sleeps: a timer set where no notice reaches this bot (another
+# process on SQLite, a lost LISTEN connection) is fired at most this late.
+DEFAULT_SWEEP_EVERY = timedelta(seconds=30)
+# After a failed sweep (the store away), the next one is tried this soon.
+SWEEP_RETRY_AFTER = timedelta(seconds=5)
 DEFAULT_LEASE = timedelta(seconds=15)
 MAX_RETRY_DELAY = timedelta(minutes=5)
 # A timer nobody here handles may belong to a newer version of the bot sharing the database.
@@ -90,7 +98,8 @@ class Scheduler:
         self._executor = _DrainingExecutor()
         self._aps = AsyncIOScheduler(timezone=UTC, executors={"default": self._executor})
         self._firing: set[asyncio.Task[object]] = set()
-        self._early: asyncio.TimerHandle | None = None
+        self._next_sweep: asyncio.TimerHandle | None = None
+        self._listening: asyncio.Task[None] | None = None
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -122,12 +131,22 @@ class Scheduler:
             self._aps.remove_job(name)
 
     def start(self) -> None:
-        self.every("timers", self.sweep_every, self.sweep)
+        """Start the periodic jobs and the timer sweep (the first at once: timers left by a
+        previous run). Call it on the event loop."""
         self._aps.start()
+        self._listening = asyncio.create_task(
+            self.store.listen_timers(self.sweep_at), name="timers-listen"
+        )
+        self._sweep_soon()
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        if self._early is not None:
-            self._early.cancel()
+        if self._next_sweep is not None:
+            self._next_sweep.cancel()
+            self._next_sweep = None
+        if self._listening is not None:
+            self._listening.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listening
         if self._aps.running:
             self._aps.pause()
             await self._executor.drain(grace_s)
@@ -150,38 +169,60 @@ class Scheduler:
         await asyncio.to_thread(self.store.cancel_timers, kind, key)
 
     def sweep_at(self, due_at: datetime) -> None:
-        """Sweep when a timer falls due instead of up to a sweep interval later.
+        """Sweep when a timer falls due (unless a sweep is planned before then).
 
         Call it on the event loop for a timer written without `schedule` (in a store
         transaction of its own).
         """
         if not self._aps.running:
             return
+        self._plan_sweep(max(0.0, (due_at - self.clock()).total_seconds()))
+
+    def _plan_sweep(self, delay_s: float) -> None:
         loop = asyncio.get_running_loop()
-        delay = max(0.0, (due_at - self.clock()).total_seconds())
-        if delay >= self.sweep_every.total_seconds():
-            return
-        if self._early is not None and self._early.when() <= loop.time() + delay:
-            return
-        if self._early is not None:
-            self._early.cancel()
-        self._early = loop.call_later(delay, self._sweep_soon)
+        delay_s = min(delay_s, self.sweep_every.total_seconds())
+        if self._next_sweep is not None:
+            if self._next_sweep.when() <= loop.time() + delay_s:
+                return
+            self._next_sweep.cancel()
+        self._next_sweep = loop.call_later(delay_s, self._sweep_soon)
 
     def _sweep_soon(self) -> None:
-        self._early = None
-        task = asyncio.create_task(self.sweep(), name="timers-early")
+        self._next_sweep = None
+        task = asyncio.create_task(self._sweep_and_plan(), name="timers-sweep")
         self._firing.add(task)
         task.add_done_callback(self._firing.discard)
 
+    async def _sweep_and_plan(self) -> None:
+        """One sweep, then the next planned for when the next timer can be claimed."""
+        if await self._sweep() < 0:
+            self._plan_sweep(SWEEP_RETRY_AFTER.total_seconds())
+            return
+        try:
+            next_at = await asyncio.to_thread(self.store.next_timer_at)
+        except StoreError:
+            self._plan_sweep(SWEEP_RETRY_AFTER.total_seconds())
+            return
+        if self._aps.running:
+            self._plan_sweep(
+                self.sweep_every.total_seconds()
+                if next_at is None
+                else max(0.0, (next_at - self.clock()).total_seconds())
+            )
+
     async def sweep(self) -> int:
         """Claim the due timers and start their handlers; returns how many were claimed."""
+        return max(0, await self._sweep())
+
+    async def _sweep(self) -> int:
+        """sweep(), but -1 when the store could not be asked."""
         try:
             timers = await asyncio.to_thread(
                 self.store.claim_due_timers, self.owner, self.clock(), self.lease
             )
         except StoreError as exc:
             log.error("timers not swept: %s — check the database at EVENTMESH_DATABASE_URL", exc)
-            return 0
+            return -1
         for timer in timers:
             task = asyncio.create_task(self._fire(timer), name=f"timer-{timer.kind}-{timer.id}")
             self._firing.add(task)
@@ -288,9 +329,11 @@ class Scheduler:
                     await work
 
     async def _retry(self, timer: Timer, delay: timedelta) -> None:
+        due_at = self.clock() + delay
         await asyncio.to_thread(
-            self.store.retry_timer, timer.id, self.owner, self.clock() + delay, timer.attempts
+            self.store.retry_timer, timer.id, self.owner, due_at, timer.attempts
         )
+        self.sweep_at(due_at)
 
 
 class _DrainingExecutor(AsyncIOExecutor):

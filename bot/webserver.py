@@ -68,8 +68,29 @@ class EmbeddedServer(uvicorn.Server):
     """
 
     def __init__(self, config: uvicorn.Config, ready: asyncio.Event | None = None) -> None:
+        self._exit = asyncio.Event()
         super().__init__(config)
         self._ready = ready
+
+    # uvicorn wakes every 0.1 s to see whether it should stop; this one wakes once a second
+    # (the Date header's pace) and at once when told to stop.
+    @property  # type: ignore[override]
+    def should_exit(self) -> bool:
+        return self._exit.is_set()
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        if value:
+            self._exit.set()
+        else:
+            self._exit.clear()
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864000  # on_tick refreshes the Date header at each 10
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit.wait(), 1.0)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from bot.scheduler import RetryLater, Scheduler, retry_delay
 from bot.store import Store, Timer
@@ -242,3 +243,87 @@ def test_setting_a_timer_from_its_own_handler_leaves_the_running_one_to_finish(
     clock.advance(minutes=10)
     assert sweep(scheduler) == 1
     assert fired[:2] == [1, 2]
+
+
+class CountingStore(Store):
+    """The real store, counting the sweeps' queries: how often the scheduler wakes."""
+
+    claims = 0
+
+    def claim_due_timers(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.claims += 1
+        return super().claim_due_timers(*args, **kwargs)
+
+
+def test_an_idle_scheduler_sweeps_once_then_sleeps_until_a_timer_is_due(tmp_path: Path) -> None:
+    # Real time: nothing is due, so after its first sweep the scheduler (its defaults) asks the
+    # store nothing until the timer set 1.5 s later falls due.
+    store = CountingStore(f"sqlite:///{tmp_path / 'bot.db'}")
+    scheduler = Scheduler(store)
+
+    async def scenario() -> None:
+        fired = asyncio.Event()
+
+        async def page(timer: Timer) -> None:
+            fired.set()
+
+        scheduler.on("escalation.step", page)
+        scheduler.start()
+        try:
+            while store.claims < 1:
+                await asyncio.sleep(0.01)  # until the first sweep (a condition, not a wait)
+            await scheduler.schedule(
+                "escalation.step", "INC-1", store.clock() + timedelta(seconds=1.5)
+            )
+            await asyncio.wait_for(fired.wait(), timeout=10)
+        finally:
+            await scheduler.stop()
+
+    asyncio.run(scenario())
+    assert store.claims == 2  # the first sweep, then the one for the timer: no polling between
+    store.close()
+
+
+def test_a_timer_set_by_another_replica_wakes_this_one_on_postgresql(
+    postgres_database: str,
+) -> None:
+    # The other replica writes the row (and its NOTIFY) straight through its own store; this
+    # scheduler's safety poll is 30 s away, so only the notice can fire the timer in time.
+    here, there = Store(postgres_database), Store(postgres_database)
+    scheduler = Scheduler(here, sweep_every=timedelta(seconds=30), owner="bot-here")
+
+    async def scenario() -> None:
+        fired = asyncio.Event()
+
+        async def page(timer: Timer) -> None:
+            fired.set()
+
+        scheduler.on("escalation.step", page)
+        scheduler.start()
+        try:
+            await scheduler.settle()
+            while not _listening(here):
+                await asyncio.sleep(0.05)  # until its LISTEN is in (a condition)
+            due = there.clock() + timedelta(seconds=0.3)
+            await asyncio.to_thread(there.schedule_timer, "escalation.step", "INC-7", due)
+            await asyncio.wait_for(fired.wait(), timeout=10)
+        finally:
+            await scheduler.stop()
+
+    asyncio.run(scenario())
+    assert here.pending_timers() == []
+    here.close()
+    there.close()
+
+
+def _listening(store: Store) -> bool:
+    """Whether a session of this database LISTENs (its last statement was the LISTEN)."""
+    with store.engine.connect() as connection:
+        return bool(
+            connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND query LIKE 'LISTEN%'"
+                )
+            ).scalar()
+        )

@@ -19,7 +19,6 @@ the code (`policy_rows`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any, Literal
 
 from bot.clock import Clock, utc_now
 from bot.config import Access, Config
+from bot.slack.ack_reads import read_for_ack
 from bot.store import StoreError
 from bot.store.oncall import OnCallStore
 
@@ -180,7 +180,7 @@ class Policy:
     async def _overridden(self, now: datetime) -> set[str]:
         """Who an override puts on call now; nobody if the store cannot say (logged)."""
         try:
-            overrides = await asyncio.to_thread(
+            overrides = await read_for_ack(
                 self.store.overrides, None, ending_after=now, starting_by=now
             )
         except StoreError as exc:

@@ -13,7 +13,6 @@ now — and is kept in memory: with several replicas, each allows `ssh_per_envir
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -23,6 +22,7 @@ from datetime import datetime
 
 from bot.clock import Clock, utc_now
 from bot.config import LimitSettings, Rate
+from bot.slack.ack_reads import read_for_ack
 from bot.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Limits:
         self, query: Callable[[str, str, datetime], list[datetime]], *args: object
     ) -> list[datetime]:
         try:
-            return await asyncio.to_thread(query, *args)  # type: ignore[arg-type]
+            return await read_for_ack(query, *args)
         except StoreError as exc:
             if time.monotonic() - self._warned_at > _WARN_EVERY_S:
                 self._warned_at = time.monotonic()

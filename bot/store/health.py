@@ -79,12 +79,29 @@ class HealthStore(StoreCore):
                     .with_for_update()
                 )
             }
+            # Environments new to the streaks table: counted from the history once, and only
+            # those that have one (a fleet's first check: one query, not one per environment).
+            unseen = names - streaks.keys()
+            with_history = (
+                set(
+                    session.scalars(
+                        select(HealthCheckRecord.environment)
+                        .where(HealthCheckRecord.environment.in_(unseen))
+                        .distinct()
+                    )
+                )
+                if unseen
+                else set()
+            )
             counted: list[int] = []
             for check in checks:
                 row = streaks.get(check.environment)
                 if row is None:
-                    # First check since the streaks table came: count from the history once.
-                    health, streak = self._latest_streak(session, check.environment)
+                    health, streak = (
+                        self._latest_streak(session, check.environment)
+                        if check.environment in with_history
+                        else (None, 0)
+                    )
                     row = HealthStreakRecord(
                         environment=check.environment, health=health or check.health, streak=streak
                     )

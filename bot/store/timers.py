@@ -1,12 +1,17 @@
 """Durable timers: what must happen at a time, even if the bot restarts before then.
 
 Incidents and alerts set and cancel timers inside their own transactions with `_set_timer`
-and `_waiting`; bot/scheduler.py claims and fires them.
+and `_waiting`; bot/scheduler.py claims and fires them. It sleeps until the next one can be
+claimed (`next_timer_at`); on PostgreSQL every timer set or put back is announced on the
+TIMER_CHANNEL (NOTIFY, sent at commit) so the other replicas wake for it too (`listen_timers`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -18,13 +23,21 @@ from sqlalchemy import (
     Text,
     and_,
     delete,
+    func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from bot.store.base import Base, StoreCore, _as_utc, _guarded
+
+log = logging.getLogger(__name__)
+
+TIMER_CHANNEL = "eventmesh_timers"
+# A lost LISTEN connection is opened again after this; the sweeps' safety poll covers the gap.
+RELISTEN_AFTER_S = 5.0
 
 
 class TimerRecord(Base):
@@ -139,6 +152,59 @@ class TimerStore(StoreCore):
         return claimed
 
     @_guarded
+    def next_timer_at(self) -> datetime | None:
+        """When a waiting timer can next be claimed (None: none waits).
+
+        A free timer at its due time; a claimed one when its claim runs out (its claimer may
+        have died), so a sweep planned for then finds it if nobody finished it.
+        """
+        waiting = TimerRecord.fired_at.is_(None)
+        with self._session() as session:
+            free = session.scalar(
+                select(func.min(TimerRecord.due_at)).where(
+                    waiting, TimerRecord.claimed_until.is_(None)
+                )
+            )
+            claimed = session.scalar(
+                select(func.min(TimerRecord.claimed_until)).where(
+                    waiting, TimerRecord.claimed_until.is_not(None)
+                )
+            )
+        times = [_as_utc(when) for when in (free, claimed) if when is not None]
+        return min(times) if times else None  # type: ignore[type-var]
+
+    async def listen_timers(self, on_due: Callable[[datetime], None]) -> None:
+        """Call on_due(due_at) for each timer set in this database by any replica, until
+        cancelled. PostgreSQL only (LISTEN on its own connection); returns at once on SQLite,
+        where the sweeps' safety poll is what finds another process's timers."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        import psycopg  # the PostgreSQL driver; only a PostgreSQL bot has it loaded
+
+        args, params = self.engine.dialect.create_connect_args(self.engine.url)
+        params = {key: value for key, value in params.items() if key != "context"}
+        params.setdefault("connect_timeout", 5)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    *args, **params, autocommit=True
+                ) as connection:
+                    await connection.execute(f"LISTEN {TIMER_CHANNEL}")
+                    on_due(self.clock())  # what was set while nobody listened
+                    async for notice in connection.notifies():
+                        due = _notified_due(notice.payload)
+                        if due is not None:
+                            on_due(due)
+            except psycopg.Error as exc:
+                log.warning(
+                    "timers: not listening for other replicas' timers (%s); trying again in "
+                    "%.0f s, sweeping on the safety poll meanwhile",
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    RELISTEN_AFTER_S,
+                )
+            await asyncio.sleep(RELISTEN_AFTER_S)
+
+    @_guarded
     def renew_timer(self, timer_id: int, owner: str, attempt: int, until: datetime) -> bool:
         """Extend owner's claim (the one of that attempt) to until; False if it is lost."""
         with self._session() as session, session.begin():
@@ -175,6 +241,7 @@ class TimerStore(StoreCore):
                 .where(*_claim(timer_id, owner, attempt), TimerRecord.fired_at.is_(None))
                 .values(due_at=due_at, claimed_by=None, claimed_until=None)
             )
+            _announce(session, due_at)
 
 
 def _claim(timer_id: int, owner: str, attempt: int | None) -> list[ColumnElement[bool]]:
@@ -204,7 +271,25 @@ def _set_timer(session: Session, timer: NewTimer, now: datetime) -> int:
     )
     session.add(record)
     session.flush()
+    _announce(session, timer.due_at)
     return record.id
+
+
+def _announce(session: Session, due_at: datetime) -> None:
+    """Tell the other replicas' schedulers (PostgreSQL: NOTIFY, delivered at commit)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_notify(:channel, :due)"),
+            {"channel": TIMER_CHANNEL, "due": due_at.isoformat()},
+        )
+
+
+def _notified_due(payload: str) -> datetime | None:
+    try:
+        return _as_utc(datetime.fromisoformat(payload))
+    except ValueError:
+        log.warning("timers: ignoring a notice with no due time (%r)", payload[:80])
+        return None
 
 
 def _timer(row: TimerRecord) -> Timer:

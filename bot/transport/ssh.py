@@ -19,13 +19,14 @@ What this module guarantees, and why (see FIELD-NOTES "SSH (paramiko)"):
   opened on the first command and re-used; at most MAX_OPENING connections are being opened
   at once in the whole process (sshd's MaxStartups drops bursts of new connections).
 - Uploads prefer AES-GCM (paramiko lists it last and would negotiate aes128-ctr + HMAC at
-  half the speed), verify the sha256 on the host, rename into place, and are skipped when the
-  host already holds the same file.
+  half the speed), hash the stream on both ends as it goes (no second pass), verify, rename
+  into place, and are skipped when the host already holds the same file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import shlex
 import socket
@@ -73,8 +74,6 @@ T = TypeVar("T")
 
 MAX_OPENING = 5  # connections being opened at once, process-wide (sshd MaxStartups: 10)
 _opening = threading.BoundedSemaphore(MAX_OPENING)
-# Uploads hash the local file beside the transfer; shared, as hashing never waits on anything.
-_hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ssh-upload-sha256")
 
 THREADS_PER_HOST = 4  # commands at once on one host (below sshd's MaxSessions, 10)
 KEEPALIVE_S = 30
@@ -450,19 +449,18 @@ class SshTransport:
     # --- upload ---------------------------------------------------------------------------
 
     def _upload(self, job: ChannelJob, local: Path, remote: str) -> UploadResult:
-        """Stream the file into a temporary name, check its sha256 on the host, rename it.
+        """Stream the file into a temporary name, hashed on both ends as it goes; rename it.
 
-        Two commands on the host. The receiver says what the destination already holds (the
-        sha256 of a file of the same size: then nothing is sent), then writes the stream to
-        the temporary name and prints that file's sha256 and size. The committer, started as
-        the transfer begins so that its shell start-up hides behind it, waits for one word:
-        `commit` (chmod, then mv into place); anything else, or nothing because the client
-        failed, was cancelled or is gone, removes the temporary file. So a failed upload
-        never replaces the destination nor leaves a stray file.
-
+        One command on the host says what the destination already holds (the sha256 of a
+        file of the same size: then nothing is sent), then takes exactly `size` bytes through
+        `tee` into the temporary name and into the hasher, prints that sha256 and the file's
+        size, and waits for one word: `commit` (chmod, then mv into place). Anything else, or
+        nothing because the client failed, was cancelled or is gone, removes the temporary
+        file. So a failed upload never replaces the destination nor leaves a stray file, and
+        verifying costs no second pass over 200 MB on either end: the client hashes each chunk
+        as it reads it to send (on a thread beside the encryption), the host as it arrives.
         One exec channel carries the bytes (faster than paramiko's SFTP here, see
-        benchmarks/README.md); the hash is taken on the host after the write (hashing the
-        stream through `tee` on the way in was slower still).
+        benchmarks/README.md) and one shell starts on the host.
         """
         started = time.monotonic()
         try:
@@ -476,89 +474,82 @@ class SshTransport:
             "size": size,
             "mode": format(mode, "o"),
         }
-        receive = _RECEIVE.format(
-            **names, hash_dest=_hash(names["dest"]), hash_tmp=_hash(names["tmp"])
-        )
+        receive = _RECEIVE.format(**names, hash_dest=_hash(names["dest"]))
         timeout_s = self.settings.command_timeout.total_seconds()
-
-        def start(script: str, what: str) -> ChannelSession:
-            return self._start(job, remote_command(Shell(script), None, timeout_s), what,
-                               timeout_s)  # fmt: skip
-
-        # Hashed on another thread from the start (hashlib releases the GIL): ready by the time
-        # the host has hashed its copy, or computed while the file travels.
-        local_digest = _hashing.submit(sha256_file, local)
-        with start(receive, f"receive {remote}") as receiver:
+        command = remote_command(Shell(receive), None, timeout_s)
+        with self._start(job, command, f"receive {remote}", timeout_s) as receiver:
             have = receiver.read_line()
             if have is None or not have.startswith("have "):
                 receiver.finish()
                 problem = one_line(receiver.stderr.text()) or "no answer"
                 raise TransportError(self.target, f"cannot prepare {remote}: {problem}")
-            if have != "have -" and have == f"have {self._digest(local_digest, local)}":
+            # Hashed first only when the host holds a file of the same size: it may be ours.
+            known = None if have == "have -" else self._read(sha256_file, local)
+            if known is not None and have == f"have {known}":
                 receiver.feed(b"skip\n")
                 receiver.finish()
                 duration = time.monotonic() - started
                 log.debug("%s: %s already held (%.2fs)", self.target, remote, duration)
-                return UploadResult(
-                    self.target, remote, size, self._digest(local_digest, local), True, duration
+                return UploadResult(self.target, remote, size, known, True, duration)
+            digest = self._send(receiver, local, size, remote)
+            kill_point("upload:sent")
+            receiver.feed(b"commit\n")
+            if receiver.finish() != 0:
+                raise TransportError(
+                    self.target,
+                    f"cannot move the upload into {remote}: "
+                    f"{one_line(receiver.stderr.text()) or 'failed'}",
                 )
-            # Started now, the committer's shell start-up overlaps the transfer.
-            with start(_COMMIT.format(**names), f"commit {remote}") as committer:
-                try:
-                    digest = self._send(receiver, local, size, remote, local_digest)
-                except BaseException:
-                    committer.close_quietly()  # no word: it removes the temporary file
-                    raise
-                kill_point("upload:sent")
-                committer.feed(b"commit\n")
-                if committer.finish() != 0:
-                    raise TransportError(
-                        self.target,
-                        f"cannot move the upload into {remote}: "
-                        f"{one_line(committer.stderr.text()) or 'failed'}",
-                    )
         duration = time.monotonic() - started
         log.debug("%s: uploaded %s to %s (%d bytes, %.2fs)", self.target, local, remote, size,
                   duration)  # fmt: skip
         return UploadResult(self.target, remote, size, digest, False, duration)
 
-    def _send(
-        self,
-        receiver: ChannelSession,
-        local: Path,
-        size: int,
-        remote: str,
-        local_digest: Future[str],
-    ) -> str:
-        """Stream the file to the receiver; its sha256, once the host's copy matches it."""
+    def _send(self, receiver: ChannelSession, local: Path, size: int, remote: str) -> str:
+        """Stream the file to the receiver, hashing it on the way; its sha256, once the
+        host's copy matches it (else the receiver is told to drop it)."""
         receiver.feed(b"send\n")
-        try:
-            with local.open("rb") as file:
-                while chunk := file.read(_STREAM_CHUNK):
-                    receiver.feed(chunk)
-        except OSError as exc:
-            raise TransportError(self.target, f"cannot read {local}: {exc.strerror}") from None
-        status = receiver.finish()
-        digest = self._digest(local_digest, local)
-        got = receiver.stdout.text().splitlines()[-1:]
-        if status != 0 or got != [f"got {digest} {size}"]:
-            seen = one_line(receiver.stderr.text()) or one_line(" ".join(got)) or "no answer"
+        digest = hashlib.sha256()
+        # One thread hashes the chunks in order while this one encrypts and sends them
+        # (hashlib and the cipher both release the GIL): the file is read once.
+        with ThreadPoolExecutor(1, thread_name_prefix="ssh-upload-sha256") as hasher:
+            hashed: Future[None] | None = None
+            try:
+                with local.open("rb") as file:
+                    while chunk := file.read(_STREAM_CHUNK):
+                        if hashed is not None:
+                            hashed.result()  # one chunk ahead at most: memory stays flat
+                        hashed = hasher.submit(digest.update, chunk)
+                        receiver.feed(chunk)
+            except OSError as exc:
+                receiver.close_quietly()  # no word: the host removes the temporary file
+                raise TransportError(self.target, f"cannot read {local}: {exc.strerror}") from None
+            if hashed is not None:
+                hashed.result()
+        sha256 = digest.hexdigest()
+        got = receiver.read_line()
+        if got != f"got {sha256} {size}":
+            receiver.feed(b"drop\n")
+            receiver.finish()
+            seen = one_line(receiver.stderr.text()) or one_line(got or "") or "no answer"
             raise TransportError(
                 self.target,
                 f"upload of {local} to {remote} failed verification on the host (expected "
-                f"sha256 {digest} and {size} bytes; the host says: {seen}); nothing was replaced",
+                f"sha256 {sha256} and {size} bytes; the host says: {seen}); nothing was replaced",
             )
-        return digest
+        return sha256
 
-    def _digest(self, future: Future[str], local: Path) -> str:
+    def _read(self, hashing: Callable[[Path], str], local: Path) -> str:
         try:
-            return future.result()
+            return hashing(local)
         except OSError as exc:
             raise TransportError(self.target, f"cannot read {local}: {exc.strerror}") from None
 
 
-# The receiver: what the destination holds (when its size matches), then the file itself.
-# `read` takes the answer byte by byte, so the stream that follows it is left whole for cat.
+# The receiver: what the destination holds (when its size matches), then exactly {size} bytes
+# of the file, hashed as they arrive, then the verdict. `read` takes the words byte by byte and
+# `head -c` reads no further than it must, so the stream, and the word after it, stay whole.
+# The temporary file goes on any way out but the commit (a signal: the timeout, a hang-up).
 _RECEIVE = """\
 mkdir -p {dir} || exit 1
 if [ -f {dest} ] && [ "$(wc -c < {dest})" -eq {size} ]; then
@@ -568,19 +559,16 @@ else
 fi
 IFS= read -r answer || exit 0
 [ "$answer" = send ] || exit 0
-cat > {tmp} || exit 1
-set -- $({hash_tmp})
+trap 'rm -f {tmp}' EXIT
+trap 'exit 1' HUP INT PIPE TERM
+hasher=sha256sum
+if command -v openssl >/dev/null 2>&1; then hasher="openssl dgst -sha256 -r"; fi
+set -- $(head -c {size} | tee {tmp} | $hasher)
 echo "got $1 $(wc -c < {tmp})"
-"""
-
-# The committer: one word on stdin decides; no word (the client is gone) removes the file.
-_COMMIT = """\
-IFS= read -r verdict
-if [ "$verdict" = commit ]; then
-  chmod {mode} {tmp} && mv -f {tmp} {dest}
-else
-  rm -f {tmp}
-fi
+IFS= read -r verdict || exit 1
+[ "$verdict" = commit ] || exit 1
+chmod {mode} {tmp} && mv -f {tmp} {dest} || exit 1
+trap - EXIT
 """
 
 _STREAM_CHUNK = 256 * 1024
