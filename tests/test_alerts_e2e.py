@@ -39,6 +39,7 @@ WAIT_S = 30.0  # generous: the machine is shared; the checks themselves take a f
 def test_latency_warns_after_two_checks_turns_critical_pages_and_resolves_in_place(
     tmp_path: Path, slack: SlackFake, demo: DemoService
 ) -> None:
+    pages_before = len(slack.channel_messages("D" + ONCALL[1:]))  # the session's fake
     alerts, incidents = new_channel(), new_channel()
     config = alerts_config(
         tmp_path / "eventmesh.yml",
@@ -74,7 +75,9 @@ def test_latency_warns_after_two_checks_turns_critical_pages_and_resolves_in_pla
             lambda f: posted(f, incidents, "Critical alert: staging · Health check response"),
             timeout=WAIT_S,
         )
-        page = slack.wait_for(lambda f: f.channel_messages("D" + ONCALL[1:]), timeout=WAIT_S)
+        page = slack.wait_for(
+            lambda f: f.channel_messages("D" + ONCALL[1:])[pages_before:], timeout=WAIT_S
+        )
         assert page
         slack.wait_for(lambda f: "Incident INC-" in shown(alert_in(f, alerts, "*Critical*") or {}))
         assert "no answer within 2000 ms" in shown(alert_in(slack, alerts, "*Critical*") or {})
@@ -169,8 +172,16 @@ def test_a_silence_stops_posts_and_outlives_a_restart_that_reposts_nothing(
             "alert_silence", value, channel=alerts, message_ts=staging["ts"], user_id=ONCALL
         )
         assert pressed.response.status_code == 200
+        # The fake serves the whole session: only this press's answer counts.
         answer = slack.wait_for(
-            lambda f: next((r for r in f.responses if "silenced until" in r.get("text", "")), None)
+            lambda f: next(
+                (
+                    r
+                    for r in f.responses
+                    if r["url"] == pressed.response_url and "silenced until" in r["text"]
+                ),
+                None,
+            )
         )
         assert "staging · Health check response silenced until" in answer["text"]
         slack.wait_for(

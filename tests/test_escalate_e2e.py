@@ -600,7 +600,14 @@ def test_status_lists_the_open_incidents(launch: Launcher) -> None:
     sent = esc.bot.command("/escalate", "status")
 
     def listed(fake: SlackFake) -> dict[str, Any] | None:
-        return next((r for r in fake.responses if r["text"].startswith("2 open incidents")), None)
+        return next(
+            (
+                r
+                for r in fake.responses
+                if r["url"] == sent.response_url and r["text"].startswith("2 open incidents")
+            ),
+            None,
+        )
 
     answer = shown(esc.slack.wait_for(listed))
     assert sent.response.status_code == 200

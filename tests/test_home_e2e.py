@@ -140,11 +140,14 @@ def test_opening_the_home_publishes_it_once_naming_every_environment_and_inciden
     home: HomeBot,
 ) -> None:
     viewer = f"U0VIEWER{TAG}"
+    pages_before = len(home.slack.channel_messages("D" + ONCALL[1:]))  # the session's fake
     home.command("/health", "all", viewer)  # the environments' classes and versions, recorded
     home.command("/escalate", "checkout answers 500 --sev 1", viewer)
     # Everything in place before the Home is opened: the checks kept, the incident paged.
     wait_in_store(home.bot.database_url, lambda store: store.health_check_count() >= 4)
-    home.slack.wait_for(lambda fake: fake.channel_messages("D" + ONCALL[1:]), timeout=WAIT_S)
+    home.slack.wait_for(
+        lambda fake: fake.channel_messages("D" + ONCALL[1:])[pages_before:], timeout=WAIT_S
+    )
 
     home.open_home(viewer)
     wait_in_store(home.bot.database_url, lambda store: home.audited_opens(viewer))

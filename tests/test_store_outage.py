@@ -73,9 +73,12 @@ def test_postgres_gone_commands_and_presses_say_nothing_was_done(
 def run_the_outage(
     bot: BotProcess, slack: SlackFake, proxy: TcpProxy, incidents: str, database_url: str
 ) -> None:
+    pages_before = len(slack.channel_messages("D" + ONCALL[1:]))  # the session's fake
     bot.command("/escalate", "queue stuck --sev 2", channel=incidents)
     page = slack.wait_for(
-        lambda s: next((m for m in s.channel_messages("D" + ONCALL[1:]) if buttons(m)), None),
+        lambda s: next(
+            (m for m in s.channel_messages("D" + ONCALL[1:])[pages_before:] if buttons(m)), None
+        ),
         timeout=20,
     )
 
