@@ -44,6 +44,7 @@ from tests.support.conversation import Conversation, Reply, buttons, dm_of, priv
 from tests.support.deploy_env import DemoTarget, demo_target
 from tests.support.deploy_reports import finished, run_of
 from tests.support.github_fake import GitHubFake, run
+from tests.support.replicas import wait_until
 from tests.support.slack_fake import SlackFake, block_kit_errors
 from tests.support.sshd import Sshd
 
@@ -530,8 +531,15 @@ def test_an_approval_deploys_the_package_approved_not_what_workdir_holds_later(
     assert [e["sha256"] for e in log if e["event"] == "installed"] == [sha256]
     assert healthz(vault)["version"] == "11.0.0"
     # The approved package and the build's workspace are gone once it ran.
-    assert list((bot_dir / "approved").iterdir()) == []
-    assert [p for p in (bot_dir / "workspaces").iterdir() if not p.name.startswith("package")] == []
+    # (Removed as the run ends, a moment after its last message.)
+    wait_until(
+        "the approved package and the workspace removed",
+        lambda: (
+            list((bot_dir / "approved").iterdir()) == []
+            and [p for p in (bot_dir / "workspaces").iterdir() if not p.name.startswith("package")]
+            == []
+        ),
+    )
 
 
 def test_an_approved_package_changed_before_the_deploy_is_refused(
