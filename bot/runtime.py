@@ -16,7 +16,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import httpx
@@ -120,10 +120,7 @@ async def run_bot(
     telemetry = Telemetry()
     store = Store(settings.database_url)
     workers = WorkerPool()
-    scheduler = Scheduler(store)
     store_watch = StoreWatch(store, telemetry)
-    readiness = Readiness(telemetry, store_watch, config.slack.ready_grace)
-    servers: list[RunningServer] = []
     async with AsyncExitStack() as cleanup:
         # Unwound in reverse: servers stop taking requests, then running work gets its grace.
         cleanup.callback(store.close)
@@ -135,146 +132,205 @@ async def run_bot(
         after_work = await cleanup.enter_async_context(AsyncExitStack())
         workers.start()
         cleanup.push_async_callback(workers.stop)
-        cleanup.push_async_callback(_stop_servers, servers)
-
-        watching: list[str] = []  # what the scheduled checks watch, for the start-up line
-        # Asked for once this bot serves: a replica that cannot talk to Slack never checks.
-        checking: list[CheckingLease] = []
-        started: list[Callable[[], object]] = []  # once the front door is up
-
-        def start_services(config: Config, chat: Chat) -> Dispatcher:
-            """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
-            checker = HealthChecker(
-                prober, config.thresholds, store, telemetry, metrics=config.metrics
-            )
-            # The console's shipped config cannot reach its hosts by design: said quietly.
-            quiet = mode == "console" and not settings.config_was_set
-            services = Services(
-                config,
-                store,
-                chat,
-                checker,
-                telemetry,
-                workers,
-                scheduler,
-                http,
-                paced=mode != "console",
-                data_dir=settings.data_dir.resolve(),
-                setup=SetupProblems(logging.INFO if quiet else logging.WARNING),
-            )
-            for spec in timers:
-                scheduler.on(spec.kind, functools.partial(spec.handler, services))
-            watching.append(_schedule_checks(config, scheduler, services, cleanup, checking))
-            # Whatever waits in the outbox (left by a previous run too) goes as Slack allows.
-            services.outbox.start()
-            # The outbox outlives the running work: what a job says in its grace period (a
-            # watch's summary, a deploy's last step) still goes; what waits after stays there.
-            after_work.push_async_callback(services.outbox.close)
-            # Unwound in reverse: no more ticks or timers, then the checks under way end and
-            # the kept SSH connections close.
-            cleanup.push_async_callback(services.home.close)
-            cleanup.push_async_callback(services.monitor.close)
-            # Deployments a crashed bot left 'running': interrupted, said so, lock freed.
-            scheduler.every(
-                "recover-interrupted",
-                RECOVERY_EVERY,
-                functools.partial(recover_interrupted, services),
-            )
-            # Builds a killed bot left running, and approved changes it never started.
-            scheduler.every(
-                "changes-sweep", RECOVERY_EVERY, functools.partial(sweep_changes, services)
-            )
-            readiness.web_api = services.outbox.health
-            # Readiness is read when asked (/readyz, /metrics) and here, so that its changes
-            # are logged when they happen.
-            scheduler.every(
-                "store-watch", WATCH_EVERY, periodic(store_watch.check, readiness.check)
-            )
-            # Setup problems named at start (one log line each, one message in the alerts
-            # channel), and checked again now and then so that a fix shows.
-            # (After the start is known to go on: a token Slack refuses is the one line then.)
-            this_machine = functools.partial(check_this_machine, config, services.setup, SECRETS)
-
-            def check_setup() -> None:
-                this_machine()
-                scheduler.every("setup-this-machine", RECHECK_EVERY, _async(this_machine))
-
-            started.append(check_setup)
-            # Once the checks have had two rounds to find what they find: a message an
-            # earlier run left is brought up to date even if nothing changed since start.
-            settle = 2 * max(env.check_interval for env in config.environments.values())
-            loop.call_later(min(settle, SETTLE_MAX).total_seconds(), services.setup_notice.refresh)
-            cleanup.push_async_callback(services.setup_notice.close)
-            # Timers left by a previous run fire as soon as there is a chat to report to.
-            scheduler.start()
-            cleanup.push_async_callback(scheduler.stop)
-            # Unwound before the workers' grace period: watches end now, each with its summary.
-            cleanup.callback(services.watches.stop_all)
-            return Dispatcher(services, commands, actions, events)
-
+        bot = _Bot(
+            settings,
+            mode,
+            _Handlers(commands, actions, timers, events),
+            store,
+            telemetry,
+            workers,
+            Scheduler(store),
+            prober,
+            http,
+            store_watch,
+            Readiness(telemetry, store_watch, config.slack.ready_grace),
+            cleanup,
+            after_work,
+            stop,
+        )
+        cleanup.push_async_callback(_stop_servers, bot.servers)
         if mode == "console":
-            config = console_config(
-                config, settings.data_dir / "local", shipped=not settings.config_was_set
-            )
-            config, local_line = await _start_local_service(config, http, after_work)
-            console_chat = ConsoleChat(
-                files_dir=settings.data_dir / "files", summarized=config.slack.alerts_channel
-            )
-            dispatcher = start_services(config, console_chat)
-            web = _start_server(
-                create_web_app(telemetry, mode, readiness),
-                _bind_web(settings, mode),
-                settings.host,
-            )
-            servers.append(web)
-            print(
-                f"EventMesh ChatOps {__version__} — local console (no Slack tokens set)\n"
-                f"  {local_line}\n"
-                f"  bot health and metrics: {web.url}/healthz  {web.url}/metrics\n"
-                f"  config: {settings.config_path}; state: {settings.data_dir} "
-                "(./scripts/run --reset or /reset starts afresh)\n"
-                f"  {watching[0]}; one line per round of alert changes, /alerts shows them",
-                flush=True,
-            )
-            for then in started:
-                then()
-            for lease in checking:
-                lease.start()
-            console = Console(dispatcher, console_chat, workers)
-            if not await _first(console.run(), stop.wait()):
-                sys.stdout.write("\n")  # stopped by a signal: end the prompt's line
-            return RESET if console.reset_asked else 0
+            return await bot.run_console(config)
+        return await bot.run_slack(config)
 
+
+@dataclass(frozen=True)
+class _Handlers:
+    commands: Sequence[CommandSpec]
+    actions: Sequence[ActionSpec]
+    timers: Sequence[TimerSpec]
+    events: Sequence[EventSpec]
+
+
+@dataclass
+class _Bot:
+    """One running bot's parts, shared by its front doors (the console, Slack)."""
+
+    settings: Settings
+    mode: Mode
+    handlers: _Handlers
+    store: Store
+    telemetry: Telemetry
+    workers: WorkerPool
+    scheduler: Scheduler
+    prober: Prober
+    http: httpx.AsyncClient
+    store_watch: StoreWatch
+    readiness: Readiness
+    cleanup: AsyncExitStack
+    after_work: AsyncExitStack
+    stop: asyncio.Event
+    servers: list[RunningServer] = field(default_factory=list)
+    watching: list[str] = field(default_factory=list)  # for the start-up line
+    # Asked for once this bot serves: a replica that cannot talk to Slack never checks.
+    checking: list[CheckingLease] = field(default_factory=list)
+    started: list[Callable[[], object]] = field(default_factory=list)  # once the door is up
+
+    def start_services(self, config: Config, chat: Chat) -> Dispatcher:
+        """Wire the services to this mode's chat; requests go to the dispatcher it returns."""
+        checker = HealthChecker(
+            self.prober, config.thresholds, self.store, self.telemetry, metrics=config.metrics
+        )
+        # The console's shipped config cannot reach its hosts by design: said quietly.
+        quiet = self.mode == "console" and not self.settings.config_was_set
+        services = Services(
+            config,
+            self.store,
+            chat,
+            checker,
+            self.telemetry,
+            self.workers,
+            self.scheduler,
+            self.http,
+            paced=self.mode != "console",
+            data_dir=self.settings.data_dir.resolve(),
+            setup=SetupProblems(logging.INFO if quiet else logging.WARNING),
+        )
+        for spec in self.handlers.timers:
+            self.scheduler.on(spec.kind, functools.partial(spec.handler, services))
+        self.watching.append(
+            _schedule_checks(config, self.scheduler, services, self.cleanup, self.checking)
+        )
+        # Whatever waits in the outbox (left by a previous run too) goes as Slack allows.
+        services.outbox.start()
+        # The outbox outlives the running work: what a job says in its grace period (a
+        # watch's summary, a deploy's last step) still goes; what waits after stays there.
+        self.after_work.push_async_callback(services.outbox.close)
+        # Unwound in reverse: no more ticks or timers, then the checks under way end and
+        # the kept SSH connections close.
+        self.cleanup.push_async_callback(services.home.close)
+        self.cleanup.push_async_callback(services.monitor.close)
+        self._schedule_upkeep(config, services)
+        # Timers left by a previous run fire as soon as there is a chat to report to.
+        self.scheduler.start()
+        self.cleanup.push_async_callback(self.scheduler.stop)
+        # Unwound before the workers' grace period: watches end now, each with its summary.
+        self.cleanup.callback(services.watches.stop_all)
+        h = self.handlers
+        return Dispatcher(services, h.commands, h.actions, h.events)
+
+    def _schedule_upkeep(self, config: Config, services: Services) -> None:
+        """The periodic jobs that keep the bot honest: recovery, sweeps, readiness, setup."""
+        scheduler = self.scheduler
+        # Deployments a crashed bot left 'running': interrupted, said so, lock freed.
+        scheduler.every(
+            "recover-interrupted", RECOVERY_EVERY, functools.partial(recover_interrupted, services)
+        )
+        # Builds a killed bot left running, and approved changes it never started.
+        scheduler.every("changes-sweep", RECOVERY_EVERY, functools.partial(sweep_changes, services))
+        self.readiness.web_api = services.outbox.health
+        # Readiness is read when asked (/readyz, /metrics) and here, so that its changes
+        # are logged when they happen.
+        scheduler.every(
+            "store-watch", WATCH_EVERY, periodic(self.store_watch.check, self.readiness.check)
+        )
+        # Setup problems named at start (one log line each, one message in the alerts
+        # channel), and checked again now and then so that a fix shows.
+        # (After the start is known to go on: a token Slack refuses is the one line then.)
+        this_machine = functools.partial(check_this_machine, config, services.setup, SECRETS)
+
+        def check_setup() -> None:
+            this_machine()
+            scheduler.every("setup-this-machine", RECHECK_EVERY, _async(this_machine))
+
+        self.started.append(check_setup)
+        # Once the checks have had two rounds to find what they find: a message an
+        # earlier run left is brought up to date even if nothing changed since start.
+        settle = 2 * max(env.check_interval for env in config.environments.values())
+        asyncio.get_running_loop().call_later(
+            min(settle, SETTLE_MAX).total_seconds(), services.setup_notice.refresh
+        )
+        self.cleanup.push_async_callback(services.setup_notice.close)
+
+    def _serving(self) -> None:
+        """The front door is up: the setup checks and the scheduled checks begin."""
+        for then in self.started:
+            then()
+        for lease in self.checking:
+            lease.start()
+
+    async def run_console(self, config: Config) -> int:
+        settings = self.settings
+        config = console_config(
+            config, settings.data_dir / "local", shipped=not settings.config_was_set
+        )
+        config, local_line = await _start_local_service(config, self.http, self.after_work)
+        console_chat = ConsoleChat(
+            files_dir=settings.data_dir / "files", summarized=config.slack.alerts_channel
+        )
+        dispatcher = self.start_services(config, console_chat)
+        web = _start_server(
+            create_web_app(self.telemetry, self.mode, self.readiness),
+            _bind_web(settings, self.mode),
+            settings.host,
+        )
+        self.servers.append(web)
+        print(
+            f"EventMesh ChatOps {__version__} — local console (no Slack tokens set)\n"
+            f"  {local_line}\n"
+            f"  bot health and metrics: {web.url}/healthz  {web.url}/metrics\n"
+            f"  config: {settings.config_path}; state: {settings.data_dir} "
+            "(./scripts/run --reset or /reset starts afresh)\n"
+            f"  {self.watching[0]}; one line per round of alert changes, /alerts shows them",
+            flush=True,
+        )
+        self._serving()
+        console = Console(dispatcher, console_chat, self.workers)
+        if not await _first(console.run(), self.stop.wait()):
+            sys.stdout.write("\n")  # stopped by a signal: end the prompt's line
+        return RESET if console.reset_asked else 0
+
+    async def run_slack(self, config: Config) -> int:
+        settings, mode = self.settings, self.mode
         # Names in the config become ids once, here, before anything serves or is scheduled.
         client = create_web_client(settings.bot_token or "", settings.api_url)
-        config = await resolve_names(config, client, store)
-        bolt_app, identity = _slack_app(settings, mode, config, start_services)
-        web_app = create_web_app(telemetry, mode, readiness, bolt_app if mode == "http" else None)
+        config = await resolve_names(config, client, self.store)
+        bolt_app, identity = _slack_app(settings, mode, config, self.start_services)
+        web_app = create_web_app(
+            self.telemetry, mode, self.readiness, bolt_app if mode == "http" else None
+        )
         web = _start_server(web_app, _bind_web(settings, mode), settings.host)
-        servers.append(web)
+        self.servers.append(web)
         learning = await know_identity(
             client, identity, settings.app_token if mode == "socket" else None
         )
         if learning is not None:
-            cleanup.callback(learning.cancel)
+            self.cleanup.callback(learning.cancel)
         if mode == "socket":
             handler = socket_mode_handler(bolt_app, settings.app_token or "")
-            readiness.watch_socket(handler.client)
-            cleanup.push_async_callback(handler.close_async)
+            self.readiness.watch_socket(handler.client)
+            self.cleanup.push_async_callback(handler.close_async)
             # While Slack is unreachable the client retries forever: a stop must still work.
-            if not await _first(handler.connect_async(), stop.wait()):
+            if not await _first(handler.connect_async(), self.stop.wait()):
                 return 0
         log.info(
             "serving Slack in %s mode; health and metrics on %s; %s",
             mode,
             web.url,
-            _schema_words(store),
+            _schema_words(self.store),
         )
-        for then in started:
-            then()
-        for lease in checking:
-            lease.start()
-        await stop.wait()
+        self._serving()
+        await self.stop.wait()
         log.info("stopping: no new requests; letting running work finish")
         return 0
 

@@ -89,7 +89,7 @@ def parse(words: list[str], config: Config) -> HealthRequest | str:
     """What `/health <words>` asks for, or what is wrong with it (then nothing runs).
 
     `report` is the one word that may come first besides an environment (no environment
-    may be called that: bot/config.py RESERVED_NAMES); `watch`, `resources`, `diagnose` and
+    may be called that: bot/config/fields.py RESERVED_NAMES); `watch`, `resources`, `diagnose` and
     `logs` come only second, after an environment's name, so environments called so are
     still addressed unambiguously. (`logs` is parsed from the text as typed: parse_logs.)
     """
