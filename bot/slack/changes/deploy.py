@@ -19,6 +19,7 @@ import asyncio
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 from bot.config import Environment
 from bot.runbook.changes.activate import show_version
@@ -58,16 +59,7 @@ async def start(
     """Run a deploy (or a dry run) now; returns the one-line result for the audit.
     `approval_id`: the approved request it runs (its run key: it starts once)."""
     env = request.environment
-    procedure = Deploy(
-        request,
-        services.config,
-        http=services.http,
-        prober=services.health.prober,
-        open_hosts=hosts_opener(services),
-        local=local_transport(services, env),
-        clock=services.store.clock,
-        workspaces=services.workspaces,
-    )
+    procedure = Deploy(request, services.config, **_procedure_parts(services, env))
     if request.options.dry_run:
         return await _dry_run(services, procedure, request, conversation)
     change = Change(
@@ -178,16 +170,9 @@ async def _prepare(
             ":hammer_and_wrench:",
         ),
     )
-    procedure = Prepare(
-        request,
-        services.config,
-        http=services.http,
-        prober=services.health.prober,
-        open_hosts=hosts_opener(services),
-        local=local_transport(services, env),
-        clock=services.store.clock,
-        workspaces=services.workspaces,
-    ).prepare_into(package_dir)
+    procedure = Prepare(request, services.config, **_procedure_parts(services, env)).prepare_into(
+        package_dir
+    )
     outcome: Outcome | None = None
     failed: StepFailed | None = None
     async for event in procedure.run():
@@ -221,3 +206,15 @@ async def start_approved(
     if not said.endswith(ALREADY_STARTED):  # else it is the run that started first's package
         await approval.discard_pinned(services, approved)
     return said
+
+
+def _procedure_parts(services: Services, env: Environment) -> dict[str, Any]:
+    """What a deploy's procedure (the run, or the build before an approval) works with."""
+    return {
+        "http": services.http,
+        "prober": services.health.prober,
+        "open_hosts": hosts_opener(services),
+        "local": local_transport(services, env),
+        "clock": services.store.clock,
+        "workspaces": services.workspaces,
+    }
