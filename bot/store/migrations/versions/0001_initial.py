@@ -21,6 +21,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _alert_tables()
+    _change_tables()
+    _health_and_incident_tables()
+    _timer_and_step_tables()
+
+
+def _alert_tables() -> None:
+    """The alerts: their events, silences, states and rows."""
     op.create_table(
         "alert_events",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -87,6 +95,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_alerts_status", "alerts", ["status"])
 
+
+def _change_tables() -> None:
+    """Approvals, the audit log, deployments and environment locks."""
     op.create_table(
         "approvals",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -159,6 +170,10 @@ def upgrade() -> None:
         sa.Column("permalink", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("environment"),
     )
+
+
+def _health_and_incident_tables() -> None:
+    """Health checks and streaks; incidents, their events and messages."""
     op.create_table(
         "health_checks",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -243,6 +258,9 @@ def upgrade() -> None:
     op.create_index("ix_incidents_dedupe_key", "incidents", ["dedupe_key"])
     op.create_index("ix_incidents_status", "incidents", ["status"])
 
+
+def _timer_and_step_tables() -> None:
+    """Durable timers, and each deployment's steps (after deployments: its key)."""
     op.create_table(
         "timers",
         sa.Column("id", sa.Integer(), nullable=False),
