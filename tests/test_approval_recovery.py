@@ -19,10 +19,11 @@ from tests.conftest import (
     TEST_LIMITS,
     BotProcess,
     bot_database_url,
+    new_channel,
     start_bot,
     stop_process,
 )
-from tests.support.approvals import APPROVALS, APPROVER, DEPLOYER
+from tests.support.approvals import APPROVER, DEPLOYER
 from tests.support.deploy_env import DemoTarget, demo_target
 from tests.support.deploy_reports import final_deploy, text_of
 from tests.support.slack_fake import SlackFake
@@ -35,20 +36,22 @@ def dev(tmp_path: Path) -> Iterator[DemoTarget]:
     target.stop()
 
 
-def approval_request(fake: SlackFake) -> dict[str, Any] | None:
+def approval_request(fake: SlackFake, channel: str) -> dict[str, Any] | None:
     return next(
-        (m for m in fake.channel_messages(APPROVALS) if "Approval needed" in text_of(m)), None
+        (m for m in fake.channel_messages(channel) if "Approval needed" in text_of(m)), None
     )
 
 
 def test_a_request_approved_just_before_the_bot_died_is_started_once_after_restart(
     tmp_path: Path, slack: SlackFake, dev: DemoTarget
 ) -> None:
+    approvals = new_channel()
     config = tmp_path / "eventmesh.yml"
     config.write_text(
         json.dumps(
             {
-                "slack": {"approvals_channel": APPROVALS},
+                # Its own: the session's fake holds other tests' requests too.
+                "slack": {"approvals_channel": approvals},
                 "access": {"deployers": [DEPLOYER], "approvers": [APPROVER]},
                 "alerts": {"scheduled_checks": False},
                 "limits": TEST_LIMITS,
@@ -74,7 +77,7 @@ def test_a_request_approved_just_before_the_bot_died_is_started_once_after_resta
     first = BotProcess(url, process, log, database_url, slack)
     try:
         channel = first.command("/deploy", "dev 1.0.0", user_id=DEPLOYER).channel
-        slack.wait_for(approval_request, timeout=90)
+        slack.wait_for(lambda fake: approval_request(fake, approvals), timeout=90)
         process.kill()  # SIGKILL: no chance to clean up
         process.wait()
     finally:
