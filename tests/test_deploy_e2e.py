@@ -44,9 +44,9 @@ from tests.support.conversation import Conversation, Reply, buttons, dm_of, priv
 from tests.support.deploy_env import DemoTarget, demo_target
 from tests.support.deploy_reports import finished, run_of
 from tests.support.github_fake import GitHubFake, run
-from tests.support.replicas import wait_until
 from tests.support.slack_fake import SlackFake, block_kit_errors
 from tests.support.sshd import Sshd
+from tests.support.waiting import wait_until
 
 GITHUB_TOKEN = "ghp_" + "e2eTokenThatMustNeverShow" * 2
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,7 @@ from tests.conftest import (
 from tests.support.deploy_env import DemoTarget, demo_target
 from tests.support.deploy_reports import final_deploy, text_of, wait_in_thread
 from tests.support.slack_fake import SlackFake
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Wait for a condition on this machine's files (not for a time)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+from tests.support.waiting import wait_until
 
 
 def building_in(fake: SlackFake, channel: str) -> dict[str, Any] | None:
@@ -135,8 +127,11 @@ def test_a_bot_killed_mid_deploy_reports_it_interrupted_and_frees_the_lock(
         # SIGKILL left the killed bot's build running on its own (in a process group of its
         # own, still reading the gate): the restarted bot killed it and removed its workspace.
         workspaces = tmp_path / "data" / "workspaces"
-        wait_until(lambda: not [p for p in workspaces.iterdir() if p.name.startswith("dev-")])
-        wait_until(lambda: not builds_waiting_on(gate))
+        wait_until(
+            "the killed build's workspace removed",
+            lambda: not [p for p in workspaces.iterdir() if p.name.startswith("dev-")],
+        )
+        wait_until("no build left waiting on the gate", lambda: not builds_waiting_on(gate))
         assert not (dev.workdir / "build").exists()  # builds never write into workdir
 
         # The environment is free again: a new deploy starts (and finishes) normally.

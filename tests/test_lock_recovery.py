@@ -15,7 +15,7 @@ from bot.store import Deployment, Store
 from tests.conftest import http_bot, write_config
 from tests.support.conversation import Conversation
 from tests.support.slack_fake import SlackFake
-from tests.test_deploy_recovery import wait_until
+from tests.support.waiting import wait_until
 
 APPROVER, DEPLOYER = "U0APPROVER1", "U0DEPLOY1"
 # A bot on another machine: only its heartbeat says whether it lives.
@@ -50,7 +50,11 @@ def test_an_approver_frees_the_lock_of_a_dead_run_and_only_then(
         try:
             # The start-up sweep ends a dead run by itself; once it has, the next is 30 s away.
             crashed = _running(store, "staging", ELSEWHERE, beat_ago=timedelta(minutes=5))
-            wait_until(lambda: store.deployment(crashed.id).state == "interrupted", timeout=60)
+            wait_until(
+                "the crashed run marked interrupted",
+                lambda: store.deployment(crashed.id).state == "interrupted",
+                timeout=60,
+            )
 
             alive = _running(store, "staging", _this_test_process(), beat_ago=timedelta(0))
             dead = _running(store, "dev", ELSEWHERE, beat_ago=timedelta(minutes=5))

@@ -21,9 +21,10 @@ from tests.conftest import (
     stop_process,
     write_config,
 )
-from tests.support.replicas import metric, wait_until
+from tests.support.replicas import metric
 from tests.support.slack_fake import SlackFake
 from tests.support.socket_mode_fake import SocketModeFake
+from tests.support.waiting import wait_until
 
 GRACE_S = 3
 APP_TOKEN = "xapp-test-token"

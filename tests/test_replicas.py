@@ -28,9 +28,9 @@ from tests.support.replicas import (
     metric,
     start_replicas,
     stop_replicas,
-    wait_until,
 )
 from tests.support.slack_fake import ApiCall, SlackFake
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(
     TEST_DATABASE == "postgres", reason="on PostgreSQL in every run already: once is enough"

@@ -22,9 +22,10 @@ from tests.conftest import (
     write_config,
 )
 from tests.support.incident_messages import actions_block_id, buttons
-from tests.support.replicas import metric, wait_until
+from tests.support.replicas import metric
 from tests.support.slack_fake import SlackFake
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until
 
 UNREACHABLE = "database is unreachable, so nothing was done"
 DEPLOYER = "U0DEPLOY1"

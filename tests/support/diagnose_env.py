@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import psutil
 
-from tests.conftest import clean_env, free_port, serving_or_stopped, stop_process
+from tests.conftest import clean_env, free_port, listens_on, serving_or_stopped, stop_process
 
 EXIT_TIMEOUT_S = 20.0
 
@@ -98,8 +98,7 @@ def wait_for_listener(port: int, pid: int) -> None:
     """Until `pid` listens on `port` (the port holder has taken it over)."""
     deadline = time.monotonic() + EXIT_TIMEOUT_S
     while time.monotonic() < deadline:
-        connections = psutil.Process(pid).net_connections(kind="tcp")
-        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections):
+        if listens_on(pid, port):
             return
         time.sleep(0.05)  # waiting for the holder to bind, a condition
     raise AssertionError(f"pid {pid} did not take port {port} within {EXIT_TIMEOUT_S}s")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.conftest import (
@@ -59,14 +58,6 @@ def metric(bot: BotProcess, name: str) -> float:
     """A metric's value (summed over its labels) on a live bot's /metrics."""
     pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", re.M)
     return sum(float(value) for value in pattern.findall(bot.metrics()))
-
-
-def wait_until(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.05)  # polling for the condition
 
 
 def checkers(bots: Sequence[BotProcess]) -> list[BotProcess]:

@@ -32,3 +32,12 @@ def wait_on(
             if remaining <= 0:
                 raise AssertionError(f"{what} timed out after {timeout}s\n{summary()}")
             condition.wait(remaining)
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll a condition nothing notifies (a file, a process, /metrics) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.05)  # polling for the condition
