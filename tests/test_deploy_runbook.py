@@ -153,7 +153,11 @@ def test_a_dry_run_shows_every_command_and_touches_nothing(target: DemoTarget) -
     assert "mv -T" in restart and target.supervise("restart") in restart
     assert f"{target.url}/healthz" in restart
     install = "\n".join(planned["install"].commands)
-    assert "eventmesh-2.0.0.tar.gz" in install and "sha256sum" in install
+    assert "eventmesh-2.0.0.tar.gz" in install
+    (upload,) = planned["upload"].commands
+    package = target.install_dir / "packages" / "eventmesh-2.0.0.tar.gz"
+    assert upload.endswith(f"upload to {package}")
+    assert "sha256" in planned["upload"].note
 
 
 def test_a_failure_before_the_restart_changes_nothing_and_shows_the_output(

@@ -158,6 +158,22 @@ def test_upload_copies_verified_then_skips_the_same_file(tmp_path: Path) -> None
     assert sorted(p.name for p in destination.parent.iterdir()) == [destination.name]
 
 
+def test_upload_of_a_file_that_is_not_the_one_approved_replaces_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "eventmesh-2.0.tar.gz"
+    source.write_bytes(b"the approved build")
+    approved = hashlib.sha256(b"the approved build").hexdigest()
+    destination = tmp_path / "host" / "eventmesh-2.0.tar.gz"
+    sent = run(LocalTransport().upload(source, str(destination), sha256=approved))
+    assert not sent.skipped and sent.sha256 == approved
+    source.write_bytes(b"a build nobody approved")
+    with pytest.raises(TransportError) as caught:
+        run(LocalTransport().upload(source, str(destination), sha256=approved))
+    message = str(caught.value)
+    assert f"expected {approved}" in message and "was not replaced" in message
+    assert destination.read_bytes() == b"the approved build"
+    assert sorted(p.name for p in destination.parent.iterdir()) == [destination.name]
+
+
 def test_upload_of_a_missing_file_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(TransportError) as caught:
         run(LocalTransport().upload(tmp_path / "missing.tar.gz", str(tmp_path / "out")))

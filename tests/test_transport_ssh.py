@@ -31,7 +31,7 @@ from bot.transport import (
     open_transports,
 )
 from bot.transport.output import OUTPUT_LIMIT
-from bot.transport.ssh import MAX_OPENING, remote_command
+from bot.transport.ssh import MAX_OPENING, receiver_script, remote_command
 from tests.support.processes import alive, read_pid, wait_gone
 from tests.support.sshd import Sshd, free_port, keygen
 
@@ -435,6 +435,63 @@ def test_upload_is_verified_on_the_host_then_skipped_when_already_there(
     assert sha256(destination) == third.sha256
     assert destination.stat().st_mode & 0o777 == 0o750
     assert os.listdir(destination.parent) == [destination.name], "a temporary file was left"
+
+
+def test_an_upload_with_a_known_sha256_is_checked_against_it_on_the_host(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    source = tmp_path / "eventmesh-2.0.tar.gz"
+    source.write_bytes(os.urandom(2 * 1024 * 1024 + 3))
+    approved = sha256(source)
+    destination = tmp_path / "host" / "eventmesh-2.0.tar.gz"
+
+    async def uploads(t: SshTransport) -> tuple:  # type: ignore[type-arg]
+        first = await t.upload(source, str(destination), sha256=approved)
+        again = await t.upload(source, str(destination), sha256=approved)
+        source.write_bytes(os.urandom(2 * 1024 * 1024 + 3))  # changed after it was approved
+        destination.unlink()
+        with pytest.raises(TransportError) as caught:
+            await t.upload(source, str(destination), sha256=approved)
+        return first, again, str(caught.value)
+
+    first, again, refused = with_transport(sshd, uploads)
+    assert not first.skipped and first.sha256 == approved
+    assert again.skipped and again.sha256 == approved
+    assert f"expected sha256 {approved}" in refused and "it changed" in refused
+    assert "nothing was replaced" in refused and "\n" not in refused
+    assert not destination.exists()
+    assert os.listdir(destination.parent) == [], "a temporary file was left"
+
+
+@pytest.mark.parametrize("writer", ["GNU dd", "head -c"])
+def test_the_receiver_takes_exactly_the_file_and_then_the_verdict(
+    writer: str, tmp_path: Path
+) -> None:
+    """The host's script, run by a shell here: the bytes after the file are the verdict, not
+    part of it, with GNU dd and with `head -c` (a host without GNU dd: BusyBox, BSD)."""
+    env = dict(os.environ)
+    if writer == "head -c":
+        shims = tmp_path / "bin"
+        shims.mkdir()
+        (shims / "dd").write_text("#!/bin/sh\nexit 1\n")  # no --version: not GNU dd
+        (shims / "dd").chmod(0o755)
+        env["PATH"] = f"{shims}:{env['PATH']}"
+    payload = os.urandom(3 * 1024 * 1024 + 11)
+    destination = tmp_path / "host" / "eventmesh.tar.gz"
+    script = receiver_script(str(destination), len(payload), 0o640)
+    done = subprocess.run(
+        ["sh", "-c", script],
+        input=b"send\n" + payload + b"commit\n",
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    digest = hashlib.sha256(payload).hexdigest()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == ["have -", f"got {digest} {len(payload)}"]
+    assert destination.read_bytes() == payload
+    assert destination.stat().st_mode & 0o777 == 0o640
+    assert os.listdir(destination.parent) == [destination.name]
 
 
 def test_an_upload_that_cannot_be_written_fails_in_one_line_and_replaces_nothing(

@@ -133,8 +133,14 @@ class Transport(Protocol):
         """
         ...
 
-    async def upload(self, local_path: Path, remote_path: str) -> UploadResult:
-        """Copy a file to the host, verified by sha256 there; skipped when already present."""
+    async def upload(
+        self, local_path: Path, remote_path: str, *, sha256: str | None = None
+    ) -> UploadResult:
+        """Copy a file to the host, verified by sha256 there; skipped when already present.
+
+        `sha256`: what the file must hash to, when the caller knows (a deploy's package): the
+        host's copy is checked against it, so a file changed since then is never put in place.
+        """
         ...
 
     async def close(self) -> None: ...

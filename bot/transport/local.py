@@ -150,10 +150,14 @@ class LocalTransport:
             TARGET, shown, status, output.stdout.text(), output.stderr.text(), duration
         )
 
-    async def upload(self, local_path: Path, remote_path: str) -> UploadResult:
+    async def upload(
+        self, local_path: Path, remote_path: str, *, sha256: str | None = None
+    ) -> UploadResult:
         """Copy to `remote_path` (its directory is created), verified, or skip if already there."""
         started = time.monotonic()
-        size, digest, skipped = await self._off_loop(_copy_verified, Path(local_path), remote_path)
+        size, digest, skipped = await self._off_loop(
+            _copy_verified, Path(local_path), remote_path, sha256
+        )
         duration = time.monotonic() - started
         what = "already there" if skipped else "copied"
         log.debug("%s: %s -> %s %s", TARGET, local_path, remote_path, what)
@@ -244,13 +248,15 @@ def _short(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _copy_verified(source: Path, destination: str) -> tuple[int, str, bool]:
-    """(size, sha256, skipped): copy through a temporary name, verify, rename into place."""
+def _copy_verified(source: Path, destination: str, known: str | None) -> tuple[int, str, bool]:
+    """(size, sha256, skipped): copy through a temporary name, verify, rename into place.
+
+    `known`: the sha256 the copy must have (else the one read while copying)."""
     target = Path(destination)
     try:
         size = source.stat().st_size
         if target.is_file() and target.stat().st_size == size:
-            digest = sha256_file(source)
+            digest = known or sha256_file(source)
             if sha256_file(target) == digest:
                 return size, digest, True
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -265,6 +271,12 @@ def _copy_verified(source: Path, destination: str) -> tuple[int, str, bool]:
                 os.fsync(writer.fileno())
             shutil.copymode(source, temporary)
             digest = hashing.hexdigest()
+            if known is not None and digest != known:
+                raise TransportError(
+                    TARGET,
+                    f"{source} has sha256 {digest}, expected {known}: it changed since its "
+                    f"sha256 was taken; {destination} was not replaced",
+                )
             written = sha256_file(temporary)
             if written != digest:
                 raise TransportError(
