@@ -4,31 +4,38 @@ A real OpenSSH sshd on loopback (tests/support/sshd.py), one file of random byte
 these ways of putting it on the "host", interleaved round by round so background noise hits
 them all alike:
 
-- transport: `SshTransport.upload` as /deploy uses it: connect, stream into a temporary
-  name with the sha256 computed on both ends as the bytes go (client: each chunk as it is
-  read; host: `tee` into the hasher), compare, rename into place.
-  AES-GCM is moved first in paramiko's cipher list (the default).
-- transport, paramiko's cipher order: the same with paramiko's own order, which negotiates
-  aes128-ctr + hmac-sha2-256 (paramiko lists AES-GCM last). The lever, shown on its own.
+- transport as /deploy uses it: `SshTransport.upload(..., sha256=<the package's>)` on the
+  connection the deploy opened at its `hosts` step (opened here before the clock starts):
+  ask the host what the destination holds, stream the bytes over one exec channel into `dd`
+  (a temporary name), the host hashes the written file (OpenSSL) and compares with the
+  package's sha256, then renames into place. AES-GCM is moved first in paramiko's cipher list.
+- transport, new connection, sha256 computed: the same from a cold start (connect, key
+  exchange, authentication) with the client hashing each chunk as it reads it.
+- transport as /deploy, paramiko's cipher order: aes128-ctr + hmac-sha2-256 (paramiko lists
+  AES-GCM last). The cipher lever, shown on its own.
 - scp -c aes128-gcm@openssh.com: OpenSSH's scp of the same file on the cipher the transport
-  negotiates (a new connection each time, as the transport makes). **The anchor**: the ratio
-  column is against this one. scp with OpenSSH's defaults (chacha20-poly1305) is shown too.
-- transport, already there: the same file again at the same place: hashed on both ends,
-  nothing sent.
+  negotiates, a new connection each time. **The anchor** the ratio column is against.
+- scp -c aes128-gcm@openssh.com over an open connection (ControlMaster): the anchor without
+  its connection set-up, for the ways on an open connection (the "× scp, connection open"
+  column). scp with OpenSSH's defaults (chacha20-poly1305) is shown too.
+- transport, already there: the same file again at the same place: the host hashes its copy,
+  nothing is sent.
 - bare transfer, AES-GCM first / paramiko's cipher order: the bytes alone, into
-  `cat > /dev/null` over one exec channel of a connection opened beforehand: no file, no
-  hashing, no set-up. This isolates the cipher lever that the full uploads dilute.
+  `cat > /dev/null` over one exec channel of an open connection: no file, no hashing. What the
+  cipher and paramiko's packet path alone allow.
 
-Each way starts from no file at the destination (except "already there") and includes its
-connection set-up. Best of N rounds per way, MB/s = 10^6 bytes per second.
+Each way starts from no file at the destination (except "already there"). Best of N rounds
+per way, MB/s = 10^6 bytes per second. CPU seconds are the client's (this process, its
+children, the ControlMaster) and the host's (every process under the sshd).
 
-    .venv/bin/python -m benchmarks.upload --size-mb 200 --rounds 3
+    .venv/bin/python -m benchmarks.upload --size-mb 200 --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
 import platform
@@ -39,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -59,6 +66,7 @@ class Way:
     # before each round the destination is made absent, left present (the skip case), or is
     # not a file at all (the bare transfers)
     destination: Literal["absent", "present", "none"] = "absent"
+    connection: Literal["new", "open"] = "new"
     seconds: list[float] = field(default_factory=list)
     # CPU seconds: this process and its children (the client: transport threads, scp and ssh),
     # and the host's sessions (sshd's children, once reaped: not for the kept connections)
@@ -72,6 +80,8 @@ class Way:
 
 
 def transport_upload(server: Sshd, ciphers: Callable[[Sequence[str]], Sequence[str]]):  # type: ignore[no-untyped-def]
+    """A cold start: a new transport (connect, authenticate), the client hashes as it reads."""
+
     def upload(source: Path, destination: str) -> str | None:
         async def once() -> str | None:
             transport = SshTransport(server.host, server.settings(), ciphers=ciphers)
@@ -83,6 +93,17 @@ def transport_upload(server: Sshd, ciphers: Callable[[Sequence[str]], Sequence[s
                 await transport.close()
 
         return asyncio.run(once())
+
+    return upload
+
+
+def deploy_upload(transport: SshTransport, known: str):  # type: ignore[no-untyped-def]
+    """As /deploy: on the connection its `hosts` step opened, with the package's sha256."""
+
+    def upload(source: Path, destination: str) -> str | None:
+        result = asyncio.run(transport.upload(source, destination, sha256=known))
+        assert result.sha256 == known
+        return transport.cipher
 
     return upload
 
@@ -100,14 +121,16 @@ def stream_only(transport: SshTransport, payload: bytes):  # type: ignore[no-unt
 
 
 SCP_GCM = "OpenSSH scp -c aes128-gcm@openssh.com (the anchor)"
+SCP_OPEN = "OpenSSH scp -c aes128-gcm@openssh.com, connection open (ControlMaster)"
+DEPLOY = "transport as /deploy uses it (connection open, sha256 known)"
 
 
-def scp_upload(server: Sshd, cipher: str | None = None):  # type: ignore[no-untyped-def]
+def scp_upload(server: Sshd, cipher: str | None = None, *master: str):  # type: ignore[no-untyped-def]
     choice = ["-c", cipher] if cipher else []
 
     def upload(source: Path, destination: str) -> str | None:
         subprocess.run(
-            ["scp", "-q", *server.openssh_options(), *choice, "-P", str(server.port),
+            ["scp", "-q", *server.openssh_options(), *master, *choice, "-P", str(server.port),
              str(source), f"{server.user}@127.0.0.1:{destination}"],
             check=True,
             stdin=subprocess.DEVNULL,
@@ -115,6 +138,28 @@ def scp_upload(server: Sshd, cipher: str | None = None):  # type: ignore[no-unty
         return cipher
 
     return upload
+
+
+@contextlib.contextmanager
+def control_master(server: Sshd, work: Path, cipher: str) -> Iterator[tuple[list[str], int]]:
+    """An OpenSSH master connection: scp's options to use it, and the master's pid."""
+    socket_path = work / "master.sock"
+    master = subprocess.Popen(
+        ["ssh", *server.openssh_options(), "-c", cipher, "-M", "-S", str(socket_path), "-N",
+         "-p", str(server.port), f"{server.user}@127.0.0.1"],
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    check = ["ssh", "-S", str(socket_path), "-O", "check", "-p", str(server.port), "127.0.0.1"]
+    deadline = time.monotonic() + 20
+    while subprocess.run(check, capture_output=True).returncode != 0:
+        if master.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the OpenSSH master connection did not come up")
+        time.sleep(0.05)  # polling a process we started: nothing to wait on instead
+    try:
+        yield ["-o", f"ControlPath={socket_path}", "-o", "ControlMaster=no"], master.pid
+    finally:
+        master.terminate()
+        master.wait(10)
 
 
 def openssh_default_cipher(server: Sshd) -> str:
@@ -131,22 +176,40 @@ def openssh_default_cipher(server: Sshd) -> str:
     return "?"
 
 
-def client_cpu() -> float:
-    """CPU seconds of this process (all threads) and of its waited-for children (scp, ssh)."""
+def client_cpu(master_pid: int) -> float:
+    """CPU seconds of this process (all threads), its waited-for children (scp, ssh) and the
+    OpenSSH master connection (a child still running)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    master = psutil.Process(master_pid).cpu_times()
+    return (
+        own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+        + master.user + master.system
+    )  # fmt: skip
 
 
-def host_cpu(server: Sshd, kept: int) -> float:
-    """CPU seconds of the sshd's finished sessions (each connection's processes, reaped);
-    `kept`: the sessions of the connections kept open for the bare transfers."""
+def host_cpu(server: Sshd, settled: int) -> float:
+    """CPU seconds of every process under the sshd, running or finished: its sessions, their
+    shells and what those ran. `settled`: how many processes are under it between uploads (the
+    open connections' sessions); the work of one upload is counted once they are back to that."""
     sshd = psutil.Process(server.process.pid)
     deadline = time.monotonic() + 5
-    while len(sshd.children()) > kept and time.monotonic() < deadline:
-        time.sleep(0.01)  # a session that just closed: until sshd has reaped it
-    times = sshd.cpu_times()
-    return times.children_user + times.children_system
+    while len(sshd.children(recursive=True)) > settled and time.monotonic() < deadline:
+        time.sleep(0.01)  # a shell or session that just ended: until it has been reaped
+    return _cpu_below(sshd)
+
+
+def _cpu_below(process: psutil.Process) -> float:
+    """CPU of a process's finished descendants and of its running ones (and theirs)."""
+    try:
+        times = process.cpu_times()
+        total = times.children_user + times.children_system
+        for child in process.children():
+            child_times = child.cpu_times()
+            total += child_times.user + child_times.system + _cpu_below(child)
+    except psutil.NoSuchProcess:
+        return 0.0  # ended between the two reads: counted by its parent once reaped
+    return total
 
 
 def sha256(path: Path) -> str:
@@ -180,36 +243,42 @@ def run(server: Sshd, work: Path, size_mb: int, rounds: int) -> int:
     with source.open("wb") as file:
         for _ in range(size_mb):
             file.write(os.urandom(1_000_000))
-    payload = source.read_bytes()
-    # Connected before the clock starts: the bare transfers measure the bytes alone.
+    payload, known = source.read_bytes(), sha256(source)
+    # Connected before the clock starts, as a deploy's `hosts` step connects before its upload.
     gcm = SshTransport(server.host, server.settings(), ciphers=gcm_first)
     ctr = SshTransport(server.host, server.settings(), ciphers=tuple)
     for transport in (gcm, ctr):
         asyncio.run(transport.run(["true"]))
-    ways = [
-        Way("transport (AES-GCM first, the default)", transport_upload(server, gcm_first)),
-        Way("transport, paramiko's cipher order", transport_upload(server, tuple)),
-        Way(SCP_GCM, scp_upload(server, "aes128-gcm@openssh.com")),
-        Way("OpenSSH scp, its default cipher", scp_upload(server)),
-        Way("transport, file already there (skipped)", transport_upload(server, gcm_first),
-            destination="present"),
-        Way("bare transfer, AES-GCM first", stream_only(gcm, payload), destination="none"),
-        Way("bare transfer, paramiko's cipher order", stream_only(ctr, payload),
-            destination="none"),
-    ]  # fmt: skip
     try:
-        return measure(server, source, ways, rounds)
+        with control_master(server, work, "aes128-gcm@openssh.com") as (master, master_pid):
+            ways = [
+                Way(DEPLOY, deploy_upload(gcm, known), connection="open"),
+                Way("transport, new connection, sha256 computed",
+                    transport_upload(server, gcm_first)),
+                Way("transport as /deploy, paramiko's cipher order", deploy_upload(ctr, known),
+                    connection="open"),
+                Way(SCP_GCM, scp_upload(server, "aes128-gcm@openssh.com")),
+                Way(SCP_OPEN, scp_upload(server, None, *master), connection="open"),
+                Way("OpenSSH scp, its default cipher", scp_upload(server)),
+                Way("transport as /deploy, file already there (skipped)",
+                    deploy_upload(gcm, known), destination="present", connection="open"),
+                Way("bare transfer, AES-GCM first", stream_only(gcm, payload),
+                    destination="none", connection="open"),
+                Way("bare transfer, paramiko's cipher order", stream_only(ctr, payload),
+                    destination="none", connection="open"),
+            ]  # fmt: skip
+            return measure(server, source, ways, rounds, master_pid)
     finally:
         for transport in (gcm, ctr):
             asyncio.run(transport.close())
 
 
-def measure(server: Sshd, source: Path, ways: list[Way], rounds: int) -> int:
+def measure(server: Sshd, source: Path, ways: list[Way], rounds: int, master_pid: int) -> int:
     expected, size = sha256(source), source.stat().st_size
     destination = source.parent / "host" / "releases" / source.name
     destination.parent.mkdir(parents=True)  # scp needs it; the transport would make it
     load_before = os.getloadavg()
-    kept = len(psutil.Process(server.process.pid).children())  # the bare transfers' connections
+    settled = len(psutil.Process(server.process.pid).children(recursive=True))
     started = time.monotonic()
     for round_number in range(1, rounds + 1):
         for way in ways:
@@ -217,13 +286,12 @@ def measure(server: Sshd, source: Path, ways: list[Way], rounds: int) -> int:
                 destination.unlink(missing_ok=True)
             elif way.destination == "present" and not destination.exists():
                 shutil.copyfile(source, destination)
-            host0, client0 = host_cpu(server, kept), client_cpu()
+            host0, client0 = host_cpu(server, settled), client_cpu(master_pid)
             t0 = time.perf_counter()
             cipher = way.upload(source, str(destination))
             seconds = time.perf_counter() - t0
-            way.client_cpu.append(client_cpu() - client0)
-            if way.destination != "none":  # a bare transfer's connection stays open
-                way.host_cpu.append(host_cpu(server, kept) - host0)
+            way.client_cpu.append(client_cpu(master_pid) - client0)
+            way.host_cpu.append(host_cpu(server, settled) - host0)
             if way.destination != "none":
                 assert sha256(destination) == expected, f"{way.name}: the host's copy is wrong"
             way.seconds.append(seconds)
@@ -233,6 +301,8 @@ def measure(server: Sshd, source: Path, ways: list[Way], rounds: int) -> int:
                   f"({size / 1e6 / seconds:.0f} MB/s)", file=sys.stderr)  # fmt: skip
     total = time.monotonic() - started
     scp = next(w for w in ways if w.name == SCP_GCM)
+    scp_open = next(w for w in ways if w.name == SCP_OPEN)
+    scp_open.ciphers.add("aes128-gcm@openssh.com")
     default = next(w for w in ways if w.name == "OpenSSH scp, its default cipher")
     default.ciphers.add(f"{openssh_default_cipher(server)} (OpenSSH's default)")
     print(
@@ -243,18 +313,18 @@ def measure(server: Sshd, source: Path, ways: list[Way], rounds: int) -> int:
         f"paramiko {paramiko.__version__}, {openssh_version()}; {total:.0f} s total\n"
     )
     print(
-        "| way | cipher | best | MB/s (best) | median | × scp AES-GCM (best) | (median) "
-        "| CPU s, client + host (median) |"
+        "| way | connection | cipher | best | MB/s (best) | median | × scp AES-GCM (best) "
+        "| (median) | × scp, connection open (best) | CPU s, client + host (median) |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for way in ways:
         median = statistics.median(way.seconds)
-        cpu = f"{statistics.median(way.client_cpu):.2f}"
-        cpu += f" + {statistics.median(way.host_cpu):.2f}" if way.host_cpu else " + (kept open)"
+        cpu = f"{statistics.median(way.client_cpu):.2f} + {statistics.median(way.host_cpu):.2f}"
         print(
-            f"| {way.name} | {', '.join(sorted(way.ciphers)) or '-'} | {way.best:.2f} s | "
-            f"{size / 1e6 / way.best:.0f} | {median:.2f} s | {scp.best / way.best:.2f} | "
-            f"{statistics.median(scp.seconds) / median:.2f} | {cpu} |"
+            f"| {way.name} | {way.connection} | {', '.join(sorted(way.ciphers)) or '-'} | "
+            f"{way.best:.2f} s | {size / 1e6 / way.best:.0f} | {median:.2f} s | "
+            f"{scp.best / way.best:.2f} | {statistics.median(scp.seconds) / median:.2f} | "
+            f"{scp_open.best / way.best:.2f} | {cpu} |"
         )
     return 0
 

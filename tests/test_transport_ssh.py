@@ -481,7 +481,7 @@ def test_the_receiver_takes_exactly_the_file_and_then_the_verdict(
     script = receiver_script(str(destination), len(payload), 0o640)
     done = subprocess.run(
         ["sh", "-c", script],
-        input=b"send\n" + payload + b"commit\n",
+        input=payload + b"commit\n",
         capture_output=True,
         env=env,
         timeout=60,

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TypeVar
 
@@ -456,22 +457,25 @@ class SshTransport:
     ) -> UploadResult:
         """Stream the file into a temporary name, check its sha256 on the host; rename it.
 
-        One command on the host says what the destination already holds (the sha256 of a
-        file of the same size: then nothing is sent), then writes exactly `size` bytes into
-        the temporary name, prints that file's sha256 and size, and waits for one word:
+        One command on the host takes exactly `size` bytes into a temporary name from the
+        first byte, while it says on the side what the destination already holds: `have -`,
+        or the sha256 of a file of the same size. When that is this file, the client stops
+        sending (a small file may be all sent by then) and the host drops what it got.
+        Otherwise the host prints the sha256 and size of what it wrote and waits for one word:
         `commit` (chmod, then mv into place). Anything else, or nothing because the client
         failed, was cancelled or is gone, removes the temporary file. So a failed upload never
         replaces the destination nor leaves a stray file.
 
-        `sha256`, when the caller knows it (a deploy's package), is what the host's copy must
-        hash to: the client then reads the file only to send it. Otherwise the client hashes
-        each chunk on the thread that reads ahead of the encryption. The host writes with
-        `dd` in 1 MiB blocks and hashes the written file with OpenSSL from the page cache:
-        profiled against `head | tee | openssl` (the bytes hashed as they arrive), that costs
-        the host a quarter less CPU (1.17 against 1.54 CPU-s for 200 MB: three processes
-        copying 8 KiB at a time through two pipes), which on a 2-core machine also goes to the
-        client; the hash itself is 0.13 s at OpenSSL's speed. One exec channel carries the
-        bytes and one shell starts on the host (benchmarks/README.md has the figures).
+        Why this shape (profiled phase by phase on a 2-core machine, benchmarks/README.md):
+        - The bytes go at once, without waiting for the host's answer: waiting for the shell
+          to start and say what it holds cost 0.1–0.25 s of a 0.7 s upload of 200 MB.
+        - `sha256`, when the caller knows it (a deploy's package), is what the host's copy
+          must hash to: the client then reads the file only to send it. Otherwise the client
+          hashes each chunk on the thread that reads ahead of the encryption.
+        - The host writes with `dd` in 1 MiB blocks and hashes the written file with OpenSSL
+          from the page cache (0.13 s for 200 MB) rather than through `head | tee | openssl`
+          as the bytes arrive: three processes copying 8 KiB at a time through two pipes
+          cost the host a quarter more CPU (1.54 against 1.17 CPU-s), CPU the client needs.
         """
         started = time.monotonic()
         try:
@@ -481,21 +485,32 @@ class SshTransport:
         timeout_s = self.settings.command_timeout.total_seconds()
         command = remote_command(Shell(receiver_script(remote, size, mode)), None, timeout_s)
         with self._start(job, command, f"receive {remote}", timeout_s) as receiver:
-            have = receiver.read_line()
+            streamed = self._stream(receiver, local, sha256)
+            have = streamed.have or receiver.read_line()
             if have is None or not have.startswith("have "):
                 receiver.finish()
                 problem = one_line(receiver.stderr.text()) or "no answer"
                 raise TransportError(self.target, f"cannot prepare {remote}: {problem}")
-            # Hashed first only when the host holds a file of the same size: it may be ours.
-            if have != "have -" and sha256 is None:
-                sha256 = self._read(sha256_file, local)
-            if sha256 is not None and have == f"have {sha256}":
-                receiver.feed(b"skip\n")
+            digest = streamed.sha256
+            if have == f"have {digest}":
+                # The host holds this very file: it drops what it got (all of a small file,
+                # sent before the answer came) at the end of the stream; nothing is replaced.
                 receiver.finish()
                 duration = time.monotonic() - started
                 log.debug("%s: %s already held (%.2fs)", self.target, remote, duration)
-                return UploadResult(self.target, remote, size, sha256, True, duration)
-            digest = self._send(receiver, local, size, remote, sha256)
+                return UploadResult(self.target, remote, size, digest, True, duration)
+            got = receiver.read_line()
+            if got != f"got {digest} {size}":
+                receiver.feed(b"drop\n")
+                receiver.finish()
+                seen = one_line(receiver.stderr.text()) or one_line(got or "") or "no answer"
+                what = "it changed since its sha256 was taken; " if sha256 is not None else ""
+                raise TransportError(
+                    self.target,
+                    f"upload of {local} to {remote} failed verification on the host (expected "
+                    f"sha256 {digest} and {size} bytes; the host says: {seen}); {what}"
+                    "nothing was replaced",
+                )
             kill_point("upload:sent")
             receiver.feed(b"commit\n")
             if receiver.finish() != 0:
@@ -509,12 +524,8 @@ class SshTransport:
                   duration)  # fmt: skip
         return UploadResult(self.target, remote, size, digest, False, duration)
 
-    def _send(
-        self, receiver: ChannelSession, local: Path, size: int, remote: str, known: str | None
-    ) -> str:
-        """Stream the file to the receiver; its sha256, once the host's copy has it (else the
-        receiver is told to drop the copy)."""
-        receiver.feed(b"send\n")
+    def _stream(self, receiver: ChannelSession, local: Path, known: str | None) -> _Streamed:
+        """Send the file, unless the host's first line says it already holds it."""
         digest = None if known is not None else hashlib.sha256()
 
         def read(file: BinaryIO) -> bytes:
@@ -523,33 +534,32 @@ class SshTransport:
                 digest.update(chunk)
             return chunk
 
+        have = None
         # A thread reads (and hashes) the next chunk while this one encrypts and sends the
         # last (file reads, hashlib and the cipher release the GIL): one chunk ahead at most,
-        # so memory stays flat.
-        with ThreadPoolExecutor(1, thread_name_prefix="ssh-upload-read") as reader:
-            try:
-                with local.open("rb") as file:
+        # so memory stays flat. The file closes after the thread has stopped.
+        try:
+            with (
+                local.open("rb") as file,
+                ThreadPoolExecutor(1, thread_name_prefix="ssh-upload-read") as reader,
+            ):
+                ahead = reader.submit(read, file)
+                while chunk := ahead.result():
                     ahead = reader.submit(read, file)
-                    while chunk := ahead.result():
-                        ahead = reader.submit(read, file)
-                        receiver.feed(chunk)
-            except OSError as exc:
-                receiver.close_quietly()  # no word: the host removes the temporary file
-                raise TransportError(self.target, f"cannot read {local}: {exc.strerror}") from None
-        sha256 = known if digest is None else digest.hexdigest()
-        got = receiver.read_line()
-        if got != f"got {sha256} {size}":
-            receiver.feed(b"drop\n")
-            receiver.finish()
-            seen = one_line(receiver.stderr.text()) or one_line(got or "") or "no answer"
-            what = "it changed since its sha256 was taken; " if known is not None else ""
-            raise TransportError(
-                self.target,
-                f"upload of {local} to {remote} failed verification on the host (expected "
-                f"sha256 {sha256} and {size} bytes; the host says: {seen}); {what}"
-                "nothing was replaced",
-            )
-        return sha256
+                    if not receiver.feed(chunk):
+                        break  # the host stopped taking it: its answer says why
+                    if have is None and (have := receiver.ready_line()) not in (None, "have -"):
+                        # A file of the same size is there: hashed here only in that case.
+                        sha256 = known or self._read(sha256_file, local)
+                        if have == f"have {sha256}":
+                            return _Streamed(have, sha256)  # nothing more to send
+        except OSError as exc:
+            receiver.close_quietly()  # the stream ends short: the host removes what it got
+            raise TransportError(self.target, f"cannot read {local}: {exc.strerror}") from None
+        if digest is not None:
+            return _Streamed(have, digest.hexdigest())
+        assert known is not None
+        return _Streamed(have, known)
 
     def _read(self, hashing: Callable[[Path], str], local: Path) -> str:
         try:
@@ -560,48 +570,55 @@ class SshTransport:
 
 def receiver_script(remote: str, size: int, mode: int) -> str:
     """The host's side of an upload of `size` bytes to `remote` (see SshTransport._upload)."""
-    dest, tmp = shlex.quote(remote), shlex.quote(temp_name(remote))
     return _RECEIVE.format(
         dir=shlex.quote(str(PurePosixPath(remote).parent)),
-        dest=dest,
-        tmp=tmp,
+        dest=shlex.quote(remote),
+        tmp=shlex.quote(temp_name(remote)),
         size=size,
         mode=format(mode, "o"),
-        hash_dest=_hash(dest),
-        hash_tmp=_hash(tmp),
+        hash_dest=_hash('"$dest"'),
+        hash_tmp=_hash('"$tmp"'),
     )
 
 
-# The receiver: what the destination holds (when its size matches), then exactly {size} bytes
-# of the file, then their sha256 and the verdict. `read` takes the words byte by byte, and GNU
-# dd (count_bytes) or else `head -c` reads no further than it must, so the stream and the word
-# after it stay whole. The temporary file goes on any way out but the commit (a signal: the
-# timeout, a hang-up).
+# The receiver: exactly {size} bytes of the file from the first byte, while a background job
+# says what the destination holds (when its size matches); then their sha256 and the verdict.
+# GNU dd (count_bytes) or else `head -c` reads no further than it must and `read` takes the
+# word byte by byte, so the stream and the word after it stay whole. The temporary file goes
+# on any way out but the commit (a signal: the timeout, a hang-up; a stream cut short).
 _RECEIVE = """\
-mkdir -p {dir} || exit 1
-if [ -f {dest} ] && [ "$(wc -c < {dest})" -eq {size} ]; then
-  set -- $({hash_dest}); echo "have $1"
+dir={dir} dest={dest} tmp={tmp}
+[ -d "$dir" ] || mkdir -p "$dir" || exit 1
+trap 'rm -f "$tmp"' EXIT
+trap 'exit 1' HUP INT PIPE TERM
+if [ -f "$dest" ] && [ "$(wc -c < "$dest")" -eq {size} ]; then
+  (set -- $({hash_dest}); echo "have $1") < /dev/null &
 else
   echo "have -"
 fi
-IFS= read -r answer || exit 0
-[ "$answer" = send ] || exit 0
-trap 'rm -f {tmp}' EXIT
-trap 'exit 1' HUP INT PIPE TERM
 if dd --version >/dev/null 2>&1; then
-  dd bs=1M iflag=fullblock,count_bytes count={size} of={tmp} status=none || exit 1
+  dd bs=1M iflag=fullblock,count_bytes count={size} of="$tmp" status=none || exit 1
 else
-  head -c {size} > {tmp} || exit 1
+  head -c {size} > "$tmp" || exit 1
 fi
+wait
 set -- $({hash_tmp})
-echo "got $1 $(wc -c < {tmp})"
+echo "got $1 $(wc -c < "$tmp")"
 IFS= read -r verdict || exit 1
 [ "$verdict" = commit ] || exit 1
-chmod {mode} {tmp} && mv -f {tmp} {dest} || exit 1
+chmod {mode} "$tmp" && mv -f "$tmp" "$dest" || exit 1
 trap - EXIT
 """
 
 _STREAM_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class _Streamed:
+    """How a stream ended: the host's first line if it came by then, and the file's sha256."""
+
+    have: str | None
+    sha256: str
 
 
 def _hash(quoted_path: str) -> str:

@@ -54,24 +54,34 @@ class ChannelSession:
     def __exit__(self, *exc: object) -> None:
         self.channel.close()
 
-    def feed(self, data: bytes) -> None:
-        """Send to the command's stdin; what a command that has ended did not read is dropped."""
+    def feed(self, data: bytes) -> bool:
+        """Send to the command's stdin; False once the command has ended (what it did not read
+        is dropped; finish() tells how it ended)."""
         view = memoryview(data)
         try:
             while view:
                 self._drain()
                 if self.channel.closed or self.channel.exit_status_ready():
-                    return  # finish() tells how it ended
+                    return False
                 self._check_deadline()
                 try:
                     sent = self.channel.send(view[:CHUNK])
                 except TimeoutError:
                     continue  # the window stayed shut for a moment: drain output, try again
                 if sent == 0:
-                    return  # the channel is closing
+                    return False  # the channel is closing
                 view = view[sent:]
         except (paramiko.SSHException, OSError) as exc:
             raise self.lost(exc) from None
+        return True
+
+    def ready_line(self) -> str | None:
+        """The next line of stdout if it has already arrived; never waits."""
+        try:
+            self._drain()
+        except (paramiko.SSHException, OSError) as exc:
+            raise self.lost(exc) from None
+        return self._take_line() if b"\n" in self._unread else None
 
     def read_line(self) -> str | None:
         """The next line of stdout (None if the command ended without one)."""
@@ -86,6 +96,9 @@ class ChannelSession:
                 select.select([self.channel], [], [], self.deadline - time.monotonic())
         except (paramiko.SSHException, OSError) as exc:
             raise self.lost(exc) from None
+        return self._take_line()
+
+    def _take_line(self) -> str:
         line, _, rest = bytes(self._unread).partition(b"\n")
         self._unread[:] = rest
         return line.decode("utf-8", errors="replace")
