@@ -20,6 +20,9 @@ them all alike:
   column). scp with OpenSSH's defaults (chacha20-poly1305) is shown too.
 - transport, already there: the same file again at the same place: the host hashes its copy,
   nothing is sent.
+- a command's start on the host: `ssh host true` over the open master connection, no upload:
+  the host's login shell (and its rc files) starting, which every exec channel pays once and
+  scp (the SFTP subsystem) does not.
 - bare transfer, AES-GCM first / paramiko's cipher order: the bytes alone, into
   `cat > /dev/null` over one exec channel of an open connection: no file, no hashing. What the
   cipher and paramiko's packet path alone allow.
@@ -67,6 +70,7 @@ class Way:
     # not a file at all (the bare transfers)
     destination: Literal["absent", "present", "none"] = "absent"
     connection: Literal["new", "open"] = "new"
+    moves_bytes: bool = True  # False: a fixed cost shown beside the uploads, not an upload
     seconds: list[float] = field(default_factory=list)
     # CPU seconds: this process and its children (the client: transport threads, scp and ssh),
     # and the host's sessions (sshd's children, once reaped: not for the kept connections)
@@ -123,6 +127,7 @@ def stream_only(transport: SshTransport, payload: bytes):  # type: ignore[no-unt
 SCP_GCM = "OpenSSH scp -c aes128-gcm@openssh.com (the anchor)"
 SCP_OPEN = "OpenSSH scp -c aes128-gcm@openssh.com, connection open (ControlMaster)"
 DEPLOY = "transport as /deploy uses it (connection open, sha256 known)"
+SHELL_START = "a command's start on the host: `ssh host true`, connection open (no upload)"
 
 
 def scp_upload(server: Sshd, cipher: str | None = None, *master: str):  # type: ignore[no-untyped-def]
@@ -138,6 +143,22 @@ def scp_upload(server: Sshd, cipher: str | None = None, *master: str):  # type: 
         return cipher
 
     return upload
+
+
+def shell_start(server: Sshd, *master: str):  # type: ignore[no-untyped-def]
+    """`ssh host true` over the open master connection: what starting a command costs on the
+    host (its login shell and rc files), which any exec channel pays and scp's SFTP does not."""
+
+    def run(source: Path, destination: str) -> str | None:
+        subprocess.run(
+            ["ssh", *server.openssh_options(), *master, "-p", str(server.port),
+             f"{server.user}@127.0.0.1", "true"],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        return None
+
+    return run
 
 
 @contextlib.contextmanager
@@ -262,6 +283,8 @@ def run(server: Sshd, work: Path, size_mb: int, rounds: int) -> int:
                 Way("OpenSSH scp, its default cipher", scp_upload(server)),
                 Way("transport as /deploy, file already there (skipped)",
                     deploy_upload(gcm, known), destination="present", connection="open"),
+                Way(SHELL_START, shell_start(server, *master), destination="none",
+                    connection="open", moves_bytes=False),
                 Way("bare transfer, AES-GCM first", stream_only(gcm, payload),
                     destination="none", connection="open"),
                 Way("bare transfer, paramiko's cipher order", stream_only(ctr, payload),
@@ -320,11 +343,16 @@ def measure(server: Sshd, source: Path, ways: list[Way], rounds: int, master_pid
     for way in ways:
         median = statistics.median(way.seconds)
         cpu = f"{statistics.median(way.client_cpu):.2f} + {statistics.median(way.host_cpu):.2f}"
+        if way.moves_bytes:
+            rates = (
+                f"{size / 1e6 / way.best:.0f} | {median:.2f} s | {scp.best / way.best:.2f} | "
+                f"{statistics.median(scp.seconds) / median:.2f} | {scp_open.best / way.best:.2f}"
+            )
+        else:
+            rates = f"- | {median:.2f} s | - | - | -"
         print(
             f"| {way.name} | {way.connection} | {', '.join(sorted(way.ciphers)) or '-'} | "
-            f"{way.best:.2f} s | {size / 1e6 / way.best:.0f} | {median:.2f} s | "
-            f"{scp.best / way.best:.2f} | {statistics.median(scp.seconds) / median:.2f} | "
-            f"{scp_open.best / way.best:.2f} | {cpu} |"
+            f"{way.best:.2f} s | {rates} | {cpu} |"
         )
     return 0
 
