@@ -27,6 +27,7 @@ What this module guarantees, and why (see FIELD-NOTES "SSH (paramiko)"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import shlex
@@ -34,7 +35,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -527,25 +528,10 @@ class SshTransport:
     def _stream(self, receiver: ChannelSession, local: Path, known: str | None) -> _Streamed:
         """Send the file, unless the host's first line says it already holds it."""
         digest = None if known is not None else hashlib.sha256()
-
-        def read(file: BinaryIO) -> bytes:
-            chunk = file.read(_STREAM_CHUNK)
-            if digest is not None:
-                digest.update(chunk)
-            return chunk
-
         have = None
-        # A thread reads (and hashes) the next chunk while this one encrypts and sends the
-        # last (file reads, hashlib and the cipher release the GIL): one chunk ahead at most,
-        # so memory stays flat. The file closes after the thread has stopped.
         try:
-            with (
-                local.open("rb") as file,
-                ThreadPoolExecutor(1, thread_name_prefix="ssh-upload-read") as reader,
-            ):
-                ahead = reader.submit(read, file)
-                while chunk := ahead.result():
-                    ahead = reader.submit(read, file)
+            with local.open("rb") as file, contextlib.closing(_chunks(file, digest)) as chunks:
+                for chunk in chunks:
                     if not receiver.feed(chunk):
                         break  # the host stopped taking it: its answer says why
                     if have is None and (have := receiver.ready_line()) not in (None, "have -"):
@@ -611,6 +597,31 @@ trap - EXIT
 """
 
 _STREAM_CHUNK = 256 * 1024
+
+
+def _chunks(file: BinaryIO, digest: Any) -> Iterator[bytes]:
+    """The file's chunks in order, each added to `digest` (a hashlib object) unless it is None.
+
+    Hashing, a thread reads and hashes the next chunk while the caller encrypts and sends the
+    last (file reads, hashlib and the cipher release the GIL): one chunk ahead at most, so
+    memory stays flat. Not hashing, the reads are inline: a page-cache read of 256 KiB is
+    cheaper than handing it between threads (0.26 against 0.34 client CPU-s for 200 MB).
+    """
+    if digest is None:
+        while chunk := file.read(_STREAM_CHUNK):
+            yield chunk
+        return
+
+    def read() -> bytes:
+        chunk = file.read(_STREAM_CHUNK)
+        digest.update(chunk)
+        return chunk
+
+    with ThreadPoolExecutor(1, thread_name_prefix="ssh-upload-read") as reader:
+        ahead = reader.submit(read)
+        while chunk := ahead.result():
+            ahead = reader.submit(read)
+            yield chunk
 
 
 @dataclass(frozen=True)
