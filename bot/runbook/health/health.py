@@ -33,6 +33,7 @@ from bot.clock import Clock, utc_now
 from bot.config import Environment, MetricsSettings, Thresholds
 from bot.runbook.alerts.error_rate import RequestCounter
 from bot.runbook.health.probe import Probe, Prober
+from bot.runbook.health.slow_recheck import second_reading, wants_second_reading
 from bot.store import HealthCheck, Store, StoreError
 from bot.telemetry import Telemetry
 
@@ -95,6 +96,23 @@ class Classification:
     version: str | None
     components: Mapping[str, str]
     metrics_available: bool
+    # The endpoints read over their slow threshold: a slow reading can be the checker's own
+    # load rather than the service's (slow_recheck.py).
+    slow: tuple[SlowReading, ...] = ()
+
+    @property
+    def only_slow(self) -> bool:
+        """Degraded for slowness and nothing else: a second reading may class it otherwise."""
+        return self.health is Health.DEGRADED and len(self.reasons) == len(self.slow) > 0
+
+
+@dataclass(frozen=True)
+class SlowReading:
+    """One endpoint's reading over its slow threshold, and the reason that says so."""
+
+    endpoint: str  # "healthz", "status endpoint"
+    latency_ms: float
+    reason: str
 
 
 def _describe_failure(name: str, probe: Probe) -> str:
@@ -110,6 +128,7 @@ def classify(
     findings: list[tuple[Health, str]] = []
     version: str | None = None
     components: dict[str, str] = {}
+    slow: list[SlowReading] = []
 
     # /healthz decides whether the service is up at all.
     if not healthz.answered or healthz.status_code != 200:
@@ -132,12 +151,9 @@ def classify(
                 )
         warning_ms = thresholds.health_response_ms.warning
         if healthz.latency_ms is not None and healthz.latency_ms >= warning_ms:
-            findings.append(
-                (
-                    Health.DEGRADED,
-                    f"healthz slow: {healthz.latency_ms:.0f} ms (warning at {warning_ms:.0f} ms)",
-                )
-            )
+            reason = f"healthz slow: {healthz.latency_ms:.0f} ms (warning at {warning_ms:.0f} ms)"
+            slow.append(SlowReading("healthz", healthz.latency_ms, reason))
+            findings.append((Health.DEGRADED, reason))
 
     # /api/v1/status gives the dependencies; losing it hides them, which degrades the picture.
     if _same_outage(status, healthz):
@@ -164,12 +180,9 @@ def classify(
                         findings.append((Health.DEGRADED, f"component {name} is {state}"))
         api_warning = thresholds.api_response_ms.warning
         if status.latency_ms is not None and status.latency_ms >= api_warning:
-            findings.append(
-                (
-                    Health.DEGRADED,
-                    f"API slow: {status.latency_ms:.0f} ms (warning at {api_warning:.0f} ms)",
-                )
-            )
+            reason = f"API slow: {status.latency_ms:.0f} ms (warning at {api_warning:.0f} ms)"
+            slow.append(SlowReading("status endpoint", status.latency_ms, reason))
+            findings.append((Health.DEGRADED, reason))
 
     metrics_available = metrics.answered and metrics.status_code == 200 and _parses(metrics.body)
     if not metrics_available and not _same_outage(metrics, healthz):
@@ -183,7 +196,7 @@ def classify(
     reasons = tuple(r for h, r in findings if h == health) + tuple(
         r for h, r in findings if h != health
     )
-    return Classification(health, reasons, version, components, metrics_available)
+    return Classification(health, reasons, version, components, metrics_available, tuple(slow))
 
 
 def vitals(
@@ -323,20 +336,45 @@ class HealthChecker:
 
     async def _cycle(self, envs: list[Environment], on_batch: OnBatch | None) -> list[HealthResult]:
         recorder = _Recorder(self._record, on_batch)
+        # Environments Degraded for slowness alone, read again once the wave is over.
+        slow: list[tuple[Environment, _Reading]] = []
+
+        def land(result: HealthResult) -> None:
+            self.telemetry.checks.labels(
+                environment=result.environment, result=result.health.value
+            ).inc()
+            recorder.add(result)
+
+        async def check(env: Environment) -> None:
+            first = await self._read(env)
+            if wants_second_reading(first.verdict):
+                slow.append((env, first))
+            else:
+                land(first.result(env))
+
+        async def check_again(env: Environment, first: _Reading) -> None:
+            second = await self._read(env)
+            land(replace(second, verdict=second_reading(first.verdict, second.verdict)).result(env))
+
         try:
             async with asyncio.TaskGroup() as group:
                 for i, env in enumerate(envs, start=1):
-                    group.create_task(self._check_one(env, recorder))
+                    group.create_task(check(env))
                     if i % START_WAVE == 0:
                         # Let the loop send these and read what has come back before starting
                         # more: 600 sends in one go keep it busy for 35-150 ms, and an answer
                         # that arrives meanwhile would be timed late.
                         await asyncio.sleep(0)
+            if slow:
+                async with asyncio.TaskGroup() as group:
+                    for env, first in slow:
+                        group.create_task(check_again(env, first))
             return await recorder.finish()
         finally:
             recorder.cancel()
 
-    async def _check_one(self, env: Environment, recorder: _Recorder) -> None:
+    async def _read(self, env: Environment) -> _Reading:
+        """One reading of env's three endpoints, classified."""
         checked_at = self.clock()
         try:
             healthz, status, metrics = await asyncio.gather(
@@ -354,20 +392,7 @@ class HealthChecker:
                 Health.UNHEALTHY, ("the check itself failed (see the bot's log)",), None, {}, False
             )
             figures = Vitals(healthz_problem="the check itself failed (see the bot's log)")
-        result = HealthResult(
-            environment=env.name,
-            health=verdict.health,
-            checked_at=checked_at,
-            status_code=healthz.status_code,
-            latency_ms=healthz.latency_ms,
-            version=verdict.version,
-            reasons=verdict.reasons,
-            components=verdict.components,
-            metrics_available=verdict.metrics_available,
-            vitals=figures,
-        )
-        self.telemetry.checks.labels(environment=env.name, result=result.health.value).inc()
-        recorder.add(result)
+        return _Reading(checked_at, healthz, verdict, figures)
 
     async def _record(self, batch: list[HealthResult]) -> list[HealthResult]:
         checks = [
@@ -394,6 +419,30 @@ class HealthChecker:
             )
             return batch
         return [replace(r, streak=s) for r, s in zip(batch, streaks, strict=True)]
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """One reading of an environment, before it is recorded."""
+
+    checked_at: datetime
+    healthz: Probe
+    verdict: Classification
+    vitals: Vitals
+
+    def result(self, env: Environment) -> HealthResult:
+        return HealthResult(
+            environment=env.name,
+            health=self.verdict.health,
+            checked_at=self.checked_at,
+            status_code=self.healthz.status_code,
+            latency_ms=self.healthz.latency_ms,
+            version=self.verdict.version,
+            reasons=self.verdict.reasons,
+            components=self.verdict.components,
+            metrics_available=self.verdict.metrics_available,
+            vitals=self.vitals,
+        )
 
 
 class _Recorder:

@@ -132,7 +132,12 @@ class Prober:
         # No limit in the connector: the semaphore is the limit, taken before the clock starts.
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         self._session = aiohttp.ClientSession(
-            connector=connector, trace_configs=[_trace_config()], auto_decompress=True
+            connector=connector,
+            trace_configs=[_trace_config()],
+            auto_decompress=True,
+            # No timeout of aiohttp's own (its default: 5 minutes in total, 30 s to connect,
+            # a timer per request): `get`'s timeout, the runbook's, is the only one.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=None),
         )
         self._slots = asyncio.Semaphore(self.max_connections)
 
