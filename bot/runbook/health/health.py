@@ -279,6 +279,9 @@ START_WAVE = 10
 # Environments read a second time at once (slow_recheck.py): enough that a fleet slow for real
 # costs one more reading per hundred, few enough that the second readings do not queue.
 SECOND_READINGS_AT_ONCE = 100
+# The longest a cycle's results wait to be written together (_Recorder): a report shows
+# progress once a second, and the cycle's end is written at once.
+WRITE_GAP_S = 0.1
 
 
 class HealthChecker:
@@ -497,7 +500,9 @@ class _Recorder:
     """A cycle's results, written to the store in batches: while one is written, the next gathers.
 
     So 200 results that land within a few milliseconds cost a handful of transactions, not
-    200, and the caller receives as many hand-overs.
+    200, and the caller receives as many hand-overs. Between two writes it waits up to
+    WRITE_GAP_S for more to gather, unless the cycle is over: results that trickle in (a
+    1,000-environment cycle's tail) made 60-70 transactions of 1-10 rows, 2-4 ms of CPU each.
     """
 
     def __init__(
@@ -510,6 +515,7 @@ class _Recorder:
         self._pending: list[HealthResult] = []
         self._results: list[HealthResult] = []
         self._writing: asyncio.Task[None] | None = None
+        self._over = asyncio.Event()
 
     def add(self, result: HealthResult) -> None:
         self._pending.append(result)
@@ -523,8 +529,12 @@ class _Recorder:
             self._results.extend(recorded)
             if self._on_batch is not None:
                 self._on_batch(recorded)
+            if not self._over.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._over.wait(), WRITE_GAP_S)
 
     async def finish(self) -> list[HealthResult]:
+        self._over.set()
         if self._writing is not None:
             await self._writing
         return self._results
