@@ -5,8 +5,9 @@ includes any wait on the checker's own side: a fan-out over 1,000 environments o
 cores read healthz at 201–383 ms for a service answering in 200 ms, and the status endpoint
 over the runbook's 200 ms "API slow" for one answering in 50 ms (false Degraded in 2 of 6
 reports; under heavy load, hundreds). So when a cycle's first wave is over and the checker is
-quiet, an environment Degraded for slowness alone is read once more and classed on that second
-reading; if it is still slow, its reasons say that a second request confirmed it.
+quiet, an environment Degraded for slowness alone is read once more — its slow endpoints only,
+the others' answers stand — and classed on that second reading; if it is still slow, its
+reasons say that a second request confirmed it. HealthChecker (health.py) does the requests.
 
 Anything else is never read twice: an error, a non-200, a service reporting itself down or
 degraded stands on the first reading, and a slow reading beside one of those adds nothing.
