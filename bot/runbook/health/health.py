@@ -276,9 +276,10 @@ OnBatch = Callable[[list[HealthResult]], None]
 
 # Environments whose checks start before the probe loop gets to do anything else.
 START_WAVE = 10
-# Environments read a second time at once (slow_recheck.py): enough that a fleet slow for real
-# costs one more reading per hundred, few enough that the second readings do not queue.
-SECOND_READINGS_AT_ONCE = 100
+# Environments read a second time at once (slow_recheck.py), one request each mostly: half the
+# first wave's requests in flight, so the second readings do not queue as the first did, and
+# 650 environments read slow under a load average of 7 cost one more reading for each 300.
+SECOND_READINGS_AT_ONCE = 300
 # The longest a cycle's results wait to be written together (_Recorder): a report shows
 # progress once a second, and the cycle's end is written at once.
 WRITE_GAP_S = 0.1
