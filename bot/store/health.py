@@ -86,7 +86,8 @@ class HealthStore(StoreCore):
         # One batch at a time in this process: each reads the streaks it then updates, and
         # SQLite refuses a write made on a stale read (other replicas: FOR UPDATE, below).
         # Core statements, not ORM objects: a batch is up to a fleet (1,000 environments), and
-        # an object per row was most of this method's time in the /health all profile.
+        # loading and flushing an object per row was half of this method's samples in the
+        # profile of /health all over 1,000 environments.
         with self._health_writes, self._session() as session, session.begin():
             known: dict[str, tuple[str, int]] = {
                 environment: (health, streak)

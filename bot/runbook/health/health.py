@@ -254,8 +254,8 @@ def _parses(text: str) -> bool:
     """Whether the body is Prometheus metrics: its first sample line reads as one.
 
     The first line only: prometheus_client's parser reads a whole family before it yields
-    one, and in the profile of a 1,000-environment /health all it was a tenth of the probe
-    thread's time for this yes or no.
+    one, and in the profile of a 1,000-environment /health all (py-spy --gil) it was a tenth
+    of the bot's CPU for this yes or no.
     """
     for line in text.splitlines():
         line = line.strip()
@@ -276,9 +276,9 @@ OnBatch = Callable[[list[HealthResult]], None]
 
 # Environments whose checks start before the probe loop gets to do anything else.
 START_WAVE = 10
-# Environments read a second time at once (slow_recheck.py), one request each mostly: half the
-# first wave's requests in flight, so the second readings do not queue as the first did, and
-# 650 environments read slow under a load average of 7 cost one more reading for each 300.
+# Environments read a second time at once (slow_recheck.py), mostly one request each: half the
+# first wave's 600 requests in flight, so the second readings queue less than the first did,
+# and a fleet slow for real (or 650 read slow under a load average of 7) costs a few rounds.
 SECOND_READINGS_AT_ONCE = 300
 # The longest a cycle's results wait to be written together (_Recorder): a report shows
 # progress once a second, and the cycle's end is written at once.
@@ -391,7 +391,7 @@ class HealthChecker:
                         # that arrives meanwhile would be timed late.
                         await asyncio.sleep(0)
             if slow:
-                # A few at a time: hundreds of second readings sent at once would queue at the
+                # Not all at once: a thousand second readings sent together would queue at the
                 # services and here again, and read slow for the same reason as the first.
                 slots = asyncio.Semaphore(SECOND_READINGS_AT_ONCE)
 
