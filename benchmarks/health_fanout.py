@@ -14,7 +14,10 @@ that answer /healthz in --healthz-ms and the status and metrics endpoints in --o
   environments with --loop-sample N, extrapolated and said so);
 - ack latency of a burst of /health <env> commands and "Check again" presses sent at once
   while idle, and the same burst sent right after a `/health all` is acked, while its fan-out
-  runs (goal: p99 under 100 ms in both).
+  runs (goal: p99 under 100 ms in both);
+- CPU seconds per `/health all` cycle, the bot's and the demo services' (psutil): on a shared
+  machine they move much less than the wall time; and how many slow readings the reports say
+  a second request confirmed (bot/runbook/health/slow_recheck.py).
 
 Run from the repository root::
 
