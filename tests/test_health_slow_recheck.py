@@ -1,20 +1,21 @@
 """A reading that is only slow gets a second request; anything else stands on the first.
 
 The checker runs against the real demo service, made slow with its per-path latency faults
-(a list is a pattern its requests take in turn: [400, 0] is slow once, then fast). The demo's
+(a list is a pattern its requests take in turn: [800, 0] is slow once, then fast). The demo's
 request log says which endpoints were requested how many times.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bot.config import Environment, Thresholds
+from bot.config import Environment, Threshold, Thresholds
 from bot.runbook.health.health import Health, HealthChecker, HealthResult
 from bot.runbook.health.probe import Prober
 from bot.slack import blocks
@@ -23,8 +24,10 @@ from bot.telemetry import Telemetry
 from tests.conftest import DemoService
 
 STATUS = "/api/v1/status"
-# The runbook's thresholds: healthz slow from 500 ms, the API from 200 ms.
-THRESHOLDS = Thresholds()
+# healthz slow from 500 ms (the runbook's), the API from 500 ms too (the runbook's 200 ms leaves
+# too little room for a fast answer on a busy machine): every slow reading here is 800 ms or
+# more, every fast one 0 ms at the service.
+THRESHOLDS = Thresholds(api_response_ms=Threshold(warning=500, critical=2000))
 
 
 @pytest.fixture
@@ -44,7 +47,7 @@ def requested(demo: DemoService) -> Counter[str]:
 
 
 @pytest.mark.parametrize(
-    ("path", "first_ms"), [(STATUS, 400), ("/healthz", 700)], ids=["API", "healthz"]
+    ("path", "first_ms"), [(STATUS, 800), ("/healthz", 900)], ids=["API", "healthz"]
 )
 def test_slow_once_is_classed_on_the_second_request(
     checker: HealthChecker, demo: DemoService, path: str, first_ms: int
@@ -64,28 +67,33 @@ def test_slow_once_is_classed_on_the_second_request(
 def test_slow_twice_is_degraded_and_the_report_says_a_second_request_confirmed_it(
     checker: HealthChecker, demo: DemoService
 ) -> None:
-    demo.set_faults(path_latency_ms={STATUS: [450, 300]})
+    demo.set_faults(path_latency_ms={STATUS: [1000, 600]})
 
     result = check(checker, demo)
 
     assert result.health is Health.DEGRADED
     (reason,) = result.reasons
-    assert reason.startswith("API slow: 3"), reason  # the second reading's figure
-    assert "(warning at 200 ms); confirmed by a second request, the first took 4" in reason
+    found = re.fullmatch(
+        r"API slow: (\d+) ms \(warning at 500 ms\); "
+        r"confirmed by a second request, the first took (\d+) ms",
+        reason,
+    )
+    assert found is not None, reason
+    second_ms, first_ms = map(int, found.groups())
+    assert 600 <= second_ms < 1000 <= first_ms  # the figure shown is the second reading's
     assert requested(demo)[STATUS] == 2
-    line = blocks.health_line("staging", result)
-    assert "confirmed by a second request, the first took 4" in line
+    assert reason in blocks.health_line("staging", result)
 
 
 def test_slow_and_failing_is_read_once(checker: HealthChecker, demo: DemoService) -> None:
     # healthz answers 503 and the API is slow: Unhealthy on the first reading, never re-read.
-    demo.set_faults(healthz_status=503, path_latency_ms={STATUS: [400, 0]})
+    demo.set_faults(healthz_status=503, path_latency_ms={STATUS: [800, 0]})
 
     result = check(checker, demo)
 
     assert result.health is Health.UNHEALTHY
     assert result.reasons[0] == "healthz answered HTTP 503"
-    assert any(r.startswith("API slow: 4") for r in result.reasons), result.reasons
+    assert any(r.startswith("API slow: ") for r in result.reasons), result.reasons
     assert requested(demo) == Counter({"/healthz": 1, STATUS: 1, "/metrics": 1})
 
 
@@ -94,7 +102,7 @@ def test_slow_beside_a_component_down_is_read_once(
 ) -> None:
     # Degraded for more than slowness (a non-critical component down): the slowness adds
     # nothing a second request could take away.
-    demo.set_faults(components={"redis": "down"}, path_latency_ms={STATUS: [400, 0]})
+    demo.set_faults(components={"redis": "down"}, path_latency_ms={STATUS: [800, 0]})
 
     result = check(checker, demo)
 
@@ -106,7 +114,7 @@ def test_slow_beside_a_component_down_is_read_once(
 def test_a_fleet_rereads_only_its_slow_environments(
     checker: HealthChecker, demo: DemoService, demo_b: DemoService
 ) -> None:
-    demo.set_faults(path_latency_ms={STATUS: [400, 0]})
+    demo.set_faults(path_latency_ms={STATUS: [800, 0]})
     envs = [
         Environment(name="staging", base_url=demo.url, transport="local"),
         Environment(name="dev", base_url=demo_b.url, transport="local"),

@@ -400,8 +400,10 @@ class HealthChecker:
                         await check_again(env, first)
 
                 async with asyncio.TaskGroup() as group:
-                    for env, first in slow:
+                    for i, (env, first) in enumerate(slow, start=1):
                         group.create_task(paced(env, first))
+                        if i % START_WAVE == 0:
+                            await asyncio.sleep(0)  # as in the first wave: sends, then answers
             return await recorder.finish()
         finally:
             recorder.cancel()
