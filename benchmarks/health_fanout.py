@@ -14,7 +14,10 @@ that answer /healthz in --healthz-ms and the status and metrics endpoints in --o
   environments with --loop-sample N, extrapolated and said so);
 - ack latency of a burst of /health <env> commands and "Check again" presses sent at once
   while idle, and the same burst sent right after a `/health all` is acked, while its fan-out
-  runs (goal: p99 under 100 ms in both).
+  runs (goal: p99 under 100 ms in both);
+- CPU seconds per `/health all` cycle, the bot's and the demo services' (psutil): on a shared
+  machine they move much less than the wall time; and how many slow readings the reports say
+  a second request confirmed (bot/runbook/health/slow_recheck.py).
 
 Run from the repository root::
 
@@ -69,9 +72,21 @@ class Cycle:
     seconds: float  # from sending the command to the report's last update at the fake
     reported_ms: list[int]  # healthz latency per environment, as the report shows it
     text: str
+    # CPU seconds over the cycle: the bot's, and the demo services' together. Unlike the wall
+    # time, these hardly move with what else the machine runs.
+    bot_cpu_s: float = 0.0
+    services_cpu_s: float = 0.0
+    # Environments whose slowness a second request confirmed (bot/runbook/health/slow_recheck.py)
+    confirmed_slow: int = 0
 
 
-def run_check(bot: BotProcess, scope: str) -> Cycle:
+def cpu_seconds(processes: Sequence[psutil.Process]) -> float:
+    return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
+
+
+def run_check(bot: BotProcess, scope: str, services: Sequence[psutil.Process] = ()) -> Cycle:
+    bot_process = psutil.Process(bot.process.pid)
+    bot_cpu, services_cpu = cpu_seconds([bot_process]), cpu_seconds(services)
     started = time.monotonic()
     sent = bot.command("/health", scope)
     report = bot.slack.wait_for(lambda fake: _complete(fake, sent.channel), REPORT_TIMEOUT_S)
@@ -87,6 +102,13 @@ def run_check(bot: BotProcess, scope: str) -> Cycle:
         done - started,
         sorted(ms for _, ms in found.values() if ms is not None),
         report.get("text", ""),
+        cpu_seconds([bot_process]) - bot_cpu,
+        cpu_seconds(services) - services_cpu,
+        sum(
+            block["text"]["text"].count("confirmed by a second request")
+            for block in report.get("blocks") or []
+            if block.get("type") == "section"
+        ),
     )
 
 
@@ -193,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
                 tmp, slack, fleet_config(tmp / "eventmesh.yml", services, args.environments)
             )
             stack.callback(stop_process, bot.process)
+            service_processes = [psutil.Process(s.process.pid) for s in services]
             if args.profile:
                 spy = start_profile(bot.process.pid, 3600, args.profile)
                 stack.callback(stop_profile, spy)
@@ -210,8 +233,8 @@ def run(args: argparse.Namespace) -> int:
             ]
             for number in range(1, args.rounds + 1):
                 time.sleep(args.idle_s)  # let the services close idle keep-alive connections
-                cold.append(run_check(bot, "all"))
-                warm.append(run_check(bot, "all"))
+                cold.append(run_check(bot, "all", service_processes))
+                warm.append(run_check(bot, "all", service_processes))
                 acked, _ = ack_burst(bot, targets, during_all=False)
                 idle_acks += acked
                 acked, cycle_s = ack_burst(bot, targets, during_all=True)
@@ -276,6 +299,13 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     print(f"loop / `/health all` (median, cold and warm): {loop_total / best:.0f}×")
+    bot_cpu = [c.bot_cpu_s for c in cold + warm]
+    services_cpu = [c.services_cpu_s for c in cold + warm]
+    print(
+        f"CPU per `/health all` cycle (median; max of {len(bot_cpu)}): the bot "
+        f"{statistics.median(bot_cpu):.2f} s; {max(bot_cpu):.2f} s, the {args.services} demo "
+        f"services together {statistics.median(services_cpu):.2f} s; {max(services_cpu):.2f} s"
+    )
     print(
         "`/health all`'s own ack: max "
         + fmt_ms(max(c.ack_s for c in cold + warm))
@@ -290,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
             f"{n}× {text.split(': ', 1)[-1]}"
             for text, n in Counter(c.text for c in cold + warm).most_common()
         )
+        + f"; slow as confirmed by a second request: {sum(c.confirmed_slow for c in cold + warm)}"
     )
     print()
     print(

@@ -111,6 +111,10 @@ async def run_bot(
     # collector's sight, a full collection takes a few ms instead of 40-100 ms that every ack
     # and every probe in flight would wait (measured during 200-environment checks).
     gc.freeze()
+    # A young collection every 20,000 allocations, not 700: with the default, a /health all
+    # over 1,000 environments ran ~250 young and ~20 middle collections, 0.2-0.45 s of the
+    # bot's ~1 s of CPU for it (gc.callbacks); with this, 3-4 of them, 40-85 ms in all.
+    gc.set_threshold(20_000, 10, 10)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

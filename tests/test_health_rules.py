@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from bot.config import Environment, Thresholds
 from bot.runbook.health.health import Health, HealthChecker, HealthResult, classify
 from bot.runbook.health.probe import Probe, Prober
+from bot.runbook.health.slow_recheck import second_reading, wants_second_reading
 from bot.slack import blocks
 from bot.store import Base, Store
 from bot.telemetry import Telemetry
@@ -132,6 +133,67 @@ def test_worst_finding_wins(
     else:
         assert verdict.health is Health.HEALTHY
     assert bool(verdict.reasons) == (verdict.health is not Health.HEALTHY)
+
+
+def test_slowness_alone_asks_for_a_second_reading() -> None:
+    only_slow = [
+        (healthz(latency=600), status(), metrics(), ["healthz"]),
+        (healthz(), status(latency=250), metrics(), ["status endpoint"]),
+        (healthz(latency=600), status(latency=250), metrics(), ["healthz", "status endpoint"]),
+    ]
+    for hz, st_, mt, endpoints in only_slow:
+        verdict = classify(hz, st_, mt, THRESHOLDS)
+        assert [s.endpoint for s in verdict.slow] == endpoints
+        assert {s.reason for s in verdict.slow} == set(verdict.reasons)
+        assert wants_second_reading(verdict), verdict
+    not_only_slow = [
+        (healthz(), status(), metrics()),  # nothing slow
+        (healthz(latency=600, body="<html>"), status(), metrics()),  # Unhealthy anyway
+        (healthz(503, latency=600), status(latency=250), metrics()),
+        (healthz(), status({"redis": ("down", False)}, latency=250), metrics()),
+        (healthz(latency=600), status(), metrics(404)),
+        (healthz(latency=600, body='{"status":"degraded"}'), status(), metrics()),
+    ]
+    for hz, st_, mt in not_only_slow:
+        assert not wants_second_reading(classify(hz, st_, mt, THRESHOLDS)), (hz, st_, mt)
+
+
+@given(
+    code=st.integers(100, 599),
+    healthz_ms=st.floats(0, 5000),
+    api_ms=st.floats(0, 5000),
+    redis_down=st.booleans(),
+    metrics_code=st.sampled_from([200, 404]),
+)
+def test_a_second_reading_is_asked_for_exactly_when_every_finding_is_slowness(
+    code: int, healthz_ms: float, api_ms: float, redis_down: bool, metrics_code: int
+) -> None:
+    components = {"redis": ("down" if redis_down else "up", False)}
+    verdict = classify(
+        healthz(code, healthz_ms), status(components, api_ms), metrics(metrics_code), THRESHOLDS
+    )
+    slow = (code == 200 and healthz_ms >= THRESHOLDS.health_response_ms.warning) + (
+        api_ms >= THRESHOLDS.api_response_ms.warning
+    )
+    others = code != 200 or redis_down or metrics_code != 200
+    assert wants_second_reading(verdict) == (slow > 0 and not others)
+
+
+def test_the_second_reading_classes_it_and_says_when_it_confirms_the_first() -> None:
+    first = classify(healthz(), status(latency=383), metrics(), THRESHOLDS)
+
+    fast = classify(healthz(), status(latency=40), metrics(), THRESHOLDS)
+    assert second_reading(first, fast) == fast
+
+    still = second_reading(first, classify(healthz(), status(latency=260), metrics(), THRESHOLDS))
+    assert still.health is Health.DEGRADED
+    assert still.reasons == (
+        "API slow: 260 ms (warning at 200 ms); "
+        "confirmed by a second request, the first took 383 ms",
+    )
+
+    failing = classify(Probe("h", status_code=503, latency_ms=3), status(), metrics(), THRESHOLDS)
+    assert second_reading(first, failing) == failing
 
 
 def test_a_host_that_never_answers_costs_the_timeout_not_a_tcp_timeout() -> None:

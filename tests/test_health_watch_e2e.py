@@ -87,12 +87,15 @@ def test_a_watch_is_one_message_that_follows_a_change_and_sums_it_up(
     found = SUMMARY.search(final["text"])
     assert found is not None, final["text"]
     readings, healthy, degraded, unhealthy = map(int, found.groups())
-    # Every reading is one /healthz request to the service, and the other way round.
+    # Every Healthy reading is one /healthz request to the service; a Degraded one, slow and
+    # nothing else, two (the second confirms it: bot/runbook/health/slow_recheck.py).
     checks = [r for r in demo.requests() if r["path"] == "/healthz"]
-    assert readings == len(checks)
-    assert 8 <= readings <= 10  # 10 ticks in 10 s; a tick overrun by a slow check is skipped
     assert healthy >= 3 and degraded >= 1 and unhealthy == 0
     assert healthy + degraded == readings
+    assert healthy + 2 * degraded == len(checks)
+    # 10 ticks in 10 s; a tick overrun by a check is skipped: a slow one (two requests of
+    # 600 ms, one after the other) overruns one.
+    assert 8 <= healthy + 2 * degraded <= 11
     assert "Healthy → Degraded" in final["text"] and "Healthy → Degraded" in text
     assert "ran its full time" in final["text"]
     assert "0 failures" in final["text"]

@@ -54,6 +54,25 @@ def test_updates_closer_than_the_interval_are_held_but_the_final_state_always_go
     assert updates == ["in time", "final"]
 
 
+def test_a_state_that_comes_while_an_update_is_on_its_way_is_held(slack: SlackFake) -> None:
+    channel = new_channel()
+    now = [100.0]
+
+    async def scenario() -> None:
+        message = live(slack, channel, min_interval_s=1.0, monotonic=lambda: now[0])
+        await message.show(Message("posted"))
+        now[0] += 1.5
+        # The second comes before Slack has answered the first.
+        await asyncio.gather(message.show(Message("in time")), message.show(Message("right after")))
+        await message.finish(Message("final"))
+
+    asyncio.run(scenario())
+    updates = [
+        c.args["text"] for c in slack.calls_to("chat.update") if c.args["channel"] == channel
+    ]
+    assert updates == ["in time", "final"]
+
+
 def test_a_state_given_as_a_function_is_built_only_when_it_is_sent(slack: SlackFake) -> None:
     # 200 results landing at once must not cost 200 renders of a 200-line report.
     channel = new_channel()

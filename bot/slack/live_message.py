@@ -64,6 +64,10 @@ class LiveMessage:
                 self._flush = asyncio.create_task(self._send_held_after(max(0.0, wait)))
             return
         self._held = None
+        # Counted from now, not from when Slack answers: a state that comes while this one is
+        # on its way is held like any other (a 1,000-environment report sent two updates
+        # 20-70 ms apart, each a render of every line and a durable write).
+        self._last_sent = self._monotonic()
         await self._send_progress(message)
 
     async def finish(self, message: Message) -> None:

@@ -36,7 +36,9 @@ SERVICES = 4
 HEALTHZ_MS = 200
 OTHER_MS = 50
 # "*env001* — Healthy · 201 ms · v0.1.0"
-REPORT_LINE = re.compile(r"\*(env\d{3})\* — (Healthy|Degraded|Unhealthy) · (?:(\d+) ms|no answer)")
+REPORT_LINE = re.compile(
+    r"\*(env\d{3,4})\* — (Healthy|Degraded|Unhealthy) · (?:(\d+) ms|no answer)"
+)
 
 
 def env_names(count: int = FLEET_SIZE) -> list[str]:
