@@ -121,8 +121,11 @@ class LoopbackDeploy:
         result = message.get("text", "")
         if not result.startswith(f"Deployed v{version}"):
             raise RuntimeError(f"the deploy of {version} did not deploy: {text_of(message)}")
-        upload = next((line for line in text_of(message).splitlines() if "*Upload*" in line), "?")
-        return DeployRun(version, at_start, at_end, result, upload.strip())
+        lines = text_of(message).splitlines()
+        # The step's line, then its host's (what was sent, how long it took).
+        at = next((n for n, line in enumerate(lines) if "*Upload*" in line), None)
+        upload = "?" if at is None else " ".join(line.strip() for line in lines[at : at + 2])
+        return DeployRun(version, at_start, at_end, result, upload)
 
 
 def _finished_message(fake: SlackFake, channel: str) -> dict[str, Any] | None:
