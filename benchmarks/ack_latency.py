@@ -10,7 +10,8 @@ demo service, in interleaved rounds (ours, naive, ours, naive, ...) so backgroun
 both alike.
 
 Ack latency is what Slack would see: from the moment a signed request starts (connection
-setup included) to the moment its HTTP response is complete. Each round fires ``concurrency``
+setup included) to the moment its HTTP response is complete, measured by a client process of
+its own (this one also runs the Slack fake, whose threads would delay the client). Each round fires ``concurrency``
 signed ``/health staging`` commands at once, each from its own channel, then waits until the
 target has finished all of its background work (so a round never runs on top of the previous
 round's leftovers) and reports how long that took.
@@ -43,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -212,14 +214,16 @@ class Target:
     metrics_url: str | None = None  # ours: its commands' outcomes are read from here
 
 
-async def burst(url: str, fake: SlackFake, concurrency: int) -> list[AckSample]:
+def burst(url: str, fake: SlackFake, concurrency: int) -> list[AckSample]:
     """Send ``concurrency`` signed /health commands at once; time each until its response.
 
-    Bodies and signatures are built before the clock starts. Keep-alive is off so every
-    request opens its own connection, as a burst from Slack would, and so neither server
-    gets pre-warmed connections the other lacks.
+    Bodies and signatures are built here, before the clock starts; the requests are sent by a
+    process of their own (``burst-client``). In this process the Slack fake's threads serve
+    the bot's calls, and under load they held the GIL long enough to delay the client's own
+    connects by 200 ms (httpx's trace: TCP connects done 210 ms after they were started, on
+    loopback): time no Slack would add to an ack.
     """
-    prepared: list[tuple[str, bytes, dict[str, str]]] = []
+    prepared = []
     for _ in range(concurrency):
         channel = new_channel()
         body = slash_command_body(
@@ -229,20 +233,49 @@ async def burst(url: str, fake: SlackFake, concurrency: int) -> list[AckSample]:
             channel_id=channel,
             response_url=fake.response_url(),
         )
-        prepared.append((channel, body, signed_headers(SIGNING_SECRET, body)))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
+        headers = signed_headers(SIGNING_SECRET, body)
+        prepared.append({"channel": channel, "body": body.decode(), "headers": headers})
+    sent = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ack_latency", "burst-client", url],
+        input=json.dumps(prepared),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=CLIENT_TIMEOUT_S * 2,
+    )
+    if sent.returncode != 0:
+        raise RuntimeError(f"burst-client exited with {sent.returncode}: {sent.stderr}")
+    return [AckSample(**sample) for sample in json.loads(sent.stdout)]
+
+
+async def send_all(url: str, prepared: list[dict[str, Any]]) -> list[AckSample]:
+    """The burst itself: every request at once, each timed from its start to its response.
+
+    Keep-alive is off so every request opens its own connection, as a burst from Slack would,
+    and so neither server gets pre-warmed connections the other lacks.
+    """
+    limits = httpx.Limits(max_connections=len(prepared), max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S, limits=limits) as client:
 
-        async def one(channel: str, body: bytes, headers: dict[str, str]) -> AckSample:
+        async def one(channel: str, body: str, headers: dict[str, str]) -> AckSample:
             started = time.perf_counter()
             try:
-                response = await client.post(url, content=body, headers=headers)
+                response = await client.post(url, content=body.encode(), headers=headers)
                 status = response.status_code
             except httpx.HTTPError:
                 status = 0
             return AckSample(time.perf_counter() - started, status, channel)
 
-        return list(await asyncio.gather(*(one(*p) for p in prepared)))
+        return list(await asyncio.gather(*(one(**p) for p in prepared)))
+
+
+def burst_client_main(argv: Sequence[str]) -> int:
+    """`burst-client URL`: the prepared requests (JSON) on stdin, the samples (JSON) on stdout."""
+    (url,) = argv
+    samples = asyncio.run(send_all(url, json.load(sys.stdin)))
+    json.dump([dataclasses.asdict(sample) for sample in samples], sys.stdout)
+    return 0
 
 
 def user_of(channel: str) -> str:
@@ -295,7 +328,7 @@ def run_round(
         if sent.status_code == 200:
             channels.append(channel)  # else Slack would have shown an error: nothing to wait for
     upload_at_start = target.deploy is not None and target.deploy.uploading()
-    acks = asyncio.run(burst(target.url, fake, concurrency))
+    acks = burst(target.url, fake, concurrency)
     upload_at_end = target.deploy is not None and target.deploy.uploading()
     channels += [ack.channel for ack in acks]
     try:
@@ -325,7 +358,7 @@ def warm_up(target: Target, fake: SlackFake, timeout: float) -> None:
     """First requests pay for imports, auth.test and connection setup: not what we measure.
     Under load a first deploy installs the service the rounds' deploys replace."""
     for _ in range(WARMUP_REQUESTS):
-        acks = asyncio.run(burst(target.url, fake, 1))
+        acks = burst(target.url, fake, 1)
         if acks[0].status != 200:
             raise RuntimeError(f"{target.name}: warm-up answered {acks[0].status}")
         target.wait_work_done([acks[0].channel], timeout)
@@ -725,6 +758,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["naive-app"]:
         return naive_app_main(argv[1:])
+    if argv[:1] == ["burst-client"]:
+        return burst_client_main(argv[1:])
     args = parse_args(argv)
     # SIGTERM's default ends the process without unwinding, which would leave the bot, the
     # demo service and the naive app running; as an exception it goes through run's cleanup.
