@@ -98,16 +98,6 @@ async def _first(work: Awaitable[object], stop: Awaitable[object]) -> bool:
     return False
 
 
-# CPython hands the GIL to a waiting thread after 5 ms by default. The loop thread gives the GIL
-# up at every epoll wait, socket read and write, and takes it back from whichever thread is
-# running Python then: the probes' loop (bot/loop_thread.py), the store's executor threads,
-# paramiko's upload. py-spy --gil during an `ack_latency --under-load` burst had the loop
-# thread holding the GIL in 9 % of the samples, so each of an ack's many hand-backs waited up
-# to the full interval. At 0.5 ms they wait a tenth of that (benchmarks/README.md: ack p99
-# under load); the busy threads switch more often, at a few microseconds a switch.
-GIL_SWITCH_INTERVAL_S = 0.0005
-
-
 async def run_bot(
     settings: Settings,
     config: Config,
@@ -121,7 +111,6 @@ async def run_bot(
     # collector's sight, a full collection takes a few ms instead of 40-100 ms that every ack
     # and every probe in flight would wait (measured during 200-environment checks).
     gc.freeze()
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
