@@ -11,10 +11,10 @@ both alike.
 
 Ack latency is what Slack would see: from the moment a signed request starts (connection
 setup included) to the moment its HTTP response is complete, measured by a client process of
-its own (this one also runs the Slack fake, whose threads would delay the client). Each round fires ``concurrency``
-signed ``/health staging`` commands at once, each from its own channel, then waits until the
-target has finished all of its background work (so a round never runs on top of the previous
-round's leftovers) and reports how long that took.
+its own (this one also runs the Slack fake, whose threads would delay the client). Each round
+fires ``concurrency`` signed ``/health staging`` commands at once, each from its own channel
+and user, then waits until the target has finished all of its background work (so a round
+never runs on top of the previous round's leftovers) and reports how long that took.
 
 Each command of a burst comes from its own user, as a burst in an incident would (one person
 sending 50 would meet the per-user rate, limits.commands: 10 a minute by default, and be
