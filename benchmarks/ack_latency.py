@@ -10,21 +10,30 @@ demo service, in interleaved rounds (ours, naive, ours, naive, ...) so backgroun
 both alike.
 
 Ack latency is what Slack would see: from the moment a signed request starts (connection
-setup included) to the moment its HTTP response is complete. Each round fires ``concurrency``
-signed ``/health staging`` commands at once, each from its own channel, then waits until the
-target has finished all of its background work (so a round never runs on top of the previous
-round's leftovers) and reports how long that took.
+setup included) to the moment its HTTP response is complete, measured by a client process of
+its own (this one also runs the Slack fake, whose threads would delay the client). Each round
+fires ``concurrency`` signed ``/health staging`` commands at once, each from its own channel
+and user, then waits until the target has finished all of its background work (so a round
+never runs on top of the previous round's leftovers) and reports how long that took.
+
+Each command of a burst comes from its own user, as a burst in an incident would (one person
+sending 50 would meet the per-user rate, limits.commands: 10 a minute by default, and be
+answered "wait" without any work, which is not what is measured).
 
 With ``--under-load``, our bot acks its bursts while it is busy the way an incident makes it:
 its config also holds 200 healthy environments and 50 failing ones (healthz 503), all checked
-every 5 s with alerts on (so 50 alerts fire and page), and each of its rounds starts with a
-`/health all` over all of them, sent right before the burst. The naive app, the anchor, gets
+every 5 s with alerts on (so 50 alerts fire and page); each of its rounds starts a real
+`/deploy` (benchmarks/loopback_deploy.py: built, packaged with a ``--deploy-mb`` random
+payload, uploaded over a loopback OpenSSH sshd, installed and restarted) and, once that
+deploy's upload is running on the host, sends a `/health all` over all of them and then the
+burst. The round waits for the deploy's result (it must have deployed) and reports whether its
+upload was still running when the burst's last ack came back. The naive app, the anchor, gets
 its bursts as before.
 
 Run from the repository root::
 
     .venv/bin/python -m benchmarks.ack_latency --concurrency 50 --rounds 3 --latency-ms 1000
-    .venv/bin/python -m benchmarks.ack_latency --under-load
+    .venv/bin/python -m benchmarks.ack_latency --under-load --deploy-mb 100
 
 Everything started here (Slack fake, demo service, the bot, the naive app) listens on
 127.0.0.1 only and is stopped on the way out, errors and Ctrl-C included.
@@ -35,6 +44,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import json
 import math
 import os
 import platform
@@ -52,6 +63,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from benchmarks.loopback_deploy import DEPLOYER, DeployRun, LoopbackDeploy, version_of
+from benchmarks.loopback_deploy import ENVIRONMENT as DEPLOY_ENVIRONMENT
 from tests.conftest import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -66,8 +79,8 @@ from tests.conftest import (
 from tests.conftest import (
     start_demo as start_demo_service,
 )
-from tests.support.alerts import alerts_config
-from tests.support.slack_fake import SlackFake
+from tests.support.alerts import CONSOLE_USER, alerts_config
+from tests.support.slack_fake import ApiCall, SlackFake
 from tests.support.slack_signing import signed_headers, slash_command_body
 
 if TYPE_CHECKING:
@@ -87,6 +100,7 @@ EVENTS_PATH = "/slack/events"
 OURS, NAIVE = "ours", "naive"
 # --under-load: healthy environments for /health all, failing ones for the alert storm.
 LOAD_FLEET, LOAD_FAILING, LOAD_INTERVAL = 200, 50, "5s"
+DEPLOY_MB = 100  # --under-load: the deploy's random payload, so its upload outlasts a burst
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -181,6 +195,8 @@ class Round:
     number: int
     acks: list[AckSample]
     work_done_s: float  # from the burst's start to the last Slack call of its background work
+    reports: int  # the burst's commands whose channel got a message from the bot
+    deploy: DeployRun | None = None  # --under-load: the deploy that ran during the burst
 
 
 @dataclass
@@ -194,59 +210,115 @@ class Target:
     wait_work_done: Callable[[list[str], float], None]
     health_all_first: bool = False  # --under-load: each round starts with a /health all
     storm: Callable[[], None] | None = None  # --under-load: makes the failing ones fail
+    deploy: LoopbackDeploy | None = None  # --under-load: a deploy runs during each burst
+    metrics_url: str | None = None  # ours: its commands' outcomes are read from here
 
 
-async def burst(url: str, fake: SlackFake, concurrency: int) -> list[AckSample]:
+def burst(url: str, fake: SlackFake, concurrency: int) -> list[AckSample]:
     """Send ``concurrency`` signed /health commands at once; time each until its response.
 
-    Bodies and signatures are built before the clock starts. Keep-alive is off so every
-    request opens its own connection, as a burst from Slack would, and so neither server
-    gets pre-warmed connections the other lacks.
+    Bodies and signatures are built here, before the clock starts; the requests are sent by a
+    process of their own (``burst-client``). In this process the Slack fake's threads serve
+    the bot's calls, and under load they held the GIL long enough to delay the client's own
+    connects by 200 ms (httpx's trace: TCP connects done 210 ms after they were started, on
+    loopback): time no Slack would add to an ack.
     """
-    prepared: list[tuple[str, bytes, dict[str, str]]] = []
+    prepared = []
     for _ in range(concurrency):
         channel = new_channel()
         body = slash_command_body(
-            "/health", ENVIRONMENT, channel_id=channel, response_url=fake.response_url()
+            "/health",
+            ENVIRONMENT,
+            user_id=user_of(channel),
+            channel_id=channel,
+            response_url=fake.response_url(),
         )
-        prepared.append((channel, body, signed_headers(SIGNING_SECRET, body)))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
+        headers = signed_headers(SIGNING_SECRET, body)
+        prepared.append({"channel": channel, "body": body.decode(), "headers": headers})
+    sent = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ack_latency", "burst-client", url],
+        input=json.dumps(prepared),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=CLIENT_TIMEOUT_S * 2,
+    )
+    if sent.returncode != 0:
+        raise RuntimeError(f"burst-client exited with {sent.returncode}: {sent.stderr}")
+    return [AckSample(**sample) for sample in json.loads(sent.stdout)]
+
+
+async def send_all(url: str, prepared: list[dict[str, Any]]) -> list[AckSample]:
+    """The burst itself: every request at once, each timed from its start to its response.
+
+    Keep-alive is off so every request opens its own connection, as a burst from Slack would,
+    and so neither server gets pre-warmed connections the other lacks.
+    """
+    limits = httpx.Limits(max_connections=len(prepared), max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S, limits=limits) as client:
 
-        async def one(channel: str, body: bytes, headers: dict[str, str]) -> AckSample:
+        async def one(channel: str, body: str, headers: dict[str, str]) -> AckSample:
             started = time.perf_counter()
             try:
-                response = await client.post(url, content=body, headers=headers)
+                response = await client.post(url, content=body.encode(), headers=headers)
                 status = response.status_code
             except httpx.HTTPError:
                 status = 0
             return AckSample(time.perf_counter() - started, status, channel)
 
-        return list(await asyncio.gather(*(one(*p) for p in prepared)))
+        return list(await asyncio.gather(*(one(**p) for p in prepared)))
 
 
-def last_call_at(fake: SlackFake, channels: Iterable[str]) -> float:
-    """``time.monotonic()`` of the last chat.postMessage/chat.update into ``channels``."""
+def burst_client_main(argv: Sequence[str]) -> int:
+    """`burst-client URL`: the prepared requests (JSON) on stdin, the samples (JSON) on stdout."""
+    (url,) = argv
+    samples = asyncio.run(send_all(url, json.load(sys.stdin)))
+    json.dump([dataclasses.asdict(sample) for sample in samples], sys.stdout)
+    return 0
+
+
+def user_of(channel: str) -> str:
+    """Each command its own person (see the module's docstring: the per-user rate)."""
+    return "U" + channel[1:]
+
+
+def bot_calls(fake: SlackFake, channels: Iterable[str]) -> list[ApiCall]:
+    """The chat.postMessage/chat.update calls into ``channels``."""
     wanted = set(channels)
-    times = [
-        call.at
+    return [
+        call
         for method in ("chat.postMessage", "chat.update")
         for call in fake.calls_to(method)
         if call.args.get("channel") in wanted
     ]
-    return max(times, default=math.nan)
+
+
+def last_call_at(calls: Sequence[ApiCall]) -> float:
+    """``time.monotonic()`` of the last of ``calls``; NaN (shown as "-") when there is none."""
+    return max((call.at for call in calls), default=math.nan)
 
 
 def run_round(
     target: Target, number: int, fake: SlackFake, concurrency: int, timeout: float
 ) -> Round:
-    """One burst, then wait for its background work so the next round starts on a quiet target."""
+    """One burst, then wait for its background work so the next round starts on a quiet target.
+
+    Under load: a deploy first, the burst once its upload runs, and its result after."""
+    deploying = None
+    if target.deploy is not None:
+        deploying = target.deploy.start(target.url, fake, version_of(number))
+        target.deploy.wait_uploading(fake, deploying)
     started = time.monotonic()
     channels = []
     if target.health_all_first:
         channel = new_channel()
         body = slash_command_body(
-            "/health", "all", channel_id=channel, response_url=fake.response_url()
+            "/health",
+            "all",
+            user_id=user_of(channel),
+            channel_id=channel,
+            response_url=fake.response_url(),
         )
         sent = httpx.post(
             target.url, content=body, headers=signed_headers(SIGNING_SECRET, body), timeout=15
@@ -255,23 +327,45 @@ def run_round(
               f"{sent.status_code}", file=sys.stderr)  # fmt: skip
         if sent.status_code == 200:
             channels.append(channel)  # else Slack would have shown an error: nothing to wait for
-    acks = asyncio.run(burst(target.url, fake, concurrency))
+    upload_at_start = target.deploy is not None and target.deploy.uploading()
+    acks = burst(target.url, fake, concurrency)
+    upload_at_end = target.deploy is not None and target.deploy.uploading()
     channels += [ack.channel for ack in acks]
     try:
         target.wait_work_done(channels, timeout)
     except RuntimeError as late:
         # Under load the work may outlast the wait; the acks are what is measured: go on.
         print(f"  {late}; the next round starts anyway", file=sys.stderr)
-    return Round(target.name, number, acks, last_call_at(fake, channels) - started)
+    deployed = None
+    if target.deploy is not None and deploying is not None:
+        deployed = target.deploy.finish(
+            fake, deploying, version_of(number), upload_at_start, upload_at_end
+        )
+        print(f"  {deployed.result}; upload running at the burst's start/end: "
+              f"{_yes(upload_at_start)}/{_yes(upload_at_end)}; {deployed.upload_line}",
+              file=sys.stderr)  # fmt: skip
+    calls = bot_calls(fake, channels)
+    reported = {call.args.get("channel") for call in calls}
+    reports = sum(ack.channel in reported for ack in acks)
+    return Round(target.name, number, acks, last_call_at(calls) - started, reports, deployed)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def warm_up(target: Target, fake: SlackFake, timeout: float) -> None:
-    """First requests pay for imports, auth.test and connection setup: not what we measure."""
+    """First requests pay for imports, auth.test and connection setup: not what we measure.
+    Under load a first deploy installs the service the rounds' deploys replace."""
     for _ in range(WARMUP_REQUESTS):
-        acks = asyncio.run(burst(target.url, fake, 1))
+        acks = burst(target.url, fake, 1)
         if acks[0].status != 200:
             raise RuntimeError(f"{target.name}: warm-up answered {acks[0].status}")
         target.wait_work_done([acks[0].channel], timeout)
+    if target.deploy is not None:
+        first = version_of(0)
+        channel = target.deploy.start(target.url, fake, first)
+        target.deploy.finish(fake, channel, first, False, False)
 
 
 def naive_work_done(fake: SlackFake) -> Callable[[list[str], float], None]:
@@ -289,19 +383,27 @@ def naive_work_done(fake: SlackFake) -> Callable[[list[str], float], None]:
     return wait
 
 
+def command_outcomes(metrics_url: str) -> dict[tuple[str, str], int]:
+    """eventmesh_bot_commands_total: {(command, outcome): count} (counted when one is done)."""
+    text = httpx.get(metrics_url, timeout=5).text
+    counts: dict[tuple[str, str], int] = {}
+    for line in text.splitlines():
+        if not line.startswith("eventmesh_bot_commands_total{"):
+            continue
+        labels, value = line.rsplit(" ", 1)
+        fields = dict(part.split("=", 1) for part in labels[labels.index("{") + 1 : -1].split(","))
+        key = (fields["command"].strip('"'), fields["outcome"].strip('"'))
+        counts[key] = counts.get(key, 0) + int(float(value))
+    return counts
+
+
 def ours_work_done(metrics_url: str) -> Callable[[list[str], float], None]:
-    """The bot counts a command in eventmesh_bot_commands_total after its last Slack call."""
+    """The bot counts a command in eventmesh_bot_commands_total once its work is done."""
     state = {"seen": 0}
 
     def finished() -> int:
-        text = httpx.get(metrics_url, timeout=5).text
-        return int(
-            sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                if line.startswith("eventmesh_bot_commands_total{") and 'command="/health"' in line
-            )
-        )
+        outcomes = command_outcomes(metrics_url)
+        return sum(n for (command, _), n in outcomes.items() if command == "/health")
 
     def wait(channels: list[str], timeout: float) -> None:
         expected = state["seen"] + len(channels)
@@ -326,6 +428,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     position = (len(ordered) - 1) * q / 100
     low, high = math.floor(position), math.ceil(position)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def fmt_s(seconds: float) -> str:
+    """Seconds to the last Slack call; "-" when there was none (nothing to wait for)."""
+    return "-" if math.isnan(seconds) else f"{seconds:.1f} s"
 
 
 def fmt_ms(seconds: float) -> str:
@@ -374,13 +481,13 @@ def table(rounds: Sequence[Round]) -> str:
         return s
 
     for r in rounds:
-        row(r.target, str(r.number), r.acks, f"{r.work_done_s:.1f} s")
+        row(r.target, str(r.number), r.acks, fmt_s(r.work_done_s))
     pooled: dict[str, Summary] = {}
     for name in (OURS, NAIVE):
         mine = [r for r in rounds if r.target == name]
         acks = [a for r in mine for a in r.acks]
-        worst = max(r.work_done_s for r in mine)
-        pooled[name] = row(f"**{name}**", "pooled", acks, f"≤ {worst:.1f} s")
+        done = [r.work_done_s for r in mine if not math.isnan(r.work_done_s)]
+        pooled[name] = row(f"**{name}**", "pooled", acks, f"≤ {fmt_s(max(done, default=math.nan))}")
     ours, naive = pooled[OURS], pooled[NAIVE]
     ratios = [
         _ratio(a, b)
@@ -431,14 +538,20 @@ def start_demo(stack: contextlib.ExitStack, tmp: Path, latency_ms: int) -> str:
 
 
 def start_ours(
-    stack: contextlib.ExitStack, tmp: Path, fake: SlackFake, demo_url: str, under_load: bool
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    fake: SlackFake,
+    demo_url: str,
+    deploy_mb: int | None,
 ) -> Target:
-    """The real bot, started the way the test suite starts it (INFO logging, its default)."""
+    """The real bot, started the way the test suite starts it (INFO logging, its default);
+    under load (deploy_mb given) with the storm's fleet and the loopback deploy."""
     workdir = tmp / "bot"
     workdir.mkdir()
-    storm = None
-    if under_load:
-        config, storm = load_config(stack, tmp, workdir / "eventmesh.yml", demo_url)
+    storm = deploy = None
+    if deploy_mb is not None:
+        deploy = LoopbackDeploy(stack, tmp / "deploy", deploy_mb)
+        config, storm = load_config(stack, tmp, workdir / "eventmesh.yml", demo_url, deploy)
     else:
         config = write_config(workdir / "eventmesh.yml", {ENVIRONMENT: demo_url})
     process, url, log = start_bot(
@@ -451,16 +564,25 @@ def start_ours(
     stack.callback(stop_process, process)
     work_done = ours_work_done(f"{url}/metrics")
     return Target(
-        OURS, url + EVENTS_PATH, process, log, work_done, health_all_first=under_load, storm=storm
+        OURS,
+        url + EVENTS_PATH,
+        process,
+        log,
+        work_done,
+        health_all_first=deploy is not None,
+        storm=storm,
+        deploy=deploy,
+        metrics_url=f"{url}/metrics",
     )
 
 
 def load_config(
-    stack: contextlib.ExitStack, tmp: Path, path: Path, demo_url: str
+    stack: contextlib.ExitStack, tmp: Path, path: Path, demo_url: str, deploy: LoopbackDeploy
 ) -> tuple[Path, Callable[[], None]]:
     """--under-load: the benchmark's environment, a healthy fleet and the ones that fail once
     the storm starts (its healthz answers 503), all checked every LOAD_INTERVAL with alerts on
-    (alerts, incidents and pages go to the fake's channels)."""
+    (alerts, incidents and pages go to the fake's channels), and the deploy's environment over
+    the loopback sshd. The per-user limits are the bot's defaults."""
     healthy = start_demo_service(tmp, "fleet")
     failing = start_demo_service(tmp, "failing")
     for service in (healthy, failing):
@@ -475,7 +597,13 @@ def load_config(
         alerts_channel=new_channel(),
         incidents_channel=new_channel(),
         check_interval=LOAD_INTERVAL,
+        access={"deployers": [CONSOLE_USER, DEPLOYER]},
+        ssh=deploy.ssh_section(),
     )
+    # alerts_config writes local environments from URLs; the deploy's has its own entry.
+    written = json.loads(config.read_text())
+    written["environments"][DEPLOY_ENVIRONMENT] = deploy.environment(LOAD_INTERVAL)
+    config.write_text(json.dumps(written, indent=2))
     return config, lambda: failing.set_faults(healthz_status=503)
 
 
@@ -505,7 +633,9 @@ def start_naive(stack: contextlib.ExitStack, tmp: Path, fake: SlackFake, demo_ur
     return Target(NAIVE, url + EVENTS_PATH, process, log, naive_work_done(fake))
 
 
-def run(concurrency: int, rounds: int, latency_ms: int, under_load: bool = False) -> int:
+def run(
+    concurrency: int, rounds: int, latency_ms: int, under_load: bool = False, deploy_mb: int = 0
+) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ack-latency-"))
     # Worst case: every check takes the injected latency, 5 at a time (Bolt's executor).
     drain_timeout = DRAIN_BASE_TIMEOUT_S + concurrency * latency_ms / 1000
@@ -516,7 +646,7 @@ def run(concurrency: int, rounds: int, latency_ms: int, under_load: bool = False
             fake = stack.enter_context(SlackFake(bot_token=BOT_TOKEN))
             demo_url = start_demo(stack, tmp, latency_ms)
             targets = [
-                start_ours(stack, tmp, fake, demo_url, under_load),
+                start_ours(stack, tmp, fake, demo_url, deploy_mb if under_load else None),
                 start_naive(stack, tmp, fake, demo_url),
             ]
             for target in targets:
@@ -533,7 +663,8 @@ def run(concurrency: int, rounds: int, latency_ms: int, under_load: bool = False
                     print(
                         f"round {number} {target.name:5}: p50 {fmt_ms(s.p50)}, "
                         f"max {fmt_ms(s.max)}, {s.late} over 3 s, {s.failed} non-200, "
-                        f"work done in {result.work_done_s:.1f} s",
+                        f"{result.reports}/{len(result.acks)} reports, "
+                        f"work done in {fmt_s(result.work_done_s)}",
                         file=sys.stderr,
                     )
             for target in targets:
@@ -545,6 +676,7 @@ def run(concurrency: int, rounds: int, latency_ms: int, under_load: bool = False
                 for call in fake.calls_to("chat.postMessage")[posts_before:]
                 if call.args.get("channel") not in bursts
             )
+            outcomes = command_outcomes(targets[0].metrics_url or "")
     except BaseException:
         print(f"ack_latency: stopped before the end; logs kept in {tmp}", file=sys.stderr)
         raise
@@ -558,10 +690,19 @@ def run(concurrency: int, rounds: int, latency_ms: int, under_load: bool = False
         print(
             f"ours under load: {LOAD_FLEET} healthy and {LOAD_FAILING} environments that start "
             f"failing (healthz 503) after the warm-up, all checked every {LOAD_INTERVAL} with "
-            f"alerts on, and a `/health all` over all {LOAD_FLEET + LOAD_FAILING + 1} sent right "
-            f"before each of its bursts; {storm_posts} Slack posts besides the bursts' during "
-            "the rounds (alerts, incident cards, pages, reports)"
+            f"alerts on, a `/deploy` over a loopback sshd ({deploy_mb} MB random payload) whose "
+            f"upload is running when a `/health all` over all {LOAD_FLEET + LOAD_FAILING + 2} "
+            f"and then the burst are sent; {storm_posts} Slack posts besides the bursts' "
+            "during the rounds (alerts, incident cards, pages, reports, deploys)"
         )
+        for result in completed:
+            if result.deploy is not None:
+                d = result.deploy
+                print(
+                    f"round {result.number} deploy: {d.result}; its upload running at the "
+                    f"burst's first send / last ack: {_yes(d.upload_at_burst_start)} / "
+                    f"{_yes(d.upload_at_burst_end)}; {d.upload_line}"
+                )
     print(
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"slack_bolt {version('slack_bolt')}, slack_sdk {version('slack_sdk')}, "
@@ -572,6 +713,13 @@ def run(concurrency: int, rounds: int, latency_ms: int, under_load: bool = False
     print()
     for name in (OURS, NAIVE):
         print(f"{name} HTTP statuses: {statuses(completed, name)}")
+    print(
+        "ours commands by outcome (eventmesh_bot_commands_total, warm-up included): "
+        + ", ".join(f"{c} {o} {n}" for (c, o), n in sorted(outcomes.items()))
+    )
+    reports = sum(r.reports for r in completed if r.target == OURS)
+    acked = sum(len(r.acks) for r in completed if r.target == OURS)
+    print(f"ours burst commands with a report in their channel: {reports} of {acked}")
     return 0
 
 
@@ -586,7 +734,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--latency-ms", type=int, default=1000, help="latency injected into the demo service"
     )
     parser.add_argument(
-        "--under-load", action="store_true", help="ours: an alert storm and /health all too"
+        "--under-load",
+        action="store_true",
+        help="ours: an alert storm, a deploy over a loopback sshd and /health all too",
+    )
+    parser.add_argument(
+        "--deploy-mb",
+        type=int,
+        default=DEPLOY_MB,
+        help="--under-load: MB of random payload in the deploy's package",
     )
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.rounds < 1 or args.latency_ms < 0:
@@ -602,11 +758,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["naive-app"]:
         return naive_app_main(argv[1:])
+    if argv[:1] == ["burst-client"]:
+        return burst_client_main(argv[1:])
     args = parse_args(argv)
     # SIGTERM's default ends the process without unwinding, which would leave the bot, the
     # demo service and the naive app running; as an exception it goes through run's cleanup.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    return run(args.concurrency, args.rounds, args.latency_ms, args.under_load)
+    return run(args.concurrency, args.rounds, args.latency_ms, args.under_load, args.deploy_mb)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,17 @@ user, and fallback texts that ping nobody."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from bot.config import Rate
+from bot.config import LimitSettings, Rate
 from bot.runbook.health.watch import Watches, WatchRefused
 from bot.slack.blocks import fallback_text, message, section
-from bot.slack.limits import EnvironmentSlots, wait_for
+from bot.slack.limits import EnvironmentSlots, Limits, wait_for
+from bot.store import Store
 from bot.workers import Busy, WorkerPool
 
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -111,3 +114,37 @@ def test_fallback_text_pings_nobody_and_links_nowhere(hostile: str) -> None:
     assert "&lt;" + hostile[1:] in built.text
     assert "<@U0DEPLOY1>" in built.text  # the bot's own mention stays one
     assert fallback_text("/deploy <env> [<version>] & more") == "/deploy <env> [<version>] & more"
+
+
+def test_a_burst_of_rate_reads_takes_a_few_queries_and_each_user_gets_their_own_times(
+    tmp_path: Path,
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'bot.db'}", clock=lambda: T0)
+    queries: list[int] = []
+    read_many = store.audit_times_of
+
+    def counted(
+        user_ids: Collection[str], command: str, since: datetime
+    ) -> dict[str, list[datetime]]:
+        queries.append(len(user_ids))
+        return read_many(user_ids, command, since)
+
+    store.audit_times_of = counted  # type: ignore[method-assign]
+    try:
+        for n in range(3):  # U1 ran /health three times, U2 once; /deploy is another count
+            store.audit_start(user_id="U1", channel_id="C1", command="/health", text=str(n))
+        store.audit_start(user_id="U2", channel_id="C1", command="/health", text="")
+        store.audit_start(user_id="U2", channel_id="C1", command="/deploy", text="web 1.0")
+        settings = LimitSettings(commands=Rate(count=3, per=timedelta(minutes=1)))
+        limits = Limits(settings, store, clock=lambda: T0 + timedelta(seconds=10))
+        users = ["U1", "U2", *(f"U{n}" for n in range(3, 51))]
+
+        async def burst() -> list[float | None]:
+            return list(await asyncio.gather(*(limits.command_wait(u, "/health") for u in users)))
+
+        waits = asyncio.run(burst())
+    finally:
+        store.close()
+    assert waits[0] == 50.0  # U1's three fill the window: the first leaves in 50 s
+    assert waits[1:] == [None] * 49
+    assert sum(queries) == 50 and len(queries) < 50, queries  # one read for many at once

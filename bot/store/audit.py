@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -83,6 +84,25 @@ class AuditStore(StoreCore):
                 )
             ).all()
         return [_as_utc(row) for row in rows]  # type: ignore[misc]
+
+    @_guarded
+    def audit_times_of(
+        self, user_ids: Collection[str], command: str, since: datetime
+    ) -> dict[str, list[datetime]]:
+        """audit_times for several users in one query: {user_id: times} (absent: none)."""
+        with self._session() as session:
+            rows = session.execute(
+                select(AuditRecord.user_id, AuditRecord.started_at).where(
+                    AuditRecord.user_id.in_(sorted(set(user_ids))),
+                    AuditRecord.command == command,
+                    AuditRecord.started_at >= since,
+                    AuditRecord.outcome != "limited",
+                )
+            ).all()
+        times: dict[str, list[datetime]] = {}
+        for user_id, started_at in rows:
+            times.setdefault(user_id, []).append(_as_utc(started_at))  # type: ignore[arg-type]
+        return times
 
     @_guarded
     def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
