@@ -39,10 +39,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from bot.clock import Clock, utc_now
+from bot.clock import Clock, next_beat, utc_now
 from bot.process import THIS_PROCESS
 from bot.slack.chat import ChatError, Message, MessageRef, Upload
 from bot.slack.delivery import (
@@ -510,7 +511,10 @@ class Outbox:
             self._groups[name] = asyncio.create_task(self._drain(group), name=f"outbox-{name}")
             if self.health.down:
                 break  # Slack is away: one probe at a time
-        return IDLE_ROUND_S if rows else QUIET_ROUND_S
+        if rows:
+            return IDLE_ROUND_S
+        # On the beat the bot's other periodic work keeps (bot/clock.py): one wake-up for both.
+        return next_beat(QUIET_ROUND_S, time.time()) - time.time()
 
     async def _drain(self, group: list[Delivery]) -> None:
         """Send a conversation's rows in order, until one does not go."""
