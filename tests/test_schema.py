@@ -115,7 +115,7 @@ def test_the_revision_file_names_say_alembics_head() -> None:
 
 
 def test_a_store_already_at_head_opens_without_importing_alembic(tmp_path: Path) -> None:
-    # Alembic and its templates (mako) are 11 MiB resident: a bot restarting on its database
+    # Alembic and its templates (mako) are MiBs resident: a bot restarting on its database
     # (every start but the first after an upgrade) should not carry them.
     url = f"sqlite:///{tmp_path / 'bot.db'}"
     Store(url).close()  # the first start: the revisions applied

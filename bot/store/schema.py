@@ -11,7 +11,7 @@ holds exactly the first revision's schema: it is stamped with it, then upgraded.
 
 A database already at head (every start but the first after an upgrade of the bot) is found
 so with one query, and Alembic is not imported at all: with the templates it loads (mako) it
-would keep 11 MiB of a bot at rest resident for nothing.
+kept about 4 MiB of a bot at rest resident for nothing (111 against 115 MiB, measured).
 """
 
 from __future__ import annotations
