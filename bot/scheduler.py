@@ -2,7 +2,10 @@
 
 Two kinds:
 - Periodic jobs (`every`): the scheduled checks, every check_interval. A run still going
-  when the next is due is not started twice; missed runs coalesce into one.
+  when the next is due is not started twice; missed runs coalesce into one. After the first
+  run their runs fall on beats shared by all of them (bot/clock.py's next_beat: the checks
+  every 15 s, the store watch every 5 s and the checking lease every 2.5 s wake the loop
+  together), not on a beat of each job's own.
 - Durable timers: an escalation's next level, an approval's expiry, a reminder. They are
   rows in the store with a due time (`schedule`), not asyncio timers, so a restarted bot — or
   another replica on the same database — picks them up. One periodic sweep claims the due
@@ -41,8 +44,9 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.clock import Clock, utc_now
+from bot.clock import Clock, next_beat, utc_now
 from bot.process import THIS_PROCESS
 from bot.store import Store, StoreError, Timer
 
@@ -114,8 +118,7 @@ class Scheduler:
         first = datetime.now(UTC) if start_now else datetime.now(UTC) + interval
         self._aps.add_job(
             job,
-            "interval",
-            seconds=interval.total_seconds(),
+            _OnTheBeat(seconds=interval.total_seconds(), timezone=UTC),
             id=name,
             name=name,
             next_run_time=first,
@@ -334,6 +337,17 @@ class Scheduler:
             self.store.retry_timer, timer.id, self.owner, due_at, timer.attempts
         )
         self.sweep_at(due_at)
+
+
+class _OnTheBeat(IntervalTrigger):
+    """APScheduler's interval trigger, its runs on the shared beats (bot/clock.py)."""
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        after = previous_fire_time or now
+        beat = next_beat(self.interval_length, after.timestamp())
+        return datetime.fromtimestamp(beat, tz=self.timezone)
 
 
 class _DrainingExecutor(AsyncIOExecutor):

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from email.utils import formatdate
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.server import ServerState
 
 
 class PortInUse(OSError):
@@ -60,6 +63,36 @@ def bound_port(sock: socket.socket) -> int:
     return int(sock.getsockname()[1])
 
 
+class DatedServerState(ServerState):
+    """uvicorn's shared server state, its default headers dated when a response reads them.
+
+    uvicorn refreshes the Date header from its main loop once a second, which wakes an idle
+    bot for nothing; here the headers are made when a request asks, at most once a second.
+    """
+
+    def __init__(self, config: uvicorn.Config, now: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self._config = config
+        self._now = now
+        self._dated_at = -1
+        self._headers: list[tuple[bytes, bytes]] = []
+
+    @property  # type: ignore[override]
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        now = int(self._now())
+        if now != self._dated_at:
+            self._dated_at = now
+            date = [(b"date", formatdate(now, usegmt=True).encode())]
+            self._headers = (date if self._config.date_header else []) + (
+                self._config.encoded_headers
+            )
+        return self._headers
+
+    @default_headers.setter
+    def default_headers(self, _headers: list[tuple[bytes, bytes]]) -> None:
+        pass  # uvicorn's own refresh (ServerState.__init__, on_tick): made when read instead
+
+
 class EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handling, and with an optional readiness event.
 
@@ -70,10 +103,12 @@ class EmbeddedServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, ready: asyncio.Event | None = None) -> None:
         self._exit = asyncio.Event()
         super().__init__(config)
+        self.server_state = DatedServerState(config)
         self._ready = ready
 
-    # uvicorn wakes every 0.1 s to see whether it should stop; this one wakes once a second
-    # (the Date header's pace) and at once when told to stop.
+    # uvicorn wakes every 0.1 s to refresh the Date header and see whether it should stop
+    # (or has served limit_max_requests, which the bot never sets); this one sleeps until
+    # told to stop, and the Date header is made per response (DatedServerState).
     @property  # type: ignore[override]
     def should_exit(self) -> bool:
         return self._exit.is_set()
@@ -86,11 +121,7 @@ class EmbeddedServer(uvicorn.Server):
             self._exit.clear()
 
     async def main_loop(self) -> None:
-        counter = 0
-        while not await self.on_tick(counter):
-            counter = (counter + 10) % 864000  # on_tick refreshes the Date header at each 10
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._exit.wait(), 1.0)
+        await self._exit.wait()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -107,3 +107,30 @@ def test_db_upgrade_of_an_unreachable_database_is_one_clear_line() -> None:
     assert "EVENTMESH_DATABASE_URL" in output and "127.0.0.1" in output
     assert "hunter2secret" not in output
     assert len(output.strip().splitlines()) == 1, output
+
+
+def test_the_revision_file_names_say_alembics_head() -> None:
+    # The bot finds a database at head without Alembic, by the newest revision file's number.
+    assert schema.newest_revision() == schema.head()
+
+
+def test_a_store_already_at_head_opens_without_importing_alembic(tmp_path: Path) -> None:
+    # Alembic and its templates (mako) are MiBs resident: a bot restarting on its database
+    # (every start but the first after an upgrade) should not carry them.
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    Store(url).close()  # the first start: the revisions applied
+    opened = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from bot.store import Store; s = Store(sys.argv[1]); "
+            "print(s.schema.before, s.schema.after, 'alembic' in sys.modules, "
+            "'mako' in sys.modules)",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert opened.stdout.split() == [schema.head(), schema.head(), "False", "False"], opened.stderr

@@ -39,10 +39,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from bot.clock import Clock, utc_now
+from bot.clock import Clock, next_beat, utc_now
 from bot.process import THIS_PROCESS
 from bot.slack.chat import ChatError, Message, MessageRef, Upload
 from bot.slack.delivery import (
@@ -122,6 +123,7 @@ class Outbox:
         self._hooks: list[tuple[str, Hook]] = []
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}  # by key: a try under way
         self._held: dict[str, int] = {}  # the rows those tries hold (claims to renew)
+        self._holding = asyncio.Event()  # set while _held has rows: the renewal runs then
         self._finished: dict[str, asyncio.Event] = {}  # keys someone `wait`s for
         self._groups: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -278,6 +280,7 @@ class Outbox:
         caller for it meanwhile gets this try's outcome."""
         outcome: Outcome = Pending("not tried")
         self._held[row.key] = row.id
+        self._holding.set()
         try:
             outcome = await self._deliver(row)
         except StoreError as exc:
@@ -289,6 +292,8 @@ class Outbox:
             outcome = Pending("internal error")
         finally:
             self._held.pop(row.key, None)
+            if not self._held:
+                self._holding.clear()
             self._unreserve(row.key, reserved, outcome)
             if not isinstance(outcome, Pending):
                 self._tell_waiters(row.key)
@@ -483,11 +488,13 @@ class Outbox:
 
     async def _round(self) -> float:
         """Start sending what is due; returns how long to wait for the next round."""
-        for row in await asyncio.to_thread(self.store.expire_deliveries):
+        # The round's three reads in one hand-off to a thread: an idle bot's round is one
+        # wake-up of the loop, not three.
+        expired, rows, backlog = await asyncio.to_thread(_round_reads, self.store)
+        for row in expired:
             _log_expired(row, self.health)
             self._tell_waiters(row.key)
-        rows = await asyncio.to_thread(self.store.waiting_deliveries, ROUND_LIMIT)
-        await self._measure()
+        self._measured(*backlog)
         now = self.clock()
         if not self.health.may_try():
             assert self.health.next_probe is not None
@@ -504,7 +511,10 @@ class Outbox:
             self._groups[name] = asyncio.create_task(self._drain(group), name=f"outbox-{name}")
             if self.health.down:
                 break  # Slack is away: one probe at a time
-        return IDLE_ROUND_S if rows else QUIET_ROUND_S
+        if rows:
+            return IDLE_ROUND_S
+        # On the beat the bot's other periodic work keeps (bot/clock.py): one wake-up for both.
+        return next_beat(QUIET_ROUND_S, time.time()) - time.time()
 
     async def _drain(self, group: list[Delivery]) -> None:
         """Send a conversation's rows in order, until one does not go."""
@@ -539,21 +549,33 @@ class Outbox:
         return list(self._held.values())
 
     async def _renew_claims(self) -> None:
+        """Every third of the lease while tries hold claims; asleep while none do."""
         while True:
+            await self._holding.wait()
             await asyncio.sleep(LEASE.total_seconds() / 3)
+            if not self._held:
+                continue
             with contextlib.suppress(StoreError):
                 await asyncio.to_thread(
                     self.store.renew_delivery_claims, self._held_ids(), self.owner, LEASE
                 )
 
-    async def _measure(self) -> None:
-        count, oldest = await asyncio.to_thread(self.store.outbox_backlog)
+    def _measured(self, count: int, oldest: datetime | None) -> None:
         self.waiting = count
         if self.telemetry is not None:
             age = (self.clock() - oldest).total_seconds() if oldest is not None else 0.0
             self.telemetry.outbox_depth.set(count)
             self.telemetry.outbox_oldest_seconds.set(max(0.0, age))
             self.telemetry.slack_reachable.set(0 if self.health.down else 1)
+
+
+def _round_reads(
+    store: Store,
+) -> tuple[list[Delivery], list[Delivery], tuple[int, datetime | None]]:
+    """A round's store work, in order (blocking: call in a thread): the rows past their
+    usefulness finished as expired, the rows waiting, and the backlog for the metrics."""
+    expired = store.expire_deliveries()
+    return expired, store.waiting_deliveries(ROUND_LIMIT), store.outbox_backlog()
 
 
 def outbox_of(chat: Sender | Outbox, store: Store, clock: Clock) -> Outbox:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +77,8 @@ class StoreCore:
         self.url = make_url(url)
         self.clock = clock
         self.engine = self._create_engine(url)
+        self._answered_at = float("-inf")  # monotonic: the database's last answer here
+        event.listen(self.engine, "after_cursor_execute", self._answered)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # record_health_checks (health.py) writes one batch at a time in this process.
         self._health_writes = threading.Lock()
@@ -114,6 +117,17 @@ class StoreCore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _answered(self, *_statement: object) -> None:
+        self._answered_at = time.monotonic()  # on whichever thread ran the statement
+
+    def answered_within(self, seconds: float) -> bool:
+        """Whether the database answered one of this process's statements in the last
+        `seconds`, and the SQLite file (if any) is still the one opened: asking it again now
+        would tell nothing new. Cheap (no query): call it anywhere."""
+        if time.monotonic() - self._answered_at > seconds:
+            return False
+        return self._file is None or _identity(self._file) == self._file_identity
 
     def problem(self) -> str | None:
         """Why the store cannot be used now (None: it answers). Blocking: call in a thread."""

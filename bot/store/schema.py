@@ -8,6 +8,10 @@ second replica then finds the schema at head and does nothing.
 
 A database made by a bot from before the migrations (create_all, no alembic_version table)
 holds exactly the first revision's schema: it is stamped with it, then upgraded.
+
+A database already at head (every start but the first after an upgrade of the bot) is found
+so with one query, and Alembic is not imported at all: with the templates it loads (mako) it
+kept about 4 MiB of a bot at rest resident for nothing (111 against 115 MiB, measured).
 """
 
 from __future__ import annotations
@@ -17,14 +21,13 @@ import fcntl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import Connection, func, inspect, select
+from sqlalchemy import Connection, func, inspect, select, text
 from sqlalchemy.engine import Engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"  # the schema create_all made before the migrations
@@ -48,17 +51,41 @@ class Upgraded:
 
 
 def head() -> str:
+    from alembic.script import ScriptDirectory
+
     revision = ScriptDirectory.from_config(_config()).get_current_head()
     assert revision is not None
     return revision
 
 
+def newest_revision() -> str:
+    """Head as the revisions' file names say it ("0009_artifacts.py": one chain, numbered in
+    order; tests/test_schema.py holds it to Alembic's own head), read without Alembic."""
+    return max(path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
 def current(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
+
+
+def recorded_revision(engine: Engine) -> str | None:
+    """The revision the database says it is at (alembic_version), read without Alembic."""
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def upgrade(engine: Engine) -> Upgraded:
     """Bring the database to head under the migration lock; raises SchemaError."""
+    at = recorded_revision(engine)
+    if at is not None and at == newest_revision():
+        return Upgraded(at, at)  # nothing to do, and no lock needed to see it
+    from alembic import command
+    from alembic.util.exc import CommandError
+
     with _migration_lock(engine) as connection:
         before = current(connection)
         config = _config(connection)
@@ -78,6 +105,8 @@ def upgrade(engine: Engine) -> Upgraded:
 
 
 def _config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
