@@ -17,7 +17,7 @@ that answer /healthz in --healthz-ms and the status and metrics endpoints in --o
   runs (goal: p99 under 100 ms in both);
 - CPU seconds per `/health all` cycle, the bot's and the demo services' (psutil): on a shared
   machine they move much less than the wall time; and how many slow readings the reports say
-  a second request confirmed (bot/runbook/health/slow_recheck.py).
+  a second request confirmed (second_reading in bot/runbook/health/health.py).
 
 Run from the repository root::
 
@@ -76,7 +76,7 @@ class Cycle:
     # time, these hardly move with what else the machine runs.
     bot_cpu_s: float = 0.0
     services_cpu_s: float = 0.0
-    # Environments whose slowness a second request confirmed (bot/runbook/health/slow_recheck.py)
+    # Environments whose slowness a second request confirmed (health.py, second_reading)
     confirmed_slow: int = 0
 
 

@@ -79,7 +79,7 @@ def test_health_all_checks_every_environment_at_once(
         (r for r in demo_b.requests() if r["path"] == "/healthz"), key=lambda r: r["started"]
     )
     # Slow and nothing else: each of local, staging (service A) and dev (B) got a second
-    # request once the first ones were in (bot/runbook/health/slow_recheck.py).
+    # request once the first ones were in (second_reading in bot/runbook/health/health.py).
     assert (len(a), len(b)) == (4, 2)
     for reading in (a[:2] + b[:1], a[2:] + b[1:]):
         assert max(r["started"] for r in reading) < min(r["finished"] for r in reading)

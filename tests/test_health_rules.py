@@ -12,9 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.config import Environment, Thresholds
-from bot.runbook.health.health import Health, HealthChecker, HealthResult, classify
+from bot.runbook.health.health import (
+    Health,
+    HealthChecker,
+    HealthResult,
+    classify,
+    second_reading,
+)
 from bot.runbook.health.probe import Probe, Prober
-from bot.runbook.health.slow_recheck import second_reading, wants_second_reading
 from bot.slack import blocks
 from bot.store import Base, Store
 from bot.telemetry import Telemetry
@@ -145,7 +150,7 @@ def test_slowness_alone_asks_for_a_second_reading() -> None:
         verdict = classify(hz, st_, mt, THRESHOLDS)
         assert [s.endpoint for s in verdict.slow] == endpoints
         assert {s.reason for s in verdict.slow} == set(verdict.reasons)
-        assert wants_second_reading(verdict), verdict
+        assert verdict.only_slow, verdict
     not_only_slow = [
         (healthz(), status(), metrics()),  # nothing slow
         (healthz(latency=600, body="<html>"), status(), metrics()),  # Unhealthy anyway
@@ -155,7 +160,7 @@ def test_slowness_alone_asks_for_a_second_reading() -> None:
         (healthz(latency=600, body='{"status":"degraded"}'), status(), metrics()),
     ]
     for hz, st_, mt in not_only_slow:
-        assert not wants_second_reading(classify(hz, st_, mt, THRESHOLDS)), (hz, st_, mt)
+        assert not classify(hz, st_, mt, THRESHOLDS).only_slow, (hz, st_, mt)
 
 
 @given(
@@ -176,7 +181,7 @@ def test_a_second_reading_is_asked_for_exactly_when_every_finding_is_slowness(
         api_ms >= THRESHOLDS.api_response_ms.warning
     )
     others = code != 200 or redis_down or metrics_code != 200
-    assert wants_second_reading(verdict) == (slow > 0 and not others)
+    assert verdict.only_slow == (slow > 0 and not others)
 
 
 def test_the_second_reading_classes_it_and_says_when_it_confirms_the_first() -> None:

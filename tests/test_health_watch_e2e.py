@@ -88,7 +88,7 @@ def test_a_watch_is_one_message_that_follows_a_change_and_sums_it_up(
     assert found is not None, final["text"]
     readings, healthy, degraded, unhealthy = map(int, found.groups())
     # Every Healthy reading is one /healthz request to the service; a Degraded one, slow and
-    # nothing else, two (the second confirms it: bot/runbook/health/slow_recheck.py).
+    # nothing else, two (the second confirms it: second_reading in bot/runbook/health/health.py).
     checks = [r for r in demo.requests() if r["path"] == "/healthz"]
     assert healthy >= 3 and degraded >= 1 and unhealthy == 0
     assert healthy + degraded == readings

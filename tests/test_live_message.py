@@ -12,6 +12,11 @@ from tests.conftest import BOT_TOKEN, new_channel
 from tests.support.slack_fake import SlackFake
 
 
+def updates_in(slack: SlackFake, channel: str) -> list[str]:
+    """The texts of the chat.update calls to `channel`, in order."""
+    return [c.args["text"] for c in slack.calls_to("chat.update") if c.args["channel"] == channel]
+
+
 def live(slack: SlackFake, channel: str, **kwargs: object) -> LiveMessage:
     chat = SlackChat(create_web_client(BOT_TOKEN, slack.api_url))
     return LiveMessage(Conversation(chat, channel, "U1"), **kwargs)  # type: ignore[arg-type]
@@ -48,9 +53,7 @@ def test_updates_closer_than_the_interval_are_held_but_the_final_state_always_go
         await message.finish(Message("final"))
 
     asyncio.run(scenario())
-    updates = [
-        c.args["text"] for c in slack.calls_to("chat.update") if c.args["channel"] == channel
-    ]
+    updates = updates_in(slack, channel)
     assert updates == ["in time", "final"]
 
 
@@ -67,9 +70,7 @@ def test_a_state_that_comes_while_an_update_is_on_its_way_is_held(slack: SlackFa
         await message.finish(Message("final"))
 
     asyncio.run(scenario())
-    updates = [
-        c.args["text"] for c in slack.calls_to("chat.update") if c.args["channel"] == channel
-    ]
+    updates = updates_in(slack, channel)
     assert updates == ["in time", "final"]
 
 
@@ -136,7 +137,5 @@ def test_a_held_update_goes_out_when_the_interval_has_passed(slack: SlackFake) -
         await message.finish(Message("final"))
 
     asyncio.run(scenario())
-    updates = [
-        c.args["text"] for c in slack.calls_to("chat.update") if c.args["channel"] == channel
-    ]
+    updates = updates_in(slack, channel)
     assert updates == ["step 2 running", "final"]

@@ -505,7 +505,9 @@ class SshTransport:
                 receiver.feed(b"drop\n")
                 receiver.finish()
                 seen = one_line(receiver.stderr.text()) or one_line(got or "") or "no answer"
-                what = "it changed since its sha256 was taken; " if sha256 is not None else ""
+                # The host wrote the whole file and it hashes otherwise: the file changed.
+                changed = sha256 is not None and got is not None and got.endswith(f" {size}")
+                what = "it changed since its sha256 was taken; " if changed else ""
                 raise TransportError(
                     self.target,
                     f"upload of {local} to {remote} failed verification on the host (expected "
