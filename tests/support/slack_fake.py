@@ -400,6 +400,9 @@ class SlackFake:
         self._port: int | None = None
         self._fault: Fault | None = None
         self._fault_timer: threading.Timer | None = None
+        # Serialises fault() and heal() with the listening socket they close and reopen: a
+        # timer's heal must not reopen the port while fault() is still closing it.
+        self._switching = threading.Lock()
         self.faults: list[FaultPeriod] = []
         self.faulted: list[str] = []  # response_url and upload requests a fault met
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -456,12 +459,13 @@ class SlackFake:
 
     def stop(self) -> None:
         """Stop serving and free the port (idempotent, so teardown can always call it)."""
-        with self._cond:
-            timer, self._fault_timer, self._fault = self._fault_timer, None, None
-        if timer is not None:
-            timer.cancel()
-        self._stop_listening()
-        self._port = None
+        with self._switching:
+            with self._cond:
+                timer, self._fault_timer, self._fault = self._fault_timer, None, None
+            if timer is not None:
+                timer.cancel()
+            self._stop_listening()
+            self._port = None
 
     def __enter__(self) -> SlackFake:
         return self.start()
@@ -613,31 +617,47 @@ class SlackFake:
         ``refuse``, ``drop`` (see tests/support/slack_faults.py), for ``seconds`` (None: until
         ``heal()``). ``status`` is a ``5xx`` fault's HTTP status, ``retry_after`` a ``429``'s."""
         fault = Fault(mode, status, retry_after)
-        self.heal()
-        with self._cond:
-            self._fault = fault
-            self.faults.append(FaultPeriod(mode, fault.since))
-            if seconds is not None:
-                timer = threading.Timer(seconds, self.heal)
-                timer.daemon = True
-                self._fault_timer = timer
-                timer.start()
-            self._cond.notify_all()
-        if mode == "refuse":
-            self._stop_listening()
+        with self._switching:
+            self._heal(None)
+            if mode == "refuse":
+                self._stop_listening()
+            with self._cond:
+                self._fault = fault
+                self.faults.append(FaultPeriod(mode, fault.since))
+                if seconds is not None:
+                    timer = threading.Timer(seconds, self._heal_timed, args=(fault,))
+                    timer.daemon = True
+                    self._fault_timer = timer
+                    timer.start()
+                self._cond.notify_all()
 
     def heal(self) -> None:
         """End the fault now (a refusing fake listens again on its port); no-op without one."""
+        with self._switching:
+            self._heal(None)
+
+    def _heal_timed(self, fault: Fault) -> None:
+        with self._switching:
+            self._heal(fault)
+
+    def _heal(self, only: Fault | None) -> None:
+        """End the current fault (only if it is ``only``, when given: a timer that fired late
+        must not end the fault that replaced its own). The port listens again before anyone
+        waiting on ``faulty`` hears the fault is over."""
         with self._cond:
-            fault, self._fault = self._fault, None
-            timer, self._fault_timer = self._fault_timer, None
-            if fault is not None and self.faults:
-                self.faults[-1] = FaultPeriod(fault.mode, fault.since, time.monotonic())
-            self._cond.notify_all()
+            fault, timer = self._fault, self._fault_timer
+            if fault is None or (only is not None and fault is not only):
+                return
+            self._fault_timer = None
         if timer is not None and timer is not threading.current_thread():
             timer.cancel()
-        if fault is not None and fault.mode == "refuse" and self._port is not None:
+        if fault.mode == "refuse" and self._port is not None:
             self._listen(self._port)
+        with self._cond:
+            self._fault = None
+            if self.faults:
+                self.faults[-1] = FaultPeriod(fault.mode, fault.since, time.monotonic())
+            self._cond.notify_all()
 
     @property
     def faulty(self) -> bool:
