@@ -42,9 +42,7 @@ Everything started here (Slack fake, demo service, the bot, the naive app) liste
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -218,10 +216,10 @@ def burst(url: str, fake: SlackFake, concurrency: int) -> list[AckSample]:
     """Send ``concurrency`` signed /health commands at once; time each until its response.
 
     Bodies and signatures are built here, before the clock starts; the requests are sent by a
-    process of their own (``burst-client``). In this process the Slack fake's threads serve
-    the bot's calls, and under load they held the GIL long enough to delay the client's own
-    connects by 200 ms (httpx's trace: TCP connects done 210 ms after they were started, on
-    loopback): time no Slack would add to an ack.
+    process of their own (benchmarks/burst_client.py, plain sockets). In this process the
+    Slack fake's threads serve the bot's calls, and under load they held the GIL long enough
+    to delay the client's own connects by 200 ms (httpx's trace: TCP connects done 210 ms
+    after they were started, on loopback): time no Slack would add to an ack.
     """
     prepared = []
     for _ in range(concurrency):
@@ -236,7 +234,7 @@ def burst(url: str, fake: SlackFake, concurrency: int) -> list[AckSample]:
         headers = signed_headers(SIGNING_SECRET, body)
         prepared.append({"channel": channel, "body": body.decode(), "headers": headers})
     sent = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ack_latency", "burst-client", url],
+        [sys.executable, "-m", "benchmarks.burst_client", url],
         input=json.dumps(prepared),
         capture_output=True,
         text=True,
@@ -247,35 +245,6 @@ def burst(url: str, fake: SlackFake, concurrency: int) -> list[AckSample]:
     if sent.returncode != 0:
         raise RuntimeError(f"burst-client exited with {sent.returncode}: {sent.stderr}")
     return [AckSample(**sample) for sample in json.loads(sent.stdout)]
-
-
-async def send_all(url: str, prepared: list[dict[str, Any]]) -> list[AckSample]:
-    """The burst itself: every request at once, each timed from its start to its response.
-
-    Keep-alive is off so every request opens its own connection, as a burst from Slack would,
-    and so neither server gets pre-warmed connections the other lacks.
-    """
-    limits = httpx.Limits(max_connections=len(prepared), max_keepalive_connections=0)
-    async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S, limits=limits) as client:
-
-        async def one(channel: str, body: str, headers: dict[str, str]) -> AckSample:
-            started = time.perf_counter()
-            try:
-                response = await client.post(url, content=body.encode(), headers=headers)
-                status = response.status_code
-            except httpx.HTTPError:
-                status = 0
-            return AckSample(time.perf_counter() - started, status, channel)
-
-        return list(await asyncio.gather(*(one(**p) for p in prepared)))
-
-
-def burst_client_main(argv: Sequence[str]) -> int:
-    """`burst-client URL`: the prepared requests (JSON) on stdin, the samples (JSON) on stdout."""
-    (url,) = argv
-    samples = asyncio.run(send_all(url, json.load(sys.stdin)))
-    json.dump([dataclasses.asdict(sample) for sample in samples], sys.stdout)
-    return 0
 
 
 def user_of(channel: str) -> str:
@@ -633,6 +602,18 @@ def start_naive(stack: contextlib.ExitStack, tmp: Path, fake: SlackFake, demo_ur
     return Target(NAIVE, url + EVENTS_PATH, process, log, naive_work_done(fake))
 
 
+def start_floor(stack: contextlib.ExitStack, tmp: Path) -> str:
+    """benchmarks/answer_at_once.py on uvicorn: its /slack/events URL."""
+    port = free_port()
+    log = tmp / "floor.log"
+    argv = [sys.executable, "-m", "uvicorn", "benchmarks.answer_at_once:app", "--port", str(port)]
+    process = spawn([*argv, "--log-level", "warning"], log, REPO, clean_env())
+    stack.callback(stop_process, process)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(f"{url}/healthz", process, log)
+    return url + EVENTS_PATH
+
+
 def run(
     concurrency: int, rounds: int, latency_ms: int, under_load: bool = False, deploy_mb: int = 0
 ) -> int:
@@ -649,6 +630,8 @@ def run(
                 start_ours(stack, tmp, fake, demo_url, deploy_mb if under_load else None),
                 start_naive(stack, tmp, fake, demo_url),
             ]
+            floor_url = start_floor(stack, tmp)
+            floor: list[AckSample] = []
             for target in targets:
                 warm_up(target, fake, drain_timeout)
             posts_before = len(fake.calls_to("chat.postMessage"))
@@ -667,6 +650,8 @@ def run(
                         f"work done in {fmt_s(result.work_done_s)}",
                         file=sys.stderr,
                     )
+                # The same burst to a server that answers at once, under the same load.
+                floor += burst(floor_url, fake, concurrency)
             for target in targets:
                 if target.process.poll() is not None:
                     raise RuntimeError(f"{target.name} exited early; see {target.log}")
@@ -711,6 +696,11 @@ def run(
     print()
     print(table(completed))
     print()
+    f = Summary.of(floor)
+    print(
+        f"the client's floor (the same bursts, same rounds, to benchmarks/answer_at_once.py): "
+        f"p50 {fmt_ms(f.p50)}, p99 {fmt_ms(f.p99)}, max {fmt_ms(f.max)}, {f.failed} non-200"
+    )
     for name in (OURS, NAIVE):
         print(f"{name} HTTP statuses: {statuses(completed, name)}")
     print(
@@ -758,8 +748,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["naive-app"]:
         return naive_app_main(argv[1:])
-    if argv[:1] == ["burst-client"]:
-        return burst_client_main(argv[1:])
     args = parse_args(argv)
     # SIGTERM's default ends the process without unwinding, which would leave the bot, the
     # demo service and the naive app running; as an exception it goes through run's cleanup.

@@ -24,6 +24,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
+from bot.acks_first import AcksFirst
+
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
@@ -46,8 +48,9 @@ class Busy(Exception):
 class _Queue:
     """One queued lane: its queue, its workers, and how long its jobs take (a running mean)."""
 
-    def __init__(self, lane: Lane, size: int, limit: int) -> None:
+    def __init__(self, lane: Lane, size: int, limit: int, acks_first: AcksFirst) -> None:
         self.lane = lane
+        self.acks_first = acks_first
         self.size = size
         self.queue: asyncio.Queue[tuple[str, Job]] = asyncio.Queue(limit)
         self.workers: list[asyncio.Task[None]] = []
@@ -75,6 +78,7 @@ class _Queue:
     async def _work(self) -> None:
         while True:
             name, job = await self.queue.get()
+            await self.acks_first.turn()
             started = time.monotonic()
             try:
                 await _guard(name, job)
@@ -94,8 +98,10 @@ class WorkerPool:
         long_limit: int = LONG_LIMIT,
     ) -> None:
         self.size = size
-        self._short = _Queue("short", size, queue_limit)
-        self._press = _Queue("press", press_size, queue_limit)
+        # Requests being acked count here; every job starts after them.
+        self.acks_first = AcksFirst()
+        self._short = _Queue("short", size, queue_limit, self.acks_first)
+        self._press = _Queue("press", press_size, queue_limit, self.acks_first)
         self._long: set[asyncio.Task[None]] = set()
         self.long_limit = long_limit
 
@@ -116,11 +122,15 @@ class WorkerPool:
             wait = self.busy_for("long")
             if wait is not None:
                 raise Busy("long", wait)
-            task = asyncio.create_task(_guard(name, job), name=f"long-{name}")
+            task = asyncio.create_task(self._after_acks(name, job), name=f"long-{name}")
             self._long.add(task)
             task.add_done_callback(self._long.discard)
         else:
             self._queue(lane).put(name, job)
+
+    async def _after_acks(self, name: str, job: Job) -> None:
+        await self.acks_first.turn()
+        await _guard(name, job)
 
     def _queue(self, lane: Lane) -> _Queue:
         return self._press if lane == "press" else self._short

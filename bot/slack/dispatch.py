@@ -397,23 +397,9 @@ class Dispatcher:
         self, ctx: Context, handler: Handler, admitted: Callable[[], Awaitable[bool]]
     ) -> None:
         request = ctx.request
-        try:
-            if await admitted():
-                await handler(ctx)
-        except StoreError as exc:
-            self._store_failed(ctx, exc)
-            ctx.work = None
-            if not ctx.acked:
-                await ctx.ack(_unreachable(request))
-            else:
-                await self._tell_user(ctx, _unreachable(request))
-        except Exception:
-            log.exception("%s failed while handling %r", request.name, request.text[:200])
-            ctx.outcome, ctx.result, ctx.work = "error", "internal error in handler", None
-            if not ctx.acked:
-                await ctx.ack(blocks.internal_error(request.name))
-        # A handler that forgot to ack must not leave Slack waiting for its 3 seconds.
-        await ctx.ack()
+        # Until this request is acked, background work waits (bot/acks_first.py).
+        with self.services.workers.acks_first.acking():
+            await self._admit_and_ack(ctx, handler, admitted)
         audit_id = await self._audit_start(request)
         if ctx.work is None:
             await self._finish(ctx, audit_id)
@@ -431,6 +417,28 @@ class Dispatcher:
                 blocks.busy("The bot is busy: too much work is waiting", busy.retry_after_s)
             )
             await self._finish(ctx, audit_id)
+
+    async def _admit_and_ack(
+        self, ctx: Context, handler: Handler, admitted: Callable[[], Awaitable[bool]]
+    ) -> None:
+        request = ctx.request
+        try:
+            if await admitted():
+                await handler(ctx)
+        except StoreError as exc:
+            self._store_failed(ctx, exc)
+            ctx.work = None
+            if not ctx.acked:
+                await ctx.ack(_unreachable(request))
+            else:
+                await self._tell_user(ctx, _unreachable(request))
+        except Exception:
+            log.exception("%s failed while handling %r", request.name, request.text[:200])
+            ctx.outcome, ctx.result, ctx.work = "error", "internal error in handler", None
+            if not ctx.acked:
+                await ctx.ack(blocks.internal_error(request.name))
+        # A handler that forgot to ack must not leave Slack waiting for its 3 seconds.
+        await ctx.ack()
 
     async def _audit_start(self, request: Request) -> int | None:
         # An unavailable store must not stop /health: the audit is lost, loudly, and work goes on.

@@ -9,6 +9,7 @@ soon as it does.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -19,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot import __version__
+from bot.acks_first import AcksFirst
 from bot.slack.bolt_app import RECEIVED_AT
 from bot.slack.readiness import Readiness
 from bot.telemetry import Telemetry
@@ -42,8 +44,14 @@ async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes |
 
 
 def create_web_app(
-    telemetry: Telemetry, mode: str, readiness: Readiness, bolt_app: AsyncApp | None = None
+    telemetry: Telemetry,
+    mode: str,
+    readiness: Readiness,
+    bolt_app: AsyncApp | None = None,
+    acks_first: AcksFirst | None = None,
 ) -> Starlette:
+    acks_first = acks_first or AcksFirst()
+
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "healthy", "version": __version__, "mode": mode})
 
@@ -56,7 +64,9 @@ def create_web_app(
 
     async def metrics(_: Request) -> Response:
         await readiness.check()
-        return Response(telemetry.exposition(), media_type=telemetry.content_type)
+        # Off the loop: with a few hundred environments' series it takes ~20 ms of CPU.
+        exposition = await asyncio.to_thread(telemetry.exposition)
+        return Response(exposition, media_type=telemetry.content_type)
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -68,12 +78,14 @@ def create_web_app(
 
         async def slack_events(request: Request) -> Response:
             received_at = time.perf_counter()
-            body = await read_limited(request)
-            if body is None:
-                return Response("request body too large", status_code=413)
-            # What Request.body() caches: Bolt's adapter reads the body from here.
-            request._body = body
-            return await handler.handle(request, {RECEIVED_AT: received_at})
+            # From here, not only from the dispatcher: Bolt's own checks come before it.
+            with acks_first.acking():
+                body = await read_limited(request)
+                if body is None:
+                    return Response("request body too large", status_code=413)
+                # What Request.body() caches: Bolt's adapter reads the body from here.
+                request._body = body
+                return await handler.handle(request, {RECEIVED_AT: received_at})
 
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
     return Starlette(routes=routes)
