@@ -2,11 +2,15 @@
 
 Slack gives an ack 3 seconds and users notice far less. In a burst (50 engineers type /health
 at once in an incident) every command's ack competed on the one event loop with the work of
-the commands acked before it — reports rendering, Slack posts, store writes — and the last ack
-of the burst waited behind 49 commands' work (ack_latency: p50 73 ms quiet, 110-230 ms under an
-alert storm). Work that has waited 100 ms more is not noticed by anyone; so background work
-takes its turn only once no ack has been pending for QUIET_S, and never waits longer than
-LONGEST_WAIT_S, so a steady stream of commands cannot starve it.
+the commands acked before it — reports rendering, Slack posts, alert rounds, store writes —
+and the last ack of the burst waited behind all of it (ack_latency --under-load: p99 128 ms
+with only job starts waiting). Work that starts 100 ms later is noticed by nobody; so the
+places where background work begins a step (a worker's job, an alert round, a Slack post, a
+timer) call `turn()`, which returns once no ack has been pending for QUIET_S — and never
+later than LONGEST_WAIT_S, so a steady stream of commands cannot starve the work.
+
+On a request's own way to its ack `turn()` returns at once (a context variable says so): a
+handler that posts before it acks must not wait for its own ack.
 """
 
 from __future__ import annotations
@@ -14,63 +18,93 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from contextvars import ContextVar
 
-QUIET_S = 0.02  # requests of one burst arrive a few ms apart: the gate stays shut between them
+QUIET_S = 0.02  # the requests of one burst arrive a few ms apart: stay shut between them
 LONGEST_WAIT_S = 0.5
+
+_before_ack: ContextVar[bool] = ContextVar("before_ack", default=False)
 
 
 class AcksFirst:
-    """Counts the requests being acked; `turn()` is where background work lets them pass."""
+    """Counts the requests on their way to an ack; `turn()` lets them pass first."""
 
     def __init__(self, quiet_s: float = QUIET_S, longest_wait_s: float = LONGEST_WAIT_S) -> None:
         self.quiet_s = quiet_s
         self.longest_wait_s = longest_wait_s
         self._pending = 0
-        self._last_ack = -1e9  # time.monotonic() of the last ack sent
-        self._open: asyncio.Event | None = None
-        self._reopen: asyncio.TimerHandle | None = None
+        self._last_ack = -1e9  # time.monotonic() when the last pending request was acked
+        self._open: asyncio.Event | None = None  # set when the waiters may go
+        self._look: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _on_this_loop(self) -> None:
+        """Start afresh on a new event loop (tests run several, one after another)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._pending, self._last_ack = loop, 0, -1e9
+            self._open = self._look = None
 
     @property
     def pending(self) -> int:
         return self._pending
 
-    @contextlib.contextmanager
-    def acking(self) -> Iterator[None]:
-        """Around a request, from its arrival until its ack is sent."""
+    def arrived(self) -> Callable[[], None]:
+        """A request to ack came in: call what this returns once its ack is on its way (more
+        calls do nothing)."""
+        self._on_this_loop()
         self._pending += 1
-        try:
-            yield
-        finally:
+        _before_ack.set(True)
+        released = False
+
+        def acked() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            _before_ack.set(False)
+            if asyncio.get_running_loop() is not self._loop:
+                return  # counted on a loop that is gone
             self._pending -= 1
             self._last_ack = time.monotonic()
-            if self._pending == 0 and self._open is not None and self._reopen is None:
-                self._reopen = asyncio.get_running_loop().call_later(self.quiet_s, self._wake)
+            if self._pending == 0 and self._open is not None:
+                self._look_later(self.quiet_s)
 
-    def _wake(self) -> None:
-        self._reopen = None
+        return acked
+
+    async def turn(self) -> None:
+        """Return at once when no ack is pending or just done; else once the acks are done and
+        QUIET_S has passed without one (or after LONGEST_WAIT_S)."""
+        self._on_this_loop()
+        if _before_ack.get():
+            return
+        if self._pending == 0 and time.monotonic() - self._last_ack >= self.quiet_s:
+            return
+        if self._open is None:
+            self._open = asyncio.Event()
+        if self._pending == 0:
+            self._look_later(self.quiet_s - (time.monotonic() - self._last_ack))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.longest_wait_s):
+                await self._open.wait()
+
+    def _look_later(self, delay_s: float) -> None:
+        if self._look is None:
+            self._look = asyncio.get_running_loop().call_later(max(0.0, delay_s), self._look_now)
+
+    def _look_now(self) -> None:
+        self._look = None
         if self._open is None or self._pending:
-            return  # nobody waits, or the last ack to leave schedules the next look
+            return  # nobody waits, or the last pending ack schedules the next look
         quiet_for = time.monotonic() - self._last_ack
-        if quiet_for < self.quiet_s:  # another ack left since this look was scheduled
-            loop = asyncio.get_running_loop()
-            self._reopen = loop.call_later(self.quiet_s - quiet_for, self._wake)
+        if quiet_for < self.quiet_s:  # another ack since this look was scheduled
+            self._look_later(self.quiet_s - quiet_for)
             return
         self._open.set()
         self._open = None
 
-    def _clear(self) -> bool:
-        return self._pending == 0 and time.monotonic() - self._last_ack >= self.quiet_s
 
-    async def turn(self) -> None:
-        """Return at once when no ack is pending or due; else once they are done (or after
-        LONGEST_WAIT_S)."""
-        if self._clear():
-            return
-        if self._open is None:
-            self._open = asyncio.Event()
-        if self._pending == 0 and self._reopen is None:
-            self._reopen = asyncio.get_running_loop().call_later(self.quiet_s, self._wake)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.longest_wait_s):
-                await self._open.wait()
+# One per process: the bot runs one event loop, and every request and every background step
+# in it shares the one CPU the loop has.
+ACKS_FIRST = AcksFirst()

@@ -315,7 +315,6 @@ class _Bot:
             mode,
             self.readiness,
             bolt_app if mode == "http" else None,
-            self.workers.acks_first,
         )
         web = _start_server(web_app, _bind_web(settings, mode), settings.host)
         self.servers.append(web)

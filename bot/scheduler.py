@@ -46,6 +46,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot.acks_first import ACKS_FIRST
 from bot.clock import Clock, next_beat, utc_now
 from bot.process import THIS_PROCESS
 from bot.store import Store, StoreError, Timer
@@ -238,6 +239,7 @@ class Scheduler:
             await asyncio.wait(set(self._firing))
 
     async def _fire(self, timer: Timer) -> None:
+        await ACKS_FIRST.turn()  # due is due, but a burst's acks go first (bot/acks_first.py)
         handler = self._handlers.get(timer.kind)
         try:
             if handler is None:

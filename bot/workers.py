@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from bot.acks_first import AcksFirst
+from bot.acks_first import ACKS_FIRST
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,8 @@ class Busy(Exception):
 class _Queue:
     """One queued lane: its queue, its workers, and how long its jobs take (a running mean)."""
 
-    def __init__(self, lane: Lane, size: int, limit: int, acks_first: AcksFirst) -> None:
+    def __init__(self, lane: Lane, size: int, limit: int) -> None:
         self.lane = lane
-        self.acks_first = acks_first
         self.size = size
         self.queue: asyncio.Queue[tuple[str, Job]] = asyncio.Queue(limit)
         self.workers: list[asyncio.Task[None]] = []
@@ -78,7 +77,7 @@ class _Queue:
     async def _work(self) -> None:
         while True:
             name, job = await self.queue.get()
-            await self.acks_first.turn()
+            await ACKS_FIRST.turn()  # a burst's acks before its work
             started = time.monotonic()
             try:
                 await _guard(name, job)
@@ -98,10 +97,8 @@ class WorkerPool:
         long_limit: int = LONG_LIMIT,
     ) -> None:
         self.size = size
-        # Requests being acked count here; every job starts after them.
-        self.acks_first = AcksFirst()
-        self._short = _Queue("short", size, queue_limit, self.acks_first)
-        self._press = _Queue("press", press_size, queue_limit, self.acks_first)
+        self._short = _Queue("short", size, queue_limit)
+        self._press = _Queue("press", press_size, queue_limit)
         self._long: set[asyncio.Task[None]] = set()
         self.long_limit = long_limit
 
@@ -129,7 +126,7 @@ class WorkerPool:
             self._queue(lane).put(name, job)
 
     async def _after_acks(self, name: str, job: Job) -> None:
-        await self.acks_first.turn()
+        await ACKS_FIRST.turn()
         await _guard(name, job)
 
     def _queue(self, lane: Lane) -> _Queue:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bot.acks_first import ACKS_FIRST
 from bot.config import Config
 from bot.slack import blocks
 from bot.slack.access import Allow, Role, Usage, refusal, usage_for
@@ -138,6 +139,7 @@ class Context:
         self.work: Work | None = None
         self.lane: Lane = "short"
         self._releases: list[Callable[[], None]] = []
+        self.on_ack: Callable[[], None] = lambda: None
 
     @property
     def config(self) -> Config:
@@ -166,6 +168,7 @@ class Context:
         if self.acked:
             return
         self.acked = True
+        self.on_ack()
         await self._ack(message)
         self.services.telemetry.ack_seconds.labels(command=self.request.name).observe(
             time.perf_counter() - self.request.received_at
@@ -398,8 +401,11 @@ class Dispatcher:
     ) -> None:
         request = ctx.request
         # Until this request is acked, background work waits (bot/acks_first.py).
-        with self.services.workers.acks_first.acking():
+        ctx.on_ack = ACKS_FIRST.arrived()
+        try:
             await self._admit_and_ack(ctx, handler, admitted)
+        finally:
+            ctx.on_ack()
         audit_id = await self._audit_start(request)
         if ctx.work is None:
             await self._finish(ctx, audit_id)

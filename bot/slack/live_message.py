@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from bot.acks_first import ACKS_FIRST
 from bot.slack.chat import ChatError, Conversation, Message, MessageRef
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class LiveMessage:
             if self._finished:
                 return
             try:
+                await ACKS_FIRST.turn()  # rendering a big report waits for a burst's acks
                 await self._update(self.ref, _built(message))
             except ChatError as exc:
                 # Progress is a courtesy; the procedure goes on and finish() tries again.

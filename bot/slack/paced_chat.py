@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TypeVar
 
+from bot.acks_first import ACKS_FIRST
 from bot.slack.chat import Chat, ChatError, Message, MessageRef, Upload
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ class PacedChat:
                 continue
             queue.tokens -= 1
             try:
+                await ACKS_FIRST.turn()  # a burst's acks before the posts (bot/acks_first.py)
                 result = await call.send()
             except ChatError as exc:
                 if exc.error != "ratelimited" and exc.status != 429:

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot import __version__
-from bot.acks_first import AcksFirst
+from bot.acks_first import ACKS_FIRST
 from bot.slack.bolt_app import RECEIVED_AT
 from bot.slack.readiness import Readiness
 from bot.telemetry import Telemetry
@@ -48,10 +48,7 @@ def create_web_app(
     mode: str,
     readiness: Readiness,
     bolt_app: AsyncApp | None = None,
-    acks_first: AcksFirst | None = None,
 ) -> Starlette:
-    acks_first = acks_first or AcksFirst()
-
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "healthy", "version": __version__, "mode": mode})
 
@@ -79,13 +76,16 @@ def create_web_app(
         async def slack_events(request: Request) -> Response:
             received_at = time.perf_counter()
             # From here, not only from the dispatcher: Bolt's own checks come before it.
-            with acks_first.acking():
+            acked = ACKS_FIRST.arrived()
+            try:
                 body = await read_limited(request)
                 if body is None:
                     return Response("request body too large", status_code=413)
                 # What Request.body() caches: Bolt's adapter reads the body from here.
                 request._body = body
                 return await handler.handle(request, {RECEIVED_AT: received_at})
+            finally:
+                acked()
 
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
     return Starlette(routes=routes)

@@ -38,6 +38,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bot.acks_first import ACKS_FIRST
 from bot.clock import utc_now
 from bot.config import Config, Environment
 from bot.runbook.alerts.alerts import CI, Alerts
@@ -388,6 +389,7 @@ class Monitor:
     # --- shared -------------------------------------------------------------------------------
 
     async def _observe(self, observations: Iterable[Observation]) -> None:
+        await ACKS_FIRST.turn()  # a round of alert states is work a burst's acks go before
         try:
             for state, transition in await self.alerts.observe(observations):
                 self.telemetry.alert_changes.labels(
