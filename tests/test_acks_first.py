@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import time
 
 import pytest
@@ -84,9 +85,10 @@ def test_a_new_ack_in_the_quiet_keeps_the_work_waiting() -> None:
 def test_work_never_waits_longer_than_the_longest_wait() -> None:
     async def scenario() -> None:
         gate = AcksFirst(quiet_s=0.01, longest_wait_s=0.1)
-        gate.arrived()  # never acked (a request whose ack never comes)
+        acked = gate.arrived()  # a request whose ack does not come
         async with asyncio.timeout(5):
             await gate.turn()
+        acked()
 
     run(scenario())
 
@@ -103,10 +105,11 @@ def test_on_its_own_way_to_the_ack_a_request_never_waits_for_itself() -> None:
             await gate.turn()
 
         # Another request's ack holds work that is not on its way (a task of its own).
-        gate.arrived()
+        other = gate.arrived()
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
                 await background(another_task())
+        other()
 
     run(scenario())
 
@@ -150,3 +153,36 @@ def test_a_burst_is_acked_before_any_of_its_jobs_starts() -> None:
     order = run(scenario())
     assert order[:3] == ["ack 0", "ack 1", "ack 2"], order
     assert sorted(order[3:]) == ["job 0", "job 1", "job 2"]
+
+
+def test_the_collector_waits_while_acks_are_pending_at_most_the_longest_wait() -> None:
+    async def scenario() -> None:
+        gate = AcksFirst(quiet_s=0.01, longest_wait_s=0.2)
+        assert gc.isenabled()
+        first, second = gate.arrived(), gate.arrived()
+        assert not gc.isenabled()
+        first()
+        assert not gc.isenabled()  # one still pending
+        second()
+        assert gc.isenabled()
+        gate.arrived()  # never acked
+        assert not gc.isenabled()
+        async with asyncio.timeout(5):
+            while not gc.isenabled():
+                await asyncio.sleep(0.01)  # a condition polled: the bound is what is tested
+
+    run(scenario())
+    assert gc.isenabled()
+
+
+def test_a_collector_switched_off_by_someone_else_stays_off() -> None:
+    async def scenario() -> None:
+        gate = AcksFirst(quiet_s=0.01, longest_wait_s=0.2)
+        gate.arrived()()
+
+    gc.disable()
+    try:
+        run(scenario())
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -43,6 +43,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from bot.acks_first import ACKS_FIRST
 from bot.clock import Clock, next_beat, utc_now
 from bot.process import THIS_PROCESS
 from bot.slack.chat import ChatError, Message, MessageRef, Upload
@@ -488,6 +489,7 @@ class Outbox:
 
     async def _round(self) -> float:
         """Start sending what is due; returns how long to wait for the next round."""
+        await ACKS_FIRST.turn()  # a round's reads and sends after a burst's acks
         # The round's three reads in one hand-off to a thread: an idle bot's round is one
         # wake-up of the loop, not three.
         expired, rows, backlog = await asyncio.to_thread(_round_reads, self.store)

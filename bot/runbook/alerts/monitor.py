@@ -156,6 +156,9 @@ class Monitor:
 
     async def check_health(self, envs: Sequence[Environment], label: str = "") -> None:
         """Start one health cycle for the group's environments not still being checked."""
+        # Not while a burst is being acked: the cycle's probes and parsing take the CPU the
+        # acks need (once started, its probes are timed, and nothing may pause them).
+        await ACKS_FIRST.turn()
         ready = [env for env in envs if env.name not in self._checking]
         if len(ready) < len(envs):
             # Its own alert says why (no answer within the critical threshold).
