@@ -366,6 +366,19 @@ def command_outcomes(metrics_url: str) -> dict[tuple[str, str], int]:
     return counts
 
 
+def own_ack_buckets(metrics_url: str, command: str = "/health") -> dict[str, int]:
+    """eventmesh_bot_ack_seconds for `command`: {le: count}, cumulative, as the bot measured
+    its acks (from the request's arrival in its web app to the ack), warm-up included."""
+    text = httpx.get(metrics_url, timeout=5).text
+    prefix = f'eventmesh_bot_ack_seconds_bucket{{command="{command}",le="'
+    buckets: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            labels, value = line.rsplit(" ", 1)
+            buckets[labels[len(prefix) : labels.index('"', len(prefix))]] = int(float(value))
+    return buckets
+
+
 def ours_work_done(metrics_url: str) -> Callable[[list[str], float], None]:
     """The bot counts a command in eventmesh_bot_commands_total once its work is done."""
     state = {"seen": 0}
@@ -662,6 +675,7 @@ def run(
                 if call.args.get("channel") not in bursts
             )
             outcomes = command_outcomes(targets[0].metrics_url or "")
+            own_acks = own_ack_buckets(targets[0].metrics_url or "")
     except BaseException:
         print(f"ack_latency: stopped before the end; logs kept in {tmp}", file=sys.stderr)
         raise
@@ -706,6 +720,15 @@ def run(
     print(
         "ours commands by outcome (eventmesh_bot_commands_total, warm-up included): "
         + ", ".join(f"{c} {o} {n}" for (c, o), n in sorted(outcomes.items()))
+    )
+    total = own_acks.get("+Inf", 0)
+    print(
+        "ours by its own measure (eventmesh_bot_ack_seconds, from the request's arrival in the "
+        f"app to its ack, warm-up included): of {total} /health acks, "
+        + ", ".join(
+            f"{own_acks.get(le, 0)} within {float(le) * 1000:.0f} ms"
+            for le in ("0.01", "0.025", "0.05", "0.1")
+        )
     )
     reports = sum(r.reports for r in completed if r.target == OURS)
     acked = sum(len(r.acks) for r in completed if r.target == OURS)
