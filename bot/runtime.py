@@ -311,10 +311,7 @@ class _Bot:
         config = await resolve_names(config, client, self.store)
         bolt_app, identity = _slack_app(settings, mode, config, self.start_services)
         web_app = create_web_app(
-            self.telemetry,
-            mode,
-            self.readiness,
-            bolt_app if mode == "http" else None,
+            self.telemetry, mode, self.readiness, bolt_app if mode == "http" else None
         )
         web = _start_server(web_app, _bind_web(settings, mode), settings.host)
         self.servers.append(web)

@@ -44,10 +44,7 @@ async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes |
 
 
 def create_web_app(
-    telemetry: Telemetry,
-    mode: str,
-    readiness: Readiness,
-    bolt_app: AsyncApp | None = None,
+    telemetry: Telemetry, mode: str, readiness: Readiness, bolt_app: AsyncApp | None = None
 ) -> Starlette:
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "healthy", "version": __version__, "mode": mode})
