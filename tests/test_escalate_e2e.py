@@ -591,6 +591,9 @@ def test_mentions_in_the_summary_ping_nobody(bot: BotProcess) -> None:
 def test_status_lists_the_open_incidents(launch: Launcher) -> None:
     esc = launch.start()
     esc.open("api 5xx spike --sev 1")
+    # Opened before the next: two commands in flight may take their numbers in either order
+    # (under load CI saw the second one get INC-1).
+    esc.card("INC-1")
     esc.open("disk 91% on prod-2 --sev 3 --env local")
     esc.wait_pages(1, "INC-2")
     oncall = esc.team.levels[0][0]
