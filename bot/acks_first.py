@@ -104,6 +104,13 @@ class AcksFirst:
             async with asyncio.timeout(self.longest_wait_s):
                 await self._open.wait()
 
+    async def between(self) -> None:
+        """Where long work on the loop can stop for a moment, every few milliseconds of it:
+        requests that came in meanwhile are taken in (a turn of the loop), and if they are
+        waiting for their acks, those go first."""
+        await asyncio.sleep(0)
+        await self.turn()
+
     def _hold_collector(self) -> None:
         if _Collector.hold(self.longest_wait_s):
             loop = asyncio.get_running_loop()

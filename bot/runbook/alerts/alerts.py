@@ -38,6 +38,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from bot.acks_first import ACKS_FIRST
 from bot.clock import Clock, utc_now
 from bot.config import Config
 from bot.runbook.alerts.silences import extension, holds, needs_approver
@@ -71,6 +72,7 @@ SYNC_TIMER = "alert.sync"
 REMIND_TIMER = "alert.remind"
 UNSILENCE_TIMER = "alert.unsilence"
 CI = "ci"  # the build-time alert's scope: the CI's builds, not an environment
+STEPS_BETWEEN_ACKS = 100  # a state step is ~15-30 µs: a pause for acks every few ms
 
 Wake = Callable[[datetime], None]
 
@@ -157,7 +159,11 @@ class Alerts:
             states = await self._loaded()
             now = self.clock()
             cycle = _Cycle()
-            for observation in observations:
+            for n, observation in enumerate(observations, start=1):
+                if n % STEPS_BETWEEN_ACKS == 0:
+                    # A round over hundreds of environments is 10-50 ms of steps on the loop:
+                    # a burst of commands that arrives meanwhile is acked in between.
+                    await ACKS_FIRST.between()
                 key = (observation.environment, observation.metric.value)
                 state = cycle.states.get(key) or states.get(key)
                 if state is None:
